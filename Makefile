@@ -1,0 +1,51 @@
+# Fjord's two commands: `make run` and `make test`. Both build .venv from uv.lock when it is missing
+# or stale, and are quick when nothing changed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.fjord-synced
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := $(PYTHON) -m uv
+endif
+PYTEST_ARGS ?=
+
+export SPARK_LOCAL_IP ?= 127.0.0.1
+
+.PHONY: run test lint bench venv check-java check-uv clean help
+
+help:
+	@echo "make run    set up, then run the platform's main job on the embedded defaults"
+	@echo "make test   set up, then run the whole test suite"
+	@echo "make lint   ruff + mypy;  make bench   benchmarks (docs/benchmarks.md)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml uv.lock | check-java check-uv
+	$(UV) sync --frozen
+	@touch $@
+
+check-java:
+	@command -v java >/dev/null 2>&1 || [ -x "$$JAVA_HOME/bin/java" ] || { \
+	  echo "error: Java is not installed; Spark needs Java 17 (Debian: apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+
+check-uv:
+	@$(UV) --version >/dev/null 2>&1 || { echo "uv not found: installing it with pip"; \
+	  $(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet uv; }
+
+run: $(STAMP)
+	$(VENV)/bin/fjord run
+
+test: $(STAMP)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m bench.foundation
+
+clean:
+	rm -rf $(VENV) .pytest_cache

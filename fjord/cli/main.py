@@ -1,0 +1,92 @@
+"""Entry point of the ``fjord`` command: the command tree and the one place errors become exit codes.
+
+A :class:`fjord.errors.FjordError` is printed as one line on stderr with its exit code; anything
+else is a bug: one line too, and the traceback with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+import typer
+
+from fjord import __version__
+from fjord.cli import config_cmd, env_cmd, lineage_cmd, project_cmd, run_cmd
+from fjord.cli.output import console, err_console
+from fjord.errors import FjordError
+
+INTERNAL_ERROR_EXIT = 70
+
+app = typer.Typer(
+    name="fjord",
+    help="Fjord: a Python-first ML platform (Spark ETL, feature store, TensorFlow training, serving, "
+    "streaming monitor) coordinated through one shared filesystem.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(project_cmd.app, name="project")
+app.add_typer(env_cmd.app, name="env")
+app.add_typer(lineage_cmd.app, name="lineage")
+app.add_typer(config_cmd.app, name="config")
+app.command("run")(run_cmd.run)
+
+_debug = False
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"fjord {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Show the version."
+    ),
+) -> None:
+    global _debug
+    _debug = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns (and, as a console script, exits with) the exit code."""
+    command = typer.main.get_command(app)
+    try:
+        # standalone_mode=False: errors reach us instead of click's own printing and sys.exit.
+        result = command.main(args=argv, prog_name="fjord", standalone_mode=False)
+    except FjordError as exc:
+        if _debug:
+            raise
+        err_console.print(f"[red]error:[/red] {exc.one_line()}")
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        return 130
+    except Exception as exc:
+        if _debug:
+            raise
+        first = " ".join(str(exc).split()) or "no message"
+        err_console.print(
+            f"[red]error:[/red] internal error {type(exc).__name__}: {first} "
+            "(run with --debug for the traceback)"
+        )
+        return INTERNAL_ERROR_EXIT
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

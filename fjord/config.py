@@ -1,0 +1,235 @@
+"""Fjord's settings: one typed object, read from ``FJORD_*`` variables and an optional ``fjord.yaml``.
+
+Precedence, highest first: environment variables, the YAML file, the defaults. Nested settings use
+``__`` in variable names (``FJORD_SPARK__MASTER=spark://host:7077``) and sections in YAML::
+
+    spark:
+      master: spark://host:7077
+    storage:
+      root: hdfs://namenode:8020/fjord
+
+The defaults are the embedded stack: the local filesystem under ``$FJORD_HOME`` (``~/.fjord``),
+Spark ``local[*]``, SQLite metadata, an embedded Kafka-protocol broker and an embedded MLflow server.
+Every external endpoint is one setting away. Unknown keys are errors that name the file or the
+variable they came from.
+
+>>> from fjord.config import get_settings
+>>> get_settings().spark.master
+'local[*]'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from fjord.errors import ConfigError
+
+ENV_PREFIX = "FJORD_"
+CONFIG_FILE_ENV = "FJORD_CONFIG"
+DEFAULT_CONFIG_FILE = "fjord.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StorageSettings(_Section):
+    """The shared filesystem every stage reads and writes."""
+
+    root: str | None = Field(
+        default=None,
+        description="Root URI of the shared filesystem: file:///path, hdfs://host:port/path or "
+        "s3://bucket/prefix. Default: file://$FJORD_HOME/fs.",
+    )
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO).")
+    s3_key: str | None = None
+    s3_secret: str | None = None
+    hdfs_user: str | None = None
+
+
+class SparkSettings(_Section):
+    """How :func:`fjord.spark.get_spark` builds the one SparkSession of a process."""
+
+    master: str = Field(
+        default="local[*]", description="local[*], spark://, yarn, k8s://, local-cluster[...]"
+    )
+    driver_memory: str = "2g"
+    executor_memory: str = "1g"
+    # 2 cores: Spark's default of 200 shuffle partitions is 200 tiny tasks per shuffle.
+    shuffle_partitions: int = Field(default=4, ge=1)
+    event_log: bool = True
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
+
+
+class MetadataSettings(_Section):
+    """The SQL database holding Fjord's metadata (lineage index; later the feature registry)."""
+
+    url: str | None = Field(default=None, description="SQLAlchemy URL. Default: SQLite under $FJORD_HOME.")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str | None = Field(
+        default=None, description="host:port[,host:port]. Default: the embedded Kafka-protocol broker."
+    )
+
+
+class MlflowSettings(_Section):
+    tracking_uri: str | None = Field(default=None, description="Default: the embedded MLflow server.")
+
+
+class RedisSettings(_Section):
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+class AirflowSettings(_Section):
+    api_url: str | None = Field(default=None, description="Airflow REST API. Default: the embedded one.")
+
+
+class EnvironmentSettings(_Section):
+    """Per-project Python environments (:mod:`fjord.envs`)."""
+
+    builder: Literal["auto", "uv", "conda"] = Field(
+        default="auto", description="auto: conda/micromamba when on PATH, else uv."
+    )
+    cache_dir: Path | None = Field(
+        default=None, description="Local directory the environments are built in. Default: $FJORD_HOME/envs."
+    )
+    index_url: str | None = Field(default=None, description="Package index for project packages.")
+
+
+class Settings(BaseSettings):
+    """All of Fjord's settings. Build it with :func:`load_settings`; read it with :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    home: Path = Field(default=Path("~/.fjord"), description="Where the embedded stack keeps its state.")
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    metadata: MetadataSettings = Field(default_factory=MetadataSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    airflow: AirflowSettings = Field(default_factory=AirflowSettings)
+    environments: EnvironmentSettings = Field(default_factory=EnvironmentSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file's values arrive as init arguments; environment variables override them.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        self.home = self.home.expanduser().resolve()
+        if self.storage.root is None:
+            self.storage.root = (self.home / "fs").as_uri()
+        if self.metadata.url is None:
+            self.metadata.url = f"sqlite:///{self.home / 'fjord.db'}"
+        if self.environments.cache_dir is None:
+            self.environments.cache_dir = self.home / "envs"
+        return self
+
+
+def find_config_file() -> Path | None:
+    """The YAML file to read: ``$FJORD_CONFIG`` (which must exist) or ``./fjord.yaml`` if present."""
+    named = os.environ.get(CONFIG_FILE_ENV)
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_FILE_ENV} names {path}, which is not a file")
+        return path
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.is_file() else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{path}:{where} malformed YAML: {problem}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top, got {type(data).__name__}")
+    return data
+
+
+def _reject_unknown_variables(environ: Mapping[str, str]) -> None:
+    # pydantic-settings ignores unknown top-level FJORD_* variables; a typo there must not pass silently.
+    known = {name.upper() for name in Settings.model_fields} | {CONFIG_FILE_ENV[len(ENV_PREFIX) :]}
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX):
+            head = name[len(ENV_PREFIX) :].split("__", 1)[0]
+            if head not in known:
+                raise ConfigError(
+                    f"environment variable {name}: unknown setting '{head.lower()}'",
+                    hint=f"known settings: {', '.join(sorted(Settings.model_fields))}",
+                )
+
+
+def _describe(error: dict[str, Any], file_values: dict[str, Any], path: Path | None) -> str:
+    loc = [str(part) for part in error["loc"]]
+    dotted = ".".join(loc)
+    node: Any = file_values
+    for part in loc:
+        node = node.get(part) if isinstance(node, dict) else None
+    from_file = node is not None and path is not None
+    origin = str(path) if from_file else f"environment variable {ENV_PREFIX}{'__'.join(loc).upper()}"
+    if error["type"] == "extra_forbidden":
+        return f"{origin}: unknown setting '{dotted}'"
+    return f"{origin}: bad value for '{dotted}': {error['msg']}"
+
+
+def load_settings(config_file: Path | str | None = None) -> Settings:
+    """Read the settings from ``config_file`` (or :func:`find_config_file`) and ``FJORD_*`` variables.
+
+    Raises :class:`ConfigError` naming the file or the variable and the bad key.
+    """
+    path = Path(config_file) if config_file is not None else find_config_file()
+    if path is not None and not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    file_values = _read_yaml(path) if path is not None else {}
+    _reject_unknown_variables(os.environ)
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        problems = [_describe(e, file_values, path) for e in exc.errors()]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more) from None
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process's settings, loaded once."""
+    global _settings
+    if _settings is None:
+        _settings = load_settings()
+    return _settings
+
+
+def reset_settings() -> None:
+    """Forget the loaded settings, so the next :func:`get_settings` reads them again (tests, CLI)."""
+    global _settings
+    _settings = None

@@ -1,0 +1,64 @@
+"""The errors Fjord raises on purpose.
+
+Every error a user can act on derives from :class:`FjordError`. The CLI prints ``str(error)`` as one
+line (plus the hint) and exits with ``error.exit_code``; anything else is a bug and gets a traceback.
+"""
+
+from __future__ import annotations
+
+
+class FjordError(Exception):
+    """Root of Fjord's errors: a message a user can act on, an optional hint and an exit code."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+    def one_line(self) -> str:
+        """The message and hint on one line, as the CLI prints them."""
+        text = " ".join(str(self).split())
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+class ConfigError(FjordError):
+    """A setting is unknown, malformed or missing."""
+
+    exit_code = 2
+
+
+class NotFoundError(FjordError):
+    """A named thing (project, environment, run, artifact) does not exist."""
+
+    exit_code = 3
+
+
+class AlreadyExistsError(FjordError):
+    """Creating something that already exists."""
+
+    exit_code = 4
+
+
+class PathEscapeError(FjordError, PermissionError):
+    """A path resolves outside the root it must stay in."""
+
+    exit_code = 5
+
+
+class InvalidNameError(FjordError, ValueError):
+    """A name (project, environment, dataset) breaks the naming rules."""
+
+    exit_code = 2
+
+
+class EnvironmentBuildError(FjordError):
+    """A project environment spec is malformed or does not resolve."""
+
+    exit_code = 6
+
+
+class SparkError(FjordError):
+    """Spark cannot start (no Java, bad master, bad settings)."""
+
+    exit_code = 7

@@ -1,0 +1,211 @@
+"""The shared filesystem, seen from one root: path-safe access and atomic publish.
+
+Every path given to a :class:`SharedFS` is relative to its root. ``..``, absolute paths, other URIs
+and (on local disks) symlinks that lead out of the root are refused with :class:`PathEscapeError`.
+
+A directory is *published* when it holds a ``_SUCCESS`` marker. :meth:`SharedFS.publish` writes the
+directory under a hidden temporary name (``_tmp.*``: Spark and Hadoop skip names starting with ``_``),
+renames it into place, then writes the marker, so a reader that waits for ``_SUCCESS`` never sees half
+a dataset::
+
+    root = SharedFS("file:///data/fjord")
+    with root.publish("Resources/landing/2026-11-23") as out:
+        out.write_text("transactions.csv", csv_text)      # or df.write.parquet(out.spark_uri())
+    root.is_published("Resources/landing/2026-11-23")     # True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from fjord.errors import AlreadyExistsError, NotFoundError, PathEscapeError
+from fjord.fs.backends import Backend, backend_for
+
+SUCCESS = "_SUCCESS"
+_STAGING_PREFIX = "_tmp."
+_RETIRED_PREFIX = "_old."
+
+
+class SharedFS:
+    """A directory tree on the shared filesystem; every path is resolved inside its root."""
+
+    def __init__(self, root_uri: str, *, backend: Backend | None = None) -> None:
+        self.backend = backend or backend_for(root_uri)
+        self._authority = urlsplit(root_uri).netloc
+        self._root = self.backend.to_path(root_uri).rstrip("/") or "/"
+        self._real_root = os.path.realpath(self._root) if self.backend.scheme == "file" else self._root
+
+    def __repr__(self) -> str:
+        return f"SharedFS({self.uri()!r})"
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def path(self, rel: str = "") -> str:
+        """The filesystem-native path of ``rel``; refuses anything that leaves the root."""
+        if "\x00" in rel or "://" in rel or rel.startswith(("/", "\\")):
+            raise PathEscapeError(f"path {rel!r} must be relative to {self.uri()}")
+        norm = posixpath.normpath(rel) if rel else "."
+        if norm == ".." or norm.startswith("../"):
+            raise PathEscapeError(f"path {rel!r} leaves {self.uri()}")
+        full = self._root if norm == "." else posixpath.join(self._root, norm)
+        if self.backend.scheme == "file":
+            real = os.path.realpath(full)
+            if real != self._real_root and not real.startswith(self._real_root.rstrip("/") + "/"):
+                raise PathEscapeError(f"path {rel!r} leads out of {self.uri()} through a symlink")
+        return full
+
+    def uri(self, rel: str = "") -> str:
+        """The full URI of ``rel``, for libraries that take URIs (deltalake, pyarrow, duckdb)."""
+        return self.backend.to_uri(self.path(rel), self._authority)
+
+    def spark_uri(self, rel: str = "") -> str:
+        """The URI Spark reads ``rel`` by (``s3://`` becomes ``s3a://``)."""
+        uri = self.uri(rel)
+        scheme = self.backend.scheme
+        return uri if scheme == self.backend.spark_scheme else self.backend.spark_scheme + uri[len(scheme) :]
+
+    def sub(self, rel: str) -> SharedFS:
+        """A :class:`SharedFS` rooted at ``rel``, itself confined to it."""
+        return SharedFS(self.uri(rel), backend=self.backend)
+
+    # -- reading and writing -------------------------------------------------------------------
+
+    def exists(self, rel: str = "") -> bool:
+        return bool(self.backend.fs.exists(self.path(rel)))
+
+    def is_published(self, rel: str) -> bool:
+        """True once ``rel`` holds its ``_SUCCESS`` marker (what an Airflow sensor polls)."""
+        return self.exists(posixpath.join(rel, SUCCESS))
+
+    def publication(self, rel: str) -> dict[str, Any]:
+        """The marker's record of a published directory: when, how many files, how many bytes."""
+        if not self.is_published(rel):
+            raise NotFoundError(f"{self.uri(rel)} is not published (no {SUCCESS})")
+        return json.loads(self.read_text(posixpath.join(rel, SUCCESS)) or "{}")
+
+    def listdir(self, rel: str = "", *, include_hidden: bool = False) -> list[str]:
+        """Names in directory ``rel``, sorted; staging and marker files (``_*``, ``.*``) left out."""
+        path = self.path(rel)
+        if not self.backend.fs.isdir(path):
+            raise NotFoundError(f"{self.uri(rel)} is not a directory")
+        names = sorted(posixpath.basename(p.rstrip("/")) for p in self.backend.fs.ls(path, detail=False))
+        return names if include_hidden else [n for n in names if not n.startswith(("_", "."))]
+
+    def makedirs(self, rel: str) -> None:
+        self.backend.fs.makedirs(self.path(rel), exist_ok=True)
+
+    def open(self, rel: str, mode: str = "rb") -> IO[Any]:
+        path = self.path(rel)
+        if "w" in mode or "a" in mode:
+            self.backend.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        return self.backend.fs.open(path, mode)
+
+    def read_bytes(self, rel: str) -> bytes:
+        if not self.exists(rel):
+            raise NotFoundError(f"{self.uri(rel)} does not exist")
+        return bytes(self.backend.fs.cat_file(self.path(rel)))
+
+    def read_text(self, rel: str) -> str:
+        return self.read_bytes(rel).decode()
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write a whole file atomically: readers see the old content or the new, never a part."""
+        self._put_atomically(rel, lambda path: self.backend.fs.pipe_file(path, data))
+
+    def upload(self, local_path: str, rel: str) -> None:
+        """Copy a local file to ``rel`` atomically (streamed, not read into memory)."""
+        self._put_atomically(rel, lambda path: self.backend.fs.put_file(local_path, path))
+
+    def _put_atomically(self, rel: str, put: Callable[[str], object]) -> None:
+        path = self.path(rel)
+        parent, name = posixpath.split(path)
+        self.backend.fs.makedirs(parent, exist_ok=True)
+        if not self.backend.atomic_rename:
+            put(path)  # an object PUT is atomic already
+            return
+        tmp = posixpath.join(parent, f"{_STAGING_PREFIX}{name}.{uuid.uuid4().hex}")
+        try:
+            put(tmp)
+            if self.backend.scheme == "file":
+                os.replace(tmp, path)
+            else:
+                self.backend.fs.mv(tmp, path)
+        except BaseException:
+            if self.backend.fs.exists(tmp):
+                self.backend.fs.rm(tmp)
+            raise
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.write_bytes(rel, text.encode())
+
+    def rm(self, rel: str, *, recursive: bool = False) -> None:
+        if not rel or posixpath.normpath(rel) == ".":
+            raise PathEscapeError(f"refusing to remove the root {self.uri()}")
+        path = self.path(rel)
+        if self.backend.fs.exists(path):
+            self.backend.fs.rm(path, recursive=recursive)
+
+    # -- atomic publish ------------------------------------------------------------------------
+
+    @contextmanager
+    def publish(self, rel: str, *, overwrite: bool = False) -> Iterator[SharedFS]:
+        """Write a directory under a temporary name, then move it to ``rel`` and mark it published.
+
+        Yields a :class:`SharedFS` rooted at the staging directory. If the block raises (or the
+        process dies), nothing appears at ``rel``. A published ``rel`` is replaced only with
+        ``overwrite=True``; an unpublished leftover at ``rel`` (a crash between the rename and the
+        marker) is always replaced.
+        """
+        target = self.path(rel)
+        if posixpath.normpath(rel) in ("", "."):
+            raise PathEscapeError(f"cannot publish the root {self.uri()} itself")
+        if self.is_published(rel) and not overwrite:
+            raise AlreadyExistsError(
+                f"{self.uri(rel)} is already published", hint="pass overwrite=True to replace it"
+            )
+        parent, name = posixpath.split(target)
+        staging = posixpath.join(parent, f"{_STAGING_PREFIX}{name}.{uuid.uuid4().hex}")
+        fs = self.backend.fs
+        fs.makedirs(staging, exist_ok=True)
+        try:
+            yield SharedFS(self.backend.to_uri(staging, self._authority), backend=self.backend)
+            files = [info for info in fs.find(staging, detail=True).values() if info["type"] == "file"]
+            self._move_into_place(staging, target)
+        except BaseException:
+            if fs.exists(staging):
+                fs.rm(staging, recursive=True)
+            raise
+        marker = {
+            "published_at": datetime.now(UTC).isoformat(),
+            "files": len(files),
+            "bytes": sum(int(info.get("size") or 0) for info in files),
+        }
+        fs.pipe_file(posixpath.join(target, SUCCESS), json.dumps(marker).encode())
+
+    def _move_into_place(self, staging: str, target: str) -> None:
+        fs = self.backend.fs
+        retired = None
+        if fs.exists(target):
+            parent, name = posixpath.split(target)
+            retired = posixpath.join(parent, f"{_RETIRED_PREFIX}{name}.{uuid.uuid4().hex}")
+            fs.mv(target, retired, recursive=True)
+        fs.mv(staging, target, recursive=True)
+        if retired is not None:
+            fs.rm(retired, recursive=True)
+
+    def clean_staging(self, rel: str = "") -> list[str]:
+        """Remove leftovers of publishes whose writer died (``_tmp.*``, ``_old.*``) under ``rel``."""
+        removed = []
+        for name in self.listdir(rel, include_hidden=True):
+            if name.startswith((_STAGING_PREFIX, _RETIRED_PREFIX)):
+                self.rm(posixpath.join(rel, name), recursive=True)
+                removed.append(name)
+        return removed

@@ -1,0 +1,304 @@
+"""Run records and provenance: what every stage writes about a run, and the walk back through them.
+
+A :class:`RunRecord` says which run (id, stage, project), when, how it ended, with which parameters,
+which artifacts it read and wrote (URI + version or commit id), which code (git commit or content
+hash) and which environment (lock hash). Records are JSON files under the project's ``Logs/runs/``
+on the shared filesystem (the source of truth) and rows in the metadata database (the index that
+answers "which run produced this artifact?"). Walking that question backwards from a served
+prediction's model leads to the training dataset, the feature commits and the raw landing batch.
+
+>>> with track_run(project, "etl", params={"batch": "2026-11-23"}, code=[__file__]) as run:  # doctest: +SKIP
+...     run.add_input(landing_uri, version=checksum)
+...     run.add_output(feature_group_uri, version=str(commit_id))
+>>> lineage_tree(feature_group_uri, str(commit_id))                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Column, ForeignKey, Index, MetaData, String, Table, Text, insert, select
+from sqlalchemy.engine import Engine
+
+from fjord.errors import NotFoundError
+from fjord.metadata import metadata_engine
+from fjord.projects import Project
+
+RUNS_DIR = "Logs/runs"
+Status = Literal["running", "succeeded", "failed"]
+
+
+class Artifact(BaseModel):
+    """A versioned thing a run read or wrote: a URI plus its version (commit id, checksum, model version)."""
+
+    uri: str
+    version: str | None = None
+    kind: str | None = Field(default=None, description="dataset, feature_group, training_dataset, model, ...")
+
+
+class RunRecord(BaseModel):
+    """The common record of one run of one stage."""
+
+    run_id: str
+    project: str
+    stage: str
+    status: Status = "running"
+    started_at: datetime
+    ended_at: datetime | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[Artifact] = Field(default_factory=list)
+    outputs: list[Artifact] = Field(default_factory=list)
+    code_version: str
+    env_lock_hash: str
+    error: str | None = None
+    host: str = Field(default_factory=socket.gethostname)
+    user: str = Field(default_factory=getpass.getuser)
+    parent_run_id: str | None = None
+
+    def add_input(self, uri: str, version: str | None = None, kind: str | None = None) -> None:
+        self.inputs.append(Artifact(uri=uri, version=version, kind=kind))
+
+    def add_output(self, uri: str, version: str | None = None, kind: str | None = None) -> None:
+        self.outputs.append(Artifact(uri=uri, version=version, kind=kind))
+
+
+def new_run_id(stage: str) -> str:
+    """A sortable, unique run id: ``<stage>-<UTC time>-<random>``."""
+    return f"{stage}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+# -- code and environment versions ----------------------------------------------------------------
+
+
+def code_version(paths: Iterable[str | Path]) -> str:
+    """``git:<commit>`` if ``paths`` are committed and unchanged in a git work tree, else
+    ``sha256:<hash>`` of their contents (directories: every ``*.py`` file under them)."""
+    files = sorted(_code_files(paths))
+    if not files:
+        return "unknown"
+    commit = _clean_git_commit(files)
+    if commit:
+        return f"git:{commit}"
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.name).encode())
+        digest.update(file.read_bytes())
+    return f"sha256:{digest.hexdigest()[:16]}"
+
+
+def _code_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw).resolve()
+        if path.is_dir():
+            yield from (p for p in path.rglob("*.py") if "__pycache__" not in p.parts)
+        elif path.is_file():
+            yield path
+
+
+def _clean_git_commit(files: list[Path]) -> str | None:
+    cwd = files[0].parent
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--", *map(str, files))
+    except OSError:  # no git
+        return None
+    if head.returncode != 0 or status.returncode != 0 or status.stdout.strip():
+        return None
+    return head.stdout.strip()
+
+
+def env_lock_hash(project: Project | None) -> str:
+    """The lock hash of ``project``'s environment, or of the platform's when it has none."""
+    from fjord.envs import current_environment, platform_lock_hash
+
+    if project is not None:
+        try:
+            return current_environment(project).lock_hash
+        except NotFoundError:
+            pass
+    return platform_lock_hash()
+
+
+# -- storing --------------------------------------------------------------------------------------
+
+_schema = MetaData()
+_runs = Table(
+    "lineage_runs",
+    _schema,
+    Column("run_id", String(128), primary_key=True),
+    Column("project", String(64), nullable=False),
+    Column("stage", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", String(40), nullable=False),
+    Column("record_uri", Text, nullable=False),
+    Column("record", Text, nullable=False),
+)
+_artifacts = Table(
+    "lineage_artifacts",
+    _schema,
+    Column("run_id", String(128), ForeignKey("lineage_runs.run_id", ondelete="CASCADE"), nullable=False),
+    Column("role", String(8), nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("version", String(256), nullable=False),
+    Index("ix_lineage_artifacts_lookup", "role", "uri", "version"),
+)
+
+
+def _engine() -> Engine:
+    engine = metadata_engine()
+    _schema.create_all(engine, checkfirst=True)
+    return engine
+
+
+def save_run(project: Project, record: RunRecord) -> str:
+    """Write ``record`` to the project's ``Logs/runs/`` and index it; its URI. Rewriting replaces it."""
+    rel = f"{RUNS_DIR}/{record.run_id}.json"
+    project.fs.write_text(rel, record.model_dump_json(indent=2))
+    uri = project.fs.uri(rel)
+    rows = [("in", a) for a in record.inputs] + [("out", a) for a in record.outputs]
+    with _engine().begin() as conn:
+        conn.execute(_runs.delete().where(_runs.c.run_id == record.run_id))
+        conn.execute(_artifacts.delete().where(_artifacts.c.run_id == record.run_id))
+        conn.execute(
+            insert(_runs).values(
+                run_id=record.run_id,
+                project=record.project,
+                stage=record.stage,
+                status=record.status,
+                started_at=record.started_at.isoformat(),
+                record_uri=uri,
+                record=record.model_dump_json(),
+            )
+        )
+        if rows:
+            conn.execute(
+                insert(_artifacts),
+                [
+                    {"run_id": record.run_id, "role": r, "uri": a.uri.rstrip("/"), "version": a.version or ""}
+                    for r, a in rows
+                ],
+            )
+    return uri
+
+
+@contextmanager
+def track_run(
+    project: Project,
+    stage: str,
+    *,
+    params: dict[str, Any] | None = None,
+    code: Iterable[str | Path] = (),
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+) -> Iterator[RunRecord]:
+    """Record a run of ``stage``: saved as ``running`` at once, then ``succeeded`` or ``failed``.
+
+    A failure records the error's one-line message and re-raises.
+    """
+    record = RunRecord(
+        run_id=run_id or new_run_id(stage),
+        project=project.name,
+        stage=stage,
+        started_at=datetime.now(UTC),
+        params=params or {},
+        code_version=code_version(code),
+        env_lock_hash=env_lock_hash(project),
+        parent_run_id=parent_run_id,
+    )
+    save_run(project, record)
+    try:
+        yield record
+    except BaseException as exc:
+        record.status, record.error = "failed", " ".join(str(exc).split()) or type(exc).__name__
+        raise
+    else:
+        record.status = "succeeded"
+    finally:
+        record.ended_at = datetime.now(UTC)
+        save_run(project, record)
+
+
+def get_run(run_id: str) -> RunRecord:
+    with _engine().connect() as conn:
+        row = conn.execute(select(_runs.c.record).where(_runs.c.run_id == run_id)).first()
+    if row is None:
+        raise NotFoundError(f"unknown run {run_id!r}")
+    return RunRecord.model_validate_json(row.record)
+
+
+def list_runs(project: str | None = None, stage: str | None = None, limit: int = 50) -> list[RunRecord]:
+    """The newest runs first, optionally of one project and stage."""
+    query = select(_runs.c.record).order_by(_runs.c.started_at.desc()).limit(limit)
+    if project:
+        query = query.where(_runs.c.project == project)
+    if stage:
+        query = query.where(_runs.c.stage == stage)
+    with _engine().connect() as conn:
+        return [RunRecord.model_validate_json(r.record) for r in conn.execute(query)]
+
+
+def producer_of(uri: str, version: str | None = None) -> RunRecord | None:
+    """The newest successful run that wrote ``uri`` (at ``version``, if given)."""
+    query = (
+        select(_runs.c.record)
+        .join(_artifacts, _artifacts.c.run_id == _runs.c.run_id)
+        .where(_artifacts.c.role == "out", _artifacts.c.uri == uri.rstrip("/"), _runs.c.status == "succeeded")
+        .order_by(_runs.c.started_at.desc())
+        .limit(1)
+    )
+    if version is not None:
+        query = query.where(_artifacts.c.version == version)
+    with _engine().connect() as conn:
+        row = conn.execute(query).first()
+    return RunRecord.model_validate_json(row.record) if row else None
+
+
+# -- walking back ---------------------------------------------------------------------------------
+
+
+@dataclass
+class LineageNode:
+    """An artifact, the run that produced it (None for raw inputs) and that run's inputs' nodes."""
+
+    artifact: Artifact
+    run: RunRecord | None = None
+    inputs: list[LineageNode] = field(default_factory=list)
+    cycle: bool = False
+
+
+def lineage_tree(uri: str, version: str | None = None, *, max_depth: int = 32) -> LineageNode:
+    """Walk backwards from ``uri`` (at ``version``): who produced it, from what, recursively."""
+
+    def walk(artifact: Artifact, seen: frozenset[tuple[str, str | None]], depth: int) -> LineageNode:
+        key = (artifact.uri.rstrip("/"), artifact.version)
+        if key in seen or depth >= max_depth:
+            return LineageNode(artifact, cycle=key in seen)
+        run = producer_of(artifact.uri, artifact.version)
+        node = LineageNode(artifact, run)
+        if run is not None:
+            node.inputs = [walk(a, seen | {key}, depth + 1) for a in run.inputs]
+        return node
+
+    return walk(Artifact(uri=uri, version=version), frozenset(), 0)
+
+
+def raw_sources(node: LineageNode) -> list[Artifact]:
+    """The leaves of a lineage tree: artifacts no recorded run produced (the raw data)."""
+    if node.run is None:
+        return [node.artifact]
+    return [leaf for child in node.inputs for leaf in raw_sources(child)]

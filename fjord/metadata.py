@@ -1,0 +1,45 @@
+"""The SQL database behind Fjord's metadata (``metadata.url``): SQLite by default, PostgreSQL in a cluster.
+
+One engine per URL and process. SQLite runs in WAL mode with a busy timeout, so several processes
+(Airflow tasks, Spark drivers, the CLI) can write without "database is locked" failures.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from fjord.config import get_settings
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+@cache
+def engine_for(url: str) -> Engine:
+    """The process's engine for ``url``."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+def metadata_engine() -> Engine:
+    """The engine of the configured metadata database."""
+    url = get_settings().metadata.url
+    assert url is not None  # filled in by Settings
+    return engine_for(url)

@@ -1,0 +1,163 @@
+"""The one place a SparkSession is built.
+
+:func:`get_spark` reads :class:`fjord.config.SparkSettings`, so the same code runs on ``local[*]``
+(the default), ``local-cluster[...]``, ``spark://``, ``yarn`` or ``k8s://``. Given a project it
+writes event logs under the project's ``Logs/spark-events`` and runs Python on the executors in the
+project's environment: in place on a ``local`` master, shipped as a venv-pack archive
+(``spark.archives=...#environment``) on any other. One session is reused per process; asking for a
+different master or environment stops it and builds the right one.
+
+>>> spark = get_spark(get_project("fraud"))           # doctest: +SKIP
+>>> spark.read.parquet(project.fs.spark_uri("Resources/landing/2026-11-23"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fjord.config import Settings, get_settings
+from fjord.errors import NotFoundError, SparkError
+from fjord.fs import SharedFS, shared_root
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from fjord.projects import Project
+
+log = logging.getLogger(__name__)
+
+SHIPPED_ENV_NAME = "environment"
+_LOG4J_CONFIG = Path(__file__).parent / "resources" / "log4j2.properties"
+_session: SparkSession | None = None
+_session_key: tuple[str, ...] | None = None
+
+
+def is_local_master(master: str) -> bool:
+    """True for ``local``/``local[N]``: executors are threads of the driver's host and share its disk."""
+    return master == "local" or master.startswith("local[")
+
+
+def check_java() -> str:
+    """The java executable Spark will use; :class:`SparkError` if there is none."""
+    home = os.environ.get("JAVA_HOME")
+    java = os.path.join(home, "bin", "java") if home else shutil.which("java")
+    if not java or not os.path.exists(java):
+        raise SparkError(
+            "Java is not installed (Spark needs Java 17)",
+            hint="install it (Debian: apt-get install openjdk-17-jre-headless) or set JAVA_HOME",
+        )
+    return java
+
+
+def spark_conf(settings: Settings, project: Project | None) -> tuple[dict[str, str], str]:
+    """The Spark configuration for ``project`` and the Python executable executors must run."""
+    spark = settings.spark
+    conf = {
+        "spark.master": spark.master,
+        "spark.driver.memory": spark.driver_memory,
+        "spark.executor.memory": spark.executor_memory,
+        "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
+        "spark.default.parallelism": str(spark.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+    }
+    log4j = f"-Dlog4j2.configurationFile={_LOG4J_CONFIG.as_uri()}"
+    conf["spark.driver.extraJavaOptions"] = log4j
+    conf["spark.executor.extraJavaOptions"] = log4j
+    if spark.master.startswith("local"):
+        conf["spark.driver.host"] = "127.0.0.1"
+        conf["spark.driver.bindAddress"] = "127.0.0.1"
+    conf.update(_storage_conf(settings))
+    logs = (project.fs if project else shared_root()).sub("Logs")
+    if spark.event_log:
+        conf.update(_event_log_conf(logs))
+    python = sys.executable
+    if project is not None:
+        python = _project_python(project, spark.master, conf)
+    conf.update(spark.conf)
+    return conf, python
+
+
+def _event_log_conf(logs: SharedFS) -> dict[str, str]:
+    logs.makedirs("spark-events")
+    return {"spark.eventLog.enabled": "true", "spark.eventLog.dir": logs.spark_uri("spark-events")}
+
+
+def _storage_conf(settings: Settings) -> dict[str, str]:
+    storage = settings.storage
+    conf = {}
+    if storage.s3_endpoint_url:
+        conf["spark.hadoop.fs.s3a.endpoint"] = storage.s3_endpoint_url
+        conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
+    if storage.s3_key:
+        conf["spark.hadoop.fs.s3a.access.key"] = storage.s3_key
+    if storage.s3_secret:
+        conf["spark.hadoop.fs.s3a.secret.key"] = storage.s3_secret
+    return conf
+
+
+def _project_python(project: Project, master: str, conf: dict[str, str]) -> str:
+    from fjord.envs import current_environment, pack_environment
+
+    try:
+        env = current_environment(project)
+    except NotFoundError:
+        return sys.executable  # no project environment: the platform's own
+    if is_local_master(master):
+        return str(env.python)
+    conf["spark.archives"] = f"{pack_environment(project, env)}#{SHIPPED_ENV_NAME}"
+    return f"./{SHIPPED_ENV_NAME}/bin/python"
+
+
+def get_spark(project: Project | None = None, *, app_name: str = "fjord") -> SparkSession:
+    """The process's SparkSession, configured for ``project`` (reused while the setup is the same)."""
+    global _session, _session_key
+    settings = get_settings()
+    conf, python = spark_conf(settings, project)
+    key = (python, *sorted(f"{k}={v}" for k, v in conf.items() if k != "spark.eventLog.dir"))
+    if _session is not None and _session_key == key and _session_alive(_session):
+        return _session
+    stop_spark()
+    check_java()
+    # Executors start PYSPARK_PYTHON; the driver takes it when the context is created.
+    os.environ["PYSPARK_PYTHON"] = python
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # local-cluster workers would otherwise write their work dirs inside the pyspark package.
+    os.environ.setdefault("SPARK_WORKER_DIR", str(settings.home / "spark-work"))
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    for name, value in conf.items():
+        builder = builder.config(name, value)
+    try:
+        _session = builder.getOrCreate()
+    except Exception as exc:  # the JVM's reasons arrive as Py4J/Spark errors of many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SparkError(f"Spark did not start on master {settings.spark.master!r}: {first}") from exc
+    _session_key = key
+    log.info("SparkSession started: master=%s python=%s", settings.spark.master, python)
+    return _session
+
+
+def _session_alive(session: SparkSession) -> bool:
+    jsc = session.sparkContext._jsc
+    return jsc is not None and not jsc.sc().isStopped()
+
+
+def stop_spark() -> None:
+    """Stop the process's SparkSession, if any."""
+    global _session, _session_key
+    if _session is not None:
+        _session.stop()
+    _session, _session_key = None, None
+
+
+atexit.register(stop_spark)
