@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fjord.errors import ConfigError
@@ -187,7 +188,7 @@ def _reject_unknown_variables(environ: Mapping[str, str]) -> None:
                 )
 
 
-def _describe(error: dict[str, Any], file_values: dict[str, Any], path: Path | None) -> str:
+def _describe(error: ErrorDetails, file_values: dict[str, Any], path: Path | None) -> str:
     loc = [str(part) for part in error["loc"]]
     dotted = ".".join(loc)
     node: Any = file_values

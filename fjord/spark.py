@@ -130,8 +130,6 @@ def get_spark(project: Project | None = None, *, app_name: str = "fjord") -> Spa
     os.environ["PYSPARK_PYTHON"] = python
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    # local-cluster workers would otherwise write their work dirs inside the pyspark package.
-    os.environ.setdefault("SPARK_WORKER_DIR", str(settings.home / "spark-work"))
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)

@@ -66,7 +66,7 @@ def run(
         numbers = spark.read.csv(proj.fs.spark_uri(SMOKE_INPUT), header=True, schema="n long")
         with proj.fs.publish(SMOKE_OUTPUT, overwrite=True) as out:
             numbers.selectExpr("n", "n * n AS square").write.mode("overwrite").parquet(out.spark_uri())
-        total = spark.read.parquet(proj.fs.spark_uri(SMOKE_OUTPUT)).selectExpr("sum(square)").first()[0]
+        total = spark.read.parquet(proj.fs.spark_uri(SMOKE_OUTPUT)).selectExpr("sum(square)").collect()[0][0]
         record.add_output(proj.fs.uri(SMOKE_OUTPUT), record.run_id, kind="dataset")
     published = proj.fs.publication(SMOKE_OUTPUT)
     _done(t, f"{published['files']} files, sum of squares {total}, run {record.run_id}")

@@ -174,9 +174,10 @@ class SharedFS:
         parent, name = posixpath.split(target)
         staging = posixpath.join(parent, f"{_STAGING_PREFIX}{name}.{uuid.uuid4().hex}")
         fs = self.backend.fs
-        fs.makedirs(staging, exist_ok=True)
         try:
+            # Not created up front: writers such as Spark refuse to write into an existing directory.
             yield SharedFS(self.backend.to_uri(staging, self._authority), backend=self.backend)
+            fs.makedirs(staging, exist_ok=True)
             files = [info for info in fs.find(staging, detail=True).values() if info["type"] == "file"]
             self._move_into_place(staging, target)
         except BaseException:

@@ -1,0 +1,98 @@
+"""Spark through fjord.spark: the session factory, the shared filesystem and project environments."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fjord.config import get_settings
+from fjord.envs import build_environment, write_spec
+from fjord.projects import create_project
+from fjord.spark import get_spark, spark_conf
+
+pytestmark = pytest.mark.spark
+
+
+def test_session_is_reused(spark) -> None:
+    assert get_spark(app_name="fjord-tests") is spark
+
+
+def test_spark_reads_what_publish_wrote_by_the_same_uri(spark) -> None:
+    project = create_project("fraud")
+    fs = project.fs
+    with fs.publish("Resources/landing/b1") as out:
+        spark.range(100).selectExpr("id", "id * 2 AS twice").write.parquet(out.spark_uri())
+        assert spark.read.parquet(out.spark_uri()).count() == 100
+    df = spark.read.parquet(fs.spark_uri("Resources/landing/b1"))
+    assert df.count() == 100 and df.agg({"twice": "sum"}).first()[0] == 9900
+    assert fs.is_published("Resources/landing/b1")
+
+
+def test_local_master_uses_the_project_environment_in_place() -> None:
+    project = create_project("fraud")
+    write_spec(project, "requirements.txt", "pyjokes==0.8.3\n")
+    env = build_environment(project)
+    conf, python = spark_conf(get_settings(), project)
+    assert python == str(env.python)
+    assert "spark.archives" not in conf
+    assert conf["spark.eventLog.dir"] == project.fs.spark_uri("Logs/spark-events")
+    assert conf["spark.sql.shuffle.partitions"] == "4"
+
+
+def test_cluster_master_ships_the_packed_environment(monkeypatch) -> None:
+    monkeypatch.setenv("FJORD_SPARK__MASTER", "spark://cluster:7077")
+    project = create_project("fraud")
+    write_spec(project, "requirements.txt", "pyjokes==0.8.3\n")
+    env = build_environment(project)
+    conf, python = spark_conf(get_settings(), project)
+    assert python == "./environment/bin/python"
+    assert conf["spark.archives"] == project.fs.uri(f"Environments/{env.key}.tar.gz") + "#environment"
+
+
+_SHIPPING_JOB = textwrap.dedent(
+    """
+    from fjord.envs import build_environment, write_spec
+    from fjord.projects import create_project
+    from fjord.spark import get_spark
+
+    project = create_project("shipping")
+    write_spec(project, "requirements.txt", "pyjokes==0.8.3\\n")
+    build_environment(project)
+    spark = get_spark(project, app_name="shipping-test")
+
+    def where(_):
+        import sys
+        import pyjokes  # only in the project environment
+        yield sys.executable + " " + pyjokes.__file__
+
+    print("RESULT", spark.sparkContext.parallelize([0], 1).mapPartitions(where).collect()[0])
+    """
+)
+
+
+@pytest.mark.slow
+def test_executor_imports_a_package_only_in_the_shipped_environment(fjord_home) -> None:
+    """Separate executor JVMs (local-cluster) unpack the archive and run the UDF in it."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SHIPPING_JOB],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "FJORD_HOME": str(fjord_home),
+            "FJORD_SPARK__MASTER": "local-cluster[1,1,1024]",
+        },
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    assert lines, done.stderr[-3000:]
+    executable, module = lines[0].split()[1:]
+    assert executable.endswith("/environment/bin/python")  # unpacked from spark.archives
+    assert not executable.startswith(str(fjord_home))  # not the driver's copy: the executor's own
+    assert module.startswith(executable.removesuffix("bin/python"))  # imported from the archive
+    # local-cluster workers always work in $SPARK_HOME/work (the pyspark package): leave it clean.
+    shutil.rmtree(Path(executable).parents[3], ignore_errors=True)

@@ -1,0 +1,88 @@
+from pathlib import Path
+
+import pytest
+
+from fjord.cli.main import main
+from tests.conftest import run_fjord
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_lists_the_commands(capsys) -> None:
+    code, out, _ = cli(capsys, "--help")
+    assert code == 0
+    for command in ("project", "env", "lineage", "config", "run"):
+        assert command in out
+    for group, subs in {
+        "project": ["create", "list", "show"],
+        "env": ["build", "show", "list", "install"],
+    }.items():
+        code, out, _ = cli(capsys, group, "--help")
+        assert code == 0 and all(s in out for s in subs)
+
+
+def test_project_lifecycle(capsys) -> None:
+    assert cli(capsys, "project", "create", "fraud", "-d", "card fraud")[0] == 0
+    code, out, _ = cli(capsys, "project", "list")
+    assert code == 0 and "fraud" in out and "card fraud" in out
+    code, out, _ = cli(capsys, "project", "show", "fraud")
+    assert code == 0 and "FeatureStore/" in out
+
+
+def test_bad_input_is_one_line_and_nonzero(capsys) -> None:
+    code, _, err = cli(capsys, "project", "show", "nope")
+    assert code == 3
+    assert err.strip().count("\n") == 0
+    assert "unknown project 'nope'" in err and "Traceback" not in err
+    code, _, err = cli(capsys, "project", "create", "Bad/Name")
+    assert code == 2 and "invalid project name" in err
+
+
+def test_debug_shows_the_traceback(capsys) -> None:
+    from fjord.errors import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        main(["--debug", "project", "show", "nope"])
+
+
+def test_bad_config_file_is_reported(capsys, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "fjord.yaml").write_text("spark:\n  mastr: x\n")
+    code, _, err = cli(capsys, "config", "show")
+    assert code == 2 and "fjord.yaml: unknown setting 'spark.mastr'" in err
+
+
+def test_env_commands(capsys, tmp_path: Path) -> None:
+    cli(capsys, "project", "create", "fraud")
+    spec = tmp_path / "requirements.txt"
+    spec.write_text("pyjokes==0.8.3\n")
+    code, out, err = cli(capsys, "env", "build", "fraud", "--file", str(spec))
+    assert code == 0, err
+    assert "pyjokes==0.8.3" in out
+    code, out, _ = cli(capsys, "env", "show", "fraud", "--json")
+    assert code == 0 and '"additions"' in out
+    code, _, err = cli(capsys, "env", "build", "fraud", "--file", str(tmp_path / "missing.txt"))
+    assert code == 6 and "no such file" in err
+    code, _, err = cli(capsys, "env", "install", "fraud", "numpy==1.21.0")
+    assert code == 6 and "numpy" in err and err.strip().count("\n") == 0
+
+
+def test_lineage_of_unknown_artifact(capsys) -> None:
+    code, _, err = cli(capsys, "lineage", "show", "file:///nowhere")
+    assert code == 3 and "no recorded run produced file:///nowhere" in err
+
+
+def test_console_script_runs_as_a_user_would(fjord_home: Path) -> None:
+    done = run_fjord("--help")
+    assert done.returncode == 0 and "project" in done.stdout
+    done = run_fjord("project", "show", "ghost")
+    assert done.returncode == 3
+    assert done.stderr.strip().splitlines() == [
+        "error: unknown project 'ghost' (projects: none yet) "
+        "(hint: create it with: fjord project create ghost)"
+    ]
+    done = run_fjord("config", "show", env={"FJORD_SPARK_MASTER": "local[2]"})
+    assert done.returncode == 2 and "FJORD_SPARK_MASTER: unknown setting 'spark_master'" in done.stderr

@@ -1,0 +1,95 @@
+"""docker-compose.yml is the cluster deployment; no Docker engine here, so check its structure."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fjord.config import load_settings
+from tests.conftest import REPO
+
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+REQUIRED = {
+    "postgres",
+    "redis",
+    "namenode",
+    "datanode",
+    "kafka",
+    "spark-master",
+    "spark-worker",
+    "mlflow",
+    "tensorflow-serving",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-worker",
+}
+
+
+def _fjord_env(service: dict) -> dict[str, str]:
+    return {k: str(v) for k, v in (service.get("environment") or {}).items() if k.startswith("FJORD_")}
+
+
+def test_the_whole_stack_is_there() -> None:
+    assert set(SERVICES) >= REQUIRED
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_an_image_and_a_healthcheck(name: str) -> None:
+    service = SERVICES[name]
+    assert service.get("image") or service.get("build"), f"{name}: no image or build"
+    assert service.get("healthcheck", {}).get("test"), f"{name}: no healthcheck"
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_dependencies_name_real_services(name: str) -> None:
+    for dep in SERVICES[name].get("depends_on") or {}:
+        assert dep in SERVICES, f"{name} depends on unknown service {dep}"
+
+
+def test_fjord_services_share_one_configuration_that_fjord_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+    fjord_services = {n: s for n, s in SERVICES.items() if s.get("build")}
+    assert {"spark-master", "spark-worker", "mlflow", "airflow-worker"} <= set(fjord_services)
+    envs = [_fjord_env(s) for s in fjord_services.values()]
+    assert all(env == envs[0] for env in envs), "Fjord services disagree on FJORD_* settings"
+    for key, value in envs[0].items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()  # every key is a real setting, every value valid
+    assert settings.storage.root == "hdfs://namenode:8020/fjord"
+    assert settings.spark.master == "spark://spark-master:7077"
+    assert settings.kafka.bootstrap_servers == "kafka:9092"
+    assert settings.mlflow.tracking_uri == "http://mlflow:5000"
+    assert settings.metadata.url.startswith("postgresql")
+    assert settings.airflow.api_url and settings.redis.url.startswith("redis://redis")
+
+
+def test_endpoints_point_at_services_of_the_stack() -> None:
+    env = _fjord_env(SERVICES["spark-master"])
+    hosts = {
+        "FJORD_STORAGE__ROOT": "namenode",
+        "FJORD_SPARK__MASTER": "spark-master",
+        "FJORD_METADATA__URL": "postgres",
+        "FJORD_KAFKA__BOOTSTRAP_SERVERS": "kafka",
+        "FJORD_MLFLOW__TRACKING_URI": "mlflow",
+        "FJORD_REDIS__URL": "redis",
+        "FJORD_AIRFLOW__API_URL": "airflow-apiserver",
+    }
+    for key, host in hosts.items():
+        assert host in env[key] and host in SERVICES, key
+
+
+def test_shared_state_lives_on_volumes() -> None:
+    declared = set(COMPOSE["volumes"])
+    assert {"hdfs-name", "hdfs-data", "fjord-home"} <= declared
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes") or []:
+            source = volume.split(":", 1)[0]
+            assert source in declared or source.startswith(("./", "/")), f"{name}: undeclared volume {source}"
+    assert any(v.startswith("fjord-home:") for v in SERVICES["airflow-worker"]["volumes"])
+
+
+def test_the_image_is_built_from_the_lock() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "uv sync --frozen" in dockerfile and "openjdk-17" in dockerfile
+    assert Path(REPO / "uv.lock").is_file()
