@@ -1,12 +1,14 @@
 """Filesystem backends, chosen by URI scheme.
 
 A backend turns a URI into an fsspec filesystem plus the path that filesystem understands, and says
-whether directory renames are atomic (they are on local disks and HDFS, not on S3). Register another
-scheme with :func:`register_backend`.
+whether it is an object store (S3): no atomic rename of a directory and no real directories, so
+:class:`fjord.fs.SharedFS` copies trees file by file and treats the ``_SUCCESS`` marker, written last,
+as the commit point. Register another scheme with :func:`register_backend`.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -24,7 +26,7 @@ class Backend:
 
     scheme: str
     fs: fsspec.AbstractFileSystem
-    atomic_rename: bool
+    object_store: bool
     # The scheme Spark's Hadoop filesystem layer knows this storage by (s3 -> s3a).
     spark_scheme: str
 
@@ -36,6 +38,30 @@ class Backend:
         if self.scheme == "s3":
             return f"{parts.netloc}{parts.path}".rstrip("/")
         return parts.path or "/"
+
+    def remove_tree(self, path: str) -> None:
+        """Remove ``path`` and everything under it (no error if it does not exist)."""
+        if not self.fs.exists(path):
+            return
+        if not self.object_store:
+            self.fs.rm(path, recursive=True)
+            return
+        files = self.fs.find(path)
+        if files:
+            self.fs.rm(files)
+        # Servers with a real directory tree behind S3 (SeaweedFS, MinIO) keep empty "dir/" entries
+        # that listings show; delete them deepest first. On AWS S3 these keys do not exist.
+        dirs = {path}
+        for file in files:
+            parent = posixpath.dirname(file)
+            while len(parent) > len(path):
+                dirs.add(parent)
+                parent = posixpath.dirname(parent)
+        bucket = path.split("/", 1)[0]
+        for directory in sorted(dirs, key=len, reverse=True):
+            key = directory.split("/", 1)[1] + "/" if "/" in directory else ""
+            if key:
+                self.fs.call_s3("delete_object", Bucket=bucket, Key=key)
 
     def to_uri(self, path: str, authority: str) -> str:
         """The URI of the filesystem-native ``path``."""
@@ -57,14 +83,14 @@ def _local(authority: str, settings: StorageSettings) -> Backend:
     if authority not in ("", "localhost"):
         raise ConfigError(f"file:// URIs name no host, got file://{authority}/...")
     return Backend(
-        "file", fsspec.filesystem("file", auto_mkdir=True), atomic_rename=True, spark_scheme="file"
+        "file", fsspec.filesystem("file", auto_mkdir=True), object_store=False, spark_scheme="file"
     )
 
 
 def _hdfs(authority: str, settings: StorageSettings) -> Backend:
     host, _, port = authority.partition(":")
     fs = fsspec.filesystem("hdfs", host=host or "default", port=int(port or 8020), user=settings.hdfs_user)
-    return Backend("hdfs", fs, atomic_rename=True, spark_scheme="hdfs")
+    return Backend("hdfs", fs, object_store=False, spark_scheme="hdfs")
 
 
 def _s3(authority: str, settings: StorageSettings) -> Backend:
@@ -72,7 +98,7 @@ def _s3(authority: str, settings: StorageSettings) -> Backend:
     fs = fsspec.filesystem(
         "s3", key=settings.s3_key, secret=settings.s3_secret, client_kwargs=client, use_listings_cache=False
     )
-    return Backend("s3", fs, atomic_rename=False, spark_scheme="s3a")
+    return Backend("s3", fs, object_store=True, spark_scheme="s3a")
 
 
 register_backend("file", _local)

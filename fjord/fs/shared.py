@@ -32,6 +32,7 @@ from fjord.fs.backends import Backend, backend_for
 SUCCESS = "_SUCCESS"
 _STAGING_PREFIX = "_tmp."
 _RETIRED_PREFIX = "_old."
+_DIR_MARKER = ".keep"
 
 
 class SharedFS:
@@ -100,7 +101,10 @@ class SharedFS:
         return names if include_hidden else [n for n in names if not n.startswith(("_", "."))]
 
     def makedirs(self, rel: str) -> None:
-        self.backend.fs.makedirs(self.path(rel), exist_ok=True)
+        path = self.path(rel)
+        self.backend.fs.makedirs(path, exist_ok=True)
+        if self.backend.object_store:  # a prefix exists only while it holds an object
+            self.backend.fs.pipe_file(posixpath.join(path, _DIR_MARKER), b"")
 
     def open(self, rel: str, mode: str = "rb") -> IO[Any]:
         path = self.path(rel)
@@ -128,7 +132,7 @@ class SharedFS:
         path = self.path(rel)
         parent, name = posixpath.split(path)
         self.backend.fs.makedirs(parent, exist_ok=True)
-        if not self.backend.atomic_rename:
+        if self.backend.object_store:
             put(path)  # an object PUT is atomic already
             return
         tmp = posixpath.join(parent, f"{_STAGING_PREFIX}{name}.{uuid.uuid4().hex}")
@@ -137,7 +141,7 @@ class SharedFS:
             if self.backend.scheme == "file":
                 os.replace(tmp, path)
             else:
-                self.backend.fs.mv(tmp, path)
+                self.backend.fs.mv(tmp, path)  # HDFS rename: atomic
         except BaseException:
             if self.backend.fs.exists(tmp):
                 self.backend.fs.rm(tmp)
@@ -150,8 +154,10 @@ class SharedFS:
         if not rel or posixpath.normpath(rel) == ".":
             raise PathEscapeError(f"refusing to remove the root {self.uri()}")
         path = self.path(rel)
-        if self.backend.fs.exists(path):
-            self.backend.fs.rm(path, recursive=recursive)
+        if recursive:
+            self.backend.remove_tree(path)
+        elif self.backend.fs.exists(path):
+            self.backend.fs.rm(path)
 
     # -- atomic publish ------------------------------------------------------------------------
 
@@ -181,8 +187,7 @@ class SharedFS:
             files = [info for info in fs.find(staging, detail=True).values() if info["type"] == "file"]
             self._move_into_place(staging, target)
         except BaseException:
-            if fs.exists(staging):
-                fs.rm(staging, recursive=True)
+            self.backend.remove_tree(staging)
             raise
         marker = {
             "published_at": datetime.now(UTC).isoformat(),
@@ -197,10 +202,20 @@ class SharedFS:
         if fs.exists(target):
             parent, name = posixpath.split(target)
             retired = posixpath.join(parent, f"{_RETIRED_PREFIX}{name}.{uuid.uuid4().hex}")
-            fs.mv(target, retired, recursive=True)
-        fs.mv(staging, target, recursive=True)
+            self._move_tree(target, retired)
+        self._move_tree(staging, target)
         if retired is not None:
-            fs.rm(retired, recursive=True)
+            self.backend.remove_tree(retired)
+
+    def _move_tree(self, source: str, target: str) -> None:
+        fs = self.backend.fs
+        if not self.backend.object_store:
+            fs.mv(source, target, recursive=True)  # one rename: atomic on local disks and HDFS
+            return
+        files = fs.find(source)
+        for file in files:
+            fs.copy(file, posixpath.join(target, posixpath.relpath(file, source)))
+        self.backend.remove_tree(source)
 
     def clean_staging(self, rel: str = "") -> list[str]:
         """Remove leftovers of publishes whose writer died (``_tmp.*``, ``_old.*``) under ``rel``."""

@@ -20,7 +20,7 @@ def root(tmp_path: Path) -> SharedFS:
 def test_backend_is_chosen_by_scheme() -> None:
     assert backend_for("file:///tmp/x").scheme == "file"
     assert backend_for("s3://bucket/prefix").scheme == "s3"
-    assert backend_for("s3://bucket/prefix").atomic_rename is False
+    assert backend_for("s3://bucket/prefix").object_store is True
     with pytest.raises(ConfigError, match="unsupported filesystem URI 'ftp://host/x'"):
         backend_for("ftp://host/x")
 
