@@ -1,0 +1,1 @@
+"""The serving job: registered model -> TensorFlow-Serving-compatible REST endpoint."""

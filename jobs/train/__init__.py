@@ -1,0 +1,1 @@
+"""The training job: training dataset -> searched, trained, optimized and registered model."""
