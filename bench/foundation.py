@@ -75,10 +75,10 @@ def _fjord_env_build(home: Path, extra_env: dict[str, str] | None = None) -> tup
     code = f"""
 import time, os
 from fjord.projects import create_project
-from fjord.envs import build_environment, pack_environment, write_spec
+from fjord.envs import build_environment, pack_environment, spec_from_file
 p = create_project("bench")
-write_spec(p, "requirements.txt", "{EXTRA}\\n")
-t = time.perf_counter(); env = build_environment(p); cold = time.perf_counter() - t
+spec = spec_from_file("requirements.txt", "{EXTRA}\\n")
+t = time.perf_counter(); env = build_environment(p, spec); cold = time.perf_counter() - t
 t = time.perf_counter(); build_environment(p); reused = time.perf_counter() - t
 t = time.perf_counter(); uri = pack_environment(p, env); pack = time.perf_counter() - t
 print(cold, reused, pack, os.path.getsize(uri.removeprefix("file://")))

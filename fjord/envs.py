@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ SPEC_FILES = ("environment.yml", "requirements.txt")
 CURRENT_FILE = "current.json"
 RECORD_FILE = ".fjord-env.json"
 _PLATFORM_PTH = "_fjord_platform.pth"
+_SPECS_DIR = "specs"
 _CONDA_KEYS = {"name", "channels", "dependencies", "variables", "prefix"}
 _COMMAND_TIMEOUT_S = 1800
 
@@ -140,13 +142,45 @@ def _check_python(dep: str, filename: str) -> None:
         )
 
 
-def read_project_spec(project: Project) -> tuple[str, list[str]]:
-    """The project's spec file name and its requirements (an empty spec if it has none)."""
+@dataclass(frozen=True)
+class Spec:
+    """An environment spec: ``environment.yml`` or ``requirements.txt`` and its text."""
+
+    filename: str
+    text: str
+
+    @property
+    def requirements(self) -> list[str]:
+        return parse_spec(self.text, self.filename)
+
+
+def spec_from_file(filename: str, text: str) -> Spec:
+    """A validated :class:`Spec` from a file's name and text (``*.yaml`` counts as environment.yml)."""
+    name = Path(filename).name
+    normalised = "environment.yml" if name.endswith((".yml", ".yaml")) else name
+    if normalised not in SPEC_FILES:
+        raise EnvironmentBuildError(f"{filename}: an environment spec is environment.yml or requirements.txt")
+    spec = Spec(normalised, text)
+    spec.requirements  # noqa: B018 -- parse now: a malformed spec fails before anything is built
+    return spec
+
+
+def read_project_spec(project: Project) -> Spec:
+    """The project's stored spec (an empty requirements.txt if it has none)."""
     for name in SPEC_FILES:
         rel = f"{ENV_DIR}/{name}"
         if project.fs.exists(rel):
-            return name, parse_spec(project.fs.read_text(rel), name)
-    return "requirements.txt", []
+            return Spec(name, project.fs.read_text(rel))
+    return Spec("requirements.txt", "")
+
+
+def _store_spec(project: Project, spec: Spec) -> None:
+    if read_project_spec(project) == spec:
+        return
+    for other in SPEC_FILES:
+        if other != spec.filename:
+            project.fs.rm(f"{ENV_DIR}/{other}")
+    project.fs.write_text(f"{ENV_DIR}/{spec.filename}", spec.text)
 
 
 # -- the platform ---------------------------------------------------------------------------------
@@ -290,47 +324,72 @@ def _install(target: Path, additions: list[str], workdir: Path) -> None:
     )
 
 
-def build_environment(project: Project, *, requirements: list[str] | None = None) -> Environment:
-    """Build (or reuse) ``project``'s environment from its spec, or from ``requirements`` if given.
+def build_environment(project: Project, spec: Spec | None = None, *, upgrade: bool = False) -> Environment:
+    """Build (or reuse) ``project``'s environment from ``spec`` (default: the project's stored spec).
 
-    Returns the :class:`Environment`; raises :class:`EnvironmentBuildError` naming the problem and
-    leaves no half-built environment behind.
+    A spec already built against the same platform is reused without asking the package index;
+    ``upgrade=True`` resolves it again (newer releases of unpinned requirements). On success a given
+    ``spec`` becomes the project's spec; on failure (:class:`EnvironmentBuildError`, naming the
+    problem) the project's spec and current environment are unchanged and no half-built environment
+    is left behind.
     """
-    spec_file, spec_requirements = read_project_spec(project)
-    requirements = spec_requirements if requirements is None else requirements
+    spec = spec or read_project_spec(project)
+    requirements = spec.requirements
     pins = platform_pins()
     platform_hash = _digest(pins)
     builder = _choose_builder()
     cache = _cache_dir(project)
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="resolve-", dir=cache) as tmp:
-        additions = _resolve(requirements, pins, Path(tmp))
-        key = _digest({"additions": additions, "platform": platform_hash, "builder": builder})
-        final = cache / key
-        if (final / RECORD_FILE).is_file():
-            env = Environment.model_validate_json((final / RECORD_FILE).read_text())
-        else:
-            staging = Path(tmp) / "venv"
-            _create_venv(staging, builder)
-            _install(staging, additions, Path(tmp))
-            env = Environment(
-                project=project.name,
-                key=key,
-                path=final,
-                spec_file=spec_file,
-                requirements=requirements,
-                additions=additions,
-                lock_hash=_digest({"platform": pins, "additions": additions}),
-                platform_lock_hash=platform_hash,
-                builder=builder,
-                python_version=sys.version.split()[0],
-                built_at=datetime.now(UTC),
-            )
-            # The record goes in last: a directory without it is never taken for a finished build.
-            (staging / RECORD_FILE).write_text(env.model_dump_json(indent=2))
-            _rename_into_place(staging, final)
+    (cache / _SPECS_DIR).mkdir(parents=True, exist_ok=True)
+    resolved = cache / _SPECS_DIR / f"{_digest([requirements, platform_hash, builder])}.json"
+    env = None if upgrade else _built(cache, resolved)
+    if env is None:
+        with tempfile.TemporaryDirectory(prefix="resolve-", dir=cache) as tmp:
+            additions = _resolve(requirements, pins, Path(tmp))
+            key = _digest({"additions": additions, "platform": platform_hash, "builder": builder})
+            env = _built(cache, cache / key / RECORD_FILE)
+            if env is None:
+                env = Environment(
+                    project=project.name,
+                    key=key,
+                    path=cache / key,
+                    spec_file=spec.filename,
+                    requirements=requirements,
+                    additions=additions,
+                    lock_hash=_digest({"platform": pins, "additions": additions}),
+                    platform_lock_hash=platform_hash,
+                    builder=builder,
+                    python_version=sys.version.split()[0],
+                    built_at=datetime.now(UTC),
+                )
+                _build_venv(env, Path(tmp))
+        _write_atomically(resolved, env.model_dump_json(indent=2))
+    env = env.model_copy(update={"spec_file": spec.filename, "requirements": requirements})
+    _store_spec(project, spec)
     _record(project, env, pins)
     return env
+
+
+def _built(cache: Path, record: Path) -> Environment | None:
+    """The finished environment ``record`` describes, if it is still there."""
+    if not record.is_file():
+        return None
+    env = Environment.model_validate_json(record.read_text())
+    return env if (cache / env.key / RECORD_FILE).is_file() else None
+
+
+def _build_venv(env: Environment, workdir: Path) -> None:
+    staging = workdir / "venv"
+    _create_venv(staging, env.builder)
+    _install(staging, env.additions, workdir)
+    # The record goes in last: a directory without it is never taken for a finished build.
+    (staging / RECORD_FILE).write_text(env.model_dump_json(indent=2))
+    _rename_into_place(staging, env.path)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _rename_into_place(staging: Path, final: Path) -> None:
@@ -355,40 +414,23 @@ def _record(project: Project, env: Environment, pins: dict[str, str]) -> None:
     project.fs.write_text(f"{ENV_DIR}/{CURRENT_FILE}", env.model_dump_json(indent=2))
 
 
-def write_spec(project: Project, filename: str, text: str) -> list[str]:
-    """Validate and store a spec file as the project's spec (replacing any other spec file)."""
-    name = Path(filename).name
-    normalised = "environment.yml" if name.endswith((".yml", ".yaml")) else name
-    if normalised not in SPEC_FILES:
-        raise EnvironmentBuildError(f"{filename}: an environment spec is environment.yml or requirements.txt")
-    requirements = parse_spec(text, normalised)
-    for other in SPEC_FILES:
-        if other != normalised:
-            project.fs.rm(f"{ENV_DIR}/{other}")
-    project.fs.write_text(f"{ENV_DIR}/{normalised}", text)
-    return requirements
-
-
 def install_packages(project: Project, packages: list[str]) -> Environment:
     """``pip install`` into the project's environment: the spec gains ``packages`` once they resolve."""
-    spec_file, requirements = read_project_spec(project)
-    wanted = requirements + [p for p in packages if p not in requirements]
-    env = build_environment(project, requirements=wanted)  # fails before the spec changes
-    if spec_file == "environment.yml":
-        data = yaml.safe_load(project.fs.read_text(f"{ENV_DIR}/{spec_file}")) or {}
+    spec = read_project_spec(project)
+    requirements = spec.requirements
+    new = [p for p in packages if p not in requirements]
+    if spec.filename == "environment.yml":
+        data = yaml.safe_load(spec.text) or {}
         deps = data.setdefault("dependencies", [])
         pip_section = next((d for d in deps if isinstance(d, dict) and "pip" in d), None)
         if pip_section is None:
             pip_section = {"pip": []}
             deps.append(pip_section)
-        pip_section["pip"].extend(p for p in packages if p not in pip_section["pip"])
+        pip_section["pip"].extend(new)
         text = yaml.safe_dump(data, sort_keys=False)
     else:
-        text = "".join(f"{r}\n" for r in wanted)
-    project.fs.write_text(f"{ENV_DIR}/{spec_file}", text)
-    env = env.model_copy(update={"spec_file": spec_file, "requirements": wanted})
-    _record(project, env, platform_pins())
-    return env
+        text = "".join(f"{r}\n" for r in requirements + new)
+    return build_environment(project, Spec(spec.filename, text))
 
 
 def current_environment(project: Project) -> Environment:
@@ -433,6 +475,6 @@ def pack_environment(project: Project, env: Environment) -> str:
 def list_environments(project: Project) -> list[Environment]:
     """Every environment built for ``project`` on this machine, newest first."""
     cache = _cache_dir(project)
-    records = [p / RECORD_FILE for p in cache.iterdir()] if cache.is_dir() else []
+    records = [p / RECORD_FILE for p in cache.iterdir() if p.name != _SPECS_DIR] if cache.is_dir() else []
     envs = [Environment.model_validate_json(r.read_text()) for r in records if r.is_file()]
     return sorted(envs, key=lambda e: e.built_at, reverse=True)

@@ -15,7 +15,7 @@ from fjord.envs import (
     install_packages,
     list_environments,
     pack_environment,
-    write_spec,
+    spec_from_file,
 )
 from fjord.errors import EnvironmentBuildError
 from fjord.projects import get_project
@@ -41,15 +41,19 @@ def build(
         None, "--file", "-f", help="environment.yml or requirements.txt to make the project's spec first."
     ),
     pack: bool = typer.Option(False, "--pack", help="Also pack it for shipping to cluster executors."),
+    upgrade: bool = typer.Option(
+        False, "--upgrade", help="Resolve again even if this spec was built before."
+    ),
 ) -> None:
-    """Build (or reuse) the project's environment from its spec."""
+    """Build (or reuse) the project's environment from its spec (the spec changes only on success)."""
     proj = get_project(project)
+    spec = None
     if file is not None:
         if not file.is_file():
             raise EnvironmentBuildError(f"{file}: no such file")
-        write_spec(proj, file.name, file.read_text())
+        spec = spec_from_file(file.name, file.read_text())
     with console.status("resolving against the platform's packages and building..."):
-        env = build_environment(proj)
+        env = build_environment(proj, spec, upgrade=upgrade)
         if pack:
             env = env.model_copy(update={"archive_uri": pack_environment(proj, env)})
     _summary(env)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fjord.config import get_settings
-from fjord.envs import build_environment, write_spec
+from fjord.envs import build_environment, spec_from_file
 from fjord.projects import create_project
 from fjord.spark import get_spark, spark_conf
 
@@ -34,8 +34,7 @@ def test_spark_reads_what_publish_wrote_by_the_same_uri(spark) -> None:
 
 def test_local_master_uses_the_project_environment_in_place() -> None:
     project = create_project("fraud")
-    write_spec(project, "requirements.txt", "pyjokes==0.8.3\n")
-    env = build_environment(project)
+    env = build_environment(project, spec_from_file("requirements.txt", "pyjokes==0.8.3\n"))
     conf, python = spark_conf(get_settings(), project)
     assert python == str(env.python)
     assert "spark.archives" not in conf
@@ -46,8 +45,7 @@ def test_local_master_uses_the_project_environment_in_place() -> None:
 def test_cluster_master_ships_the_packed_environment(monkeypatch) -> None:
     monkeypatch.setenv("FJORD_SPARK__MASTER", "spark://cluster:7077")
     project = create_project("fraud")
-    write_spec(project, "requirements.txt", "pyjokes==0.8.3\n")
-    env = build_environment(project)
+    env = build_environment(project, spec_from_file("requirements.txt", "pyjokes==0.8.3\n"))
     conf, python = spark_conf(get_settings(), project)
     assert python == "./environment/bin/python"
     assert conf["spark.archives"] == project.fs.uri(f"Environments/{env.key}.tar.gz") + "#environment"
@@ -55,13 +53,12 @@ def test_cluster_master_ships_the_packed_environment(monkeypatch) -> None:
 
 _SHIPPING_JOB = textwrap.dedent(
     """
-    from fjord.envs import build_environment, write_spec
+    from fjord.envs import build_environment, spec_from_file
     from fjord.projects import create_project
     from fjord.spark import get_spark
 
     project = create_project("shipping")
-    write_spec(project, "requirements.txt", "pyjokes==0.8.3\\n")
-    build_environment(project)
+    build_environment(project, spec_from_file("requirements.txt", "pyjokes==0.8.3\\n"))
     spark = get_spark(project, app_name="shipping-test")
 
     def where(_):

@@ -14,7 +14,8 @@ from fjord.envs import (
     pack_environment,
     parse_spec,
     platform_pins,
-    write_spec,
+    read_project_spec,
+    spec_from_file,
 )
 from fjord.errors import EnvironmentBuildError, NotFoundError
 from fjord.projects import create_project
@@ -75,10 +76,13 @@ def test_empty_spec_is_the_platform() -> None:
     assert current_environment(project).key == env.key
 
 
-def test_build_installs_only_the_additions_and_reuses_by_hash() -> None:
+def req(text: str):
+    return spec_from_file("requirements.txt", text)
+
+
+def test_build_installs_only_the_additions_and_reuses_by_hash(monkeypatch: pytest.MonkeyPatch) -> None:
     project = create_project("fraud")
-    write_spec(project, "requirements.txt", f"{EXTRA}\n")
-    env = build_environment(project)
+    env = build_environment(project, req(f"{EXTRA}\n"))
     assert env.additions == [EXTRA]
     site = next(env.path.glob("lib/python*/site-packages"))
     assert (site / "pyjokes").is_dir()
@@ -93,53 +97,59 @@ def test_build_installs_only_the_additions_and_reuses_by_hash() -> None:
     lock = project.fs.read_text(f"Environments/{env.key}.lock.txt")
     assert f"{EXTRA}\n" in lock and f"pyspark=={platform_pins()['pyspark']}\n" in lock
 
+    assert read_project_spec(project).text == f"{EXTRA}\n"  # stored as the project's spec
+
     marker = env.path / RECORD_FILE
     before = marker.stat().st_mtime_ns
+    monkeypatch.setattr(envs, "_resolve", None)  # an unchanged spec needs no resolution (no index)
     again = build_environment(project)
     assert again.key == env.key and marker.stat().st_mtime_ns == before  # reused, not rebuilt
+    monkeypatch.undo()
 
-    write_spec(project, "requirements.txt", "pyjokes==0.8.2\n")
-    changed = build_environment(project)
+    changed = build_environment(project, req("pyjokes==0.8.2\n"))
     assert changed.key != env.key
+    assert build_environment(project, upgrade=True).key == changed.key  # resolved again, same result
 
 
 def test_a_project_cannot_move_a_platform_pin() -> None:
     project = create_project("fraud")
-    write_spec(project, "requirements.txt", "numpy==1.21.0\n")
     with pytest.raises(EnvironmentBuildError, match="numpy"):
-        build_environment(project)
+        build_environment(project, req("numpy==1.21.0\n"))
     with pytest.raises(NotFoundError, match="has no environment yet"):
         current_environment(project)
+    assert read_project_spec(project).text == ""  # the failed spec was not stored
 
 
 def test_unresolvable_spec_leaves_nothing_behind(fjord_home: Path) -> None:
     project = create_project("fraud")
-    write_spec(project, "requirements.txt", "this-package-does-not-exist-fjord==1.0\n")
+    good = build_environment(project, req(f"{EXTRA}\n"))
     with pytest.raises(EnvironmentBuildError, match="this-package-does-not-exist-fjord"):
-        build_environment(project)
-    assert list((fjord_home / "envs" / "fraud").iterdir()) == []
+        build_environment(project, req("this-package-does-not-exist-fjord==1.0\n"))
+    assert read_project_spec(project).text == f"{EXTRA}\n"
+    assert current_environment(project).key == good.key
+    assert sorted(p.name for p in (fjord_home / "envs" / "fraud").iterdir()) == sorted([good.key, "specs"])
 
 
 def test_interrupted_build_is_not_picked_up(fjord_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = create_project("fraud")
-    write_spec(project, "requirements.txt", f"{EXTRA}\n")
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the build is interrupted while installing
 
     monkeypatch.setattr(envs, "_install", killed)
     with pytest.raises(KeyboardInterrupt):
-        build_environment(project)
-    assert list((fjord_home / "envs" / "fraud").iterdir()) == []
+        build_environment(project, req(f"{EXTRA}\n"))
+    assert [p.name for p in (fjord_home / "envs" / "fraud").iterdir()] == ["specs"]
+    assert list((fjord_home / "envs" / "fraud" / "specs").iterdir()) == []
     monkeypatch.undo()
     monkeypatch.setenv("FJORD_HOME", str(fjord_home))
-    env = build_environment(project)
+    env = build_environment(project, req(f"{EXTRA}\n"))
     assert (env.path / RECORD_FILE).is_file()
 
 
 def test_install_adds_to_the_spec_only_when_it_resolves() -> None:
     project = create_project("fraud")
-    write_spec(project, "environment.yml", "name: fraud\ndependencies:\n  - pip\n")
+    build_environment(project, spec_from_file("environment.yml", "name: fraud\ndependencies:\n  - pip\n"))
     env = install_packages(project, [EXTRA])
     assert env.additions == [EXTRA]
     assert EXTRA in project.fs.read_text("Environments/environment.yml")
@@ -151,8 +161,7 @@ def test_install_adds_to_the_spec_only_when_it_resolves() -> None:
 
 def test_pack_writes_the_archive_atomically_once() -> None:
     project = create_project("fraud")
-    write_spec(project, "requirements.txt", f"{EXTRA}\n")
-    env = build_environment(project)
+    env = build_environment(project, req(f"{EXTRA}\n"))
     uri = pack_environment(project, env)
     assert uri.endswith(f"Environments/{env.key}.tar.gz")
     assert project.fs.exists(f"Environments/{env.key}.tar.gz")
@@ -160,7 +169,8 @@ def test_pack_writes_the_archive_atomically_once() -> None:
     assert [n for n in project.fs.listdir("Environments", include_hidden=True) if n.startswith("_tmp")] == []
 
 
-def test_spec_file_names_are_checked() -> None:
-    project = create_project("fraud")
+def test_spec_file_names_and_content_are_checked_up_front() -> None:
     with pytest.raises(EnvironmentBuildError, match=r"environment\.yml or requirements\.txt"):
-        write_spec(project, "Pipfile", "x")
+        spec_from_file("Pipfile", "x")
+    with pytest.raises(EnvironmentBuildError, match="malformed YAML"):
+        spec_from_file("env.yaml", "dependencies: [\n")
