@@ -61,12 +61,15 @@ _SHIPPING_JOB = textwrap.dedent(
     build_environment(project, spec_from_file("requirements.txt", "pyjokes==0.8.3\\n"))
     spark = get_spark(project, app_name="shipping-test")
 
+    from pyspark.sql.functions import udf
+
+    @udf("string")
     def where(_):
         import sys
         import pyjokes  # only in the project environment
-        yield sys.executable + " " + pyjokes.__file__
+        return sys.executable + " " + pyjokes.__file__
 
-    print("RESULT", spark.sparkContext.parallelize([0], 1).mapPartitions(where).collect()[0])
+    print("RESULT", spark.range(1).select(where("id")).first()[0])
     """
 )
 
