@@ -93,6 +93,18 @@ class AirflowSettings(_Section):
     api_url: str | None = Field(default=None, description="Airflow REST API. Default: the embedded one.")
 
 
+class FeatureStoreSettings(_Section):
+    """The feature store (``featurestore``): its join engine and online store."""
+
+    join_engine: Literal["duckdb", "spark"] = Field(
+        default="duckdb", description="duckdb: one machine (ASOF JOIN); spark: data that outgrows it."
+    )
+    online_store: Literal["sqlite", "redis"] = Field(
+        default="sqlite", description="sqlite: embedded; redis: redis.url (pipelined reads)."
+    )
+    online_sqlite_path: Path | None = Field(default=None, description="Default: $FJORD_HOME/online.db.")
+
+
 class EnvironmentSettings(_Section):
     """Per-project Python environments (:mod:`fjord.envs`)."""
 
@@ -121,6 +133,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     environments: EnvironmentSettings = Field(default_factory=EnvironmentSettings)
+    featurestore: FeatureStoreSettings = Field(default_factory=FeatureStoreSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -143,6 +156,8 @@ class Settings(BaseSettings):
             self.metadata.url = f"sqlite:///{self.home / 'fjord.db'}"
         if self.environments.cache_dir is None:
             self.environments.cache_dir = self.home / "envs"
+        if self.featurestore.online_sqlite_path is None:
+            self.featurestore.online_sqlite_path = self.home / "online.db"
         return self
 
 

@@ -1,7 +1,10 @@
 """The SQL database behind Fjord's metadata (``metadata.url``): SQLite by default, PostgreSQL in a cluster.
 
-One engine per URL and process. SQLite runs in WAL mode with a busy timeout, so several processes
-(Airflow tasks, Spark drivers, the CLI) can write without "database is locked" failures.
+One engine per URL and process. SQLite runs in WAL mode with a busy timeout, and every transaction
+starts with ``BEGIN IMMEDIATE``: a transaction that reads and then writes would otherwise need to
+upgrade its lock, and SQLite fails such an upgrade at once ("database is locked", the failure Feast's
+SQLite registry shows) instead of waiting. Taking the write lock up front makes concurrent writers
+from several processes (Airflow tasks, Spark drivers, the CLI) queue on the busy timeout instead.
 """
 
 from __future__ import annotations
@@ -30,11 +33,16 @@ def engine_for(url: str) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (below)
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

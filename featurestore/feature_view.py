@@ -1,0 +1,302 @@
+"""Feature views: a query plus labels, the source of training data and of online feature vectors.
+
+>>> fv = fs.get_or_create_feature_view("fraud", 1, query=q, labels=["is_fraud"])   # doctest: +SKIP
+>>> version, job = fv.create_training_data(data_format="parquet")                  # doctest: +SKIP
+>>> X, y = fv.get_training_data(version)                                           # doctest: +SKIP
+>>> fv.get_feature_vector({"cc_num": 4111})                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from featurestore.engines import join_engine
+from featurestore.errors import FeatureStoreError
+from featurestore.feature_group import encode_key
+from featurestore.registry import TrainingDatasetRecord, ViewRecord
+from fjord.errors import NotFoundError
+from fjord.lineage import RunRecord, track_run
+
+if TYPE_CHECKING:
+    from featurestore.feature_group import FeatureGroup
+    from featurestore.query import Query
+    from featurestore.store import FeatureStore
+
+TRAINING_DATASETS_DIR = "TrainingDatasets"
+DATA_FORMATS = ("parquet", "tfrecord")
+_CODE = [Path(__file__).parent]
+
+
+class FeatureView:
+    """A named, versioned query with labels."""
+
+    def __init__(self, store: FeatureStore, record: ViewRecord, query: Query) -> None:
+        self._store = store
+        self._record = record
+        self.query = query
+
+    def __repr__(self) -> str:
+        return f"FeatureView({self._record.project}.{self.name}, version={self.version})"
+
+    @property
+    def name(self) -> str:
+        return self._record.name
+
+    @property
+    def version(self) -> int:
+        return self._record.version
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self._record.labels)
+
+    @property
+    def id(self) -> int:
+        assert self._record.id is not None
+        return self._record.id
+
+    @property
+    def features(self) -> list[str]:
+        """The model's input features: every selected feature but keys, event time and labels."""
+        head = {*self.query.group.primary_key, self.query.group.event_time}
+        return [c for c in self.query.output_columns() if c not in head and c not in self.labels]
+
+    # -- training data -------------------------------------------------------------------------------
+
+    def _location(self, version: int) -> str:
+        return f"{TRAINING_DATASETS_DIR}/{self.name}_{self.version}/{version}"
+
+    def create_training_data(
+        self,
+        data_format: str = "parquet",
+        *,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        engine: str | None = None,
+        commits: dict[str, int] | None = None,
+    ) -> tuple[int, RunRecord]:
+        """Materialise the point-in-time join as a new training dataset version.
+
+        Records the exact commit of every feature group read (and a lineage run), so the version can
+        be rebuilt bit for bit (:meth:`recreate_training_data`). ``data_format`` "tfrecord" writes
+        TFRecord files next to the Parquet ones. Returns (version, the run record).
+        """
+        if data_format not in DATA_FORMATS:
+            raise FeatureStoreError(f"data_format must be one of {DATA_FORMATS}, not {data_format!r}")
+        plan, used = self.query.plan(commits, start_time=start_time, end_time=end_time)
+        engine_impl = join_engine(engine)
+        options = {
+            "start_time": start_time.isoformat() if start_time else None,
+            "end_time": end_time.isoformat() if end_time else None,
+            "engine": engine_impl.name,
+        }
+        project = self._store.project
+        with track_run(
+            project,
+            "training_dataset",
+            params={"feature_view": f"{self.name}_{self.version}", "data_format": data_format, **options},
+            code=_CODE,
+        ) as run:
+            reserved = self._store.registry.reserve_dataset(
+                TrainingDatasetRecord(
+                    view_id=self.id,
+                    version=0,
+                    data_format=data_format,
+                    uri="",
+                    commits=used,
+                    rows=0,
+                    run_id=run.run_id,
+                    options=options,
+                    created_at=datetime.now(UTC),
+                )
+            )
+            rel = self._location(reserved.version)
+            try:
+                with project.fs.publish(rel, overwrite=True) as out:
+                    rows = engine_impl.write_parquet(plan, out.sub("parquet"))
+                    if data_format == "tfrecord":
+                        from featurestore.formats import write_tfrecords
+
+                        write_tfrecords(out.sub("parquet"), out.sub("tfrecord"))
+                    out.write_text(
+                        "_feature_view.json",
+                        json.dumps(
+                            {"features": self.features, "labels": self.labels, "commits": used}, indent=2
+                        ),
+                    )
+            except BaseException:
+                self._store.registry.drop_dataset(self.id, reserved.version)
+                raise
+            for group in self.query.groups():
+                run.add_input(group.location, str(used[group.ref]), kind="feature_group")
+            run.add_output(project.fs.uri(rel), str(reserved.version), kind="training_dataset")
+            finished = reserved.model_copy(update={"uri": project.fs.uri(rel), "rows": rows})
+            self._store.registry.finish_dataset(finished)
+        return reserved.version, run
+
+    def recreate_training_data(self, version: int) -> tuple[int, RunRecord]:
+        """A new training dataset built from exactly the commits ``version`` read: the same rows."""
+        record = self._dataset(version)
+        options = record.options
+        return self.create_training_data(
+            record.data_format,
+            start_time=datetime.fromisoformat(options["start_time"]) if options.get("start_time") else None,
+            end_time=datetime.fromisoformat(options["end_time"]) if options.get("end_time") else None,
+            engine=options.get("engine"),
+            commits=record.commits,
+        )
+
+    def _dataset(self, version: int) -> TrainingDatasetRecord:
+        record = self._store.registry.get_dataset(self.id, version)
+        if record is None:
+            known = self._store.registry.list_datasets(self.id)
+            raise NotFoundError(
+                f"{self} has no training dataset version {version} (versions: {known or 'none'})"
+            )
+        return record
+
+    def get_training_dataset_versions(self) -> list[int]:
+        return self._store.registry.list_datasets(self.id)
+
+    def training_dataset_commits(self, version: int) -> dict[str, int]:
+        """The commit of every feature group the training dataset ``version`` read."""
+        return dict(self._dataset(version).commits)
+
+    def read_training_dataset(self, version: int) -> pa.Table:
+        """All columns of training dataset ``version`` (keys, event time, features, labels)."""
+        self._dataset(version)
+        fs = self._store.project.fs
+        rel = f"{self._location(version)}/parquet"
+        files = [f for f in fs.backend.fs.find(fs.path(rel)) if f.endswith(".parquet")]
+        return ds.dataset(sorted(files), filesystem=fs.backend.fs, format="parquet").to_table()
+
+    def get_training_data(
+        self, training_dataset_version: int, *, primary_keys: bool = False, event_time: bool = False
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(X, y) of a materialised training dataset, as pandas."""
+        frame = self.read_training_dataset(training_dataset_version).to_pandas()
+        return self._split_xy(frame, primary_keys=primary_keys, event_time=event_time)
+
+    def _split_xy(
+        self, frame: pd.DataFrame, *, primary_keys: bool, event_time: bool
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        head = []
+        if primary_keys:
+            head += self.query.group.primary_key
+        if event_time:
+            head.append(self.query.group.event_time)
+        return frame[head + self.features], frame[self.labels]
+
+    def train_test_split(
+        self,
+        test_size: float = 0.2,
+        *,
+        time_ordered: bool = False,
+        seed: int = 42,
+        training_dataset_version: int | None = None,
+    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """X_train, X_test, y_train, y_test. ``time_ordered``: the latest ``test_size`` of rows by event
+        time are the test set (no look-ahead); otherwise a seeded random split. Without a version, a new
+        training dataset is materialised first (and recorded)."""
+        if not 0 < test_size < 1:
+            raise FeatureStoreError(f"test_size must be between 0 and 1, not {test_size}")
+        version = training_dataset_version or self.create_training_data()[0]
+        frame = self.read_training_dataset(version).to_pandas()
+        if time_ordered:
+            frame = frame.sort_values(self.query.group.event_time, kind="stable")
+            cut = int(round(len(frame) * (1 - test_size)))
+            train, test = frame.iloc[:cut], frame.iloc[cut:]
+        else:
+            test_mask = np.random.default_rng(seed).random(len(frame)) < test_size
+            train, test = frame[~test_mask], frame[test_mask]
+        x_train, y_train = self._split_xy(train, primary_keys=False, event_time=False)
+        x_test, y_test = self._split_xy(test, primary_keys=False, event_time=False)
+        return x_train, x_test, y_train, y_test
+
+    # -- batch and online ----------------------------------------------------------------------------
+
+    def get_batch_data(
+        self,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        *,
+        engine: str | None = None,
+    ) -> pd.DataFrame:
+        """Features (no labels) of the left group's rows with start_time <= event time < end_time."""
+        plan, _ = self.query.plan(exclude=self.labels, start_time=start_time, end_time=end_time)
+        return join_engine(engine).to_arrow(plan).to_pandas()
+
+    def get_feature_vector(self, entry: dict[str, Any], *, return_type: str = "list") -> Any:
+        """The latest feature values for one entity from the online store (list, dict or pandas)."""
+        return (
+            self.get_feature_vectors([entry], return_type=return_type)[0]
+            if return_type != "pandas"
+            else self.get_feature_vectors([entry], return_type="pandas")
+        )
+
+    def get_feature_vectors(self, entries: list[dict[str, Any]], *, return_type: str = "list") -> Any:
+        """Feature vectors for many entities, read from the online store in one round trip."""
+        if return_type not in ("list", "dict", "pandas"):
+            raise FeatureStoreError(f"return_type must be list, dict or pandas, not {return_type!r}")
+        parts = self._online_parts()
+        requests = []
+        for entry in entries:
+            for group, keys, _, _ in parts:
+                requests.append(
+                    (group.online_table, encode_key([_entry_value(entry, lk, rk) for lk, rk in keys]))
+                )
+        values = self._store.online.read(requests)
+        vectors: list[dict[str, Any]] = []
+        it = iter(values)
+        for _ in entries:
+            vector: dict[str, Any] = {}
+            for group, _, features, outputs in parts:
+                raw = next(it)
+                row = json.loads(raw) if raw is not None else {}
+                for feature, output in zip(features, outputs, strict=True):
+                    vector[output] = _decode(row.get(feature), group, feature)
+            vectors.append({name: vector[name] for name in self.features})
+        if return_type == "dict":
+            return vectors
+        if return_type == "pandas":
+            return pd.DataFrame(vectors, columns=self.features)
+        return [[v[name] for name in self.features] for v in vectors]
+
+    def _online_parts(self) -> list[tuple[FeatureGroup, list[tuple[str, str]], list[str], list[str]]]:
+        parts = []
+        for group, features, keys, _, prefix in self.query._parts():
+            wanted = [f for f in features if prefix + f in self.features]
+            if not wanted:
+                continue
+            if not group.online_enabled:
+                raise FeatureStoreError(
+                    f"{group} is not online enabled: its features cannot be served online"
+                )
+            parts.append((group, list(keys), wanted, [prefix + f for f in wanted]))
+        return parts
+
+
+def _entry_value(entry: dict[str, Any], left_key: str, right_key: str) -> Any:
+    if left_key in entry:
+        return entry[left_key]
+    if right_key in entry:
+        return entry[right_key]
+    raise FeatureStoreError(f"the entry {entry} lacks the primary key {left_key!r}")
+
+
+def _decode(value: Any, group: FeatureGroup, feature: str) -> Any:
+    if value is None:
+        return None
+    if group.get_feature(feature).type.startswith("timestamp"):
+        return (
+            pd.Timestamp(value).tz_convert(UTC) if pd.Timestamp(value).tzinfo else pd.Timestamp(value, tz=UTC)
+        )
+    return value

@@ -1,0 +1,46 @@
+"""Training dataset formats beyond Parquet: TFRecord files of ``tf.train.Example``, for tf.data input."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from fjord.fs import SharedFS
+
+
+def _feature(tf, value: object, type_: pa.DataType):  # type: ignore[no-untyped-def]
+    train = tf.train
+    if value is None:
+        return train.Feature()  # a missing value: an empty list
+    if pa.types.is_floating(type_):
+        return train.Feature(float_list=train.FloatList(value=[value]))
+    if pa.types.is_integer(type_) or pa.types.is_boolean(type_):
+        return train.Feature(int64_list=train.Int64List(value=[int(value)]))
+    if pa.types.is_timestamp(type_):
+        return train.Feature(int64_list=train.Int64List(value=[int(value.timestamp() * 1_000_000)]))
+    return train.Feature(bytes_list=train.BytesList(value=[str(value).encode()]))
+
+
+def write_tfrecords(parquet: SharedFS, out: SharedFS) -> int:
+    """Convert every Parquet file under ``parquet`` to one TFRecord file each in ``out``; rows written.
+
+    Streams record batches, so memory stays bounded. Timestamps become int64 microseconds.
+    """
+    import tensorflow as tf  # heavy: only when TFRecords are asked for
+
+    files = sorted(f for f in parquet.backend.fs.find(parquet.path()) if f.endswith(".parquet"))
+    rows = 0
+    for i, file in enumerate(files):
+        dataset = ds.dataset(file, filesystem=parquet.backend.fs, format="parquet")
+        out.makedirs("")
+        with tf.io.TFRecordWriter(out.uri(f"part-{i:05d}.tfrecord").removeprefix("file://")) as writer:
+            for batch in dataset.to_batches():
+                columns = {name: batch.column(name).to_pylist() for name in batch.schema.names}
+                types = {field.name: field.type for field in batch.schema}
+                for r in range(batch.num_rows):
+                    features = {n: _feature(tf, columns[n][r], types[n]) for n in columns}
+                    writer.write(
+                        tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+                    )
+                rows += batch.num_rows
+    return rows
