@@ -212,7 +212,7 @@ class FeatureView:
         frame = self.read_training_dataset(version).to_pandas()
         if time_ordered:
             frame = frame.sort_values(self.query.group.event_time, kind="stable")
-            cut = int(round(len(frame) * (1 - test_size)))
+            cut = round(len(frame) * (1 - test_size))
             train, test = frame.iloc[:cut], frame.iloc[cut:]
         else:
             test_mask = np.random.default_rng(seed).random(len(frame)) < test_size

@@ -97,10 +97,9 @@ def check_insert(
         if column not in schema.names:
             role = "event-time" if column == event_time else "primary-key"
             raise SchemaError(f"{group}: the data has no {role} column {column!r} (columns: {schema.names})")
-    if not pa.types.is_timestamp(schema.field(event_time).type):
-        raise SchemaError(
-            f"{group}: event-time column {event_time!r} is {schema.field(event_time).type}, expected a timestamp"
-        )
+    event_type = schema.field(event_time).type
+    if not pa.types.is_timestamp(event_type):
+        raise SchemaError(f"{group}: event-time column {event_time!r} is {event_type}, expected a timestamp")
     duplicates = {n for n in schema.names if schema.names.count(n) > 1}
     if duplicates:
         raise SchemaError(f"{group}: duplicate column names {sorted(duplicates)}")

@@ -6,6 +6,7 @@ SQLite (embedded default) and Redis (``redis.url``; pipelined reads).
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 
 from featurestore.online.base import OnlineStore
@@ -18,16 +19,19 @@ def online_store() -> OnlineStore:
     """The configured online store (one per process and configuration)."""
     settings = get_settings()
     kind = settings.featurestore.online_store
-    target = settings.redis.url if kind == "redis" else str(settings.featurestore.online_sqlite_path)
-    return _store(kind, target)
+    if kind == "redis":
+        # One Redis may serve several Fjord installations: keys carry the storage root's hash.
+        namespace = hashlib.sha256(str(settings.storage.root).encode()).hexdigest()[:10]
+        return _store(kind, settings.redis.url, namespace)
+    return _store(kind, str(settings.featurestore.online_sqlite_path), "")
 
 
 @cache
-def _store(kind: str, target: str) -> OnlineStore:
+def _store(kind: str, target: str, namespace: str) -> OnlineStore:
     if kind == "redis":
         from featurestore.online.redis import RedisOnlineStore
 
-        return RedisOnlineStore(target)
+        return RedisOnlineStore(target, namespace)
     from featurestore.online.sqlite import SQLiteOnlineStore
 
     return SQLiteOnlineStore(target)

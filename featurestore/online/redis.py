@@ -1,4 +1,4 @@
-"""Redis online store: one hash per row (``fjord:<table>:<key>`` -> ts, v); pipelined reads and writes."""
+"""Redis online store: one hash per row (``fjord:<namespace>:<table>:<key>`` -> ts, v); pipelined I/O."""
 
 from __future__ import annotations
 
@@ -23,14 +23,14 @@ return 0
 
 
 class RedisOnlineStore(OnlineStore):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, namespace: str = "default") -> None:
         self.url = url
+        self.prefix = f"fjord:{namespace}:"
         self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         self._upsert = self.client.register_script(_UPSERT)
 
-    @staticmethod
-    def _key(table: str, key: str) -> str:
-        return f"fjord:{table}:{key}"
+    def _key(self, table: str, key: str) -> str:
+        return f"{self.prefix}{table}:{key}"
 
     def write(self, table: str, rows: Iterable[tuple[str, int, bytes]]) -> int:
         written, it = 0, iter(rows)
@@ -57,7 +57,7 @@ class RedisOnlineStore(OnlineStore):
             raise FeatureStoreError(f"online store {self.url}: {exc}") from None
 
     def drop(self, table: str) -> None:
-        keys = self.client.scan_iter(match=f"fjord:{table}:*", count=1000)
+        keys = self.client.scan_iter(match=f"{self.prefix}{table}:*", count=1000)
         while batch := list(islice(keys, 1000)):
             self.client.unlink(*batch)
 
