@@ -67,6 +67,8 @@ def spark_conf(settings: Settings, project: Project | None) -> tuple[dict[str, s
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Not legacy INT96: pyarrow, DuckDB and delta-rs read these as timestamp[us, UTC], as Fjord writes.
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     }
     log4j = f"-Dlog4j2.configurationFile={_LOG4J_CONFIG.as_uri()}"
     conf["spark.driver.extraJavaOptions"] = log4j

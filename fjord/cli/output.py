@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from rich.console import Console
 
-console = Console(highlight=False, soft_wrap=True)
+# Piped output (logs, CI, grep) gets wide tables instead of cells wrapped at 80 columns.
+_width = None if sys.stdout.isatty() else 200
+console = Console(highlight=False, soft_wrap=True, width=_width)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

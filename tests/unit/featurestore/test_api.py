@@ -350,3 +350,24 @@ def test_tfrecord_training_data(fv) -> None:
     assert len(records) == 4
     assert example.features.feature["amount_sum_4h"].float_list.value == [10.0]
     assert example.features.feature["is_fraud"].int64_list.value == [0]
+
+
+def test_cli_read_side(fs, fv, tx_fg, capsys) -> None:
+    from fjord.cli.main import main
+
+    fv.create_training_data()
+    assert main(["featurestore", "list", "fraud"]) == 0
+    out = capsys.readouterr().out
+    assert "card_transactions_4h" in out and "fraud_labels" in out and "is_fraud" in out
+    assert main(["featurestore", "show", "fraud", "card_transactions_4h"]) == 0
+    out = capsys.readouterr().out
+    assert "amount_sum_4h" in out and "primary key" in out and "commit 0" in out
+    assert main(["featurestore", "search", "fraud", "amount"]) == 0
+    assert "card_transactions_4h" in capsys.readouterr().out
+    assert main(["featurestore", "commits", "fraud", "card_transactions_4h"]) == 0
+    assert "featurestore.insert-" in capsys.readouterr().out
+    assert main(["featurestore", "statistics", "fraud", "card_transactions_4h", "--json"]) == 0
+    assert '"histogram"' in capsys.readouterr().out
+    assert main(["featurestore", "show", "fraud", "ghost"]) == 3
+    assert "unknown feature group fraud.ghost" in capsys.readouterr().err
+    assert main(["featurestore", "list", "nope"]) == 3
