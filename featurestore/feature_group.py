@@ -149,30 +149,35 @@ class FeatureGroup:
 
         Rows are upserted on (primary key, event time). The data is validated first (schema, null
         keys, duplicate (key, time) rows, emptiness): bad data raises and leaves the group unchanged.
+        Without ``run_id`` the insert is recorded as a lineage run of its own; a job that passes its
+        ``run_id`` records the commit (``fg.location`` at the returned id) among its own outputs.
         """
         self._check_writable()
         with _Staged(self, data) as staged:
             new_fields = self._validate(staged)
             statistics = compute_statistics(staged.con, "incoming", staged.schema)
             evolve = bool(new_fields) and self.exists()
-            with track_run(
-                self._store.project,
-                "featurestore.insert",
-                params={"feature_group": self.ref, "rows": staged.rows},
-                code=_CODE,
-                run_id=run_id and f"{run_id}.{self.name}_{self.version}",
-            ) as run:
-                version = DeltaOfflineStore(self.location).commit(
-                    staged.reader(),
-                    [*self.primary_key, self.event_time],
-                    {"fjord.run_id": run.run_id},
-                    evolve=evolve,
-                )
-                run.add_output(self.location, str(version), kind="feature_group")
-            self._record_commit(version, staged, statistics, run.run_id)
+            if run_id is None:  # an insert of its own: it is the run that produced the commit
+                with track_run(
+                    self._store.project,
+                    "featurestore.insert",
+                    params={"feature_group": self.ref, "rows": staged.rows},
+                    code=_CODE,
+                ) as run:
+                    version = self._commit(staged, run.run_id, evolve)
+                    run.add_output(self.location, str(version), kind="feature_group")
+                run_id = run.run_id
+            else:  # part of the caller's run (an ETL job), which records the output and its inputs
+                version = self._commit(staged, run_id, evolve)
+            self._record_commit(version, staged, statistics, run_id)
             if self.online_enabled:
                 self._write_online(staged)
         return version
+
+    def _commit(self, staged: _Staged, run_id: str, evolve: bool) -> int:
+        return DeltaOfflineStore(self.location).commit(
+            staged.reader(), [*self.primary_key, self.event_time], {"fjord.run_id": run_id}, evolve=evolve
+        )
 
     def _validate(self, staged: _Staged) -> list[pa.Field]:
         if staged.rows == 0:
