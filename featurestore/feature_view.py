@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,6 @@ from fjord.errors import NotFoundError
 from fjord.lineage import RunRecord, track_run
 
 if TYPE_CHECKING:
-    from featurestore.feature_group import FeatureGroup
     from featurestore.query import Query
     from featurestore.store import FeatureStore
 
@@ -42,6 +42,8 @@ class FeatureView:
         self._store = store
         self._record = record
         self.query = query
+        self._online_parts: list[_OnlinePart] | None = None
+        self._features: list[str] | None = None
 
     def __repr__(self) -> str:
         return f"FeatureView({self._record.project}.{self.name}, version={self.version})"
@@ -66,8 +68,12 @@ class FeatureView:
     @property
     def features(self) -> list[str]:
         """The model's input features: every selected feature but keys, event time and labels."""
-        head = {*self.query.group.primary_key, self.query.group.event_time}
-        return [c for c in self.query.output_columns() if c not in head and c not in self.labels]
+        if self._features is None:
+            head = {*self.query.group.primary_key, self.query.group.event_time}
+            self._features = [
+                c for c in self.query.output_columns() if c not in head and c not in self.labels
+            ]
+        return list(self._features)
 
     # -- training data -------------------------------------------------------------------------------
 
@@ -246,42 +252,58 @@ class FeatureView:
         """Feature vectors for many entities, read from the online store in one round trip."""
         if return_type not in ("list", "dict", "pandas"):
             raise FeatureStoreError(f"return_type must be list, dict or pandas, not {return_type!r}")
-        parts = self._online_parts()
-        requests = []
-        for entry in entries:
-            for group, keys, _, _ in parts:
-                requests.append(
-                    (group.online_table, encode_key([_entry_value(entry, lk, rk) for lk, rk in keys]))
-                )
-        values = self._store.online.read(requests)
+        parts = self._online_plan()
+        requests = [
+            (part.table, encode_key([_entry_value(entry, lk, rk) for lk, rk in part.keys]))
+            for entry in entries
+            for part in parts
+        ]
+        values = iter(self._store.online.read(requests))
         vectors: list[dict[str, Any]] = []
-        it = iter(values)
         for _ in entries:
             vector: dict[str, Any] = {}
-            for group, _, features, outputs in parts:
-                raw = next(it)
+            for part in parts:
+                raw = next(values)
                 row = json.loads(raw) if raw is not None else {}
-                for feature, output in zip(features, outputs, strict=True):
-                    vector[output] = _decode(row.get(feature), group, feature)
-            vectors.append({name: vector[name] for name in self.features})
+                for feature, output in part.features:
+                    value = row.get(feature)
+                    vector[output] = _timestamp(value) if feature in part.timestamps and value else value
+            vectors.append(vector)
+        names = self.features
         if return_type == "dict":
-            return vectors
+            return [{name: v[name] for name in names} for v in vectors]
         if return_type == "pandas":
-            return pd.DataFrame(vectors, columns=self.features)
-        return [[v[name] for name in self.features] for v in vectors]
+            return pd.DataFrame(vectors, columns=names)
+        return [[v[name] for name in names] for v in vectors]
 
-    def _online_parts(self) -> list[tuple[FeatureGroup, list[tuple[str, str]], list[str], list[str]]]:
-        parts = []
-        for group, features, keys, _, prefix in self.query._parts():
-            wanted = [f for f in features if prefix + f in self.features]
-            if not wanted:
-                continue
-            if not group.online_enabled:
-                raise FeatureStoreError(
-                    f"{group} is not online enabled: its features cannot be served online"
+    def _online_plan(self) -> list[_OnlinePart]:
+        """Which online table serves which features, worked out once per view (lookups are hot)."""
+        if self._online_parts is None:
+            parts = []
+            for group, features, keys, _, prefix in self.query._parts():
+                wanted = [f for f in features if prefix + f in self.features]
+                if not wanted:
+                    continue
+                if not group.online_enabled:
+                    raise FeatureStoreError(
+                        f"{group} is not online enabled: its features cannot be served online"
+                    )
+                timestamps = frozenset(f for f in wanted if group.get_feature(f).type.startswith("timestamp"))
+                parts.append(
+                    _OnlinePart(
+                        group.online_table, tuple(keys), tuple((f, prefix + f) for f in wanted), timestamps
+                    )
                 )
-            parts.append((group, list(keys), wanted, [prefix + f for f in wanted]))
-        return parts
+            self._online_parts = parts
+        return self._online_parts
+
+
+@dataclass(frozen=True)
+class _OnlinePart:
+    table: str
+    keys: tuple[tuple[str, str], ...]
+    features: tuple[tuple[str, str], ...]  # (feature, output name)
+    timestamps: frozenset[str]
 
 
 def _entry_value(entry: dict[str, Any], left_key: str, right_key: str) -> Any:
@@ -292,11 +314,6 @@ def _entry_value(entry: dict[str, Any], left_key: str, right_key: str) -> Any:
     raise FeatureStoreError(f"the entry {entry} lacks the primary key {left_key!r}")
 
 
-def _decode(value: Any, group: FeatureGroup, feature: str) -> Any:
-    if value is None:
-        return None
-    if group.get_feature(feature).type.startswith("timestamp"):
-        return (
-            pd.Timestamp(value).tz_convert(UTC) if pd.Timestamp(value).tzinfo else pd.Timestamp(value, tz=UTC)
-        )
-    return value
+def _timestamp(value: str) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_convert(UTC) if stamp.tzinfo else stamp.tz_localize(UTC)

@@ -1,4 +1,9 @@
-"""Redis online store: one hash per row (``fjord:<namespace>:<table>:<key>`` -> ts, v); pipelined I/O."""
+"""Redis online store: one string per row, ``fjord:<namespace>:<table>:<key>`` -> ``<ts>|<value>``.
+
+Reads are one ``MGET`` for any number of (table, key) pairs: one round trip and one command to parse,
+which is what keeps single-entity lookups well under a millisecond. Writes are pipelined batches of a
+small Lua script that keeps the row with the newest event time.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,15 @@ from featurestore.online.base import OnlineStore
 _BATCH = 2_000
 # Newest event time wins, atomically per row.
 _UPSERT = """
-local current = redis.call('HGET', KEYS[1], 'ts')
-if (not current) or tonumber(current) <= tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'v', ARGV[2])
-  return 1
+local current = redis.call('GET', KEYS[1])
+if current then
+  local sep = string.find(current, '|', 1, true)
+  if tonumber(string.sub(current, 1, sep - 1)) > tonumber(ARGV[1]) then
+    return 0
+  end
 end
-return 0
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2])
+return 1
 """
 
 
@@ -26,7 +34,11 @@ class RedisOnlineStore(OnlineStore):
     def __init__(self, url: str, namespace: str = "default") -> None:
         self.url = url
         self.prefix = f"fjord:{namespace}:"
-        self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        # One dedicated connection (redis-py guards it with a lock): no pool checkout per lookup, which is
+        # a fifth of a single-entity read on loopback. Pipelined writes take their own connections.
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=10, socket_connect_timeout=5, single_connection_client=True
+        )
         self._upsert = self.client.register_script(_UPSERT)
 
     def _key(self, table: str, key: str) -> str:
@@ -47,14 +59,10 @@ class RedisOnlineStore(OnlineStore):
 
     def read(self, requests: Sequence[tuple[str, str]]) -> list[bytes | None]:
         try:
-            if len(requests) == 1:
-                return [self.client.hget(self._key(*requests[0]), "v")]
-            pipe = self.client.pipeline(transaction=False)
-            for table, key in requests:
-                pipe.hget(self._key(table, key), "v")
-            return pipe.execute()
+            values = self.client.mget([self._key(table, key) for table, key in requests])
         except redis.RedisError as exc:
             raise FeatureStoreError(f"online store {self.url}: {exc}") from None
+        return [v.split(b"|", 1)[1] if v is not None else None for v in values]
 
     def drop(self, table: str) -> None:
         keys = self.client.scan_iter(match=f"{self.prefix}{table}:*", count=1000)

@@ -1,0 +1,113 @@
+"""The Feast side of ``bench/featurestore.py``. Runs inside Feast's own venv (bench/.venv-feast).
+
+    python bench/feast_peer.py historical DATA_DIR      # point-in-time retrieval, DuckDB offline store
+    python bench/feast_peer.py online DATA_DIR N        # online lookups on Redis after materialize
+
+Prints one JSON line of results. Feast's DuckDB offline store is used: its file/Dask store silently
+drops entity rows whose features are all outside the TTL (shared/STACK_NOTES.md).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+from feast.types import Float64
+
+FEATURES_PER_GROUP = 10
+
+
+def _repo(data: Path, online_suffix: str = "") -> FeatureStore:
+    repo = data / f"feast-repo{online_suffix}"
+    repo.mkdir(exist_ok=True)
+    (repo / "feature_store.yaml").write_text(
+        "project: fjordbench\n"
+        f"registry: {repo / 'registry.db'}\n"
+        "provider: local\n"
+        "offline_store:\n  type: duckdb\n"
+        "online_store:\n  type: redis\n  connection_string: 127.0.0.1:6379,db=0\n"
+        "entity_key_serialization_version: 3\n"
+    )
+    store = FeatureStore(repo_path=str(repo))
+    card = Entity(name="cc_num", join_keys=["cc_num"], value_type=ValueType.INT64)
+    views = []
+    for group in ("a", "b"):
+        source = FileSource(path=str(data / f"tx_{group}{online_suffix}.parquet"), timestamp_field="ts")
+        views.append(
+            FeatureView(
+                name=f"tx_{group}",
+                entities=[card],
+                ttl=timedelta(days=3650),  # no staleness bound: the same semantics as Fjord's default
+                schema=[Field(name=f"{group}{i}", dtype=Float64) for i in range(FEATURES_PER_GROUP)],
+                source=source,
+                online=True,
+            )
+        )
+    store.apply([card, *views])
+    return store
+
+
+def _features() -> list[str]:
+    return [f"tx_{g}:{g}{i}" for g in ("a", "b") for i in range(FEATURES_PER_GROUP)]
+
+
+def historical(data: Path) -> dict[str, float]:
+    store = _repo(data)
+    labels = pq.read_table(data / "labels.parquet").to_pandas()
+    labels["ts"] = labels["ts"].astype("datetime64[us, UTC]")
+    start = time.perf_counter()
+    table = store.get_historical_features(entity_df=labels, features=_features()).to_arrow()
+    seconds = time.perf_counter() - start
+    a0 = table.column("a0").to_numpy(zero_copy_only=False)
+    return {
+        "seconds": seconds,
+        "rows": table.num_rows,
+        "a0_sum": float(np.nansum(a0)),
+        "a0_nulls": int(np.isnan(a0).sum()),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def online(data: Path, lookups: int) -> dict[str, float]:
+    store = _repo(data, online_suffix="_latest")
+    frame = pd.read_parquet(data / "tx_a_latest.parquet")
+    store.materialize(
+        frame.ts.min().to_pydatetime() - timedelta(seconds=1),
+        frame.ts.max().to_pydatetime() + timedelta(seconds=1),
+    )
+    keys = np.random.default_rng(7).choice(frame.cc_num.to_numpy(), size=lookups)
+    features = _features()
+    single = []
+    for key in keys:
+        start = time.perf_counter()
+        store.get_online_features(features=features, entity_rows=[{"cc_num": int(key)}]).to_dict()
+        single.append(time.perf_counter() - start)
+    batch = []
+    for i in range(lookups // 10):
+        rows = [{"cc_num": int(k)} for k in keys[(i * 100) % len(keys) :][:100]]
+        start = time.perf_counter()
+        store.get_online_features(features=features, entity_rows=rows).to_dict()
+        batch.append(time.perf_counter() - start)
+    check = store.get_online_features(features=features, entity_rows=[{"cc_num": int(keys[0])}]).to_dict()
+    store.teardown()  # leave the shared Redis as we found it
+    return {
+        "single_p50_ms": float(np.percentile(single, 50) * 1e3),
+        "single_p99_ms": float(np.percentile(single, 99) * 1e3),
+        "batch100_p99_ms": float(np.percentile(batch, 99) * 1e3),
+        "check_key": int(keys[0]),
+        "check_a0": check["a0"][0],
+    }
+
+
+if __name__ == "__main__":
+    command, data_dir = sys.argv[1], Path(sys.argv[2])
+    result = historical(data_dir) if command == "historical" else online(data_dir, int(sys.argv[3]))
+    print(json.dumps(result))
