@@ -46,6 +46,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.foundation
+	$(VENV)/bin/python -m bench.featurestore
 
 clean:
 	rm -rf $(VENV) .pytest_cache
