@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64
+from latency import measure  # bench/latency.py: this script runs from bench/
 
 FEATURES_PER_GROUP = 10
 
@@ -85,26 +86,16 @@ def online(data: Path, lookups: int) -> dict[str, float]:
     )
     keys = np.random.default_rng(7).choice(frame.cc_num.to_numpy(), size=lookups)
     features = _features()
-    single = []
-    for key in keys:
-        start = time.perf_counter()
-        store.get_online_features(features=features, entity_rows=[{"cc_num": int(key)}]).to_dict()
-        single.append(time.perf_counter() - start)
-    batch = []
-    for i in range(lookups // 10):
-        rows = [{"cc_num": int(k)} for k in keys[(i * 100) % len(keys) :][:100]]
-        start = time.perf_counter()
-        store.get_online_features(features=features, entity_rows=rows).to_dict()
-        batch.append(time.perf_counter() - start)
+    result = measure(
+        lambda key: store.get_online_features(features=features, entity_rows=[{"cc_num": key}]).to_dict(),
+        lambda chunk: store.get_online_features(
+            features=features, entity_rows=[{"cc_num": k} for k in chunk]
+        ).to_dict(),
+        keys,
+    )
     check = store.get_online_features(features=features, entity_rows=[{"cc_num": int(keys[0])}]).to_dict()
     store.teardown()  # leave the shared Redis as we found it
-    return {
-        "single_p50_ms": float(np.percentile(single, 50) * 1e3),
-        "single_p99_ms": float(np.percentile(single, 99) * 1e3),
-        "batch100_p99_ms": float(np.percentile(batch, 99) * 1e3),
-        "check_key": int(keys[0]),
-        "check_a0": check["a0"][0],
-    }
+    return {**result, "check_key": int(keys[0]), "check_a0": check["a0"][0]}
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.latency import measure
+
 ROOT = Path(__file__).resolve().parent.parent
 FEAST_VENV = ROOT / "bench" / ".venv-feast"
 FEAST_REQUIREMENT = "feast[duckdb,redis]==0.67.*"
@@ -166,29 +168,15 @@ def ours_online(data: Path, lookups: int) -> dict[str, float]:
     keys = np.random.default_rng(7).choice(
         pd.read_parquet(data / "tx_a_latest.parquet").cc_num.to_numpy(), size=lookups
     )
-    for key in keys[:50]:  # warm the connection
-        view.get_feature_vector({"cc_num": int(key)})
-    single = []
-    for key in keys:
-        start = time.perf_counter()
-        view.get_feature_vector({"cc_num": int(key)})
-        single.append(time.perf_counter() - start)
-    batch = []
-    for i in range(lookups // 10):
-        rows = [{"cc_num": int(k)} for k in keys[(i * 100) % len(keys) :][:100]]
-        start = time.perf_counter()
-        view.get_feature_vectors(rows)
-        batch.append(time.perf_counter() - start)
+    result = measure(
+        lambda key: view.get_feature_vector({"cc_num": key}),
+        lambda chunk: view.get_feature_vectors([{"cc_num": k} for k in chunk]),
+        keys,
+    )
     check = view.get_feature_vector({"cc_num": int(keys[0])}, return_type="dict")
     for fg in groups:
         fs.online.drop(fg.online_table)
-    return {
-        "single_p50_ms": float(np.percentile(single, 50) * 1e3),
-        "single_p99_ms": float(np.percentile(single, 99) * 1e3),
-        "batch100_p99_ms": float(np.percentile(batch, 99) * 1e3),
-        "check_key": int(keys[0]),
-        "check_a0": check["a0"],
-    }
+    return {**result, "check_key": int(keys[0]), "check_a0": check["a0"]}
 
 
 # -- orchestration ----------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from featurestore.offline import DeltaOfflineStore, Snapshot
 from featurestore.registry import CommitRecord, GroupRecord
 from featurestore.schema import Feature, check_insert, features_of, normal_schema, normalise
 from featurestore.statistics import compute_statistics
+from featurestore.versioned import Versioned
 from fjord.errors import NotFoundError
 from fjord.lineage import track_run
 
@@ -40,34 +41,13 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class FeatureGroup:
+class FeatureGroup(Versioned):
     """A feature group version: schema, commits, statistics, and its offline and online data."""
 
     def __init__(self, store: FeatureStore, record: GroupRecord, *, read_only: bool = False) -> None:
         self._store = store
         self._record = record
         self.read_only = read_only
-
-    def __repr__(self) -> str:
-        return f"FeatureGroup({self.project}.{self.name}, version={self.version})"
-
-    # -- description -------------------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self._record.name
-
-    @property
-    def version(self) -> int:
-        return self._record.version
-
-    @property
-    def project(self) -> str:
-        return self._record.project
-
-    @property
-    def description(self) -> str:
-        return self._record.description
 
     @property
     def primary_key(self) -> list[str]:
@@ -90,11 +70,6 @@ class FeatureGroup:
     def ref(self) -> str:
         """``project.name_version``: how training datasets and lineage name this group."""
         return f"{self.project}.{self.name}_{self.version}"
-
-    @property
-    def id(self) -> int:
-        assert self._record.id is not None
-        return self._record.id
 
     @property
     def schema(self) -> list[Feature]:

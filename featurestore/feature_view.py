@@ -23,6 +23,7 @@ from featurestore.engines import join_engine
 from featurestore.errors import FeatureStoreError
 from featurestore.feature_group import encode_key
 from featurestore.registry import TrainingDatasetRecord, ViewRecord
+from featurestore.versioned import Versioned
 from fjord.errors import NotFoundError
 from fjord.lineage import RunRecord, track_run
 
@@ -35,7 +36,7 @@ DATA_FORMATS = ("parquet", "tfrecord")
 _CODE = [Path(__file__).parent]
 
 
-class FeatureView:
+class FeatureView(Versioned):
     """A named, versioned query with labels."""
 
     def __init__(self, store: FeatureStore, record: ViewRecord, query: Query) -> None:
@@ -45,25 +46,9 @@ class FeatureView:
         self._online_parts: list[_OnlinePart] | None = None
         self._features: list[str] | None = None
 
-    def __repr__(self) -> str:
-        return f"FeatureView({self._record.project}.{self.name}, version={self.version})"
-
-    @property
-    def name(self) -> str:
-        return self._record.name
-
-    @property
-    def version(self) -> int:
-        return self._record.version
-
     @property
     def labels(self) -> list[str]:
         return list(self._record.labels)
-
-    @property
-    def id(self) -> int:
-        assert self._record.id is not None
-        return self._record.id
 
     @property
     def features(self) -> list[str]:

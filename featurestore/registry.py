@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 from sqlalchemy import (
@@ -156,6 +156,33 @@ def _named(table: Table, project: str, name: str, version: int) -> tuple[Any, ..
     return (table.c.project == project, table.c.name == name, table.c.version == version)
 
 
+# Columns stored as JSON text, per table.
+_JSON_COLUMNS = {
+    "fs_feature_groups": ("primary_key", "features"),
+    "fs_commits": ("statistics",),
+    "fs_feature_views": ("query", "labels"),
+    "fs_training_datasets": ("commits", "options"),
+}
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _to_row(table: Table, record: BaseModel) -> dict[str, Any]:
+    values = record.model_dump(exclude={"id"})
+    for column in _JSON_COLUMNS[table.name]:
+        values[column] = json.dumps(values[column], default=str)
+    return values
+
+
+def _from_row(model: type[_Model], table: Table, row: Any) -> _Model:
+    data = dict(row._mapping)
+    for column in _JSON_COLUMNS[table.name]:
+        data[column] = json.loads(data[column])
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = _utc(value)
+    return model.model_validate(data)
+
+
 class Registry:
     """Typed access to the registry tables."""
 
@@ -165,55 +192,40 @@ class Registry:
 
     # -- feature groups ----------------------------------------------------------------------------
 
-    def _group(self, row: Any) -> GroupRecord:
-        return GroupRecord(
-            id=row.id,
-            project=row.project,
-            name=row.name,
-            version=row.version,
-            description=row.description,
-            primary_key=json.loads(row.primary_key),
-            event_time=row.event_time,
-            online_enabled=row.online_enabled,
-            table_uri=row.table_uri,
-            features=[Feature(**f) for f in json.loads(row.features)],
-            created_at=_utc(row.created_at),
-        )
-
     def get_group(self, project: str, name: str, version: int) -> GroupRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(_groups).where(*_named(_groups, project, name, version))).first()
-        return self._group(row) if row else None
+        return self._get_named(GroupRecord, _groups, project, name, version)
 
     def get_or_create_group(self, record: GroupRecord) -> tuple[GroupRecord, bool]:
         """The stored group with ``record``'s (project, name, version), created from it if absent."""
-        values = record.model_dump(exclude={"id"})
-        values["primary_key"] = json.dumps(record.primary_key)
-        values["features"] = json.dumps([f.model_dump() for f in record.features])
-        row, created = self._get_or_create(_groups, values, record.project, record.name, record.version)
-        return self._group(row), created
+        return self._get_or_create(GroupRecord, _groups, record)
 
-    def _get_or_create(
-        self, table: Table, values: dict[str, Any], project: str, name: str, version: int
-    ) -> tuple[Any, bool]:
-        query = select(table).where(*_named(table, project, name, version))
+    def _get_named(
+        self, model: type[_Model], table: Table, project: str, name: str, version: int
+    ) -> _Model | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(table).where(*_named(table, project, name, version))).first()
+        return _from_row(model, table, row) if row else None
+
+    def _get_or_create(self, model: type[_Model], table: Table, record: Any) -> tuple[_Model, bool]:
+        query = select(table).where(*_named(table, record.project, record.name, record.version))
         try:
             with self.engine.begin() as conn:  # on SQLite: holds the write lock from the first read
                 row = conn.execute(query).first()
-                if row is not None:
-                    return row, False
-                conn.execute(insert(table).values(**values))
-                return conn.execute(query).one(), True
+                created = row is None
+                if created:
+                    conn.execute(insert(table).values(**_to_row(table, record)))
+                    row = conn.execute(query).one()
         except IntegrityError:  # PostgreSQL: another process inserted it between our read and insert
             with self.engine.connect() as conn:
-                return conn.execute(query).one(), False
+                row, created = conn.execute(query).one(), False
+        return _from_row(model, table, row), created
 
     def list_groups(self, project: str | None = None) -> list[GroupRecord]:
         query = select(_groups).order_by(_groups.c.project, _groups.c.name, _groups.c.version)
         if project is not None:
             query = query.where(_groups.c.project == project)
         with self.engine.connect() as conn:
-            return [self._group(r) for r in conn.execute(query)]
+            return [_from_row(GroupRecord, _groups, r) for r in conn.execute(query)]
 
     def set_features(self, group_id: int, features: list[Feature], conn: Connection | None = None) -> None:
         stmt = (
@@ -238,7 +250,7 @@ class Registry:
             )
         )
         with self.engine.connect() as conn:
-            groups = [self._group(r) for r in conn.execute(query)]
+            groups = [_from_row(GroupRecord, _groups, r) for r in conn.execute(query)]
         found = []
         for group in groups:
             hits = [f for f in group.features if text.lower() in f"{f.name} {f.description}".lower()]
@@ -249,29 +261,15 @@ class Registry:
 
     def add_commit(self, group_id: int, commit: CommitRecord, features: list[Feature] | None = None) -> None:
         """Record a commit (and the group's features, if it added some) in one transaction."""
-        values = commit.model_dump()
-        values["statistics"] = json.dumps(commit.statistics, default=str)
         with self.engine.begin() as conn:
-            conn.execute(insert(_commits).values(group_id=group_id, **values))
+            conn.execute(insert(_commits).values(group_id=group_id, **_to_row(_commits, commit)))
             if features is not None:
                 self.set_features(group_id, features, conn)
 
     def commits(self, group_id: int) -> list[CommitRecord]:
         query = select(_commits).where(_commits.c.group_id == group_id).order_by(_commits.c.commit_id.desc())
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [
-            CommitRecord(
-                commit_id=r.commit_id,
-                committed_at=_utc(r.committed_at),
-                rows=r.rows,
-                rows_inserted=r.rows_inserted,
-                rows_updated=r.rows_updated,
-                run_id=r.run_id,
-                statistics=json.loads(r.statistics),
-            )
-            for r in rows
-        ]
+            return [_from_row(CommitRecord, _commits, r) for r in conn.execute(query)]
 
     # -- sharing -----------------------------------------------------------------------------------
 
@@ -294,34 +292,16 @@ class Registry:
 
     # -- feature views and training datasets -------------------------------------------------------
 
-    def _view(self, row: Any) -> ViewRecord:
-        return ViewRecord(
-            id=row.id,
-            project=row.project,
-            name=row.name,
-            version=row.version,
-            description=row.description,
-            query=json.loads(row.query),
-            labels=json.loads(row.labels),
-            created_at=_utc(row.created_at),
-        )
-
     def get_view(self, project: str, name: str, version: int) -> ViewRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(_views).where(*_named(_views, project, name, version))).first()
-        return self._view(row) if row else None
+        return self._get_named(ViewRecord, _views, project, name, version)
 
     def get_or_create_view(self, record: ViewRecord) -> tuple[ViewRecord, bool]:
-        values = record.model_dump(exclude={"id"})
-        values["query"] = json.dumps(record.query)
-        values["labels"] = json.dumps(record.labels)
-        row, created = self._get_or_create(_views, values, record.project, record.name, record.version)
-        return self._view(row), created
+        return self._get_or_create(ViewRecord, _views, record)
 
     def list_views(self, project: str) -> list[ViewRecord]:
         query = select(_views).where(_views.c.project == project).order_by(_views.c.name, _views.c.version)
         with self.engine.connect() as conn:
-            return [self._view(r) for r in conn.execute(query)]
+            return [_from_row(ViewRecord, _views, r) for r in conn.execute(query)]
 
     def reserve_dataset(self, record: TrainingDatasetRecord) -> TrainingDatasetRecord:
         """Take the view's next training dataset version for ``record`` (status ``materializing``)."""
@@ -331,13 +311,11 @@ class Registry:
                     select(func.max(_datasets.c.version)).where(_datasets.c.view_id == record.view_id)
                 ).scalar()
             reserved = record.model_copy(update={"version": (latest or 0) + 1})
-            values = reserved.model_dump()
-            values.update(
-                commits=json.dumps(reserved.commits), options=json.dumps(reserved.options, default=str)
-            )
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(insert(_datasets).values(status="materializing", **values))
+                    conn.execute(
+                        insert(_datasets).values(status="materializing", **_to_row(_datasets, reserved))
+                    )
                 return reserved
             except IntegrityError:  # another process took that version: take the next
                 continue
@@ -363,19 +341,7 @@ class Registry:
         )
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
-        if row is None:
-            return None
-        return TrainingDatasetRecord(
-            view_id=row.view_id,
-            version=row.version,
-            data_format=row.data_format,
-            uri=row.uri,
-            commits=json.loads(row.commits),
-            rows=row.rows,
-            run_id=row.run_id,
-            options=json.loads(row.options),
-            created_at=_utc(row.created_at),
-        )
+        return _from_row(TrainingDatasetRecord, _datasets, row) if row else None
 
     def list_datasets(self, view_id: int) -> list[int]:
         query = (

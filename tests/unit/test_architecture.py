@@ -22,7 +22,13 @@ def _imports(path: Path) -> set[str]:
 
 
 def _sources(*folders: str) -> list[Path]:
-    return [p for folder in folders for p in sorted((REPO / folder).rglob("*.py"))]
+    """The project's own Python files (not those of venvs or data under hidden directories)."""
+    return [
+        p
+        for folder in folders
+        for p in sorted((REPO / folder).rglob("*.py"))
+        if not any(part.startswith(".") for part in p.relative_to(REPO).parts)
+    ]
 
 
 def _top(name: str) -> str:
