@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from featurestore.schema import Feature
-from fjord.metadata import metadata_engine
+from fjord.metadata import ensure_tables, metadata_engine
 
 _schema = MetaData()
 _groups = Table(
@@ -188,7 +188,7 @@ class Registry:
 
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine or metadata_engine()
-        _schema.create_all(self.engine, checkfirst=True)
+        ensure_tables(_schema, self.engine)
 
     # -- feature groups ----------------------------------------------------------------------------
 

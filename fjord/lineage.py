@@ -32,7 +32,7 @@ from sqlalchemy import Column, ForeignKey, Index, MetaData, String, Table, Text,
 from sqlalchemy.engine import Engine
 
 from fjord.errors import NotFoundError
-from fjord.metadata import metadata_engine
+from fjord.metadata import ensure_tables, metadata_engine
 from fjord.projects import Project
 
 RUNS_DIR = "Logs/runs"
@@ -161,7 +161,7 @@ _artifacts = Table(
 
 def _engine() -> Engine:
     engine = metadata_engine()
-    _schema.create_all(engine, checkfirst=True)
+    ensure_tables(_schema, engine)
     return engine
 
 

@@ -13,8 +13,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from fjord.config import get_settings
 
@@ -52,3 +53,15 @@ def metadata_engine() -> Engine:
     url = get_settings().metadata.url
     assert url is not None  # filled in by Settings
     return engine_for(url)
+
+
+def ensure_tables(schema: MetaData, engine: Engine) -> None:
+    """Create ``schema``'s missing tables. Processes that start together race to create them; on
+    PostgreSQL the loser's CREATE fails ("already exists"), so it checks again instead of failing."""
+    for attempt in range(3):
+        try:
+            schema.create_all(engine, checkfirst=True)
+            return
+        except (IntegrityError, ProgrammingError):
+            if attempt == 2:
+                raise
