@@ -13,7 +13,7 @@ import click
 import typer
 
 from fjord import __version__
-from fjord.cli import config_cmd, env_cmd, featurestore_cmd, lineage_cmd, project_cmd, run_cmd
+from fjord.cli import config_cmd, demo_cmd, env_cmd, featurestore_cmd, lineage_cmd, project_cmd, run_cmd
 from fjord.cli.output import console, err_console
 from fjord.errors import FjordError
 
@@ -30,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(project_cmd.app, name="project")
 app.add_typer(env_cmd.app, name="env")
+app.add_typer(demo_cmd.app, name="demo")
 app.add_typer(featurestore_cmd.app, name="featurestore")
 app.add_typer(lineage_cmd.app, name="lineage")
 app.add_typer(config_cmd.app, name="config")
