@@ -1,0 +1,382 @@
+"""The Spark ETL and validation job: one landing batch -> validated features in the feature store.
+
+``run(EtlSpec(project="fraud", batch="2026-11-01"))``:
+
+1. reads the batch (``Resources/landing/<batch>/``, Parquet or CSV) with an explicit schema; a batch
+   without ``_SUCCESS``, or whose columns drifted, is refused; malformed records and rows that break a
+   declared rule go to ``Resources/quarantine/<batch>/`` with their reason, and are counted;
+2. cleans: dedupes by tid, normalises text, keeps timestamps in UTC;
+3. engineers per-card window features with Spark (count/sum/mean/std of amount over 1h, 4h, 24h and
+   7d, time since the previous transaction, distance and speed from its location, category frequency),
+   using the previous 7 days already in the feature store as context, and per-profile features;
+4. validates every record with Great Expectations (suites in ``jobs/etl/expectations/``); results and
+   HTML Data Docs go to the project's ``Logs/validation/<run_id>/``;
+5. publishes only a batch that passes: one commit each to ``transactions_features``,
+   ``profile_features`` and ``fraud_labels``, recorded in the run's lineage with the landing files'
+   checksums. Re-running a batch upserts the same rows: no duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, field_validator
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+import featurestore
+from fjord.errors import FjordError
+from fjord.fs import SharedFS
+from fjord.lineage import track_run
+from fjord.projects import Project, get_project
+from fjord.spark import get_spark
+from jobs.etl.validation import ValidationReport, load_suite, validate
+
+LANDING = "Resources/landing"
+QUARANTINE = "Resources/quarantine"
+VALIDATION_LOGS = "Logs/validation"
+_CODE = [Path(__file__).parent]
+
+TRANSACTIONS = "tid BIGINT, cc_num BIGINT, ts TIMESTAMP, amount DOUBLE, category STRING, city STRING, lat DOUBLE, lon DOUBLE, channel STRING"
+LABELS = "tid BIGINT, is_fraud BIGINT, reported_at TIMESTAMP"
+PROFILES = "cc_num BIGINT, birthdate DATE, city STRING, cc_provider STRING, cc_type STRING, cc_expiry DATE"
+WINDOWS = {"1h": 3_600, "4h": 4 * 3_600, "24h": 86_400, "7d": 7 * 86_400}
+CONTEXT = timedelta(days=7)
+# Declared rules: rows that break one are impossible data; they are quarantined with the rule's name.
+RULES = {
+    "impossible coordinates": "lat NOT BETWEEN -90 AND 90 OR lon NOT BETWEEN -180 AND 180",
+    "timestamp missing or unparseable": "ts IS NULL",
+}
+
+
+class EtlError(FjordError):
+    """The batch cannot be processed as given (not landed, schema drift, unreadable)."""
+
+    exit_code = 2
+
+
+class BatchRejected(FjordError):
+    """The batch failed critical expectations: nothing was published."""
+
+    exit_code = 3
+
+
+class EtlSpec(BaseModel):
+    """What to run: which project's batch, and how."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str
+    batch: str
+    validate_data: bool = True
+    expectations_dir: Path | None = None
+
+    @field_validator("batch")
+    @classmethod
+    def _iso_date(cls, value: str) -> str:
+        try:
+            datetime.strptime(value, "%Y-%m-%d")
+        except ValueError:
+            raise ValueError(f"batch must be a date YYYY-MM-DD, not {value!r}") from None
+        return value
+
+
+@dataclass
+class EtlResult:
+    run_id: str
+    batch: str
+    rows_in: int
+    quarantined: dict[str, int]
+    commits: dict[str, int] = field(default_factory=dict)
+    validation: ValidationReport | None = None
+    report_uri: str | None = None
+
+    def summary(self) -> str:
+        quarantined = sum(self.quarantined.values())
+        published = ", ".join(f"{k} commit {v}" for k, v in self.commits.items())
+        warnings = len(self.validation.warnings) if self.validation else 0
+        return (
+            f"batch {self.batch}: {self.rows_in} rows read, {quarantined} quarantined, "
+            f"{warnings} warning(s); published {published}; report {self.report_uri}"
+        )
+
+
+# -- reading -------------------------------------------------------------------------------------------
+
+
+def _landed_file(fs: SharedFS, batch_dir: str, name: str) -> str:
+    for ext in ("parquet", "csv"):
+        if fs.exists(f"{batch_dir}/{name}.{ext}"):
+            return f"{batch_dir}/{name}.{ext}"
+    raise EtlError(f"{fs.uri(batch_dir)} has no {name}.parquet or {name}.csv")
+
+
+def _columns_of(fs: SharedFS, rel: str) -> list[str]:
+    if rel.endswith(".parquet"):
+        with fs.open(rel) as handle:
+            return pq.read_schema(handle).names
+    with fs.open(rel, "rb") as handle:
+        return handle.readline().decode().strip().split(",")
+
+
+def _check_columns(fs: SharedFS, rel: str, schema: str) -> None:
+    expected = [c.split()[0] for c in schema.split(", ")]
+    found = _columns_of(fs, rel)
+    missing = [c for c in expected if c not in found]
+    unexpected = [c for c in found if c not in expected]
+    if missing or unexpected:
+        raise EtlError(
+            f"{fs.uri(rel)}: schema drift: missing {missing}, unexpected {unexpected}",
+            hint="the upstream changed its columns; fix it upstream or map the columns",
+        )
+
+
+def _read(spark: SparkSession, fs: SharedFS, rel: str, schema: str) -> DataFrame:
+    """``rel`` with ``schema``; CSV records that do not parse keep their raw text in ``_corrupt``."""
+    _check_columns(fs, rel, schema)
+    if rel.endswith(".csv"):
+        return (
+            spark.read.schema(f"{schema}, _corrupt STRING")
+            .option("header", True)
+            .option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", "_corrupt")
+            .option("timestampFormat", "yyyy-MM-dd HH:mm:ss[.SSSSSS]XXX")
+            .csv(fs.spark_uri(rel))
+            .cache()
+        )
+    frame = spark.read.parquet(fs.spark_uri(rel))
+    columns = [F.col(c.split()[0]).cast(c.split()[1]).alias(c.split()[0]) for c in schema.split(", ")]
+    return frame.select(*columns, F.lit(None).cast("string").alias("_corrupt"))
+
+
+def _checksum(fs: SharedFS, rel: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open(rel) as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()[:32]}"
+
+
+# -- cleaning ------------------------------------------------------------------------------------------
+
+
+def _split_bad(frame: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(good rows, quarantined rows with a reason)."""
+    reason = F.when(F.col("_corrupt").isNotNull(), F.lit("malformed record"))
+    for name, condition in RULES.items():
+        reason = reason.when(F.expr(condition), F.lit(name))
+    tagged = frame.withColumn("_reason", reason)
+    good = tagged.where(F.col("_reason").isNull()).drop("_reason", "_corrupt")
+    return good, tagged.where(F.col("_reason").isNotNull())
+
+
+def _clean(transactions: DataFrame) -> DataFrame:
+    first = Window.partitionBy("tid").orderBy("ts")
+    return (
+        transactions.withColumn("_n", F.row_number().over(first))
+        .where("_n = 1")
+        .drop("_n")
+        .withColumn("category", F.lower(F.trim("category")))
+        .withColumn("channel", F.lower(F.trim("channel")))
+        .withColumn("city", F.trim("city"))
+    )
+
+
+# -- features ------------------------------------------------------------------------------------------
+
+
+def _haversine_km(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> Any:
+    dlat, dlon = F.radians(lat2 - lat1), F.radians(lon2 - lon1)
+    a = F.sin(dlat / 2) ** 2 + F.cos(F.radians(lat1)) * F.cos(F.radians(lat2)) * F.sin(dlon / 2) ** 2
+    return F.lit(2 * 6371.0) * F.asin(F.sqrt(a))
+
+
+def transaction_features(batch: DataFrame, history: DataFrame | None) -> DataFrame:
+    """Per-card window features of ``batch``'s rows, with ``history`` (earlier rows) as context."""
+    base = ["tid", "cc_num", "ts", "amount", "category", "lat", "lon"]
+    rows = batch.select(*base, "city", "channel", F.lit(True).alias("_in_batch"))
+    if history is not None:
+        rows = rows.unionByName(history.select(*base, "city", "channel", F.lit(False).alias("_in_batch")))
+    seconds = F.col("ts").cast("long")
+    for name, span in WINDOWS.items():
+        window = Window.partitionBy("cc_num").orderBy(seconds).rangeBetween(-span, 0)
+        rows = (
+            rows.withColumn(f"tx_count_{name}", F.count("amount").over(window))
+            .withColumn(f"amount_sum_{name}", F.sum("amount").over(window))
+            .withColumn(f"amount_mean_{name}", F.avg("amount").over(window))
+            .withColumn(f"amount_std_{name}", F.coalesce(F.stddev_samp("amount").over(window), F.lit(0.0)))
+        )
+    category_window = (
+        Window.partitionBy("cc_num", "category").orderBy(seconds).rangeBetween(-WINDOWS["7d"], 0)
+    )
+    previous = Window.partitionBy("cc_num").orderBy("ts", "tid")
+    rows = (
+        rows.withColumn("category_freq_7d", F.count("amount").over(category_window) / F.col("tx_count_7d"))
+        .withColumn("_prev_ts", F.lag("ts").over(previous))
+        .withColumn("secs_since_prev", seconds - F.col("_prev_ts").cast("long"))
+        .withColumn(
+            "dist_prev_km",
+            _haversine_km(
+                F.lag("lat").over(previous), F.lag("lon").over(previous), F.col("lat"), F.col("lon")
+            ),
+        )
+        .withColumn(
+            "speed_prev_kmh", F.col("dist_prev_km") / (F.greatest(F.col("secs_since_prev"), F.lit(60)) / 3600)
+        )
+        .withColumn("hour", F.hour("ts"))
+        .withColumn("is_night", (F.hour("ts") < 5).cast("int"))
+    )
+    return rows.where("_in_batch").drop("_in_batch", "_prev_ts")
+
+
+def profile_features(profiles: DataFrame, batch_start: datetime) -> DataFrame:
+    day = F.lit(batch_start.date())
+    return profiles.select(
+        "cc_num",
+        F.lit(batch_start).cast("timestamp").alias("as_of"),
+        (F.months_between(day, "birthdate") / 12).alias("age_years"),
+        F.datediff("cc_expiry", day).alias("days_to_expiry"),
+        "cc_provider",
+        "cc_type",
+        "city",
+    )
+
+
+# -- the job -------------------------------------------------------------------------------------------
+
+
+def _history(fs: featurestore.FeatureStore, spark: SparkSession, start: datetime) -> DataFrame | None:
+    groups = fs.get_feature_groups("transactions_features")
+    if not groups or not groups[0].commit_details():
+        return None
+    frame = groups[0].read(dataframe_type="spark")
+    return frame.where((F.col("ts") >= F.lit(start - CONTEXT)) & (F.col("ts") < F.lit(start)))
+
+
+def _publish_dir(project: Project, rel: str, local: Path, extra: dict[str, str]) -> str:
+    with project.fs.publish(rel, overwrite=True) as out:
+        for path in sorted(p for p in local.rglob("*") if p.is_file()):
+            out.upload(str(path), path.relative_to(local).as_posix())
+        for name, text in extra.items():
+            out.write_text(name, text)
+    return project.fs.uri(rel)
+
+
+def run(spec: EtlSpec) -> EtlResult:
+    """Run the job for one batch; :class:`BatchRejected` if it fails critical expectations."""
+    project = get_project(spec.project)
+    fs_ = project.fs
+    batch_dir = f"{LANDING}/{spec.batch}"
+    if not fs_.exists(batch_dir):
+        raise EtlError(f"no landing batch {fs_.uri(batch_dir)}")
+    if not fs_.is_published(batch_dir):
+        raise EtlError(
+            f"batch {spec.batch} is not complete: {fs_.uri(batch_dir)} has no _SUCCESS",
+            hint="the upstream writes _SUCCESS when the batch is whole; wait for it",
+        )
+    files = {name: _landed_file(fs_, batch_dir, name) for name in ("transactions", "labels", "profiles")}
+    start = datetime.strptime(spec.batch, "%Y-%m-%d").replace(tzinfo=UTC)
+    spark = get_spark(project, app_name=f"etl-{spec.batch}")
+    store = featurestore.connect(spec.project)
+
+    with track_run(project, "etl", params=spec.model_dump(mode="json"), code=_CODE) as run_record:
+        for name, rel in files.items():
+            run_record.add_input(fs_.uri(rel), _checksum(fs_, rel), kind="raw")
+        raw = {
+            "transactions": _read(spark, fs_, files["transactions"], TRANSACTIONS),
+            "labels": _read(spark, fs_, files["labels"], LABELS),
+            "profiles": _read(spark, fs_, files["profiles"], PROFILES),
+        }
+        rows_in = raw["transactions"].count()
+        quarantined, good = {}, {}
+        with fs_.publish(f"{QUARANTINE}/{spec.batch}", overwrite=True) as out:
+            for name, frame in raw.items():
+                good[name], bad = (
+                    _split_bad(frame)
+                    if name == "transactions"
+                    else (
+                        frame.where("_corrupt IS NULL").drop("_corrupt"),
+                        frame.where("_corrupt IS NOT NULL").withColumn("_reason", F.lit("malformed record")),
+                    )
+                )
+                bad = bad.cache()
+                quarantined[name] = bad.count()
+                if quarantined[name]:
+                    bad.write.json(out.spark_uri(name))
+        transactions = _clean(good["transactions"]).cache()
+        result = EtlResult(run_record.run_id, spec.batch, rows_in, quarantined)
+
+        if spec.validate_data:
+            # Naive UTC datetimes: what Spark (session time zone UTC) hands GX for a timestamp column.
+            day_start = start.replace(tzinfo=None)
+            substitutions = {"batch_start": day_start, "batch_end": day_start + timedelta(days=1)}
+            directory = spec.expectations_dir or Path(__file__).parent / "expectations"
+            suites = {
+                name: load_suite(name, substitutions, directory)
+                for name in ("transactions", "labels", "profiles")
+            }
+            with tempfile.TemporaryDirectory(prefix="gx-docs-") as docs:
+                report = validate(
+                    {"transactions": transactions, "labels": good["labels"], "profiles": good["profiles"]},
+                    suites,
+                    Path(docs),
+                )
+                summary = {
+                    "success": report.success,
+                    "evaluated": report.evaluated,
+                    "failures": [f.__dict__ for f in report.failures],
+                    "quarantined": quarantined,
+                }
+                result.report_uri = _publish_dir(
+                    project,
+                    f"{VALIDATION_LOGS}/{run_record.run_id}",
+                    Path(docs),
+                    {"results.json": json.dumps(summary, indent=2, default=str)},
+                )
+            result.validation = report
+            run_record.params["validation"] = {"success": report.success, "failures": len(report.failures)}
+            if not report.success:
+                failed = "; ".join(f.describe() for f in report.critical)
+                raise BatchRejected(
+                    f"batch {spec.batch} rejected, nothing published: {len(report.critical)} "
+                    f"critical expectation(s) failed ({failed}); report {result.report_uri}"
+                )
+
+        features = transaction_features(transactions, _history(store, spark, start))
+        labels = good["labels"].join(transactions.select("tid", "cc_num", "ts"), "tid", "inner")
+        groups = {
+            "transactions_features": (
+                features,
+                ["tid"],
+                "ts",
+                "Per-transaction card features over 1h-7d windows",
+            ),
+            "fraud_labels": (labels, ["tid"], "ts", "Fraud labels (is_fraud) at transaction time"),
+            "profile_features": (
+                profile_features(good["profiles"], start),
+                ["cc_num"],
+                "as_of",
+                "Card holder age and card expiry",
+            ),
+        }
+        for name, (frame, key, event_time, description) in groups.items():
+            group = store.get_or_create_feature_group(
+                name,
+                1,
+                primary_key=key,
+                event_time=event_time,
+                description=description,
+                online_enabled=name != "fraud_labels",
+            )
+            result.commits[name] = group.insert(frame, run_id=run_record.run_id)
+            run_record.add_output(group.location, str(result.commits[name]), kind="feature_group")
+        for frame in (transactions, *raw.values()):
+            frame.unpersist()
+    return result
