@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from featurestore.schema import Feature, check_insert, features_of, normal_schem
 from featurestore.statistics import compute_statistics
 from featurestore.versioned import Versioned
 from fjord.errors import NotFoundError
-from fjord.lineage import track_run
+from fjord.lineage import RunRecord, track_run
 
 if TYPE_CHECKING:
     from featurestore.query import Query
@@ -119,32 +120,37 @@ class FeatureGroup(Versioned):
                 "for reading only"
             )
 
-    def insert(self, data: Any, *, run_id: str | None = None) -> int:
+    def insert(self, data: Any, *, run: RunRecord | None = None) -> int:
         """Upsert ``data`` (pandas, pyarrow or Spark DataFrame) as one atomic commit; its commit id.
 
         Rows are upserted on (primary key, event time). The data is validated first (schema, null
         keys, duplicate (key, time) rows, emptiness): bad data raises and leaves the group unchanged.
-        Without ``run_id`` the insert is recorded as a lineage run of its own; a job that passes its
-        ``run_id`` records the commit (``fg.location`` at the returned id) among its own outputs.
+
+        Lineage: the commit is an output of ``run`` (a job's run record, whose inputs are the raw data),
+        or of a ``featurestore.insert`` run of its own. Its inputs include the group's previous commit,
+        since a table version holds everything committed before it.
         """
         self._check_writable()
         with _Staged(self, data) as staged:
             new_fields = self._validate(staged)
             statistics = compute_statistics(staged.con, "incoming", staged.schema)
-            evolve = bool(new_fields) and self.exists()
-            if run_id is None:  # an insert of its own: it is the run that produced the commit
-                with track_run(
-                    self._store.project,
-                    "featurestore.insert",
-                    params={"feature_group": self.ref, "rows": staged.rows},
-                    code=_CODE,
-                ) as run:
-                    version = self._commit(staged, run.run_id, evolve)
-                    run.add_output(self.location, str(version), kind="feature_group")
-                run_id = run.run_id
-            else:  # part of the caller's run (an ETL job), which records the output and its inputs
-                version = self._commit(staged, run_id, evolve)
-            self._record_commit(version, staged, statistics, run_id)
+            previous = self.snapshot().version if self.exists() else None
+            evolve = bool(new_fields) and previous is not None
+            with contextlib.ExitStack() as stack:
+                if run is None:
+                    run = stack.enter_context(
+                        track_run(
+                            self._store.project,
+                            "featurestore.insert",
+                            params={"feature_group": self.ref, "rows": staged.rows},
+                            code=_CODE,
+                        )
+                    )
+                if previous is not None:
+                    run.add_input(self.location, str(previous), kind="feature_group")
+                version = self._commit(staged, run.run_id, evolve)
+                run.add_output(self.location, str(version), kind="feature_group")
+            self._record_commit(version, staged, statistics, run.run_id)
             if self.online_enabled:
                 self._write_online(staged)
         return version

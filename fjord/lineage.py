@@ -281,7 +281,7 @@ class LineageNode:
     cycle: bool = False
 
 
-def lineage_tree(uri: str, version: str | None = None, *, max_depth: int = 32) -> LineageNode:
+def lineage_tree(uri: str, version: str | None = None, *, max_depth: int = 200) -> LineageNode:
     """Walk backwards from ``uri`` (at ``version``): who produced it, from what, recursively."""
 
     def walk(artifact: Artifact, seen: frozenset[tuple[str, str | None]], depth: int) -> LineageNode:

@@ -109,13 +109,11 @@ def run(
             " AS value_mean_5",
             "count(*) OVER (PARTITION BY entity ORDER BY ts) AS events_so_far",
         )
-        commit = features.insert(engineered, run_id=run.run_id)  # Spark executors write; nothing collected
-        run.add_output(features.location, str(commit), kind="feature_group")
+        commit = features.insert(engineered, run=run)  # Spark executors write; nothing collected
         label_frame = events.where("entity % 3 = 0").selectExpr(
             "entity", "ts", "cast(value > 50 AS int) AS label"
         )
-        label_commit = labels.insert(label_frame, run_id=run.run_id)
-        run.add_output(labels.location, str(label_commit), kind="feature_group")
+        label_commit = labels.insert(label_frame, run=run)
     _done(
         t,
         f"{features.ref} commit {commit} ({features.statistics['rows']} rows), "

@@ -12,9 +12,12 @@ so memory stays bounded by one day's rows, and it is deterministic per seed.
 
 About 1% of transactions are fraud, in three learnable patterns:
 
-- **card testing**: a burst of 3 to 6 small online charges within 30 minutes, then one large charge;
+- **card testing**: a burst of 3 to 6 small online charges within 30 minutes, then one in a risky
+  category (electronics, jewellery, gift cards);
 - **impossible travel**: a charge in a city far from the card's previous charge, within the hour;
-- **night-time spending**: electronics, jewellery or gift cards between 01:00 and 04:00, at high amounts.
+- **night-time spending**: risky categories between 01:00 and 04:00.
+
+Fraud amounts are drawn like legitimate amounts of the same category, so the amount alone says little.
 
 A model on the engineered features (counts and sums over windows, speed from the previous location,
 hour and category) separates these far better than one on the raw amount alone.
@@ -141,7 +144,8 @@ def _day(spec: DemoSpec, day: int, profiles: pa.Table) -> tuple[pa.Table, pa.Tab
 
     parts = [(card, us, amount, category, city, channel, fraud)]
     episodes = max(1, int(n * 0.0015))  # about 1.1% of rows end up fraud
-    # Card testing: 3-6 small online charges within 30 minutes, then a large one.
+    # Card testing: 3-6 small charges within 30 minutes, then one in a risky category. Fraud amounts
+    # are drawn like legitimate ones of the same category: the signal is the pattern, not the amount.
     c = rng.integers(0, n_cards, episodes)
     start = rng.integers(0, day_us - 3_600_000_000, episodes)
     k = rng.integers(3, 7, episodes)
@@ -149,45 +153,31 @@ def _day(spec: DemoSpec, day: int, profiles: pa.Table) -> tuple[pa.Table, pa.Tab
     pos = np.concatenate([np.arange(m + 1) for m in k])
     last = pos == np.repeat(k, k + 1)
     t_us = start[rep] + pos * rng.integers(60_000_000, 360_000_000, rep.size)
-    amt = np.where(
-        last, np.round(rng.uniform(500, 3000, rep.size), 2), np.round(rng.uniform(0.5, 3, rep.size), 2)
+    cat = np.where(
+        last, rng.choice(RISKY, rep.size), rng.choice(len(CATEGORIES), rep.size, p=NORMAL_CATEGORY_P)
     )
-    cat = np.where(last, rng.choice(RISKY, rep.size), CATEGORIES.index("retail"))
+    amt = np.round(MEDIAN_AMOUNT[cat] * rng.lognormal(np.where(last, 0.0, -1.0), 0.6, rep.size), 2)
     parts.append((c[rep], t_us, amt, cat, home[c[rep]], np.full(rep.size, 1), np.ones(rep.size, bool)))
     # Impossible travel: a legitimate charge at home, then one far away within the hour.
     c = rng.integers(0, n_cards, episodes)
     t0 = rng.integers(0, day_us - 3_600_000_000, episodes)
     far = (home[c] + rng.integers(5, len(CITIES) - 5, episodes)) % len(CITIES)
-    parts.append(
-        (
-            c,
-            t0,
-            np.round(rng.uniform(10, 80, episodes), 2),
-            np.zeros(episodes, int),
-            home[c],
-            np.zeros(episodes, int),
-            np.zeros(episodes, bool),
-        )
-    )
-    parts.append(
-        (
-            c,
-            t0 + rng.integers(600_000_000, 3_600_000_000, episodes),
-            np.round(rng.uniform(200, 1500, episodes), 2),
-            rng.choice(RISKY, episodes),
-            far,
-            np.zeros(episodes, int),
-            np.ones(episodes, bool),
-        )
-    )
+    for when, where, is_fraud in (
+        (t0, home[c], False),
+        (t0 + rng.integers(600_000_000, 3_600_000_000, episodes), far, True),
+    ):
+        cat = rng.choice(len(CATEGORIES), episodes, p=NORMAL_CATEGORY_P)
+        amt = np.round(MEDIAN_AMOUNT[cat] * rng.lognormal(0, 0.6, episodes), 2)
+        parts.append((c, when, amt, cat, where, np.zeros(episodes, int), np.full(episodes, is_fraud)))
     # Night-time spending on risky categories.
     c = rng.integers(0, n_cards, episodes)
+    cat = rng.choice(RISKY, episodes)
     parts.append(
         (
             c,
             rng.integers(3_600_000_000, 4 * 3_600_000_000, episodes),
-            np.round(rng.uniform(300, 2500, episodes), 2),
-            rng.choice(RISKY, episodes),
+            np.round(MEDIAN_AMOUNT[cat] * rng.lognormal(0, 0.6, episodes), 2),
+            cat,
             home[c],
             np.full(episodes, 1),
             np.ones(episodes, bool),

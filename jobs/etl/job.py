@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import tempfile
@@ -44,7 +45,10 @@ QUARANTINE = "Resources/quarantine"
 VALIDATION_LOGS = "Logs/validation"
 _CODE = [Path(__file__).parent]
 
-TRANSACTIONS = "tid BIGINT, cc_num BIGINT, ts TIMESTAMP, amount DOUBLE, category STRING, city STRING, lat DOUBLE, lon DOUBLE, channel STRING"
+TRANSACTIONS = (
+    "tid BIGINT, cc_num BIGINT, ts TIMESTAMP, amount DOUBLE, category STRING, city STRING, "
+    "lat DOUBLE, lon DOUBLE, channel STRING"
+)
 LABELS = "tid BIGINT, is_fraud BIGINT, reported_at TIMESTAMP"
 PROFILES = "cc_num BIGINT, birthdate DATE, city STRING, cc_provider STRING, cc_type STRING, cc_expiry DATE"
 WINDOWS = {"1h": 3_600, "4h": 4 * 3_600, "24h": 86_400, "7d": 7 * 86_400}
@@ -123,7 +127,7 @@ def _columns_of(fs: SharedFS, rel: str) -> list[str]:
         with fs.open(rel) as handle:
             return pq.read_schema(handle).names
     with fs.open(rel, "rb") as handle:
-        return handle.readline().decode().strip().split(",")
+        return next(csv.reader([handle.readline().decode()]))  # quoted names too
 
 
 def _check_columns(fs: SharedFS, rel: str, schema: str) -> None:
@@ -287,7 +291,7 @@ def run(spec: EtlSpec) -> EtlResult:
     store = featurestore.connect(spec.project)
 
     with track_run(project, "etl", params=spec.model_dump(mode="json"), code=_CODE) as run_record:
-        for name, rel in files.items():
+        for rel in files.values():
             run_record.add_input(fs_.uri(rel), _checksum(fs_, rel), kind="raw")
         raw = {
             "transactions": _read(spark, fs_, files["transactions"], TRANSACTIONS),
@@ -375,8 +379,7 @@ def run(spec: EtlSpec) -> EtlResult:
                 description=description,
                 online_enabled=name != "fraud_labels",
             )
-            result.commits[name] = group.insert(frame, run_id=run_record.run_id)
-            run_record.add_output(group.location, str(result.commits[name]), kind="feature_group")
+            result.commits[name] = group.insert(frame, run=run_record)
         for frame in (transactions, *raw.values()):
             frame.unpersist()
     return result

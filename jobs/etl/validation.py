@@ -60,8 +60,12 @@ def load_suite(
     """The expectations of suite ``name`` with ``$name`` placeholders substituted; checked up front."""
     path = directory / f"{name}.json"
     data = json.loads(path.read_text())
-    expectations = []
+    expectations, seen = [], set()
     for i, item in enumerate(data["expectations"]):
+        domain = (item["type"], item["kwargs"].get("column"))
+        if domain in seen:  # GX keeps only one expectation per type and column: the other would vanish
+            raise ValueError(f"{path}: expectation {i} repeats {domain[0]} on column {domain[1]!r}")
+        seen.add(domain)
         severity = item.get("severity", "critical")
         if severity not in SEVERITIES:
             raise ValueError(f"{path}: expectation {i} has severity {severity!r}, not one of {SEVERITIES}")

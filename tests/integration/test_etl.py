@@ -1,0 +1,153 @@
+"""The Spark ETL and validation job on real batches, good and bad (real Spark, real GX, real store)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+import featurestore
+from fjord.lineage import lineage_tree, raw_sources
+from fjord.projects import create_project
+from jobs.etl.demo_data import DemoSpec, generate
+from jobs.etl.job import BatchRejected, EtlError, EtlSpec, run
+from jobs.etl.main import main
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+GROUPS = ("transactions_features", "fraud_labels", "profile_features")
+
+
+@pytest.fixture
+def project(spark):
+    project = create_project("fraud")
+    generate(project.fs, DemoSpec(rows=6000, days=2, seed=5))
+    return project
+
+
+def _commits(project) -> dict[str, int]:
+    fs = featurestore.connect(project.name)
+    return {g.name: len(g.commit_details()) for g in fs.get_feature_groups() if g.name in GROUPS}
+
+
+def _reland(project, batch: str, mutate, *, success: bool = True, fmt: str = "parquet") -> None:
+    """Re-land ``batch`` with its transactions (or labels) changed by ``mutate(name, table)``."""
+    rel = f"Resources/landing/{batch}"
+    tables = {
+        n: pq.read_table(project.fs.path(f"{rel}/{n}.parquet"))
+        for n in ("transactions", "labels", "profiles")
+    }
+    project.fs.rm(rel, recursive=True)
+    for name, table in tables.items():
+        table = mutate(name, table)
+        with project.fs.open(f"{rel}/{name}.{fmt}", "wb") as handle:
+            (pacsv.write_csv if fmt == "csv" else pq.write_table)(table, handle)
+    if success:
+        project.fs.write_text(f"{rel}/_SUCCESS", "{}")
+
+
+def test_good_batches_publish_once_with_lineage_and_docs(project) -> None:
+    first = run(EtlSpec(project="fraud", batch="2026-11-01"))
+    second = run(EtlSpec(project="fraud", batch="2026-11-02"))
+    assert first.validation.success and first.quarantined == {"transactions": 0, "labels": 0, "profiles": 0}
+    assert first.commits == dict.fromkeys(GROUPS, 0) and second.commits == dict.fromkeys(GROUPS, 1)
+    assert project.fs.exists(first.report_uri.split("/Projects/fraud/")[1] + "/index.html")  # GX Data Docs
+    fs = featurestore.connect("fraud")
+    tx = fs.get_feature_group("transactions_features", 1)
+    rows = len(tx.read())
+    assert rows == first.rows_in + second.rows_in
+    assert {"amount_sum_1h", "tx_count_7d", "speed_prev_kmh", "category_freq_7d"} <= {
+        f.name for f in tx.schema
+    }
+    again = run(EtlSpec(project="fraud", batch="2026-11-01"))  # idempotent: an upsert of the same rows
+    assert len(tx.read()) == rows and again.commits["transactions_features"] == 2
+    labels = fs.get_feature_group("fraud_labels", 1)
+    view = fs.get_or_create_feature_view(
+        "fraud",
+        1,
+        query=labels.select(["is_fraud"]).join(tx.select(["amount", "tx_count_1h"]), on=["tid"]),
+        labels=["is_fraud"],
+    )
+    version, job = view.create_training_data()
+    sources = {a.uri.rsplit("/", 2)[-2] for a in raw_sources(lineage_tree(job.outputs[0].uri, str(version)))}
+    assert sources == {"2026-11-01", "2026-11-02"}  # back through the ETL runs to the landing batches
+
+
+def test_malformed_csv_rows_are_quarantined_with_their_reason(project) -> None:
+    def break_rows(name, table):
+        if name != "transactions":
+            return table
+        amounts = pc.cast(table.column("amount"), pa.string())
+        broken = pa.concat_arrays([pa.array(["not-a-number"] * 3), amounts.combine_chunks()[3:]])
+        return table.set_column(table.schema.get_field_index("amount"), "amount", broken)
+
+    _reland(project, "2026-11-01", break_rows, fmt="csv")
+    result = run(EtlSpec(project="fraud", batch="2026-11-01"))
+    assert result.quarantined["transactions"] == 3
+    quarantined = project.fs.listdir("Resources/quarantine/2026-11-01/transactions")
+    text = project.fs.read_text(f"Resources/quarantine/2026-11-01/transactions/{quarantined[0]}")
+    assert "malformed record" in text and "not-a-number" in text
+    assert (
+        len(featurestore.connect("fraud").get_feature_group("transactions_features").read())
+        == result.rows_in - 3
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "failed"),
+    [
+        (
+            lambda n, t: (
+                t.set_column(1, "cc_num", pa.array([None] * 5 + t.column(1).to_pylist()[5:], pa.int64()))
+                if n == "transactions"
+                else t
+            ),
+            r"expect_column_values_to_not_be_null\(cc_num\): 5 rows",
+        ),
+        (
+            lambda n, t: t.set_column(3, "amount", pc.negate(t.column(3))) if n == "transactions" else t,
+            r"expect_column_values_to_be_between\(amount\)",
+        ),
+        (
+            lambda n, t: (
+                t.set_column(1, "is_fraud", pa.array([1] * t.num_rows, pa.int64())) if n == "labels" else t
+            ),
+            r"labels: expect_column_mean_to_be_between\(is_fraud\)",
+        ),
+        (
+            lambda n, t: t.slice(0, 0) if n in ("transactions", "labels") else t,
+            "expect_table_row_count_to_be_between",
+        ),
+    ],
+    ids=["null-cc_num", "negative-amounts", "fraud-rate", "empty"],
+)
+def test_bad_batches_are_rejected_and_publish_nothing(project, mutate, failed) -> None:
+    _reland(project, "2026-11-01", mutate)
+    with pytest.raises(BatchRejected, match=failed) as info:
+        run(EtlSpec(project="fraud", batch="2026-11-01"))
+    assert "nothing published" in str(info.value) and "Logs/validation/etl-" in str(info.value)
+    assert _commits(project) == {}  # the store is unchanged
+
+
+def test_schema_drift_and_incomplete_batches_are_refused(project, capsys) -> None:
+    _reland(
+        project,
+        "2026-11-01",
+        lambda n, t: (
+            t.rename_columns(["card_number" if c == "cc_num" else c for c in t.column_names])
+            if n == "transactions"
+            else t
+        ),
+    )
+    with pytest.raises(EtlError, match=r"schema drift: missing \['cc_num'\], unexpected \['card_number'\]"):
+        run(EtlSpec(project="fraud", batch="2026-11-01"))
+    _reland(project, "2026-11-02", lambda n, t: t, success=False)
+    assert main(["--project", "fraud", "--batch", "2026-11-02"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no _SUCCESS" in err[0]
+    assert main(["--project", "fraud", "--batch", "2026-13-01"]) == 2
+    assert "batch must be a date" in capsys.readouterr().err
+    assert main(["--project", "fraud", "--batch", "2026-12-01"]) == 2
+    assert "no landing batch" in capsys.readouterr().err
+    assert _commits(project) == {}
