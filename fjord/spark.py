@@ -119,8 +119,14 @@ def _project_python(project: Project, master: str, conf: dict[str, str]) -> str:
 
 
 def get_spark(project: Project | None = None, *, app_name: str = "fjord") -> SparkSession:
-    """The process's SparkSession, configured for ``project`` (reused while the setup is the same)."""
+    """The process's SparkSession, configured for ``project`` (reused while the setup is the same).
+
+    Without a project, the running session is returned as it is (library code such as the feature
+    store shares the job's session); only a new project or new settings replace it.
+    """
     global _session, _session_key
+    if project is None and _session is not None and _session_alive(_session):
+        return _session  # library code asking for "the" session gets the job's, whatever its project
     settings = get_settings()
     conf, python = spark_conf(settings, project)
     key = (python, *sorted(f"{k}={v}" for k, v in conf.items() if k != "spark.eventLog.dir"))

@@ -50,7 +50,8 @@ class DuckDBJoinEngine(JoinEngine):
         empties: dict[str, pa.Table] = {}
         left = plan.left
         left_keys = [k for k, _ in left.keys]
-        left_cols = list(dict.fromkeys([*left_keys, left.event_time, *left.columns]))
+        join_keys = [lk for source in plan.joins for lk, _ in source.keys]  # read even if not selected
+        left_cols = list(dict.fromkeys([*left_keys, left.event_time, *left.columns, *join_keys]))
         relation, empty = self._read(left, left_cols)
         if empty is not None:
             empties[f"empty_{id(empty)}"] = empty

@@ -35,7 +35,8 @@ class SparkJoinEngine(JoinEngine):
         spark = get_spark()
         left = plan.left
         left_keys = [k for k, _ in left.keys]
-        left_cols = list(dict.fromkeys([*left_keys, left.event_time, *left.columns]))
+        join_keys = [lk for source in plan.joins for lk, _ in source.keys]  # read even if not selected
+        left_cols = list(dict.fromkeys([*left_keys, left.event_time, *left.columns, *join_keys]))
         frame = _read(spark, left, left_cols)
         if plan.start_time is not None:
             frame = frame.where(F.col(left.event_time) >= F.lit(plan.start_time))
@@ -43,13 +44,15 @@ class SparkJoinEngine(JoinEngine):
             frame = frame.where(F.col(left.event_time) < F.lit(plan.end_time))
         renames = {c: o for c, o in zip(left.columns, left.outputs(), strict=True)}
         head = list(dict.fromkeys([*left_keys, left.event_time]))
+        carried = [k for k in dict.fromkeys(join_keys) if k not in head and k not in renames.values()]
         frame = frame.select(
             *[F.col(c) for c in head],
             *[F.col(c).alias(o) for c, o in renames.items() if o not in head],
+            *[F.col(c) for c in carried],
         )
         for i, source in enumerate(plan.joins):
             frame = self._join_one(spark, frame, left.event_time, source, i)
-        return frame.orderBy(left.event_time, *left_keys)
+        return frame.select(*plan.output_columns()).orderBy(left.event_time, *left_keys)
 
     def _join_one(
         self, spark: SparkSession, frame: DataFrame, event_time: str, source: Source, i: int

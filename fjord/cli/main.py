@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if _debug:
             raise
-        first = " ".join(str(exc).split()) or "no message"
+        # The head of the message (a JVM error's first lines, not its stack), on one line.
+        first = " ".join(" ".join(str(exc).strip().splitlines()[:2]).split())[:300] or "no message"
         err_console.print(
             f"[red]error:[/red] internal error {type(exc).__name__}: {first} "
             "(run with --debug for the traceback)"

@@ -2,36 +2,30 @@
 
 It runs every stage that exists, in pipeline order, and prints what a newcomer needs to see:
 
-1. the demo project;
-2. its Python environment;
-3. a Spark session in that environment;
-4. a Spark job that turns a raw landing batch into features, published to the feature store;
-5. a feature view with point-in-time training data and an online lookup;
-6. the lineage of that training data, walked back to the raw batch.
+1. the demo project, 2. its Python environment, 3. a Spark session in that environment,
+4. demo data: daily batches of card transactions landing in ``Resources/landing/``,
+5. the Spark ETL and Great Expectations validation job, publishing each batch to the feature store,
+6. a feature view with point-in-time training data and an online feature vector,
+7. the lineage of that training data, walked back to the landing batches.
 
-Each later stage (the real ETL and validation job, training, serving, monitoring) joins here as it
-lands, until the Airflow DAG runs it all.
+Training, serving and monitoring join here as they land, until the Airflow DAG runs it all.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from pathlib import Path
 
-import pandas as pd
 import typer
 
 from fjord.cli.output import console
 from fjord.config import get_settings
 from fjord.envs import build_environment
-from fjord.lineage import lineage_tree, raw_sources, track_run
+from fjord.lineage import lineage_tree, raw_sources
 from fjord.projects import ensure_project
 from fjord.spark import get_spark
 
-RAW_BATCH = "Resources/landing/_fjord_demo/events.csv"
-DEMO_ROWS = 2000
-DEMO_ENTITIES = 50
+DEMO_ROWS = 20_000
+DEMO_DAYS = 2
 
 
 def _step(number: int, text: str) -> float:
@@ -43,20 +37,14 @@ def _done(started: float, text: str = "") -> None:
     console.print(f"   [green]ok[/green] {text} [dim]({time.perf_counter() - started:.1f} s)[/dim]")
 
 
-def _raw_batch() -> str:
-    """A small, deterministic landing batch: events of 50 entities over 2000 minutes."""
-    lines = ["entity,ts,value"]
-    for i in range(DEMO_ROWS):
-        minute = pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(minutes=i)
-        lines.append(f"{i % DEMO_ENTITIES},{minute.isoformat()},{(i * 7919) % 1000 / 10}")
-    return "\n".join(lines) + "\n"
-
-
 def run(
     project: str = typer.Option("fraud", help="Project to run the pipeline in (created if missing)."),
 ) -> None:
     """Run the platform's main job on the configured stack (the embedded defaults unless configured)."""
-    import featurestore  # a stage: the CLI loads it only when the job runs
+    import featurestore  # stages: the CLI loads them only when the job runs
+    from jobs.etl.demo_data import DemoSpec, generate
+    from jobs.etl.job import EtlSpec
+    from jobs.etl.job import run as run_etl
 
     settings = get_settings()
     console.print("[bold]Fjord main job[/bold]")
@@ -80,75 +68,58 @@ def run(
     spark = get_spark(proj, app_name="fjord-main")
     _done(t, f"Spark {spark.version} on {spark.sparkContext.master}")
 
-    t = _step(4, "Spark job: raw landing batch -> features in the feature store (one commit each)")
-    raw = _raw_batch()
-    proj.fs.write_text(RAW_BATCH, raw)
-    fs = featurestore.connect(project)
-    features = fs.get_or_create_feature_group(
-        "demo_entity_features",
-        1,
-        primary_key=["entity"],
-        event_time="ts",
-        online_enabled=True,
-        description="Rolling value features per entity (demo)",
-    )
-    labels = fs.get_or_create_feature_group(
-        "demo_labels", 1, primary_key=["entity"], event_time="ts", description="Demo labels"
-    )
-    with track_run(proj, "demo_etl", params={"rows": DEMO_ROWS}, code=[Path(__file__)]) as run:
-        run.add_input(
-            proj.fs.uri(RAW_BATCH), "sha256:" + hashlib.sha256(raw.encode()).hexdigest()[:16], kind="raw"
-        )
-        events = spark.read.csv(
-            proj.fs.spark_uri(RAW_BATCH), header=True, schema="entity long, ts timestamp, value double"
-        )
-        engineered = events.selectExpr(
-            "entity",
-            "ts",
-            "avg(value) OVER (PARTITION BY entity ORDER BY ts ROWS BETWEEN 4 PRECEDING AND CURRENT ROW)"
-            " AS value_mean_5",
-            "count(*) OVER (PARTITION BY entity ORDER BY ts) AS events_so_far",
-        )
-        commit = features.insert(engineered, run=run)  # Spark executors write; nothing collected
-        label_frame = events.where("entity % 3 = 0").selectExpr(
-            "entity", "ts", "cast(value > 50 AS int) AS label"
-        )
-        label_commit = labels.insert(label_frame, run=run)
-    _done(
-        t,
-        f"{features.ref} commit {commit} ({features.statistics['rows']} rows), "
-        f"{labels.ref} commit {label_commit}",
-    )
+    t = _step(4, "Demo data: daily batches of card transactions land in Resources/landing/")
+    batches = generate(proj.fs, DemoSpec(rows=DEMO_ROWS, days=DEMO_DAYS, seed=42))
+    _done(t, f"{len(batches)} batches, {DEMO_ROWS:,} transactions: {batches[0]} .. {batches[-1]}")
 
-    t = _step(5, "Feature view: point-in-time training data and an online lookup")
-    query = labels.select_all().join(features.select(["value_mean_5", "events_so_far"]), on=["entity"])
-    view = fs.get_or_create_feature_view("demo", 1, query=query, labels=["label"])
+    t = _step(5, "Spark ETL + Great Expectations validation -> feature store (one commit per group)")
+    for batch in batches:
+        console.print(f"   {run_etl(EtlSpec(project=project, batch=batch)).summary()}")
+    _done(t)
+
+    t = _step(6, "Feature view: point-in-time training data and an online feature vector")
+    fs = featurestore.connect(project)
+    tx, labels, profiles = (
+        fs.get_feature_group(name, 1)
+        for name in ("transactions_features", "fraud_labels", "profile_features")
+    )
+    query = (
+        labels.select(["is_fraud"])
+        .join(
+            tx.select(["amount", "tx_count_1h", "amount_sum_24h", "speed_prev_kmh", "is_night"]), on=["tid"]
+        )
+        .join(profiles.select(["age_years", "days_to_expiry"]), on=["cc_num"])
+    )
+    view = fs.get_or_create_feature_view("fraud_demo", 1, query=query, labels=["is_fraud"])
     version, _ = view.create_training_data()
-    x_train, x_test, _, _ = view.train_test_split(
+    x_train, x_test, y_train, _ = view.train_test_split(
         test_size=0.2, time_ordered=True, training_dataset_version=version
     )
-    vector = view.get_feature_vector({"entity": 3}, return_type="dict")
+    sample = labels.read().iloc[0]
+    vector = view.get_feature_vector(
+        {"tid": int(sample.tid), "cc_num": int(sample.cc_num)}, return_type="dict"
+    )
     _done(
         t,
-        f"training dataset v{version}: {len(x_train)} train / {len(x_test)} test rows; "
-        f"online entity 3: {vector}",
+        f"training dataset v{version}: {len(x_train)} train / {len(x_test)} test rows, fraud rate "
+        f"{y_train.is_fraud.mean():.2%}; online tid {int(sample.tid)}: {vector}",
     )
 
-    t = _step(6, "Provenance: walk back from the training dataset to the raw batch")
-    tree = lineage_tree(proj.fs.uri(f"TrainingDatasets/demo_1/{version}"), str(version))
+    t = _step(7, "Provenance: walk back from the training dataset to the landing batches")
+    tree = lineage_tree(proj.fs.uri(f"TrainingDatasets/fraud_demo_1/{version}"), str(version))
     for node in tree.inputs:
+        made_by = node.run.stage if node.run else "?"
         console.print(
             f"   training dataset v{version} <- {node.artifact.uri.rsplit('/', 1)[-1]} commit "
-            f"{node.artifact.version} <- {node.run.stage if node.run else '?'}"
+            f"{node.artifact.version} <- {made_by} run"
         )
-    for source in {s.uri: s for s in raw_sources(tree)}.values():
-        console.print(f"   raw batch {source.uri} ({source.version})")
+    landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(tree)})
+    console.print(f"   raw landing batches: {', '.join(landed)}")
     _done(t)
 
     console.print(
         f"\n[bold]Next[/bold]: fjord featurestore list {project} · fjord featurestore statistics "
-        f"{project} demo_entity_features · fjord lineage runs --project {project}"
+        f"{project} transactions_features · fjord lineage runs --project {project}"
     )
-    console.print(
-        "[dim]The ETL and validation job, training, serving and monitoring join this job as they land.[/dim]"
-    )
+    console.print(f"      validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
+    console.print("[dim]Training, serving and monitoring join this job as they land.[/dim]")

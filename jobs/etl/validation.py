@@ -10,6 +10,7 @@ and rendered as HTML Data Docs into the given directory.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,7 @@ def validate(
 ) -> ValidationReport:
     """Validate each Spark DataFrame in ``frames`` against the suite of the same name."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no phoning home
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig

@@ -1,5 +1,7 @@
 """`make run`'s job, run as a user runs it: the `fjord run` console script on the embedded defaults."""
 
+import re
+
 import pytest
 
 from tests.conftest import run_fjord
@@ -13,15 +15,19 @@ def test_main_job_runs_every_landed_stage_and_reruns_cleanly(fjord_home) -> None
     out = first.stdout
     for text in (
         "Spark 4.1",
-        "demo_entity_features_1 commit 0 (2000 rows)",
+        "2 batches, 20,000 transactions",
+        "batch 2026-11-01:",
+        "0 quarantined",
+        "published transactions_features commit 0",
         "training dataset v1",
-        "online entity 3: {'value_mean_5'",
-        "raw batch file://",
+        "online tid",
+        "raw landing batches: 2026-11-01, 2026-11-02",
     ):
         assert text in out, text
-    assert "<- demo_etl" in out  # the training data leads back through the ETL run
+    assert re.search(r"fraud rate \d\.\d+%", out)
+    assert "<- etl run" in out  # the training data leads back through the ETL runs
     second = run_fjord("run")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "demo_entity_features_1 commit 1 (2000 rows)" in second.stdout  # an upsert, not duplicates
+    assert "published transactions_features commit 2" in second.stdout  # upserts: commits, no duplicates
     listing = run_fjord("featurestore", "list", "fraud")
-    assert "demo_entity_features" in listing.stdout and "1, 2" in listing.stdout  # two training datasets
+    assert "transactions_features" in listing.stdout and "1, 2" in listing.stdout  # two training datasets

@@ -68,3 +68,15 @@ def test_engines_agree_through_the_api(spark, fs) -> None:
     by_duck, _ = fv.create_training_data(engine="duckdb")
     by_spark, _ = fv.create_training_data(engine="spark")
     assert fv.read_training_dataset(by_duck).equals(fv.read_training_dataset(by_spark))
+
+
+def test_join_keys_need_not_be_selected(spark, fs) -> None:
+    """A left-side key used only to join (not selected) is read by both engines, not output."""
+    labels = fs.get_or_create_feature_group("labels", 1, primary_key=["tid"], event_time="ts")
+    profiles = fs.get_or_create_feature_group("profiles", 1, primary_key=["cc_num"], event_time="ts")
+    labels.insert(pd.DataFrame({"tid": [1, 2], "ts": [T0, T0], "cc_num": [7, 8], "is_fraud": [0, 1]}))
+    profiles.insert(pd.DataFrame({"cc_num": [7, 8], "ts": [T0, T0], "age": [30.0, 40.0]}))
+    query = labels.select(["is_fraud"]).join(profiles.select(["age"]), on=["cc_num"])
+    duck = query.read(engine="duckdb")
+    assert list(duck.columns) == ["tid", "ts", "is_fraud", "age"] and duck.age.tolist() == [30.0, 40.0]
+    assert duck.equals(query.read(engine="spark"))

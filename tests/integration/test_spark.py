@@ -96,3 +96,14 @@ def test_executor_imports_a_package_only_in_the_shipped_environment(fjord_home) 
     assert module.startswith(executable.removesuffix("bin/python"))  # imported from the archive
     # local-cluster workers always work in $SPARK_HOME/work (the pyspark package): leave it clean.
     shutil.rmtree(Path(executable).parents[3], ignore_errors=True)
+
+
+def test_library_code_shares_the_jobs_session(spark) -> None:
+    """A job's session in a project environment is not replaced when library code asks for Spark."""
+    project = create_project("fraud")
+    build_environment(project, spec_from_file("requirements.txt", ""))
+    job_session = get_spark(project, app_name="job")
+    frame = job_session.range(5).cache()
+    assert get_spark() is job_session  # what the feature store does, mid-job
+    assert frame.count() == 5  # the job's DataFrames still work
+    get_spark(app_name="fjord-tests")  # the shared test session for the rest of the suite
