@@ -102,7 +102,7 @@ class DemoSpec:
 
     @property
     def cards(self) -> int:
-        return max(200, self.rows // 150)
+        return max(200, self.rows // (3 * self.days))  # about 3 transactions per card and day
 
 
 def _profiles(spec: DemoSpec) -> pa.Table:
@@ -133,7 +133,9 @@ def _day(spec: DemoSpec, day: int, profiles: pa.Table) -> tuple[pa.Table, pa.Tab
     n = spec.rows // spec.days
 
     # Legitimate activity: active cards, daytime-biased times, home city, lognormal amounts.
-    card = rng.zipf(1.3, n) % n_cards
+    # Activity varies by card (lognormal), but no card dominates: real cards make a few charges a day.
+    activity = np.random.default_rng([spec.seed, 2]).lognormal(0, 0.5, n_cards)
+    card = rng.choice(n_cards, n, p=activity / activity.sum())
     hour = np.clip(rng.normal(14, 4, n), 0, 23.99)
     us = (hour * 3_600_000_000).astype(np.int64)
     category = rng.choice(len(CATEGORIES), n, p=NORMAL_CATEGORY_P)

@@ -1,0 +1,154 @@
+"""ETL benchmarks: the Spark ETL + validation job against the pandas job a user would write instead.
+
+For each size (one daily batch of N transactions), in one run:
+
+- Fjord: ``python -m jobs.etl.main`` with Great Expectations validation, and without it (the cost of
+  validating every record); rows/s of the whole job and peak memory of the process tree (Python and
+  Spark's JVM, sampled every 0.2 s).
+- pandas: the same cleaning, the same window features (groupby-rolling over 1h/4h/24h/7d, previous
+  transaction, distance and speed, category frequency) and the same GX suites on a pandas DataFrame,
+  reading the whole batch into memory.
+
+    python -m bench.etl --sizes 1000000 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BATCH = "2026-11-01"
+
+
+def _measure(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Wall time and peak RSS of the whole process tree of ``cmd``."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        parent = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                tree = [parent, *parent.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    out, err = proc.communicate()
+    done.set()
+    thread.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak / 2**20, "stdout": out.strip()[-400:]}
+
+
+def pandas_job(project_dir: Path) -> dict[str, float]:
+    """The single-machine baseline: the same transforms and suites with pandas (all in memory)."""
+    from datetime import datetime
+
+    import great_expectations as gx
+    import numpy as np
+    import pandas as pd
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    from jobs.etl.validation import load_suite
+
+    batch = project_dir / "Resources" / "landing" / BATCH
+    tx = pd.read_parquet(batch / "transactions.parquet")
+    labels = pd.read_parquet(batch / "labels.parquet")
+    tx = tx.drop_duplicates("tid").sort_values(["cc_num", "ts"])
+    tx["category"] = tx.category.str.strip().str.lower()
+    grouped = tx.set_index("ts").groupby("cc_num").amount
+    for name, span in {"1h": "1h", "4h": "4h", "24h": "24h", "7d": "7D"}.items():
+        rolling = grouped.rolling(span)
+        tx[f"tx_count_{name}"] = rolling.count().to_numpy()
+        tx[f"amount_sum_{name}"] = rolling.sum().to_numpy()
+        tx[f"amount_mean_{name}"] = rolling.mean().to_numpy()
+        tx[f"amount_std_{name}"] = rolling.std().fillna(0).to_numpy()
+    # Rolling results come out in group-key order: sort the frame the same way before assigning.
+    tx = tx.sort_values(["cc_num", "category", "ts"])
+    per_category = tx.set_index("ts").groupby(["cc_num", "category"]).amount.rolling("7D").count()
+    tx["category_freq_7d"] = per_category.to_numpy() / tx.tx_count_7d
+    tx = tx.sort_values(["cc_num", "ts"])
+    by_card = tx.groupby("cc_num")
+    tx["secs_since_prev"] = by_card.ts.diff().dt.total_seconds()
+    lat1, lon1 = np.radians(by_card.lat.shift()), np.radians(by_card.lon.shift())
+    lat2, lon2 = np.radians(tx.lat), np.radians(tx.lon)
+    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    tx["dist_prev_km"] = 2 * 6371 * np.arcsin(np.sqrt(a))
+    tx["speed_prev_kmh"] = tx.dist_prev_km / (tx.secs_since_prev.clip(lower=60) / 3600)
+    tx["hour"] = tx.ts.dt.hour
+    context = gx.get_context(mode="ephemeral")
+    source = context.data_sources.add_pandas(name="p")
+    day = datetime(2026, 11, 1)
+    subs = {"batch_start": pd.Timestamp(day, tz="UTC"), "batch_end": pd.Timestamp(2026, 11, 2, tz="UTC")}
+    success = True
+    for name, frame in {"transactions": tx, "labels": labels}.items():
+        suite = gx.ExpectationSuite(name=name)
+        for item in load_suite(name, subs):
+            suite.add_expectation_configuration(
+                ExpectationConfiguration(type=item["type"], kwargs=item["kwargs"])
+            )
+        batch_definition = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("w")
+        result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+        success = success and result.success
+    return {"rows": len(tx), "success": success}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    args = parser.parse_args()
+    results = {}
+    for rows in args.sizes:
+        home = ROOT / "bench" / ".data" / f"etl-{rows}"
+        env = {**os.environ, "FJORD_HOME": str(home)}
+        subprocess.run(
+            [sys.executable, "-m", "fjord.cli.main", "demo", "data", "--rows", str(rows), "--days", "1"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        job = [sys.executable, "-m", "jobs.etl.main", "--project", "fraud", "--batch", BATCH]
+        entry = {
+            "validated": _measure(job, env),
+            "unvalidated": _measure([*job, "--no-validation"], env),
+            "pandas": _measure(
+                [sys.executable, "-m", "bench.etl", "pandas", str(home / "fs" / "Projects" / "fraud")], env
+            ),
+        }
+        results[rows] = entry
+        v, u, p = entry["validated"], entry["unvalidated"], entry["pandas"]
+        print(
+            f"{rows:>11,} rows | Fjord {rows / v['seconds']:>9,.0f} rows/s, {v['peak_rss_mb']:,.0f} MB | "
+            f"without GX {rows / u['seconds']:>9,.0f} rows/s | validation cost {v['seconds'] / u['seconds']:.2f}x | "
+            f"pandas {rows / p['seconds']:>9,.0f} rows/s, {p['peak_rss_mb']:,.0f} MB",
+            flush=True,
+        )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "etl.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "pandas":
+        print(json.dumps(pandas_job(Path(sys.argv[2]))))
+    else:
+        main()
