@@ -47,6 +47,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.foundation
 	$(VENV)/bin/python -m bench.featurestore
+	$(VENV)/bin/python -m bench.etl
 
 clean:
 	rm -rf $(VENV) .pytest_cache

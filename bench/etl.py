@@ -139,7 +139,8 @@ def main() -> None:
         v, u, p = entry["validated"], entry["unvalidated"], entry["pandas"]
         print(
             f"{rows:>11,} rows | Fjord {rows / v['seconds']:>9,.0f} rows/s, {v['peak_rss_mb']:,.0f} MB | "
-            f"without GX {rows / u['seconds']:>9,.0f} rows/s | validation cost {v['seconds'] / u['seconds']:.2f}x | "
+            f"without GX {rows / u['seconds']:>9,.0f} rows/s | "
+            f"validation cost {v['seconds'] / u['seconds']:.2f}x | "
             f"pandas {rows / p['seconds']:>9,.0f} rows/s, {p['peak_rss_mb']:,.0f} MB",
             flush=True,
         )
