@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64
-from latency import measure  # bench/latency.py: this script runs from bench/
+from peer_metrics import measure, retrieval_summary  # bench/peer_metrics.py: this script runs from bench/
 
 FEATURES_PER_GROUP = 10
 
@@ -67,14 +67,7 @@ def historical(data: Path) -> dict[str, float]:
     start = time.perf_counter()
     table = store.get_historical_features(entity_df=labels, features=_features()).to_arrow()
     seconds = time.perf_counter() - start
-    a0 = table.column("a0").to_numpy(zero_copy_only=False)
-    return {
-        "seconds": seconds,
-        "rows": table.num_rows,
-        "a0_sum": float(np.nansum(a0)),
-        "a0_nulls": int(np.isnan(a0).sum()),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    return retrieval_summary(table, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def online(data: Path, lookups: int) -> dict[str, float]:

@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.latency import measure
+from bench.peer_metrics import measure, retrieval_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 FEAST_VENV = ROOT / "bench" / ".venv-feast"
@@ -144,14 +144,7 @@ def ours_historical(data: Path) -> dict[str, float]:
     start = time.perf_counter()
     table = query.read(dataframe_type="pyarrow")
     seconds = time.perf_counter() - start
-    a0 = table.column("a0").to_numpy(zero_copy_only=False)
-    return {
-        "seconds": seconds,
-        "rows": table.num_rows,
-        "a0_sum": float(np.nansum(a0)),
-        "a0_nulls": int(np.isnan(a0).sum()),
-        "peak_rss_mb": _peak_rss_mb(),
-    }
+    return retrieval_summary(table, seconds, _peak_rss_mb())
 
 
 def ours_online(data: Path, lookups: int) -> dict[str, float]:

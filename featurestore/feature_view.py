@@ -227,11 +227,8 @@ class FeatureView(Versioned):
 
     def get_feature_vector(self, entry: dict[str, Any], *, return_type: str = "list") -> Any:
         """The latest feature values for one entity from the online store (list, dict or pandas)."""
-        return (
-            self.get_feature_vectors([entry], return_type=return_type)[0]
-            if return_type != "pandas"
-            else self.get_feature_vectors([entry], return_type="pandas")
-        )
+        vectors = self.get_feature_vectors([entry], return_type=return_type)
+        return vectors if return_type == "pandas" else vectors[0]
 
     def get_feature_vectors(self, entries: list[dict[str, Any]], *, return_type: str = "list") -> Any:
         """Feature vectors for many entities, read from the online store in one round trip."""

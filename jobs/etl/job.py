@@ -171,10 +171,10 @@ def _checksum(fs: SharedFS, rel: str) -> str:
 # -- cleaning ------------------------------------------------------------------------------------------
 
 
-def _split_bad(frame: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(good rows, quarantined rows with a reason)."""
+def _split_bad(frame: DataFrame, rules: dict[str, str]) -> tuple[DataFrame, DataFrame]:
+    """(good rows, quarantined rows with a reason): malformed records and rows breaking ``rules``."""
     reason = F.when(F.col("_corrupt").isNotNull(), F.lit("malformed record"))
-    for name, condition in RULES.items():
+    for name, condition in rules.items():
         reason = reason.when(F.expr(condition), F.lit(name))
     tagged = frame.withColumn("_reason", reason)
     good = tagged.where(F.col("_reason").isNull()).drop("_reason", "_corrupt")
@@ -302,14 +302,7 @@ def run(spec: EtlSpec) -> EtlResult:
         quarantined, good = {}, {}
         with fs_.publish(f"{QUARANTINE}/{spec.batch}", overwrite=True) as out:
             for name, frame in raw.items():
-                good[name], bad = (
-                    _split_bad(frame)
-                    if name == "transactions"
-                    else (
-                        frame.where("_corrupt IS NULL").drop("_corrupt"),
-                        frame.where("_corrupt IS NOT NULL").withColumn("_reason", F.lit("malformed record")),
-                    )
-                )
+                good[name], bad = _split_bad(frame, RULES if name == "transactions" else {})
                 bad = bad.cache()
                 quarantined[name] = bad.count()
                 if quarantined[name]:

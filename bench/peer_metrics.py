@@ -1,4 +1,5 @@
-"""Online lookup latency, measured the same way for every store (numpy only: Feast's venv imports it too)."""
+"""Measurements taken the same way for Fjord and its peers (numpy and pyarrow only: Feast's venv imports
+this module too)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 
 def measure(
@@ -30,4 +32,17 @@ def measure(
         "single_p50_ms": float(np.percentile(singles, 50) * 1e3),
         "single_p99_ms": float(np.percentile(singles, 99) * 1e3),
         "batch100_p99_ms": float(np.percentile(batches, 99) * 1e3),
+    }
+
+
+def retrieval_summary(table: pa.Table, seconds: float, peak_rss_mb: float) -> dict[str, float]:
+    """Time, memory and a fingerprint of a training-data result (rows, sum and nulls of ``a0``), so the
+    two stores' answers can be checked to agree."""
+    a0 = table.column("a0").to_numpy(zero_copy_only=False)
+    return {
+        "seconds": seconds,
+        "rows": table.num_rows,
+        "a0_sum": float(np.nansum(a0)),
+        "a0_nulls": int(np.isnan(a0).sum()),
+        "peak_rss_mb": peak_rss_mb,
     }
