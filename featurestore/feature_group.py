@@ -218,7 +218,8 @@ class FeatureGroup(Versioned):
         cursor = staged.con.execute(
             f"SELECT to_json([{keys}])::VARCHAR, epoch_us({_q(self.event_time)}), "
             f"to_json({{{payload}}})::VARCHAR FROM incoming "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {_q(self.event_time)} DESC) = 1"
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {_q(self.event_time)} DESC) = 1 "
+            "ORDER BY 1"  # in key order: B-tree stores append instead of splitting pages at random
         )
 
         def rows() -> Iterator[tuple[str, int, bytes]]:

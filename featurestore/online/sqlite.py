@@ -15,7 +15,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS online_features (
     tbl TEXT NOT NULL, key TEXT NOT NULL, ts INTEGER NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (tbl, key)
-) WITHOUT ROWID
+)
 """
 _UPSERT = """
 INSERT INTO online_features (tbl, key, ts, value) VALUES (?, ?, ?, ?)
