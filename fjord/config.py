@@ -125,6 +125,7 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(default=Path("~/.fjord"), description="Where the embedded stack keeps its state.")
+    project: str | None = Field(default=None, description="The project API calls use when given none.")
     storage: StorageSettings = Field(default_factory=StorageSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     metadata: MetadataSettings = Field(default_factory=MetadataSettings)

@@ -1,0 +1,421 @@
+"""The driver side of an experiment: trials as Spark tasks, their results, MLflow, lineage.
+
+Each trial is a Spark job of one task, submitted from a driver thread; as many run at once as the
+cluster has task slots, so trials spread over the executors (each running the project's
+environment). On the executor the task runs the trial in a child process (``python -m
+fjord.experiment``, see :mod:`fjord.experiment.trial`) and retries it once if it fails. A failed
+trial is recorded and the search goes on; a task lost with its executor counts as a failed trial.
+
+Layout of ``Experiments/<run_id>/`` on the shared filesystem::
+
+    experiment.json   what was run (kind, function, space, seed, options) and how it ended
+    function.pkl      the training function (cloudpickle), for reruns
+    trials/<t>/       one directory per trial (see :mod:`fjord.experiment.trial`)
+    tensorboard/<t>/  TensorBoard events of every trial: one logdir for all
+"""
+
+from __future__ import annotations
+
+import ctypes
+import inspect
+import itertools
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fjord.errors import FjordError
+from fjord.experiment.stopping import Direction, MedianStopping
+from fjord.experiment.tracking import Tracker, tracking_uri
+from fjord.experiment.trial import COMPLETED, FUNCTION_FILE
+from fjord.fs import SharedFS
+from fjord.lineage import track_run
+from fjord.projects import Project
+
+log = logging.getLogger(__name__)
+
+EXPERIMENTS = "Experiments"
+MAX_ATTEMPTS = 2  # a failing trial is retried once
+
+
+class ExperimentError(FjordError):
+    """An experiment could not run, or none of its trials succeeded."""
+
+    exit_code = 8
+
+
+@dataclass
+class TrialResult:
+    trial: str
+    params: dict[str, Any]
+    status: str  # succeeded | stopped | failed
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    attempts: int = 1
+    steps: int = 0
+    seconds: float = 0.0
+    seed: int | None = None
+    mlflow_run_id: str | None = None
+
+
+@dataclass
+class ExperimentResult:
+    """What an experiment produced; ``best`` is the best succeeded trial (stopped ones are not)."""
+
+    run_id: str
+    kind: str
+    uri: str
+    optimization_key: str | None
+    direction: Direction
+    trials: list[TrialResult]
+    mlflow_run_id: str | None = None
+
+    @property
+    def best(self) -> TrialResult | None:
+        done = [t for t in self.trials if t.status == "succeeded" and self.optimization_key in t.metrics]
+        if not done:
+            done = [t for t in self.trials if t.status == "succeeded"]
+            return done[0] if done else None
+        pick = max if self.direction == "max" else min
+        return pick(done, key=lambda t: t.metrics[self.optimization_key])  # type: ignore[index]
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        return self.best.params if self.best else {}
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.best.metrics if self.best else {}
+
+    def summary(self) -> str:
+        counts = {s: sum(t.status == s for t in self.trials) for s in ("succeeded", "stopped", "failed")}
+        best = self.best
+        what = (
+            f"best {self.optimization_key}={best.metrics.get(self.optimization_key)} with {best.params}"
+            if (best and self.optimization_key)
+            else (f"metrics {best.metrics}" if best else "no trial succeeded")
+        )
+        return (
+            f"{self.kind} {self.run_id}: {len(self.trials)} trial(s), {counts['succeeded']} succeeded, "
+            f"{counts['stopped']} stopped early, {counts['failed']} failed; {what}; {self.uri}"
+        )
+
+
+# -- on the executor -----------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the trial process: die when the Spark worker that started it dies (task killed)."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def execute_trial(task: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one trial on this executor, in a child process, retrying once; its ``result.json``."""
+    fs = SharedFS(task["experiment_uri"])
+    rel = f"trials/{task['trial']}"
+    on_disk = fs.backend.scheme == "file"
+    workdir = Path(fs.path(rel)) if on_disk else Path(tempfile.mkdtemp(prefix="fjord-trial-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    threads = str(task.get("threads", 1))
+    env = {
+        **os.environ,
+        "TF_NUM_INTRAOP_THREADS": threads,  # as many threads as the task has cores: trials share a host
+        "TF_NUM_INTEROP_THREADS": threads,
+        "OMP_NUM_THREADS": threads,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONHASHSEED": str(task["seed"]),
+        **task.get("env", {}),
+    }
+    result: dict[str, Any] = {}
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        for stale in ("result.json", "progress.json"):
+            if fs.exists(f"{rel}/{stale}"):
+                fs.rm(f"{rel}/{stale}")
+        with (workdir / "output.log").open("ab") as out:
+            out.write(f"\n=== {task['trial']} attempt {attempt} on {os.uname().nodename} ===\n".encode())
+            out.flush()
+            code = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "fjord.experiment",
+                    task["experiment_uri"],
+                    task["trial"],
+                    str(workdir),
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+                check=False,
+            ).returncode
+        if fs.exists(f"{rel}/result.json"):
+            result = json.loads(fs.read_text(f"{rel}/result.json"))
+        else:
+            how = f"signal {-code}" if code < 0 else f"code {code}"
+            result = {"trial": task["trial"], "params": task["params"], "status": "failed",
+                      "error": f"the trial process died ({how}) before reporting a result"}  # fmt: skip
+        if result["status"] in COMPLETED:
+            break
+    result["attempts"] = attempt
+    if not on_disk:
+        for path in sorted(p for p in workdir.rglob("*") if p.is_file()):
+            fs.upload(str(path), f"{rel}/{path.relative_to(workdir).as_posix()}")
+        shutil.rmtree(workdir, ignore_errors=True)
+    fs.write_text(f"{rel}/result.json", json.dumps(result))
+    return result
+
+
+# -- on the driver -------------------------------------------------------------------------------------
+
+
+def task_slots(spark: Any) -> int:
+    """How many tasks the cluster runs at once (executor cores / task cores)."""
+    conf = spark.sparkContext.getConf()
+    master = conf.get("spark.master", "local")
+    task_cpus = int(conf.get("spark.task.cpus", "1"))
+    if master.startswith("local"):
+        inner = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
+        if master.startswith("local-cluster"):
+            workers, cores, _ = inner.split(",")
+            return max(int(workers) * int(cores) // task_cpus, 1)
+        cores = os.cpu_count() or 1 if inner.split(",")[0] == "*" else int(inner.split(",")[0])
+        return max(cores // task_cpus, 1)
+    executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1  # minus the driver
+    cores = int(conf.get("spark.executor.cores", "1"))
+    return max(executors * cores // task_cpus, 1)
+
+
+class ExperimentRun:
+    """One experiment being run: its directory, run record, tracker, and the trials it launches."""
+
+    def __init__(
+        self,
+        project: Project,
+        kind: str,
+        function: Callable[..., Any],
+        *,
+        name: str,
+        optimization_key: str | None,
+        direction: Direction,
+        stopping: MedianStopping,
+        seed: int | None,
+        definition: dict[str, Any],
+        parallel: int | None = None,
+        env: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+    ) -> None:
+        if not callable(function):
+            raise ExperimentError(f"the training function must be callable, not {type(function).__name__}")
+        if direction not in ("max", "min"):
+            raise ExperimentError(f"direction must be 'max' or 'min', not {direction!r}")
+        self.project = project
+        self.kind = kind
+        self.function = function
+        self.name = name
+        self.optimization_key = optimization_key
+        self.direction: Direction = direction
+        self.stopping = stopping
+        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+        self.definition = definition
+        self.parallel = parallel
+        self.env = dict(env or {})
+        self.parent_run_id = parent_run_id
+        self.results: list[TrialResult] = []
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # The whole run: set up, let ``body`` launch trials, record how it ended.
+    def run(self, body: Callable[[ExperimentRun], None]) -> ExperimentResult:
+        from pyspark import cloudpickle
+
+        from fjord.spark import get_spark
+
+        try:
+            payload = cloudpickle.dumps(self.function)
+        except Exception as exc:  # cloudpickle raises many kinds
+            raise ExperimentError(f"the training function cannot be shipped to executors: {exc}") from exc
+        uri = tracking_uri()  # unreachable tracking: fail before any trial runs
+        params = {"kind": self.kind, "name": self.name, "seed": self.seed, **self.definition}
+        with track_run(
+            self.project, "experiment", params=params, code=self._code(), parent_run_id=self.parent_run_id
+        ) as record:
+            self.record = record
+            self.fs = self.project.fs.sub(f"{EXPERIMENTS}/{record.run_id}")
+            self.fs.makedirs("trials")
+            self.fs.write_bytes(FUNCTION_FILE, payload)
+            self._write_definition(status="running")
+            self.tracker = Tracker(
+                uri, self.project.name, self.name, self.project.fs.uri(f"{EXPERIMENTS}/mlflow")
+            )
+            self.tracker.start(
+                record.run_id, _flat(params), {"fjord.kind": self.kind, "fjord.project": self.project.name}
+            )
+            self.spark = get_spark(self.project, app_name=f"experiment-{self.name}")
+            self.slots = self.parallel or task_slots(self.spark)
+            record.add_output(self.project.fs.uri(f"{EXPERIMENTS}/{record.run_id}"), kind="experiment")
+            try:
+                body(self)
+            except BaseException:
+                self.spark.sparkContext.cancelJobGroup(record.run_id)
+                self._finish("failed")
+                raise
+            result = self.result()
+            if not any(t.status == "succeeded" for t in self.results):
+                self._finish("failed")
+                errors = sorted({t.error for t in self.results if t.error})
+                raise ExperimentError(
+                    f"{self.kind} {record.run_id}: none of {len(self.results)} trial(s) succeeded: "
+                    f"{'; '.join(errors[:3])}; logs in {result.uri}/trials"
+                )
+            self._finish("succeeded")
+            record.params["best"] = {"params": result.best_params, "metrics": result.metrics}
+            return result
+
+    def trials(self, params_list: Iterable[Mapping[str, Any]]) -> list[TrialResult]:
+        """Run trials with these parameters, at most ``slots`` at once; their results in order."""
+        params_list = list(params_list)
+        futures: dict[Future[TrialResult], int] = {}
+        done: dict[int, TrialResult] = {}
+        with ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="trial") as pool:
+            for index, params in enumerate(params_list):
+                futures[pool.submit(self._run_trial, dict(params))] = index
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    trial = future.result()
+                    self._log_trial(trial)
+                    done[futures[future]] = trial
+        return [done[i] for i in range(len(params_list))]
+
+    def _run_trial(self, params: dict[str, Any]) -> TrialResult:
+        with self._lock:
+            number = next(self._counter)
+        trial_id, seed = f"trial-{number:04d}", self.seed + number
+        spec = {
+            "params": params,
+            "seed": seed,
+            "optimization_key": self.optimization_key,
+            "direction": self.direction,
+            "stopping": self.stopping.model_dump(),
+        }
+        self.fs.write_text(f"trials/{trial_id}/params.json", json.dumps(spec, default=str))
+        task = {
+            "experiment_uri": self.fs.uri(),
+            "trial": trial_id,
+            "params": params,
+            "seed": seed,
+            "threads": int(self.spark.sparkContext.getConf().get("spark.task.cpus", "1")),
+            "env": self.env,
+        }
+        context = self.spark.sparkContext
+        context.setJobGroup(self.record.run_id, f"{self.name} {trial_id} {params}", interruptOnCancel=True)
+        started = time.monotonic()
+        try:
+            raw = context.parallelize([task], 1).map(execute_trial).collect()[0]
+        except Exception as exc:  # Py4J/Spark errors: the task or its executor was lost
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raw = {"status": "failed", "error": f"the Spark task failed: {first}", "attempts": MAX_ATTEMPTS}
+        return TrialResult(
+            trial=trial_id,
+            params=params,
+            status=raw["status"],
+            metrics=raw.get("metrics") or {},
+            error=raw.get("error"),
+            attempts=raw.get("attempts", 1),
+            steps=raw.get("steps", 0),
+            seconds=round(time.monotonic() - started, 3),
+            seed=seed,
+        )
+
+    def _log_trial(self, trial: TrialResult) -> None:
+        rel = f"trials/{trial.trial}"
+        progress = (
+            json.loads(self.fs.read_text(f"{rel}/progress.json"))
+            if self.fs.exists(f"{rel}/progress.json")
+            else []
+        )
+        files = Path(self.fs.path(rel)) if self.fs.backend.scheme == "file" else None
+        trial.mlflow_run_id = self.tracker.log_trial(asdict(trial), progress, files)
+        self.results.append(trial)
+        log.info("%s %s: %s %s", self.record.run_id, trial.trial, trial.status, trial.metrics or trial.error)
+        self._write_definition(status="running")
+
+    def result(self) -> ExperimentResult:
+        return ExperimentResult(
+            run_id=self.record.run_id,
+            kind=self.kind,
+            uri=self.fs.uri(),
+            optimization_key=self.optimization_key,
+            direction=self.direction,
+            trials=sorted(self.results, key=lambda t: t.trial),
+            mlflow_run_id=self.tracker.parent_id,
+        )
+
+    def _finish(self, status: str) -> None:
+        result = self.result()
+        self._write_definition(status=status)
+        self.tracker.finish(
+            "succeeded" if status == "succeeded" else "failed",
+            {f"best_{k}": v for k, v in result.metrics.items()},
+            {"fjord.best_trial": result.best.trial} if result.best else None,
+        )
+
+    def _write_definition(self, status: str) -> None:
+        record = {
+            "run_id": self.record.run_id,
+            "project": self.project.name,
+            "kind": self.kind,
+            "name": self.name,
+            "status": status,
+            "seed": self.seed,
+            "optimization_key": self.optimization_key,
+            "direction": self.direction,
+            "stopping": self.stopping.model_dump(),
+            "parallel": self.parallel,
+            "env": self.env,
+            "function": _qualified_name(self.function),
+            "definition": self.definition,
+            "code_version": self.record.code_version,
+            "env_lock_hash": self.record.env_lock_hash,
+            "parent_run_id": self.parent_run_id,
+            "trials": [asdict(t) for t in sorted(self.results, key=lambda t: t.trial)],
+        }
+        self.fs.write_text("experiment.json", json.dumps(record, indent=2, default=str))
+
+    def _code(self) -> list[str]:
+        try:
+            source = inspect.getsourcefile(self.function)
+        except TypeError:
+            return []
+        return [source] if source and os.path.exists(source) else []
+
+
+def _qualified_name(function: Callable[..., Any]) -> str:
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
+
+
+def _flat(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested definitions as MLflow parameters (``space.lr``)."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}.{k}": v for k, v in _flat(value).items()})
+        else:
+            flat[key] = value
+    return flat

@@ -1,0 +1,245 @@
+"""MLflow tracking: the embedded tracking server, and what an experiment logs to it.
+
+``tracking_uri()`` is ``mlflow.tracking_uri`` when set (any MLflow server), else the embedded server:
+``mlflow server`` on loopback with a SQLite backend in ``$FJORD_HOME/mlflow/`` and artifacts on the
+shared filesystem. It is started on first use, shared by every process of this Fjord home, and
+stopped with ``fjord mlflow stop``.
+
+An experiment is one MLflow run (named by its Fjord run id) with a nested run per trial: parameters,
+metrics per reported step, final metrics, status, and the trial's files as artifacts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from fjord.config import Settings, get_settings
+from fjord.errors import FjordError
+from fjord.fs import shared_root
+
+START_TIMEOUT_S = 180  # the first start migrates a new SQLite database: about 30 s here
+_STATUS = {"succeeded": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
+
+
+class TrackingError(FjordError):
+    """The MLflow tracking server is unreachable or refused a request."""
+
+    exit_code = 7
+
+
+def _state_dir(settings: Settings) -> Path:
+    return settings.home / "mlflow"
+
+
+def _healthy(uri: str, timeout: float = 3.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def server_status(settings: Settings | None = None) -> dict[str, Any] | None:
+    """The embedded server's record (pid, uri, log) if it is running and healthy, else ``None``."""
+    state = _state_dir(settings or get_settings()) / "server.json"
+    if not state.exists():
+        return None
+    record: dict[str, Any] = json.loads(state.read_text())
+    return record if _healthy(record["uri"]) else None
+
+
+def start_server(settings: Settings | None = None) -> str:
+    """Start the embedded MLflow server unless it already runs; its URI."""
+    settings = settings or get_settings()
+    state_dir = _state_dir(settings)
+    with _locked(state_dir / "server.lock"):  # one start, however many processes ask at once
+        running = server_status(settings)
+        if running:
+            return str(running["uri"])
+        port = _free_port()
+        uri = f"http://127.0.0.1:{port}"
+        artifacts = shared_root().sub("MLflow")
+        artifacts.makedirs("")
+        log = state_dir / "server.log"
+        cmd = [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{state_dir / 'mlflow.db'}",
+            "--default-artifact-root", artifacts.uri(),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ]  # fmt: skip
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _healthy(uri):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                raise TrackingError(f"the embedded MLflow server did not start: {tail[0]} (log: {log})")
+            time.sleep(0.5)
+        record = {"pid": process.pid, "uri": uri, "log": str(log), "started": time.time()}
+        (state_dir / "server.json").write_text(json.dumps(record))
+        return uri
+
+
+def stop_server(settings: Settings | None = None) -> bool:
+    """Stop the embedded server (its whole process group); ``False`` if none was running."""
+    state = _state_dir(settings or get_settings()) / "server.json"
+    if not state.exists():
+        return False
+    pid = json.loads(state.read_text())["pid"]
+    state.unlink()
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    for _ in range(100):
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def tracking_uri(settings: Settings | None = None) -> str:
+    """The tracking server to use: the configured one (checked) or the embedded one (started)."""
+    settings = settings or get_settings()
+    uri = settings.mlflow.tracking_uri
+    if uri is None:
+        return start_server(settings)
+    if uri.startswith(("http://", "https://")) and not _healthy(uri, timeout=5):
+        raise TrackingError(
+            f"the MLflow tracking server at {uri} is unreachable",
+            hint="start it, or unset mlflow.tracking_uri (FJORD_MLFLOW__TRACKING_URI) for the embedded one",
+        )
+    return uri
+
+
+class Tracker:
+    """What one experiment logs to MLflow: a parent run and a nested run per trial."""
+
+    def __init__(self, uri: str, project: str, name: str, artifact_location: str) -> None:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # fail in seconds, not minutes
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run is noise
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        experiment_name = f"{project}/{name}"
+        with _mlflow_errors(uri):
+            found = self.client.get_experiment_by_name(experiment_name)
+            self.experiment_id = (
+                found.experiment_id
+                if found
+                else self.client.create_experiment(experiment_name, artifact_location=artifact_location)
+            )
+        self.parent_id: str | None = None
+
+    def start(self, run_id: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        with _mlflow_errors(self.uri):
+            run = self.client.create_run(
+                self.experiment_id, run_name=run_id, tags={"fjord.run_id": run_id, **tags}
+            )
+            self.parent_id = run.info.run_id
+            self._log(self.parent_id, params, {}, [])
+        return self.parent_id
+
+    def log_trial(self, result: Mapping[str, Any], progress: list[dict[str, Any]], files: Path | None) -> str:
+        """A nested run for a finished trial; its MLflow run id."""
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        with _mlflow_errors(self.uri):
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=result["trial"],
+                tags={MLFLOW_PARENT_RUN_ID: self.parent_id or "", "fjord.trial": result["trial"]},
+            )
+            child = run.info.run_id
+            self._log(child, result["params"], result.get("metrics") or {}, progress)
+            if result.get("error"):
+                self.client.set_tag(child, "fjord.error", result["error"][:5000])
+            if files is not None and files.is_dir():
+                self.client.log_artifacts(child, str(files))
+            self.client.set_terminated(child, _STATUS[result["status"]])
+        return child
+
+    def finish(
+        self, status: str, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None
+    ) -> None:
+        if self.parent_id is None:
+            return
+        with _mlflow_errors(self.uri):
+            self._log(self.parent_id, {}, metrics, [])
+            for key, value in (tags or {}).items():
+                self.client.set_tag(self.parent_id, key, value)
+            self.client.set_terminated(self.parent_id, _STATUS.get(status, "FAILED"))
+
+    def _log(
+        self,
+        run: str,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        progress: list[dict[str, Any]],
+    ) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        points = [
+            Metric(key, float(value), int(point["time"] * 1000), int(point["step"]))
+            for point in progress
+            for key, value in point.items()
+            if key not in ("step", "time")
+        ]
+        points += [
+            Metric(key, float(value), now, 0) for key, value in metrics.items() if key not in ("step", "time")
+        ]
+        for start in range(0, max(len(points), 1), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(
+                run,
+                metrics=points[start : start + 1000],
+                params=[Param(k, str(v)[:6000]) for k, v in params.items()] if start == 0 else [],
+            )
+
+
+@contextlib.contextmanager
+def _mlflow_errors(uri: str) -> Iterator[None]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(f"MLflow at {uri}: {first[:300]}") from exc
