@@ -52,3 +52,23 @@ def run_fjord(*args: str, env: dict[str, str] | None = None, cwd: Path | None = 
         cwd=cwd,
         timeout=600,
     )
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server (the embedded one, started once for the session); its URI."""
+    from fjord.config import Settings
+    from fjord.experiment.tracking import start_server, stop_server
+
+    settings = Settings(home=tmp_path_factory.mktemp("mlflow-home"))
+    uri = start_server(settings)
+    yield uri
+    stop_server(settings)
+
+
+@pytest.fixture
+def tracking(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """This test's settings point at the session's MLflow server (any tracking URI is one setting)."""
+    monkeypatch.setenv("FJORD_MLFLOW__TRACKING_URI", mlflow_server)
+    reset_settings()
+    return mlflow_server

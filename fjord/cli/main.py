@@ -13,7 +13,16 @@ import click
 import typer
 
 from fjord import __version__
-from fjord.cli import config_cmd, demo_cmd, env_cmd, featurestore_cmd, lineage_cmd, project_cmd, run_cmd
+from fjord.cli import (
+    config_cmd,
+    demo_cmd,
+    env_cmd,
+    experiment_cmd,
+    featurestore_cmd,
+    lineage_cmd,
+    project_cmd,
+    run_cmd,
+)
 from fjord.cli.output import console, err_console
 from fjord.errors import FjordError
 
@@ -34,6 +43,8 @@ app.add_typer(demo_cmd.app, name="demo")
 app.add_typer(featurestore_cmd.app, name="featurestore")
 app.add_typer(lineage_cmd.app, name="lineage")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(experiment_cmd.app, name="experiment")
+app.add_typer(experiment_cmd.mlflow_app, name="mlflow")
 app.command("run")(run_cmd.run)
 
 _debug = False

@@ -138,7 +138,16 @@ def _search(
 
 
 def _describe(spec: Any) -> Any:
-    return list(spec) if isinstance(spec, tuple) else spec
+    """A space entry as JSON: a range (a tuple) as ``{"range": [...]}``, to tell it from a list."""
+    return {"range": list(spec)} if isinstance(spec, tuple) else spec
+
+
+def space_from_description(described: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of how ``experiment.json`` keeps a space."""
+    return {
+        name: tuple(spec["range"]) if isinstance(spec, dict) and set(spec) == {"range"} else spec
+        for name, spec in described.items()
+    }
 
 
 def grid_search(

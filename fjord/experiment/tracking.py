@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import signal
 import socket
@@ -28,7 +29,7 @@ from typing import Any
 
 from fjord.config import Settings, get_settings
 from fjord.errors import FjordError
-from fjord.fs import shared_root
+from fjord.fs import SharedFS
 
 START_TIMEOUT_S = 180  # the first start migrates a new SQLite database: about 30 s here
 _STATUS = {"succeeded": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
@@ -88,7 +89,7 @@ def start_server(settings: Settings | None = None) -> str:
             return str(running["uri"])
         port = _free_port()
         uri = f"http://127.0.0.1:{port}"
-        artifacts = shared_root().sub("MLflow")
+        artifacts = SharedFS(str(settings.storage.root)).sub("MLflow")
         artifacts.makedirs("")
         log = state_dir / "server.log"
         cmd = [
@@ -148,16 +149,22 @@ def tracking_uri(settings: Settings | None = None) -> str:
     return uri
 
 
+def client(uri: str) -> Any:
+    """An ``MlflowClient`` for tracking and registry at ``uri``: quick to fail, quiet."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # fail in seconds, not minutes
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run is noise
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 class Tracker:
     """What one experiment logs to MLflow: a parent run and a nested run per trial."""
 
     def __init__(self, uri: str, project: str, name: str, artifact_location: str) -> None:
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # fail in seconds, not minutes
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run is noise
-        from mlflow.tracking import MlflowClient
-
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        self.client = client(uri)
         experiment_name = f"{project}/{name}"
         with _mlflow_errors(uri):
             found = self.client.get_experiment_by_name(experiment_name)

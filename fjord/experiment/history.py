@@ -1,0 +1,109 @@
+"""Past experiments: list, describe, fetch and re-run them (what Plz gives its users).
+
+An experiment's directory keeps what a rerun needs: the kind of run, its parameters or search
+space, its options, its seed and the pickled function. ``rerun(run_id)`` runs the same function with
+the same inputs and seed, so a seeded run reproduces its metrics; ``overrides`` change parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fjord.errors import NotFoundError
+from fjord.experiment.runner import EXPERIMENTS, ExperimentError, ExperimentResult
+from fjord.experiment.stopping import MedianStopping
+from fjord.experiment.trial import FUNCTION_FILE
+from fjord.fs import SharedFS
+from fjord.lineage import RunRecord, get_run, list_runs
+from fjord.projects import get_project
+
+
+def _directory(run_id: str) -> tuple[RunRecord, SharedFS]:
+    record = get_run(run_id)
+    if record.stage != "experiment":
+        raise NotFoundError(f"run {run_id} is a {record.stage} run, not an experiment")
+    fs = get_project(record.project).fs.sub(f"{EXPERIMENTS}/{run_id}")
+    if not fs.exists("experiment.json"):
+        raise NotFoundError(f"{fs.uri()} holds no experiment.json: the experiment's files are gone")
+    return record, fs
+
+
+def list_experiments(project: str | None = None, limit: int = 50) -> list[RunRecord]:
+    """The most recent experiment runs, newest first."""
+    return list_runs(project=project, stage="experiment", limit=limit)
+
+
+def describe(run_id: str) -> dict[str, Any]:
+    """What ``Experiments/<run_id>/experiment.json`` says: definition, seed, trials, status."""
+    _, fs = _directory(run_id)
+    description: dict[str, Any] = json.loads(fs.read_text("experiment.json"))
+    description["uri"] = fs.uri()
+    return description
+
+
+def fetch_output(run_id: str, destination: str | Path) -> Path:
+    """Copy the experiment's files (trials, models, logs, TensorBoard events) to ``destination``."""
+    _, fs = _directory(run_id)
+    target = Path(destination) / run_id
+    for directory, _, files in fs.backend.fs.walk(fs.path()):
+        rel = posixpath.relpath(directory, fs.path())
+        for name in files:
+            local = target / rel / name
+            local.parent.mkdir(parents=True, exist_ok=True)
+            fs.backend.fs.get_file(posixpath.join(directory, name), str(local))
+    return target
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["lr=0.01", "units=64"]`` as values (JSON where it parses: numbers, lists, booleans)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip():
+            raise ExperimentError(f"--param {pair!r}: expected name=value")
+        try:
+            overrides[name.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[name.strip()] = raw
+    return overrides
+
+
+def rerun(run_id: str, overrides: Mapping[str, Any] | None = None) -> ExperimentResult:
+    """Run experiment ``run_id`` again: same function, inputs, options and seed; ``overrides`` replace
+    parameters (for a search: fix them to one value)."""
+    from pyspark import cloudpickle
+
+    from fjord import experiment
+
+    record, fs = _directory(run_id)
+    saved = json.loads(fs.read_text("experiment.json"))
+    function = cloudpickle.loads(fs.read_bytes(FUNCTION_FILE))
+    definition = dict(saved["definition"])
+    options: dict[str, Any] = {
+        "name": saved["name"],
+        "project": record.project,
+        "seed": saved["seed"],
+        "env": saved.get("env") or None,
+        "parent_run_id": run_id,
+    }
+    if saved["kind"] == "launch":
+        params = {**definition["params"], **(overrides or {})}
+        return experiment.launch(function, params, optimization_key=saved["optimization_key"], **options)
+    space = {**experiment.space_from_description(definition.pop("space")), **(overrides or {})}
+    options.update(
+        direction=saved["direction"],
+        optimization_key=saved["optimization_key"],
+        early_stopping=MedianStopping(**saved["stopping"]),
+        parallel=saved.get("parallel"),
+    )
+    definition.pop("trials", None)
+    search = {
+        "grid_search": experiment.grid_search,
+        "random_search": experiment.random_search,
+        "differential_evolution": experiment.differential_evolution,
+    }[saved["kind"]]
+    return search(function, space, **definition, **options)  # type: ignore[operator]

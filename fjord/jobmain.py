@@ -1,0 +1,63 @@
+"""The entry point every stage job shares: arguments from its typed spec, one-line errors.
+
+``python -m jobs.train.main --project fraud --samples 16`` is::
+
+    sys.exit(run_job(TrainSpec, run, __doc__))
+
+Every field of the spec becomes an option (``--samples``, ``--no-optimize`` for a boolean); the
+result's ``summary()`` is printed. A bad spec or a :class:`FjordError` prints one line and exits
+non-zero (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from fjord.errors import FjordError
+
+
+def spec_parser(spec: type[BaseModel], description: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    for name, info in spec.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = info.description or ""
+        if info.annotation is bool:
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            default = None if info.is_required() else info.default
+            parser.add_argument(
+                flag, dest=name, required=info.is_required(), help=f"{help_text} (default: {default})".strip()
+            )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def run_job(
+    spec: type[BaseModel], run: Callable[[Any], Any], description: str | None, argv: list[str] | None = None
+) -> int:
+    """Parse ``argv`` into ``spec``, call ``run(spec)``, print its summary; the exit code."""
+    args = vars(spec_parser(spec, description).parse_args(argv))
+    debug = args.pop("debug")
+    try:
+        result = run(spec(**{k: v for k, v in args.items() if v is not None}))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        print(f"error: --{where.replace('_', '-')}: {error['msg']}", file=sys.stderr)
+        return 2
+    except FjordError as exc:
+        if debug:
+            raise
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    print(result.summary())
+    return 0

@@ -1,0 +1,275 @@
+"""The training job: a training dataset version -> a searched, evaluated, optimized, registered model.
+
+``run(TrainSpec(project="fraud"))``:
+
+1. checks the feature view, the training dataset version and the MLflow server before any work;
+2. runs a random search over learning rate, width and dropout on Spark executors (the experiment
+   API, median early stopping), each trial scored by validation ROC AUC;
+3. retrains the best configuration (seeded) and exports a SavedModel whose serving signature takes
+   the named raw features and returns the fraud probability;
+4. evaluates it on the held-out, later part of the data: ROC AUC, PR AUC, precision and recall at
+   the validation set's best-F1 threshold, calibration (Brier score, ECE);
+5. optimizes it (TensorFlow Lite, optionally quantized), kept only within ``tolerance`` AUC;
+6. publishes ``Models/<name>/<version>/`` and registers the version in the MLflow model registry
+   with the alias ``candidate``, tagged with the run id, the training dataset version and metrics.
+
+Nothing is registered unless every step succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+import featurestore
+from fjord import experiment
+from fjord.errors import FjordError, NotFoundError
+from fjord.experiment.tracking import client as mlflow_client
+from fjord.experiment.tracking import tracking_uri
+from fjord.fs import SharedFS
+from fjord.lineage import track_run
+from fjord.projects import get_project
+from jobs.train.model import (
+    best_f1_threshold,
+    evaluate,
+    finite,
+    load_splits,
+    predict_saved_model,
+    train_trial,
+)
+from jobs.train.optimize import optimize
+
+MODELS = "Models"
+CANDIDATE = "candidate"
+_CODE = [Path(__file__).parent]
+
+
+class TrainError(FjordError):
+    """The training job cannot run as specified."""
+
+    exit_code = 2
+
+
+class TrainSpec(BaseModel):
+    """What to train: which training data, how hard to search, what to register."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str
+    feature_view: str = "fraud_demo"
+    feature_view_version: int = Field(default=1, ge=1)
+    training_dataset_version: int | None = Field(default=None, ge=1, description="default: the latest")
+    model_name: str = "fraud"
+    samples: int = Field(default=8, ge=1, description="random-search trials")
+    epochs: int = Field(default=6, ge=1)
+    batch_size: int = Field(default=512, ge=1)
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    val_size: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 42
+    early_stopping: bool = True
+    optimize: bool = True
+    quantize: bool = True
+    tolerance: float = Field(default=0.005, ge=0, description="largest AUC drop optimization may cost")
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_name: str
+    model_version: int
+    model_uri: str
+    training_dataset_version: int
+    best_params: dict[str, Any]
+    metrics: dict[str, float]
+    optimization: dict[str, Any] | None
+    search: str
+    trials: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        m = self.metrics
+        opt = self.optimization
+        optimized = (
+            f"; optimized ({opt['method']}): {'kept' if opt['kept'] else 'dropped'}, AUC "
+            f"{opt['auc_before']:.4f} -> {opt['auc_after']:.4f}, latency {opt['latency_ms_before']:.2f} -> "
+            f"{opt['latency_ms_after']:.2f} ms"
+            if opt
+            else ""
+        )
+        return (
+            f"model {self.model_name} v{self.model_version} ({CANDIDATE}) from training dataset "
+            f"v{self.training_dataset_version}: test ROC AUC {m['roc_auc']:.4f}, PR AUC {m['pr_auc']:.4f}, "
+            f"precision {m['precision']:.3f} / recall {m['recall']:.3f} at {m['threshold']:.3f}, "
+            f"Brier {m['brier']:.4f}; search {self.search} {self.trials}{optimized}; {self.model_uri}"
+        )
+
+
+def _dataset_version(spec: TrainSpec) -> int:
+    store = featurestore.connect(spec.project)
+    try:
+        view = store.get_feature_view(spec.feature_view, spec.feature_view_version)
+    except NotFoundError as exc:
+        raise TrainError(f"{exc}", hint="create the feature view first (fjord run does)") from None
+    versions = view.get_training_dataset_versions()
+    if spec.training_dataset_version is None:
+        if not versions:
+            raise TrainError(
+                f"feature view {spec.feature_view} v{spec.feature_view_version} has no training dataset",
+                hint="create one with feature_view.create_training_data()",
+            )
+        return max(versions)
+    if spec.training_dataset_version not in versions:
+        raise TrainError(
+            f"feature view {spec.feature_view} v{spec.feature_view_version} has no training dataset "
+            f"version {spec.training_dataset_version} (it has {sorted(versions) or 'none'})"
+        )
+    return spec.training_dataset_version
+
+
+def run(spec: TrainSpec) -> TrainResult:
+    """Search, train, evaluate, optimize and register; :class:`TrainError` on bad input."""
+    project = get_project(spec.project)
+    version = _dataset_version(spec)
+    uri = tracking_uri()  # unreachable MLflow: stop before any training
+    data = {
+        "project": spec.project,
+        "view": spec.feature_view,
+        "view_version": spec.feature_view_version,
+        "dataset_version": version,
+        "epochs": spec.epochs,
+        "batch_size": spec.batch_size,
+        "test_size": spec.test_size,
+        "val_size": spec.val_size,
+    }
+    with track_run(project, "train", params=spec.model_dump(mode="json"), code=_CODE) as record:
+        dataset_uri = project.fs.uri(
+            f"TrainingDatasets/{spec.feature_view}_{spec.feature_view_version}/{version}"
+        )
+        record.add_input(dataset_uri, str(version), kind="training_dataset")
+        search = experiment.random_search(
+            train_trial,
+            {"lr": (1e-4, 3e-2, "log"), "units": [16, 32, 64], "dropout": (0.0, 0.4), **data},
+            samples=spec.samples,
+            optimization_key="val_auc",
+            direction="max",
+            name=f"{spec.model_name}-search",
+            project=project,
+            early_stopping=spec.early_stopping,
+            seed=spec.seed,
+            parent_run_id=record.run_id,
+        )
+        best = {k: search.best_params[k] for k in ("lr", "units", "dropout")}
+        final = experiment.launch(
+            train_trial,
+            {**best, **data, "export": True},
+            name=f"{spec.model_name}-final",
+            project=project,
+            seed=spec.seed,
+            optimization_key="val_auc",
+            parent_run_id=record.run_id,
+        )
+        trial_dir = SharedFS(final.uri).sub(f"trials/{final.best.trial}")  # type: ignore[union-attr]
+        with tempfile.TemporaryDirectory(prefix="fjord-model-") as tmp:
+            local = Path(tmp)
+            for name in ("val_scores.npy", "features.json"):
+                local.joinpath(name).write_bytes(trial_dir.read_bytes(name))
+            _download(trial_dir, "model", local / "model")
+            splits = load_splits(spec.project, spec.feature_view, spec.feature_view_version, version,
+                                 spec.test_size, spec.val_size)  # fmt: skip
+            threshold = best_f1_threshold(splits.y_val, np.load(local / "val_scores.npy"))
+            metrics = evaluate(splits.y_test, predict_saved_model(local / "model", splits.x_test), threshold)
+            optimization = None
+            if spec.optimize:
+                optimization = optimize(
+                    local / "model",
+                    splits.x_test,
+                    splits.y_test,
+                    quantize=spec.quantize,
+                    tolerance=spec.tolerance,
+                )
+            record.params["metrics"], record.params["optimization"] = finite(metrics), optimization
+            model_version, model_uri = _register(
+                spec, project, local / "model", final.best.mlflow_run_id, uri, record.run_id, version,
+                metrics, optimization, best,
+            )  # fmt: skip
+        record.add_output(model_uri, str(model_version), kind="model")
+        counts = {s: sum(t.status == s for t in search.trials) for s in ("succeeded", "stopped", "failed")}
+        return TrainResult(
+            run_id=record.run_id,
+            model_name=spec.model_name,
+            model_version=model_version,
+            model_uri=model_uri,
+            training_dataset_version=version,
+            best_params=best,
+            metrics=metrics,
+            optimization=optimization,
+            search=search.run_id,
+            trials=counts,
+        )
+
+
+def _download(fs: SharedFS, rel: str, local: Path) -> None:
+    base = fs.path(rel)
+    for directory, _, files in fs.backend.fs.walk(base):
+        for name in files:
+            target = local / Path(directory[len(base) :].lstrip("/")) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.backend.fs.get_file(f"{directory}/{name}", str(target))
+
+
+def _register(
+    spec: TrainSpec,
+    project: Any,
+    model_dir: Path,
+    mlflow_run_id: str | None,
+    uri: str,
+    run_id: str,
+    dataset_version: int,
+    metrics: dict[str, float],
+    optimization: dict[str, Any] | None,
+    params: dict[str, Any],
+) -> tuple[int, str]:
+    """A new model version: registered in MLflow, published to ``Models/<name>/<version>/`` (the
+    TensorFlow Serving layout), then given the ``candidate`` alias. A failure deletes the version."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client(uri)
+    tags = {
+        "fjord.run_id": run_id,
+        "fjord.project": spec.project,
+        "fjord.training_dataset": f"{spec.feature_view}_{spec.feature_view_version}/{dataset_version}",
+        **{f"metric.{k}": f"{v:.6g}" for k, v in finite(metrics).items()},
+        **{f"param.{k}": str(v) for k, v in params.items()},
+    }
+    try:
+        client.get_registered_model(spec.model_name)
+    except MlflowException:
+        client.create_registered_model(spec.model_name, description="Fjord: card fraud probability")
+    # The trial's MLflow run holds the model among its artifacts: the version points there.
+    registered = client.create_model_version(
+        spec.model_name, f"runs:/{mlflow_run_id}/model", run_id=mlflow_run_id, tags=tags
+    )
+    version = int(registered.version)
+    try:
+        rel = f"{MODELS}/{spec.model_name}/{version}"
+        with project.fs.publish(rel, overwrite=True) as out:
+            for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+                out.upload(str(path), path.relative_to(model_dir).as_posix())
+            card = {
+                "run_id": run_id,
+                "metrics": finite(metrics),
+                "optimization": optimization,
+                "params": params,
+            }
+            out.write_text("fjord-model.json", json.dumps(card, indent=2, default=str))
+        client.set_model_version_tag(spec.model_name, str(version), "fjord.serving_path", project.fs.uri(rel))
+        client.set_registered_model_alias(spec.model_name, CANDIDATE, str(version))
+    except BaseException:
+        client.delete_model_version(spec.model_name, str(version))
+        raise
+    return version, project.fs.uri(rel)

@@ -1,0 +1,238 @@
+"""The experiment API on real Spark executors and a real MLflow server: searches, early stopping,
+retries, failures, reruns and the files a run leaves."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import random
+
+import pytest
+
+from fjord import experiment
+from fjord.experiment.history import describe, fetch_output, rerun
+from fjord.experiment.tracking import TrackingError, client
+from fjord.lineage import get_run, list_runs
+from fjord.projects import create_project
+from tests.conftest import run_fjord
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+@pytest.fixture
+def project(spark, tracking):
+    return create_project("lab")
+
+
+def quadratic(x, noise=0.0):
+    """A cheap 'training': five steps climbing towards a peak at x=0.3; seeded noise."""
+    import time
+
+    rng = random.Random(experiment.seed())
+    value = 0.0
+    for step in range(5):
+        value = (1 - (x - 0.3) ** 2) * (step + 1) / 5 + noise * rng.random()
+        experiment.report(step, {"score": value})
+        time.sleep(0.05)
+    (experiment.trial_dir() / "note.txt").write_text(f"x={x}")
+    return {"score": value, "x": x}
+
+
+def test_grid_search_finds_the_best_and_tracks_every_trial(project):
+    result = experiment.grid_search(
+        quadratic, {"x": [0.0, 0.3, 0.9]}, optimization_key="score", project=project, early_stopping=False
+    )
+    assert [t.status for t in result.trials] == ["succeeded"] * 3
+    assert result.best_params == {"x": 0.3}
+    assert result.metrics["score"] == pytest.approx(1.0)
+
+    files = project.fs.sub(f"Experiments/{result.run_id}")
+    assert set(files.listdir("trials")) == {"trial-0001", "trial-0002", "trial-0003"}
+    assert files.read_text("trials/trial-0002/note.txt") == "x=0.3"
+    progress = json.loads(files.read_text("trials/trial-0002/progress.json"))
+    assert [p["step"] for p in progress] == [0, 1, 2, 3, 4]
+
+    mlflow = client(os.environ["FJORD_MLFLOW__TRACKING_URI"])
+    parent = mlflow.get_run(result.mlflow_run_id)
+    assert parent.data.tags["fjord.run_id"] == result.run_id
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_score"] == pytest.approx(1.0)
+    children = mlflow.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.mlflow_run_id}'"
+    )
+    assert len(children) == 3
+    history = mlflow.get_metric_history(result.trials[1].mlflow_run_id, "score")
+    assert [m.step for m in history if m.step > 0] == [1, 2, 3, 4]  # per step, and the final value
+    artifacts = {a.path for a in mlflow.list_artifacts(result.trials[1].mlflow_run_id)}
+    assert {"note.txt", "output.log", "params.json", "progress.json"} <= artifacts
+
+    record = get_run(result.run_id)
+    assert record.status == "succeeded" and record.stage == "experiment"
+    assert record.params["best"]["params"] == {"x": 0.3}
+
+
+def test_trials_run_in_parallel_on_the_executor_slots(project):
+    result = experiment.grid_search(
+        quadratic,
+        {"x": [0.1, 0.2, 0.3, 0.4]},
+        optimization_key="score",
+        project=project,
+        early_stopping=False,
+    )
+    files = project.fs.sub(f"Experiments/{result.run_id}/trials")
+    spans = sorted(
+        (r["started"], r["ended"])
+        for r in (json.loads(files.read_text(f"{t}/result.json")) for t in files.listdir())
+    )
+    overlaps = sum(a_end > b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
+    assert overlaps >= 1, spans  # two slots: trials overlap in time
+
+
+def slow_unless_good(x):
+    """Good values finish fast; bad ones would take long: early stopping must cut them short."""
+    import time
+
+    for step in range(12):
+        experiment.report(step, {"score": x})
+        time.sleep(0.02 if x >= 0.5 else 0.3)
+    return {"score": x}
+
+
+def test_median_stopping_stops_hopeless_trials(project):
+    result = experiment.grid_search(
+        slow_unless_good,
+        {"x": [0.9, 0.8, 0.7, 0.1, 0.2, 0.05]},
+        optimization_key="score",
+        project=project,
+        early_stopping=experiment.MedianStopping(min_trials=3, start_step=1),
+        parallel=1,  # in order: the three good trials complete before the bad ones start
+    )
+    statuses = {t.params["x"]: (t.status, t.steps) for t in result.trials}
+    assert {x: s for x, (s, _) in statuses.items()} == {
+        0.9: "succeeded", 0.8: "succeeded", 0.7: "succeeded",
+        0.1: "stopped", 0.2: "stopped", 0.05: "stopped",
+    }  # fmt: skip
+    assert all(steps == 2 for x, (_, steps) in statuses.items() if x < 0.5)  # stopped at step 1
+    assert result.best_params == {"x": 0.9}
+
+
+def flaky(x):
+    """Fails on its first attempt (the process is killed, as an OOM would), succeeds on the second."""
+    marker = experiment.trial_dir() / "attempted"
+    if not marker.exists():
+        marker.write_text("1")
+        os.kill(os.getpid(), 9)
+    return {"score": x}
+
+
+def broken(x):
+    if x == 1:
+        raise RuntimeError("the data loader exploded")
+    if x == 2:
+        return {"score": float("nan")}
+    if x == 3:
+        return {"loss": 0.1}
+    return {"score": x}
+
+
+def test_a_killed_trial_is_retried_once(project):
+    result = experiment.launch(flaky, {"x": 5}, project=project)
+    (trial,) = result.trials
+    assert (trial.status, trial.attempts, trial.metrics) == ("succeeded", 2, {"score": 5.0})
+    log = project.fs.read_text(f"Experiments/{result.run_id}/trials/trial-0001/output.log")
+    assert "attempt 1" in log and "attempt 2" in log
+
+
+def test_failing_trials_are_recorded_and_the_search_goes_on(project):
+    result = experiment.grid_search(
+        broken, {"x": [1, 2, 3, 4]}, optimization_key="score", project=project, early_stopping=False
+    )
+    by_x = {t.params["x"]: t for t in result.trials}
+    assert by_x[1].status == "failed" and by_x[1].attempts == 2
+    assert by_x[1].error == "RuntimeError: the data loader exploded"
+    assert by_x[2].error == "ValueError: the training function returned a non-finite value for score"
+    assert "returned no 'score' metric" in by_x[3].error
+    assert by_x[4].status == "succeeded" and result.best_params == {"x": 4}
+    log = project.fs.read_text(f"Experiments/{result.run_id}/trials/{by_x[1].trial}/output.log")
+    assert "Traceback" in log and "the data loader exploded" in log
+
+
+def test_no_trial_succeeding_fails_the_experiment_and_keeps_partial_results(project):
+    with pytest.raises(experiment.ExperimentError, match="none of 2 trial"):
+        experiment.grid_search(broken, {"x": [1, 2]}, optimization_key="score", project=project)
+    (record,) = list_runs("lab", "experiment")
+    assert record.status == "failed" and "none of 2 trial(s) succeeded" in record.error
+    saved = describe(record.run_id)
+    assert saved["status"] == "failed" and len(saved["trials"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda p: experiment.random_search(quadratic, {"x": (1.0, 0.0)}, project=p), "is empty"),
+        (lambda p: experiment.random_search(quadratic, {"x": []}, project=p), "list of values is empty"),
+        (lambda p: experiment.random_search(quadratic, {"x": [1]}, samples=0, project=p), "samples"),
+        (lambda p: experiment.grid_search(quadratic, {"x": (0.0, 1.0)}, project=p), "needs lists"),
+        (
+            lambda p: experiment.differential_evolution(
+                quadratic, {"x": (0.0, 1.0)}, population=2, project=p
+            ),
+            "population",
+        ),
+        (lambda p: experiment.launch("not a function", project=p), "must be callable"),
+    ],
+)
+def test_bad_searches_are_refused_before_anything_runs(project, call, message):
+    with pytest.raises((experiment.SearchSpaceError, experiment.ExperimentError), match=message):
+        call(project)
+    assert list_runs("lab", "experiment") == []
+    assert not project.fs.exists("Experiments") or project.fs.listdir("Experiments") == []
+
+
+def test_an_unreachable_tracking_server_stops_the_run_before_any_trial(project, monkeypatch):
+    monkeypatch.setenv("FJORD_MLFLOW__TRACKING_URI", "http://127.0.0.1:9")
+    from fjord.config import reset_settings
+
+    reset_settings()
+    with pytest.raises(TrackingError, match=r"http://127\.0\.0\.1:9 is unreachable"):
+        experiment.launch(quadratic, {"x": 0.1}, project=project)
+    assert list_runs("lab", "experiment") == []
+
+
+def test_a_seeded_search_reruns_to_the_same_metrics_and_parameters_can_change(project, tmp_path):
+    space = {"x": (0.0, 1.0), "noise": 0.1}
+    first = experiment.random_search(quadratic, space, samples=3, optimization_key="score", project=project,
+                                     seed=11, early_stopping=False)  # fmt: skip
+    again = rerun(first.run_id)
+    assert [t.params for t in again.trials] == [t.params for t in first.trials]
+    assert [t.metrics for t in again.trials] == [t.metrics for t in first.trials]
+    assert get_run(again.run_id).parent_run_id == first.run_id
+
+    changed = run_fjord("experiment", "rerun", first.run_id, "--param", "noise=0.0")
+    assert changed.returncode == 0, changed.stderr
+    newest = list_runs("lab", "experiment")[0]
+    assert newest.params["space"]["noise"] == 0.0 and newest.run_id not in (first.run_id, again.run_id)
+
+    shown = run_fjord("experiment", "show", first.run_id)
+    assert shown.returncode == 0 and "trial-0003" in shown.stdout and "seed 11" in shown.stdout
+    fetched = fetch_output(first.run_id, tmp_path / "out")
+    assert (fetched / "trials" / "trial-0001" / "result.json").is_file()
+    assert (fetched / "function.pkl").is_file()
+
+
+def test_differential_evolution_improves_on_its_first_generation(project):
+    result = experiment.differential_evolution(
+        quadratic, {"x": (0.0, 1.0)}, generations=3, population=4, optimization_key="score",
+        project=project, seed=3, early_stopping=False,
+    )  # fmt: skip
+    assert len(result.trials) == 12
+    first_generation = max(t.metrics["score"] for t in result.trials[:4])
+    assert result.metrics["score"] >= first_generation
+    assert math.isclose(result.best_params["x"], 0.3, abs_tol=0.3)
+
+
+def test_cli_shows_unknown_runs_as_one_line_errors(project):
+    shown = run_fjord("experiment", "show", "experiment-nope")
+    assert shown.returncode == 3 and shown.stderr.count("\n") == 1 and "unknown run" in shown.stderr
