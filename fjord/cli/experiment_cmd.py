@@ -86,12 +86,22 @@ def rerun(
     run_id: str,
     param: list[str] = typer.Option([], "--param", "-p", help="name=value to change (repeatable)."),
 ) -> None:
-    """Run an experiment again with the same inputs and seed (and changed parameters, if given)."""
+    """Run an experiment, or a training job run, again with the same inputs and seed (and changed
+    parameters, if given: for a training run, any of its spec's fields)."""
     from fjord.experiment.history import parse_overrides
     from fjord.experiment.history import rerun as rerun_experiment
+    from fjord.lineage import get_run
 
-    result = rerun_experiment(run_id, parse_overrides(param))
-    console.print(result.summary())
+    overrides = parse_overrides(param)
+    record = get_run(run_id)
+    if record.stage == "train":  # the training job: its recorded spec, run again
+        from jobs.train.job import TrainSpec
+        from jobs.train.job import run as run_train
+
+        spec = {k: v for k, v in record.params.items() if k in TrainSpec.model_fields}
+        console.print(run_train(TrainSpec(**{**spec, **overrides})).summary())
+        return
+    console.print(rerun_experiment(run_id, overrides).summary())
 
 
 @app.command("output")

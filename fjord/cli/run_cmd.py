@@ -6,9 +6,12 @@ It runs every stage that exists, in pipeline order, and prints what a newcomer n
 4. demo data: daily batches of card transactions landing in ``Resources/landing/``,
 5. the Spark ETL and Great Expectations validation job, publishing each batch to the feature store,
 6. a feature view with point-in-time training data and an online feature vector,
-7. the lineage of that training data, walked back to the landing batches.
+7. the lineage of that training data, walked back to the landing batches,
+8. training: a random search with early stopping on Spark executors, the best configuration
+   retrained, evaluated, optimized and registered in MLflow as the ``candidate``,
+9. the model's provenance: model version -> training run -> training dataset -> raw batches.
 
-Training, serving and monitoring join here as they land, until the Airflow DAG runs it all.
+Serving and monitoring join here as they land, until the Airflow DAG runs it all.
 """
 
 from __future__ import annotations
@@ -20,12 +23,17 @@ import typer
 from fjord.cli.output import console
 from fjord.config import get_settings
 from fjord.envs import build_environment
+from fjord.experiment.tracking import tracking_uri
 from fjord.lineage import lineage_tree, raw_sources
 from fjord.projects import ensure_project
 from fjord.spark import get_spark
 
 DEMO_ROWS = 20_000
 DEMO_DAYS = 2
+FEATURES = [
+    "amount", "tx_count_1h", "tx_count_24h", "amount_sum_24h", "amount_mean_7d", "secs_since_prev",
+    "dist_prev_km", "speed_prev_kmh", "category_freq_7d", "hour", "is_night",
+]  # fmt: skip
 
 
 def _step(number: int, text: str) -> float:
@@ -45,6 +53,8 @@ def run(
     from jobs.etl.demo_data import DemoSpec, generate
     from jobs.etl.job import EtlSpec
     from jobs.etl.job import run as run_etl
+    from jobs.train.job import TrainSpec
+    from jobs.train.job import run as run_train
 
     settings = get_settings()
     console.print("[bold]Fjord main job[/bold]")
@@ -85,9 +95,7 @@ def run(
     )
     query = (
         labels.select(["is_fraud"])
-        .join(
-            tx.select(["amount", "tx_count_1h", "amount_sum_24h", "speed_prev_kmh", "is_night"]), on=["tid"]
-        )
+        .join(tx.select(FEATURES), on=["tid"])
         .join(profiles.select(["age_years", "days_to_expiry"]), on=["cc_num"])
     )
     view = fs.get_or_create_feature_view("fraud_demo", 1, query=query, labels=["is_fraud"])
@@ -117,9 +125,28 @@ def run(
     console.print(f"   raw landing batches: {', '.join(landed)}")
     _done(t)
 
+    t = _step(
+        8, "Training: random search with early stopping on Spark, retrain, evaluate, optimize, register"
+    )
+    trained = run_train(TrainSpec(project=project, samples=4, epochs=2, training_dataset_version=version))
+    console.print(f"   {trained.summary()}")
+    _done(t)
+
+    t = _step(9, "Provenance of the model: model version -> training run -> training data -> raw batches")
+    model = lineage_tree(trained.model_uri, str(trained.model_version))
+    made_by = model.run.run_id if model.run else "?"
+    console.print(f"   model {trained.model_name} v{trained.model_version} <- train run {made_by}")
+    landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(model)})
+    console.print(f"   <- training dataset v{version} <- raw landing batches: {', '.join(landed)}")
+    _done(t)
+
     console.print(
         f"\n[bold]Next[/bold]: fjord featurestore list {project} · fjord featurestore statistics "
         f"{project} transactions_features · fjord lineage runs --project {project}"
     )
     console.print(f"      validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
-    console.print("[dim]Training, serving and monitoring join this job as they land.[/dim]")
+    console.print(
+        f"      experiments: fjord experiment list · fjord experiment show {trained.search} · "
+        f"MLflow UI {tracking_uri()} (fjord mlflow stop)"
+    )
+    console.print("[dim]Serving and monitoring join this job as they land.[/dim]")

@@ -19,6 +19,7 @@ Nothing is registered unless every step succeeded.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,15 +36,6 @@ from fjord.experiment.tracking import tracking_uri
 from fjord.fs import SharedFS
 from fjord.lineage import track_run
 from fjord.projects import get_project
-from jobs.train.model import (
-    best_f1_threshold,
-    evaluate,
-    finite,
-    load_splits,
-    predict_saved_model,
-    train_trial,
-)
-from jobs.train.optimize import optimize
 
 MODELS = "Models"
 CANDIDATE = "candidate"
@@ -109,6 +101,11 @@ class TrainResult:
         )
 
 
+def finite(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics that are numbers (a one-class test set has no ROC AUC): what MLflow can store."""
+    return {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
+
+
 def _dataset_version(spec: TrainSpec) -> int:
     store = featurestore.connect(spec.project)
     try:
@@ -136,6 +133,10 @@ def run(spec: TrainSpec) -> TrainResult:
     project = get_project(spec.project)
     version = _dataset_version(spec)
     uri = tracking_uri()  # unreachable MLflow: stop before any training
+    # TensorFlow loads only now: bad input is answered in one line, without TensorFlow's start-up logs.
+    from jobs.train.model import best_f1_threshold, evaluate, load_splits, predict_saved_model, train_trial
+    from jobs.train.optimize import optimize
+
     data = {
         "project": spec.project,
         "view": spec.feature_view,

@@ -9,13 +9,12 @@ metrics. With ``export=True`` it also writes the serving SavedModel and its eval
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no CUDA/oneDNN banners
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: no CUDA/oneDNN banners
 import keras
 import numpy as np
 import pandas as pd
@@ -221,7 +220,3 @@ def predict_saved_model(path: Path, frame: pd.DataFrame) -> np.ndarray:
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     inputs = {name: tf.constant(frame[name].to_numpy(dtype="float32")) for name in frame.columns}
     return np.asarray(serve(**inputs)[OUTPUT])
-
-
-def finite(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}

@@ -9,7 +9,14 @@ from tests.conftest import run_fjord
 pytestmark = pytest.mark.slow
 
 
-def test_main_job_runs_every_landed_stage_and_reruns_cleanly(fjord_home) -> None:
+@pytest.fixture
+def embedded_mlflow(fjord_home):
+    """The job starts the embedded MLflow server in this home; stop it afterwards."""
+    yield
+    run_fjord("mlflow", "stop")
+
+
+def test_main_job_runs_every_landed_stage_and_reruns_cleanly(fjord_home, embedded_mlflow) -> None:
     first = run_fjord("run")
     assert first.returncode == 0, first.stderr[-3000:]
     out = first.stdout
@@ -22,6 +29,8 @@ def test_main_job_runs_every_landed_stage_and_reruns_cleanly(fjord_home) -> None
         "training dataset v1",
         "online tid",
         "raw landing batches: 2026-11-01, 2026-11-02",
+        "model fraud v1 (candidate) from training dataset v1",
+        "model fraud v1 <- train run train-",
     ):
         assert text in out, text
     assert re.search(r"fraud rate \d\.\d+%", out)
@@ -29,5 +38,8 @@ def test_main_job_runs_every_landed_stage_and_reruns_cleanly(fjord_home) -> None
     second = run_fjord("run")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "published transactions_features commit 2" in second.stdout  # upserts: commits, no duplicates
+    assert "model fraud v2 (candidate) from training dataset v2" in second.stdout
+    auc = float(re.search(r"test ROC AUC (\d\.\d+)", out).group(1))
+    assert auc > 0.75  # engineered features make fraud learnable (raw amount alone: about 0.69)
     listing = run_fjord("featurestore", "list", "fraud")
     assert "transactions_features" in listing.stdout and "1, 2" in listing.stdout  # two training datasets

@@ -1,0 +1,93 @@
+"""The training job's bad input: each is a one-line error, with nothing trained or registered."""
+
+from __future__ import annotations
+
+import pytest
+
+import featurestore
+from fjord.lineage import list_runs
+from fjord.projects import create_project
+from jobs.train.job import TrainError, TrainSpec, run
+from tests.conftest import run_fjord
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+@pytest.fixture
+def project(spark, tracking):
+    import pandas as pd
+
+    project = create_project("fraud")
+    store = featurestore.connect("fraud")
+    times = pd.date_range("2026-11-01", periods=200, freq="min", tz="UTC")
+    labels = store.get_or_create_feature_group("labels", 1, primary_key=["tid"], event_time="ts")
+    labels.insert(
+        pd.DataFrame({"tid": range(200), "ts": times, "is_fraud": [i % 20 == 0 for i in range(200)]})
+    )
+    features = store.get_or_create_feature_group("tx", 1, primary_key=["tid"], event_time="ts")
+    features.insert(pd.DataFrame({"tid": range(200), "ts": times, "amount": [float(i) for i in range(200)]}))
+    query = labels.select(["is_fraud"]).join(features.select(["amount"]), on=["tid"])
+    store.get_or_create_feature_view("fraud_demo", 1, query=query, labels=["is_fraud"])
+    return project
+
+
+def _nothing_trained() -> None:
+    assert list_runs("fraud", "experiment") == []
+    assert all(run.stage != "train" or run.status == "failed" for run in list_runs("fraud"))
+
+
+def test_a_missing_training_dataset_version_is_named(project):
+    with pytest.raises(TrainError, match=r"has no training dataset version 7 \(it has none\)"):
+        run(TrainSpec(project="fraud", training_dataset_version=7))
+    with pytest.raises(TrainError, match="has no training dataset"):
+        run(TrainSpec(project="fraud"))
+    _nothing_trained()
+
+
+def test_a_missing_feature_view_is_named(project):
+    with pytest.raises(TrainError, match=r"unknown feature view fraud\.fraud_demo version 9"):
+        run(TrainSpec(project="fraud", feature_view_version=9))
+
+
+def test_an_unreachable_mlflow_stops_the_job_before_training(project, monkeypatch):
+    store = featurestore.connect("fraud")
+    store.get_feature_view("fraud_demo", 1).create_training_data()
+    monkeypatch.setenv("FJORD_MLFLOW__TRACKING_URI", "http://127.0.0.1:9")
+    result = run_fjord_main("--project", "fraud")
+    assert result.returncode == 7
+    assert result.stderr.strip().count("\n") == 0 and "http://127.0.0.1:9 is unreachable" in result.stderr
+    _nothing_trained()
+
+
+def run_fjord_main(*args: str):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.train.main", *args], capture_output=True, text=True, env=dict(os.environ)
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--project", "fraud", "--samples", "0"], "--samples: Input should be greater than or equal to 1"),
+        (
+            ["--project", "fraud", "--tolerance", "-1"],
+            "--tolerance: Input should be greater than or equal to 0",
+        ),
+        (["--project", "fraud", "--test-size", "abc"], "--test-size: Input should be a valid number"),
+        (["--project", "nope"], "unknown project 'nope'"),
+    ],
+)
+def test_bad_arguments_get_one_line(project, args, message):
+    result = run_fjord_main(*args)
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert message in result.stderr
+
+
+def test_cli_lists_no_experiments_for_an_untrained_project(project):
+    listed = run_fjord("experiment", "list", "--project", "fraud")
+    assert listed.returncode == 0 and "experiment-" not in listed.stdout
