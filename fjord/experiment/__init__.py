@@ -15,6 +15,7 @@ In the style of HopsML's ``hops.experiment``::
     experiment.grid_search(train, {"lr": [1e-3, 1e-2], "units": [32, 64]}, optimization_key="auc")
     experiment.random_search(train, {"lr": (1e-4, 1e-1, "log"), "units": [32, 64, 128]}, samples=16)
     experiment.differential_evolution(train, {"lr": (1e-4, 1e-1)}, generations=4, population=8)
+    experiment.distributed(train_mwms, num_workers=2)   # MultiWorkerMirroredStrategy on executors
 
 Every call returns an :class:`ExperimentResult` and leaves ``Experiments/<run_id>/`` in the project
 (parameters, metrics, logs, TensorBoard events, what the function wrote to :func:`trial_dir`), a run
@@ -33,7 +34,15 @@ from fjord.errors import ConfigError
 from fjord.experiment.runner import ExperimentError, ExperimentResult, ExperimentRun, TrialResult
 from fjord.experiment.space import SearchSpace, SearchSpaceError, parse_space
 from fjord.experiment.stopping import Direction, MedianStopping
-from fjord.experiment.trial import TrialStopped, report, seed, tensorboard_dir, trial_dir
+from fjord.experiment.trial import (
+    TrialStopped,
+    checkpoint_dir,
+    report,
+    seed,
+    tensorboard_dir,
+    trial_dir,
+    worker,
+)
 from fjord.projects import Project, get_project
 
 __all__ = [
@@ -43,7 +52,9 @@ __all__ = [
     "SearchSpaceError",
     "TrialResult",
     "TrialStopped",
+    "checkpoint_dir",
     "differential_evolution",
+    "distributed",
     "grid_search",
     "launch",
     "random_search",
@@ -51,6 +62,7 @@ __all__ = [
     "seed",
     "tensorboard_dir",
     "trial_dir",
+    "worker",
 ]
 
 Function = Callable[..., Any]
@@ -260,3 +272,49 @@ def differential_evolution(
         name=name, project=project, direction=direction, optimization_key=optimization_key,
         early_stopping=early_stopping, seed=seed, parallel=parallel, env=env, parent_run_id=parent_run_id,
     )  # fmt: skip
+
+
+def distributed(
+    function: Function,
+    params: Mapping[str, Any] | None = None,
+    *,
+    num_workers: int = 2,
+    name: str = "distributed",
+    project: str | Project | None = None,
+    seed: int | None = None,
+    optimization_key: str | None = None,
+    max_restarts: int = 2,
+    legacy_keras: bool = True,
+    env: Mapping[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> ExperimentResult:
+    """Synchronous data-parallel training: ``function(**params)`` on ``num_workers`` executors at once
+    (a Spark barrier stage), each with ``TF_CONFIG`` set for ``tf.distribute.MultiWorkerMirroredStrategy``.
+
+    The function creates the strategy, reads its shard (:func:`worker` gives ``(index, count)``) and
+    passes ``tf.keras.callbacks.BackupAndRestore(experiment.checkpoint_dir())`` to ``fit``: if a
+    worker dies, the stage is restarted (up to ``max_restarts`` times) and training resumes from the
+    last checkpoint instead of epoch 0. ``legacy_keras`` runs the workers with ``tf-keras``
+    (``TF_USE_LEGACY_KERAS=1``): Keras 3's ``model.fit`` fails under this strategy (keras#20585).
+    The result is the chief's (worker 0).
+    """
+    if not isinstance(num_workers, int) or num_workers < 1:
+        raise SearchSpaceError(f"num_workers must be a positive integer, not {num_workers!r}")
+    if not isinstance(max_restarts, int) or max_restarts < 0:
+        raise SearchSpaceError(f"max_restarts must be a non-negative integer, not {max_restarts!r}")
+    params = dict(params or {})
+    extra = {"TF_USE_LEGACY_KERAS": "1"} if legacy_keras else {}
+    run = ExperimentRun(
+        _project(project),
+        "distributed",
+        function,
+        name=name,
+        optimization_key=optimization_key,
+        direction="max",
+        stopping=MedianStopping(enabled=False),
+        seed=seed,
+        definition={"params": params, "num_workers": num_workers, "max_restarts": max_restarts},
+        env={**extra, **(env or {})},
+        parent_run_id=parent_run_id,
+    )
+    return run.run(lambda r: r.distributed(params, num_workers, max_restarts) and None)

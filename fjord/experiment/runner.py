@@ -25,14 +25,16 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +142,7 @@ def execute_trial(task: Mapping[str, Any]) -> dict[str, Any]:
         **task.get("env", {}),
     }
     result: dict[str, Any] = {}
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    for attempt in range(1, task.get("attempts", MAX_ATTEMPTS) + 1):
         for stale in ("result.json", "progress.json"):
             if fs.exists(f"{rel}/{stale}"):
                 fs.rm(f"{rel}/{stale}")
@@ -178,6 +180,27 @@ def execute_trial(task: Mapping[str, Any]) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
     fs.write_text(f"{rel}/result.json", json.dumps(result))
     return result
+
+
+def execute_worker(task: Mapping[str, Any], _rows: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    """One worker of a ``distributed`` run: a barrier task that finds its peers, sets ``TF_CONFIG``
+    and runs the function once. A failed worker fails the whole stage (its peers would wait forever
+    in collective ops); the driver restarts the stage, which resumes from the shared checkpoints."""
+    from pyspark import BarrierTaskContext
+
+    context = BarrierTaskContext.get()
+    index = context.partitionId()
+    host = os.environ.get("SPARK_LOCAL_IP") or socket.gethostbyname(socket.gethostname())
+    with socket.socket() as probe:  # a free port for this worker's gRPC server
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]
+    peers = context.allGather(f"{host}:{port}")
+    tf_config = {"cluster": {"worker": peers}, "task": {"type": "worker", "index": index}}
+    env = {**task.get("env", {}), "TF_CONFIG": json.dumps(tf_config)}
+    result = execute_trial({**task, "trial": f"{task['trial']}/worker-{index}", "attempts": 1, "env": env})
+    if result["status"] not in COMPLETED:
+        raise RuntimeError(f"worker {index} failed: {result.get('error')}")
+    yield result
 
 
 # -- on the driver -------------------------------------------------------------------------------------
@@ -303,18 +326,51 @@ class ExperimentRun:
                     done[futures[future]] = trial
         return [done[i] for i in range(len(params_list))]
 
-    def _run_trial(self, params: dict[str, Any]) -> TrialResult:
-        with self._lock:
-            number = next(self._counter)
-        trial_id, seed = f"trial-{number:04d}", self.seed + number
-        spec = {
+    def distributed(self, params: dict[str, Any], workers: int, max_restarts: int) -> TrialResult:
+        """One data-parallel trial: ``workers`` barrier tasks at once, the stage restarted up to
+        ``max_restarts`` times if a worker dies; the result is the chief's (worker 0)."""
+        if workers > self.slots:
+            raise ExperimentError(
+                f"distributed training with {workers} workers needs {workers} task slots at once; "
+                f"the cluster has {self.slots}"
+            )
+        trial_id, seed, task = self._prepare_trial(params)
+        for index in range(workers):
+            spec = {**self._spec(params, seed), "worker": index, "workers": workers,
+                    "checkpoints": f"checkpoints/{trial_id}"}  # fmt: skip
+            self.fs.write_text(f"trials/{trial_id}/worker-{index}/params.json", json.dumps(spec, default=str))
+        context = self.spark.sparkContext
+        started, error = time.monotonic(), None
+        for attempt in range(1, max_restarts + 2):
+            context.setJobGroup(self.record.run_id, f"{self.name} {trial_id} attempt {attempt}", True)
+            try:
+                stage = context.parallelize(range(workers), workers).barrier()
+                results = stage.mapPartitions(partial(execute_worker, task)).collect()
+                break
+            except Exception as exc:  # a worker died: the barrier stage failed as a whole
+                error = _first_line(exc)
+                log.warning("%s %s attempt %d failed: %s", self.record.run_id, trial_id, attempt, error)
+        else:
+            results = [{"status": "failed", "error": f"every attempt failed; the last: {error}"}]
+        chief = min(results, key=lambda r: r.get("trial", ""))
+        trial = self._trial_result(trial_id, params, seed, chief, started)
+        trial.attempts = attempt
+        self._log_trial(trial, progress_of=f"{trial_id}/worker-0")
+        return trial
+
+    def _spec(self, params: dict[str, Any], seed: int) -> dict[str, Any]:
+        return {
             "params": params,
             "seed": seed,
             "optimization_key": self.optimization_key,
             "direction": self.direction,
             "stopping": self.stopping.model_dump(),
         }
-        self.fs.write_text(f"trials/{trial_id}/params.json", json.dumps(spec, default=str))
+
+    def _prepare_trial(self, params: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
+        with self._lock:
+            number = next(self._counter)
+        trial_id, seed = f"trial-{number:04d}", self.seed + number
         task = {
             "experiment_uri": self.fs.uri(),
             "trial": trial_id,
@@ -323,14 +379,29 @@ class ExperimentRun:
             "threads": int(self.spark.sparkContext.getConf().get("spark.task.cpus", "1")),
             "env": self.env,
         }
+        return trial_id, seed, task
+
+    def _run_trial(self, params: dict[str, Any]) -> TrialResult:
+        trial_id, seed, task = self._prepare_trial(params)
+        self.fs.write_text(
+            f"trials/{trial_id}/params.json", json.dumps(self._spec(params, seed), default=str)
+        )
         context = self.spark.sparkContext
         context.setJobGroup(self.record.run_id, f"{self.name} {trial_id} {params}", interruptOnCancel=True)
         started = time.monotonic()
         try:
             raw = context.parallelize([task], 1).map(execute_trial).collect()[0]
         except Exception as exc:  # Py4J/Spark errors: the task or its executor was lost
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raw = {"status": "failed", "error": f"the Spark task failed: {first}", "attempts": MAX_ATTEMPTS}
+            raw = {
+                "status": "failed",
+                "error": f"the Spark task failed: {_first_line(exc)}",
+                "attempts": MAX_ATTEMPTS,
+            }
+        return self._trial_result(trial_id, params, seed, raw, started)
+
+    def _trial_result(
+        self, trial_id: str, params: dict[str, Any], seed: int, raw: Mapping[str, Any], started: float
+    ) -> TrialResult:
         return TrialResult(
             trial=trial_id,
             params=params,
@@ -343,13 +414,10 @@ class ExperimentRun:
             seed=seed,
         )
 
-    def _log_trial(self, trial: TrialResult) -> None:
+    def _log_trial(self, trial: TrialResult, progress_of: str | None = None) -> None:
         rel = f"trials/{trial.trial}"
-        progress = (
-            json.loads(self.fs.read_text(f"{rel}/progress.json"))
-            if self.fs.exists(f"{rel}/progress.json")
-            else []
-        )
+        progress_file = f"trials/{progress_of or trial.trial}/progress.json"
+        progress = json.loads(self.fs.read_text(progress_file)) if self.fs.exists(progress_file) else []
         files = Path(self.fs.path(rel)) if self.fs.backend.scheme == "file" else None
         trial.mlflow_run_id = self.tracker.log_trial(asdict(trial), progress, files)
         self.results.append(trial)
@@ -404,6 +472,11 @@ class ExperimentRun:
         except TypeError:
             return []
         return [source] if source and os.path.exists(source) else []
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _qualified_name(function: Callable[..., Any]) -> str:

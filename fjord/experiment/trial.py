@@ -95,12 +95,35 @@ def trial_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="fjord-trial-"))
 
 
+def _shared_dir(rel: str, fallback: str) -> Path:
+    """``rel`` in the experiment's directory when it is on this host's disk, else ``fallback`` in the
+    trial's working directory (uploaded with the rest when the trial ends)."""
+    if _current is None:
+        return trial_dir() / fallback
+    if _current.fs.backend.scheme == "file":
+        return Path(_current.fs.path(rel))
+    return _current.workdir / fallback
+
+
 def tensorboard_dir() -> Path:
     """Where this trial's TensorBoard events go: ``Experiments/<run_id>/tensorboard/<trial>``, so one
     TensorBoard shows every trial and worker of the experiment."""
-    if _current is None:
-        return trial_dir() / "tensorboard"
-    return _current.workdir.parent.parent / "tensorboard" / _current.trial_id
+    return _shared_dir(f"tensorboard/{_current.trial_id}" if _current else "", "tensorboard")
+
+
+def checkpoint_dir() -> Path:
+    """Checkpoints of the running trial, shared by every worker of a ``distributed`` run and kept
+    across its restarts: give it to ``BackupAndRestore`` and a restarted run resumes from here."""
+    rel = _current.spec.get("checkpoints", f"trials/{_current.trial_id}/checkpoints") if _current else ""
+    return _shared_dir(rel, "checkpoints")
+
+
+def worker() -> tuple[int, int]:
+    """``(index, count)`` of this worker in a ``distributed`` run (``(0, 1)`` otherwise): which shard
+    of the training data to read."""
+    if _current is None or "worker" not in _current.spec:
+        return 0, 1
+    return _current.spec["worker"], _current.spec["workers"]
 
 
 def seed() -> int | None:
@@ -124,10 +147,10 @@ def _set_seed(value: int) -> None:
     random.seed(value)
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed(value % 2**32)
-    if "keras" in sys.modules or "tensorflow" in sys.modules:
-        import keras
-
-        keras.utils.set_random_seed(value % 2**32)
+    if "tensorflow" in sys.modules:
+        sys.modules["tensorflow"].random.set_seed(value % 2**32)
+    if "keras" in sys.modules:  # Keras 3 keeps its own seed generator
+        sys.modules["keras"].utils.set_random_seed(value % 2**32)
 
 
 def _check_metrics(returned: Any, key: str | None) -> dict[str, float]:

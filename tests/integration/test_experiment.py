@@ -236,3 +236,67 @@ def test_differential_evolution_improves_on_its_first_generation(project):
 def test_cli_shows_unknown_runs_as_one_line_errors(project):
     shown = run_fjord("experiment", "show", "experiment-nope")
     assert shown.returncode == 3 and shown.stderr.count("\n") == 1 and "unknown run" in shown.stderr
+
+
+def train_mwms(epochs=4, rows=4096, kill_at=None):
+    """Data-parallel Keras training under MultiWorkerMirroredStrategy; worker 1 dies once at
+    ``kill_at`` (SIGKILL, as a lost node would) if asked."""
+    import numpy as np
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(experiment.seed())
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    index, count = experiment.worker()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 8)).astype("float32")
+    y = (x.sum(axis=1) > 0).astype("float32")
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    shard = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shard(count, index)
+        .batch(64)
+        .repeat()
+        .with_options(options)
+    )
+    with strategy.scope():
+        model = tf.keras.Sequential(
+            [tf.keras.layers.Dense(16, activation="relu"), tf.keras.layers.Dense(1, activation="sigmoid")]
+        )
+        model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    checkpoints = experiment.checkpoint_dir()
+
+    class Record(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            with open(checkpoints / f"epochs-{index}.log", "a") as log:
+                log.write(f"{epoch}\n")
+            if epoch == kill_at and index == 1 and not (checkpoints / "killed").exists():
+                (checkpoints / "killed").write_text("once")
+                os.kill(os.getpid(), 9)
+
+    backup = tf.keras.callbacks.BackupAndRestore(str(checkpoints / "backup"))
+    history = model.fit(shard, epochs=epochs, steps_per_epoch=rows // 64 // count, verbose=0,
+                        callbacks=[backup, Record()])  # fmt: skip
+    return {"accuracy": float(history.history["accuracy"][-1]), "workers": count}
+
+
+def test_distributed_training_resumes_from_its_checkpoint_after_a_worker_dies(project):
+    result = experiment.distributed(
+        train_mwms, {"epochs": 4, "kill_at": 2}, num_workers=2, project=project, seed=4
+    )
+    (trial,) = result.trials
+    assert trial.status == "succeeded" and trial.attempts == 2  # the stage ran again once
+    assert trial.metrics["workers"] == 2 and trial.metrics["accuracy"] > 0.7  # it learned (chance: 0.5)
+    checkpoints = project.fs.sub(f"Experiments/{result.run_id}/checkpoints/trial-0001")
+    for index in (0, 1):
+        epochs = checkpoints.read_text(f"epochs-{index}.log").split()
+        assert epochs == ["0", "1", "2", "2", "3"]  # restarted at epoch 2, not 0
+    workers = project.fs.sub(f"Experiments/{result.run_id}/trials/trial-0001")
+    assert set(workers.listdir()) >= {"worker-0", "worker-1"}
+    config = json.loads(workers.read_text("worker-1/params.json"))
+    assert (config["worker"], config["workers"]) == (1, 2)
+
+
+def test_distributed_needs_as_many_slots_as_workers(project):
+    with pytest.raises(experiment.ExperimentError, match="needs 3 task slots at once; the cluster has 2"):
+        experiment.distributed(train_mwms, num_workers=3, project=project)
