@@ -55,7 +55,7 @@ MAX_ATTEMPTS = 2  # a failing trial is retried once
 class ExperimentError(FjordError):
     """An experiment could not run, or none of its trials succeeded."""
 
-    exit_code = 8
+    exit_code = 10
 
 
 @dataclass

@@ -54,7 +54,7 @@ def test_an_unreachable_mlflow_stops_the_job_before_training(project, monkeypatc
     store.get_feature_view("fraud_demo", 1).create_training_data()
     monkeypatch.setenv("FJORD_MLFLOW__TRACKING_URI", "http://127.0.0.1:9")
     result = run_fjord_main("--project", "fraud")
-    assert result.returncode == 7
+    assert result.returncode == 9
     assert result.stderr.strip().count("\n") == 0 and "http://127.0.0.1:9 is unreachable" in result.stderr
     _nothing_trained()
 

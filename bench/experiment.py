@@ -1,0 +1,212 @@
+"""Experiment benchmarks: what running training through ``fjord.experiment`` costs and saves.
+
+One run, same machine, same Keras training function (an MLP on synthetic tabular data, one
+intra-op thread per trial: the two cores are the two task slots):
+
+- **launch overhead**: ``experiment.launch`` (Spark and MLflow already up, as in a notebook) against
+  the same function called directly in a fresh Python process (TensorFlow import included in both);
+- **parallel search**: a 16-trial random search on 2 executor slots against the same 16 trials run
+  one after another in one process;
+- **early stopping**: the same search with the median stopping rule, trial-seconds and best metric;
+- **distributed**: samples/s of ``experiment.distributed`` with 1 and 2 workers.
+
+    python -m bench.experiment [--epochs 6] [--rows 60000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+THREADS = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+SPACE = {"lr": (1e-4, 3e-2, "log"), "units": [32, 64, 128], "dropout": (0.0, 0.5)}
+
+
+def train(
+    lr: float = 1e-3, units: int = 64, dropout: float = 0.1, epochs: int = 6, rows: int = 60_000
+) -> dict:
+    """A plain Keras training function: validation AUC reported every epoch."""
+    import keras
+    import numpy as np
+
+    from fjord import experiment
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 20)).astype("float32")
+    logits = x[:, :5].sum(axis=1) - 0.5 * x[:, 5] * x[:, 6] - 2.5
+    y = (rng.random(rows) < 1 / (1 + np.exp(-logits))).astype("float32")
+    cut = int(rows * 0.8)
+    model = keras.Sequential(
+        [keras.layers.Dense(int(units), activation="relu"), keras.layers.Dropout(float(dropout)),
+         keras.layers.Dense(int(units), activation="relu"), keras.layers.Dense(1, activation="sigmoid")]
+    )  # fmt: skip
+    model.compile(
+        keras.optimizers.Adam(float(lr)), "binary_crossentropy", metrics=[keras.metrics.AUC(name="auc")]
+    )
+    auc = 0.0
+    for epoch in range(int(epochs)):
+        model.fit(x[:cut], y[:cut], batch_size=256, epochs=1, verbose=0)
+        auc = float(model.evaluate(x[cut:], y[cut:], batch_size=4096, verbose=0)[1])
+        experiment.report(epoch, {"auc": auc})
+    return {"auc": auc}
+
+
+def train_distributed(epochs: int = 3, rows: int = 200_000) -> dict:
+    """Data-parallel training under MultiWorkerMirroredStrategy; samples/s of the chief."""
+    import numpy as np
+    import tensorflow as tf
+
+    from fjord import experiment
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    index, count = experiment.worker()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 20)).astype("float32")
+    y = (x[:, :5].sum(axis=1) > 0).astype("float32")
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    batch = 256
+    data = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shard(count, index)
+        .batch(batch)
+        .repeat()
+        .with_options(options)
+    )
+    with strategy.scope():
+        model = tf.keras.Sequential(
+            [tf.keras.layers.Dense(128, activation="relu"), tf.keras.layers.Dense(128, activation="relu"),
+             tf.keras.layers.Dense(1, activation="sigmoid")]
+        )  # fmt: skip
+        model.compile("adam", "binary_crossentropy")
+    steps = rows // batch // count
+    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)  # warm-up: graph building, first collectives
+    start = time.perf_counter()
+    model.fit(data, epochs=epochs, steps_per_epoch=steps, verbose=0)
+    seconds = time.perf_counter() - start
+    return {"samples_per_s": steps * batch * count * epochs / seconds, "seconds": seconds}
+
+
+def direct(epochs: int, rows: int) -> float:
+    """Wall time of ``train`` in a fresh process, from start to return (TensorFlow import included)."""
+    code = (
+        "import time; t=time.perf_counter(); from bench.experiment import train; "
+        f"train(epochs={epochs}, rows={rows}); print(time.perf_counter()-t)"
+    )
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **THREADS}, check=True, capture_output=True
+    )
+    return time.perf_counter() - start
+
+
+def sequential(params: list[dict], epochs: int, rows: int) -> tuple[float, float]:
+    """The trials one after another in one process: (seconds, best auc)."""
+    code = (
+        "import json, sys, time; from bench.experiment import train; params = json.loads(sys.argv[1]); "
+        f"t=time.perf_counter(); aucs=[train(**p, epochs={epochs}, rows={rows})['auc'] for p in params]; "
+        "print(json.dumps([time.perf_counter()-t, max(aucs)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(params)], env={**os.environ, **THREADS}, check=True,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    seconds, best = json.loads(out.stdout.strip().splitlines()[-1])
+    return seconds, best
+
+
+def _trial_seconds(result) -> float:
+    return sum(t.seconds for t in result.trials)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--rows", type=int, default=60_000)
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--launch-rows", type=int, default=300_000, help="rows of the one-minute training")
+    args = parser.parse_args()
+    os.environ.setdefault("FJORD_HOME", str(ROOT / "bench" / ".data" / "experiment"))
+    os.environ["PYTHONPATH"] = f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+
+    from fjord import experiment
+    from fjord.experiment.tracking import tracking_uri
+    from fjord.projects import ensure_project
+    from fjord.spark import get_spark
+
+    project = ensure_project("bench")
+    get_spark(project)
+    tracking_uri()
+    common = {"project": project, "optimization_key": "auc", "seed": 7}
+    results: dict[str, dict] = {}
+
+    # 1. launch overhead on a one-minute training
+    fixed = {"epochs": args.epochs, "rows": args.launch_rows}
+    plain = direct(**fixed)
+    start = time.perf_counter()
+    experiment.launch(train, fixed, **common)
+    launched = time.perf_counter() - start
+    results["launch"] = {"direct_s": plain, "launch_s": launched, "overhead": launched / plain - 1}
+    print(
+        f"launch: direct {plain:.1f} s, experiment.launch {launched:.1f} s ({launched / plain - 1:+.1%})",
+        flush=True,
+    )
+
+    # 2. and 3. a 16-trial search: in parallel, without and with early stopping, and one after another
+    space = {**SPACE, "epochs": args.epochs, "rows": args.rows}
+    start = time.perf_counter()
+    full = experiment.random_search(train, space, samples=args.trials, early_stopping=False, **common)
+    parallel = time.perf_counter() - start
+    start = time.perf_counter()
+    stopped = experiment.random_search(train, space, samples=args.trials, **common)
+    with_stopping = time.perf_counter() - start
+    params = [{k: t.params[k] for k in SPACE} for t in full.trials]
+    one_by_one, best_sequential = sequential(params, args.epochs, args.rows)
+    results["search"] = {
+        "trials": args.trials,
+        "sequential_s": one_by_one,
+        "parallel_s": parallel,
+        "ratio": parallel / one_by_one,
+        "best_auc_sequential": best_sequential,
+        "best_auc_parallel": full.metrics["auc"],
+    }
+    results["early_stopping"] = {
+        "wall_s_without": parallel,
+        "wall_s_with": with_stopping,
+        "trial_s_without": _trial_seconds(full),
+        "trial_s_with": _trial_seconds(stopped),
+        "epochs_without": sum(t.steps for t in full.trials),
+        "epochs_with": sum(t.steps for t in stopped.trials),
+        "stopped": sum(t.status == "stopped" for t in stopped.trials),
+        "best_auc_without": full.metrics["auc"],
+        "best_auc_with": stopped.metrics["auc"],
+    }
+    print(
+        f"search: {json.dumps(results['search'])}\nearly stopping: {json.dumps(results['early_stopping'])}",
+        flush=True,
+    )
+
+    # 4. distributed, 1 and 2 workers
+    results["distributed"] = {}
+    for workers in (1, 2):
+        result = experiment.distributed(train_distributed, {}, num_workers=workers, **common)
+        results["distributed"][workers] = result.metrics
+        print(
+            f"distributed {workers} worker(s): {result.metrics['samples_per_s']:,.0f} samples/s", flush=True
+        )
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "experiment.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

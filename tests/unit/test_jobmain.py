@@ -1,0 +1,73 @@
+"""The shared stage entry point: options from a typed spec, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+from fjord.errors import NotFoundError
+from fjord.jobmain import run_job
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project: str
+    samples: int = Field(default=8, ge=1, description="trials")
+    optimize: bool = True
+
+
+@dataclass
+class Result:
+    spec: Spec
+
+    def summary(self) -> str:
+        return f"ran {self.spec.project} samples={self.spec.samples} optimize={self.spec.optimize}"
+
+
+def run(spec: Spec) -> Result:
+    if spec.project == "missing":
+        raise NotFoundError("unknown project 'missing'")
+    return Result(spec)
+
+
+def test_fields_become_options_with_defaults(capsys):
+    assert run_job(Spec, run, "doc", ["--project", "fraud"]) == 0
+    assert capsys.readouterr().out.strip() == "ran fraud samples=8 optimize=True"
+    assert run_job(Spec, run, "doc", ["--project", "fraud", "--samples", "3", "--no-optimize"]) == 0
+    assert capsys.readouterr().out.strip() == "ran fraud samples=3 optimize=False"
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (
+            ["--project", "fraud", "--samples", "0"],
+            2,
+            "error: --samples: Input should be greater than or equal to 1",
+        ),
+        (
+            ["--project", "fraud", "--samples", "x"],
+            2,
+            "error: --samples: Input should be a valid integer, unable to parse string as an integer",
+        ),
+        (["--project", "missing"], 3, "error: unknown project 'missing'"),
+    ],
+)
+def test_bad_input_is_one_line_and_an_exit_code(capsys, argv, code, message):
+    assert run_job(Spec, run, "doc", argv) == code
+    err = capsys.readouterr().err
+    assert err.strip() == message
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(NotFoundError):
+        run_job(Spec, run, "doc", ["--project", "missing", "--debug"])
+
+
+def test_a_required_field_is_a_required_option(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_job(Spec, run, "doc", [])
+    assert exit_.value.code == 2 and "--project" in capsys.readouterr().err
