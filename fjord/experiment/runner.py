@@ -216,7 +216,8 @@ def task_slots(spark: Any) -> int:
         if master.startswith("local-cluster"):
             workers, cores, _ = inner.split(",")
             return max(int(workers) * int(cores) // task_cpus, 1)
-        cores = os.cpu_count() or 1 if inner.split(",")[0] == "*" else int(inner.split(",")[0])
+        first = inner.split(",")[0]
+        cores = (os.cpu_count() or 1) if first == "*" else int(first)
         return max(cores // task_cpus, 1)
     executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1  # minus the driver
     cores = int(conf.get("spark.executor.cores", "1"))
