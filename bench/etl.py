@@ -119,6 +119,9 @@ def pandas_job(project_dir: Path) -> dict[str, float]:
     return {"rows": len(tx), "success": success}
 
 
+VARIANTS = ("validated", "unvalidated", "pandas")
+
+
 def _command(variant: str, home: Path) -> list[str]:
     job = [sys.executable, "-m", "jobs.etl.main", "--project", "fraud", "--batch", BATCH]
     if variant == "validated":
@@ -148,6 +151,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     args = parser.parse_args()
     results = {}
     for rows in args.sizes:
@@ -161,21 +165,26 @@ def main() -> None:
                 capture_output=True,
             )
         entry = {}
-        for name in ("validated", "unvalidated", "pandas"):
+        for name in args.variants:
             home = _fresh_home(source, name)
             entry[name] = _measure(_command(name, home), {**os.environ, "FJORD_HOME": str(home)})
             shutil.rmtree(home)
         results[rows] = entry
-        v, u, p = entry["validated"], entry["unvalidated"], entry["pandas"]
-        print(
-            f"{rows:>11,} rows | Fjord {rows / v['seconds']:>9,.0f} rows/s, {v['peak_rss_mb']:,.0f} MB | "
-            f"without GX {rows / u['seconds']:>9,.0f} rows/s | "
-            f"validation cost {v['seconds'] / u['seconds']:.2f}x | "
-            f"pandas {rows / p['seconds']:>9,.0f} rows/s, {p['peak_rss_mb']:,.0f} MB",
-            flush=True,
+        line = " | ".join(
+            f"{name} {rows / m['seconds']:,.0f} rows/s, {m['peak_rss_mb']:,.0f} MB"
+            for name, m in entry.items()
         )
+        if {"validated", "unvalidated"} <= set(entry):
+            line += (
+                f" | validation cost {entry['validated']['seconds'] / entry['unvalidated']['seconds']:.2f}x"
+            )
+        print(f"{rows:>11,} rows | {line}", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "etl.json").write_text(json.dumps(results, indent=2))
+    out = RESULTS / "etl.json"
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    for rows, entry in results.items():  # keep the other sizes' and variants' last figures
+        previous.setdefault(str(rows), {}).update(entry)
+    out.write_text(json.dumps(previous, indent=2))
 
 
 if __name__ == "__main__":

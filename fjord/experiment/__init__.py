@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fjord.config import get_settings
 from fjord.errors import ConfigError
-from fjord.experiment.runner import ExperimentError, ExperimentResult, ExperimentRun, TrialResult
 from fjord.experiment.space import SearchSpace, SearchSpaceError, parse_space
 from fjord.experiment.stopping import Direction, MedianStopping
 from fjord.experiment.trial import (
@@ -44,6 +43,28 @@ from fjord.experiment.trial import (
     worker,
 )
 from fjord.projects import Project, get_project
+
+if TYPE_CHECKING:
+    from fjord.experiment.runner import ExperimentResult, ExperimentRun, TrialResult
+
+_RUNNER_NAMES = ("ExperimentError", "ExperimentResult", "TrialResult")
+
+
+def __getattr__(name: str) -> Any:
+    # The driver side (Spark, MLflow, lineage) loads on first use: a trial process imports this
+    # package for report() and must start fast.
+    if name in _RUNNER_NAMES:
+        from fjord.experiment import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'fjord.experiment' has no attribute {name!r}")
+
+
+def _new_run(*args: Any, **kwargs: Any) -> ExperimentRun:
+    from fjord.experiment.runner import ExperimentRun
+
+    return ExperimentRun(*args, **kwargs)
+
 
 __all__ = [
     "ExperimentError",
@@ -96,7 +117,7 @@ def launch(
 ) -> ExperimentResult:
     """Run ``function(**params)`` once on an executor (retried once if it fails)."""
     params = dict(params or {})
-    run = ExperimentRun(
+    run = _new_run(
         _project(project),
         "launch",
         function,
@@ -132,7 +153,7 @@ def _search(
     parsed = parse_space(space)
     if not optimization_key or not isinstance(optimization_key, str):
         raise SearchSpaceError("a search needs optimization_key: the name of the metric to optimize")
-    run = ExperimentRun(
+    run = _new_run(
         _project(project),
         kind,
         function,
@@ -304,7 +325,7 @@ def distributed(
         raise SearchSpaceError(f"max_restarts must be a non-negative integer, not {max_restarts!r}")
     params = dict(params or {})
     extra = {"TF_USE_LEGACY_KERAS": "1"} if legacy_keras else {}
-    run = ExperimentRun(
+    run = _new_run(
         _project(project),
         "distributed",
         function,

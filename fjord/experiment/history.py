@@ -75,7 +75,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 def rerun(run_id: str, overrides: Mapping[str, Any] | None = None) -> ExperimentResult:
     """Run experiment ``run_id`` again: same function, inputs, options and seed; ``overrides`` replace
     parameters (for a search: fix them to one value)."""
-    from pyspark import cloudpickle
+    import cloudpickle
 
     from fjord import experiment
 
@@ -90,9 +90,16 @@ def rerun(run_id: str, overrides: Mapping[str, Any] | None = None) -> Experiment
         "env": saved.get("env") or None,
         "parent_run_id": run_id,
     }
-    if saved["kind"] == "launch":
+    if saved["kind"] in ("launch", "distributed"):
         params = {**definition["params"], **(overrides or {})}
-        return experiment.launch(function, params, optimization_key=saved["optimization_key"], **options)
+        if saved["kind"] == "launch":
+            return experiment.launch(function, params, optimization_key=saved["optimization_key"], **options)
+        env = dict(options.pop("env") or {})
+        legacy = env.pop("TF_USE_LEGACY_KERAS", None) == "1"
+        return experiment.distributed(
+            function, params, num_workers=definition["num_workers"], max_restarts=definition["max_restarts"],
+            optimization_key=saved["optimization_key"], legacy_keras=legacy, env=env or None, **options,
+        )  # fmt: skip
     space = {**experiment.space_from_description(definition.pop("space")), **(overrides or {})}
     options.update(
         direction=saved["direction"],

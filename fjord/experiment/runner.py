@@ -265,7 +265,7 @@ class ExperimentRun:
 
     # The whole run: set up, let ``body`` launch trials, record how it ended.
     def run(self, body: Callable[[ExperimentRun], None]) -> ExperimentResult:
-        from pyspark import cloudpickle
+        import cloudpickle
 
         from fjord.spark import get_spark
 

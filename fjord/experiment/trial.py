@@ -194,7 +194,7 @@ def main(argv: list[str]) -> int:
     """Run one attempt (``argv``: experiment URI, trial id, working directory): load the function and
     parameters, call, write ``result.json``."""
     global _current
-    from pyspark import cloudpickle
+    import cloudpickle  # not pyspark's copy: importing pyspark would cost every trial a second
 
     _current = trial = _Trial(*argv)
     trial.workdir.mkdir(parents=True, exist_ok=True)
