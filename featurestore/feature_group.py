@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from featurestore.engines.duckdb import connect_duckdb
 from featurestore.errors import FeatureStoreError, FeatureStorePermissionError, SchemaError
 from featurestore.offline import DeltaOfflineStore, Snapshot
 from featurestore.registry import CommitRecord, GroupRecord
@@ -318,7 +318,7 @@ class _Staged:
         self._staging: str | None = None
 
     def __enter__(self) -> _Staged:
-        self.con = duckdb.connect(config={"threads": 2})
+        self.con = connect_duckdb()
         data = self.data
         if type(data).__module__.startswith("pyspark.sql"):
             fs = self.group._store.project.fs

@@ -103,6 +103,10 @@ class FeatureStoreSettings(_Section):
         default="sqlite", description="sqlite: embedded; redis: redis.url (pipelined reads)."
     )
     online_sqlite_path: Path | None = Field(default=None, description="Default: $FJORD_HOME/online.db.")
+    duckdb_memory_limit: str = Field(
+        default="2GB",
+        description="DuckDB's memory cap in joins and inserts; past it DuckDB spills.",
+    )
 
 
 class EnvironmentSettings(_Section):

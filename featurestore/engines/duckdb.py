@@ -23,14 +23,24 @@ def _files(source: Source) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
+def connect_duckdb() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with bounded memory: past ``featurestore.duckdb_memory_limit`` it spills
+    to ``$FJORD_HOME/duckdb-tmp`` (DuckDB's own default is 80 % of the machine's memory)."""
+    settings = get_settings()
+    return duckdb.connect(
+        config={
+            "threads": 2,
+            "memory_limit": settings.featurestore.duckdb_memory_limit,
+            "temp_directory": str(settings.home / "duckdb-tmp"),
+        }
+    )
+
+
 class DuckDBJoinEngine(JoinEngine):
     name = "duckdb"
 
     def _connect(self, plan: JoinPlan) -> duckdb.DuckDBPyConnection:
-        settings = get_settings()
-        con = duckdb.connect(
-            config={"threads": 2, "memory_limit": "4GB", "temp_directory": str(settings.home / "duckdb-tmp")}
-        )
+        con = connect_duckdb()
         for source in (plan.left, *plan.joins):
             remote = next((f for f in source.files if not f.startswith("file://")), None)
             if remote is not None:  # s3:// or hdfs://: read through Fjord's fsspec filesystem
