@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m bench.foundation
 	$(VENV)/bin/python -m bench.featurestore
 	$(VENV)/bin/python -m bench.etl
+	$(VENV)/bin/python -m bench.experiment
 
 clean:
 	rm -rf $(VENV) .pytest_cache
