@@ -130,14 +130,14 @@ def launch(
         env=env,
         parent_run_id=parent_run_id,
     )
-    return run.run(lambda r: r.trials([params]) and None)
+    return run.run(lambda r: r.trials([params]))
 
 
 def _search(
     kind: str,
     function: Function,
     space: Mapping[str, Any],
-    body: Callable[[ExperimentRun, SearchSpace, random.Random], None],
+    body: Callable[[ExperimentRun, SearchSpace, random.Random], object],
     definition: dict[str, Any],
     *,
     name: str,
@@ -200,7 +200,7 @@ def grid_search(
     """Every combination of the listed values; the best by ``optimization_key``."""
     grid = parse_space(space).grid()  # checked before anything starts
     return _search(
-        "grid_search", function, space, lambda r, s, rng: r.trials(grid) and None, {"trials": len(grid)},
+        "grid_search", function, space, lambda r, s, rng: r.trials(grid), {"trials": len(grid)},
         name=name, project=project, direction=direction, optimization_key=optimization_key,
         early_stopping=early_stopping, seed=seed, parallel=parallel, env=env, parent_run_id=parent_run_id,
     )  # fmt: skip
@@ -338,4 +338,4 @@ def distributed(
         env={**extra, **(env or {})},
         parent_run_id=parent_run_id,
     )
-    return run.run(lambda r: r.distributed(params, num_workers, max_restarts) and None)
+    return run.run(lambda r: r.distributed(params, num_workers, max_restarts))

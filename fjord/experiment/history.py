@@ -113,4 +113,4 @@ def rerun(run_id: str, overrides: Mapping[str, Any] | None = None) -> Experiment
         "random_search": experiment.random_search,
         "differential_evolution": experiment.differential_evolution,
     }[saved["kind"]]
-    return search(function, space, **definition, **options)  # type: ignore[operator]
+    return search(function, space, **definition, **options)

@@ -264,7 +264,7 @@ class ExperimentRun:
         self._lock = threading.Lock()
 
     # The whole run: set up, let ``body`` launch trials, record how it ended.
-    def run(self, body: Callable[[ExperimentRun], None]) -> ExperimentResult:
+    def run(self, body: Callable[[ExperimentRun], object]) -> ExperimentResult:
         import cloudpickle
 
         from fjord.spark import get_spark
