@@ -8,7 +8,6 @@ the same inputs and seed, so a seeded run reproduces its metrics; ``overrides`` 
 from __future__ import annotations
 
 import json
-import posixpath
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,12 +48,7 @@ def fetch_output(run_id: str, destination: str | Path) -> Path:
     """Copy the experiment's files (trials, models, logs, TensorBoard events) to ``destination``."""
     _, fs = _directory(run_id)
     target = Path(destination) / run_id
-    for directory, _, files in fs.backend.fs.walk(fs.path()):
-        rel = posixpath.relpath(directory, fs.path())
-        for name in files:
-            local = target / rel / name
-            local.parent.mkdir(parents=True, exist_ok=True)
-            fs.backend.fs.get_file(posixpath.join(directory, name), str(local))
+    fs.download("", target)
     return target
 
 

@@ -124,6 +124,16 @@ class SharedFS:
         """Write a whole file atomically: readers see the old content or the new, never a part."""
         self._put_atomically(rel, lambda path: self.backend.fs.pipe_file(path, data))
 
+    def download(self, rel: str, local_dir: str | os.PathLike[str]) -> None:
+        """Copy the tree at ``rel`` (every file, hidden ones too) into the local directory ``local_dir``."""
+        base = self.path(rel)
+        for directory, _, files in self.backend.fs.walk(base):
+            sub = posixpath.relpath(directory, base)
+            for name in files:
+                target = os.path.join(local_dir, sub, name)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                self.backend.fs.get_file(posixpath.join(directory, name), target)
+
     def upload(self, local_path: str, rel: str) -> None:
         """Copy a local file to ``rel`` atomically (streamed, not read into memory)."""
         self._put_atomically(rel, lambda path: self.backend.fs.put_file(local_path, path))

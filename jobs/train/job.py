@@ -179,7 +179,7 @@ def run(spec: TrainSpec) -> TrainResult:
             local = Path(tmp)
             for name in ("val_scores.npy", "features.json"):
                 local.joinpath(name).write_bytes(trial_dir.read_bytes(name))
-            _download(trial_dir, "model", local / "model")
+            trial_dir.download("model", local / "model")
             splits = load_splits(spec.project, spec.feature_view, spec.feature_view_version, version,
                                  spec.test_size, spec.val_size)  # fmt: skip
             threshold = best_f1_threshold(splits.y_val, np.load(local / "val_scores.npy"))
@@ -212,15 +212,6 @@ def run(spec: TrainSpec) -> TrainResult:
             search=search.run_id,
             trials=counts,
         )
-
-
-def _download(fs: SharedFS, rel: str, local: Path) -> None:
-    base = fs.path(rel)
-    for directory, _, files in fs.backend.fs.walk(base):
-        for name in files:
-            target = local / Path(directory[len(base) :].lstrip("/")) / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fs.backend.fs.get_file(f"{directory}/{name}", str(target))
 
 
 def _register(

@@ -54,6 +54,16 @@ def test_publish_contract(root: SharedFS, tmp_path) -> None:
     assert root.read_bytes("Environments/archive.tar.gz") == local.read_bytes()
 
 
+def test_download_copies_a_tree_with_hidden_files(root: SharedFS, tmp_path) -> None:
+    root.write_text("model/saved_model.pb", "graph")
+    root.write_text("model/variables/variables.index", "index")
+    root.write_text("model/.fingerprint", "fp")
+    root.download("model", tmp_path / "out")
+    found = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert found == {"saved_model.pb", "variables/variables.index", ".fingerprint"}
+    assert (tmp_path / "out" / "variables" / "variables.index").read_text() == "index"
+
+
 def test_paths_stay_inside(root: SharedFS) -> None:
     for bad in ("../x", "/abs", "s3://other/key", "a/../../x"):
         with pytest.raises(PathEscapeError):
