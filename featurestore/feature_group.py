@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
-from featurestore.engines.duckdb import connect_duckdb
+from featurestore.engines.duckdb import connect_duckdb, read_parquet_sql
 from featurestore.errors import FeatureStoreError, FeatureStorePermissionError, SchemaError
-from featurestore.offline import DeltaOfflineStore, Snapshot
+from featurestore.offline import Committed, DeltaOfflineStore, Snapshot
 from featurestore.registry import CommitRecord, GroupRecord
 from featurestore.schema import Feature, check_insert, features_of, normal_schema, normalise
 from featurestore.statistics import compute_statistics
@@ -135,7 +135,6 @@ class FeatureGroup(Versioned):
             new_fields = self._validate(staged)
             statistics = compute_statistics(staged.con, "incoming", staged.schema)
             previous = self.snapshot().version if self.exists() else None
-            evolve = bool(new_fields) and previous is not None
             with contextlib.ExitStack() as stack:
                 if run is None:
                     run = stack.enter_context(
@@ -148,17 +147,16 @@ class FeatureGroup(Versioned):
                     )
                 if previous is not None:
                     run.add_input(self.location, str(previous), kind="feature_group")
-                version = self._commit(staged, run.run_id, evolve)
-                run.add_output(self.location, str(version), kind="feature_group")
-            self._record_commit(version, staged, statistics, run.run_id)
+                committed = staged.commit(
+                    [*self.primary_key, self.event_time],
+                    {"fjord.run_id": run.run_id},
+                    new_fields if previous is not None else None,
+                )
+                run.add_output(self.location, str(committed.version), kind="feature_group")
+            self._record_commit(committed, staged, statistics, run.run_id)
             if self.online_enabled:
                 self._write_online(staged)
-        return version
-
-    def _commit(self, staged: _Staged, run_id: str, evolve: bool) -> int:
-        return DeltaOfflineStore(self.location).commit(
-            staged.reader(), [*self.primary_key, self.event_time], {"fjord.run_id": run_id}, evolve=evolve
-        )
+        return committed.version
 
     def _validate(self, staged: _Staged) -> list[pa.Field]:
         if staged.rows == 0:
@@ -184,10 +182,12 @@ class FeatureGroup(Versioned):
     def exists(self) -> bool:
         return DeltaOfflineStore(self.location).exists()
 
-    def _record_commit(self, version: int, staged: _Staged, statistics: dict[str, Any], run_id: str) -> None:
-        history = DeltaOfflineStore(self.location).history()
-        entry = next(h for h in history if h["version"] == version)
-        metrics = entry.get("operationMetrics") or {}
+    def _record_commit(
+        self, committed: Committed, staged: _Staged, statistics: dict[str, Any], run_id: str
+    ) -> None:
+        entry = next(
+            h for h in DeltaOfflineStore(self.location).history() if h["version"] == committed.version
+        )
         features = None
         known = {f.name for f in self.schema}
         if not known or set(staged.schema.names) - known:
@@ -198,11 +198,11 @@ class FeatureGroup(Versioned):
             ]
             features = [*self.schema, *added]
         commit = CommitRecord(
-            commit_id=version,
+            commit_id=committed.version,
             committed_at=datetime.fromtimestamp(entry["timestamp"] / 1000, UTC),
             rows=staged.rows,
-            rows_inserted=metrics.get("num_target_rows_inserted", metrics.get("num_added_rows", staged.rows)),
-            rows_updated=metrics.get("num_target_rows_updated", 0),
+            rows_inserted=staged.rows - committed.rows_updated,
+            rows_updated=committed.rows_updated,
             run_id=run_id,
             statistics=statistics,
         )
@@ -213,13 +213,23 @@ class FeatureGroup(Versioned):
     def _write_online(self, staged: _Staged) -> None:
         keys = ", ".join(_q(k) for k in self.primary_key)
         values = [n for n in staged.schema.names if n not in self.primary_key]
-        payload = ", ".join(f"{_q(n)}: {_q(n)}" for n in values)
-        # DuckDB encodes the rows; the newest row per key is all the online store keeps.
+        payload = "{" + ", ".join(f"{_q(n)}: {_q(n)}" for n in values) + "}"
+        event_time = _q(self.event_time)
+        distinct = staged.con.execute(
+            f"SELECT count(*) FROM (SELECT DISTINCT {keys} FROM incoming)"
+        ).fetchone()[0]
+        if distinct == staged.rows:
+            newest = f"SELECT {keys}, {event_time}, {payload} AS value FROM incoming"
+        else:  # the online store keeps the newest row per key (arg_max spills; a window would not)
+            newest = (
+                f"SELECT {keys}, max({event_time}) AS {event_time}, "
+                f"arg_max({payload}, {event_time}) AS value FROM incoming GROUP BY ALL"
+            )
+        # DuckDB encodes the rows, and sorts them (spilling past its cap) in key order: B-tree stores
+        # then append instead of splitting pages at random.
         cursor = staged.con.execute(
-            f"SELECT to_json([{keys}])::VARCHAR, epoch_us({_q(self.event_time)}), "
-            f"to_json({{{payload}}})::VARCHAR FROM incoming "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {_q(self.event_time)} DESC) = 1 "
-            "ORDER BY 1"  # in key order: B-tree stores append instead of splitting pages at random
+            f"SELECT to_json([{keys}])::VARCHAR, epoch_us({event_time}), to_json(value)::VARCHAR "
+            f"FROM ({newest}) ORDER BY 1"
         )
 
         def rows() -> Iterator[tuple[str, int, bytes]]:
@@ -306,65 +316,72 @@ def _parse_time(text: str) -> datetime:
 
 
 class _Staged:
-    """Incoming data made available to DuckDB (validation, statistics, online rows) and to delta-rs.
+    """Incoming data, made available to DuckDB (validation, statistics, online rows), then committed.
 
-    pandas and pyarrow data stay in memory as Arrow. A Spark DataFrame is written by its executors to a
-    hidden staging directory in the project (never collected to the driver) and streamed from there.
+    A Spark DataFrame is cast to the normal types and written by its executors straight into a new
+    directory of the feature group's table, never collected to the driver: DuckDB reads those files,
+    and the commit adds them to the table as they are. pandas and pyarrow data stay in memory as
+    Arrow until the commit writes them as one file. If the insert fails, the directory goes.
     """
 
     def __init__(self, group: FeatureGroup, data: Any) -> None:
-        self.group = group
         self.data = data
-        self._staging: str | None = None
+        self.table = DeltaOfflineStore(group.location)
+        self.event_time = group.event_time
+        self.stage = f"insert-{uuid.uuid4().hex}"  # not _-prefixed: Delta tools skip hidden paths
+        self._committed = False
 
     def __enter__(self) -> _Staged:
         self.con = connect_duckdb()
         data = self.data
+        self._table: pa.Table | None = None
         if type(data).__module__.startswith("pyspark.sql"):
-            fs = self.group._store.project.fs
-            self._staging = f"FeatureStore/_staging/{uuid.uuid4().hex}"
-            data.write.parquet(fs.spark_uri(self._staging))
-            files = [f for f in fs.backend.fs.find(fs.path(self._staging)) if f.endswith(".parquet")]
-            dataset = ds.dataset(files, filesystem=fs.backend.fs, format="parquet")
-            self.schema = normal_schema(dataset.schema)
-            self._dataset: ds.Dataset | None = dataset
-            self.con.register("incoming_raw", dataset)
-            self.con.execute(f"CREATE VIEW incoming AS SELECT {self._casts()} FROM incoming_raw")
+            fs = self.table.fs
+            _normal_spark(data).write.parquet(fs.spark_uri(self.stage))
+            files = [fs.uri(f) for f in fs.find(self.stage, suffix=".parquet")]
+            with fs.open(fs.find(self.stage, suffix=".parquet")[0]) as handle:
+                self.schema = normal_schema(pq.read_schema(handle))
+            self.con.execute(f"CREATE VIEW incoming AS SELECT * FROM {read_parquet_sql(self.con, files)}")
         else:
-            table = _to_arrow(data)
-            self._dataset = None
-            self._table = normalise(table)
+            self._table = normalise(_to_arrow(data))
             self.schema = self._table.schema
             self.con.register("incoming", self._table)
         self.rows = self.con.execute("SELECT count(*) FROM incoming").fetchone()[0]
         return self
 
-    def _casts(self) -> str:
-        parts = []
-        for field in self.schema:
-            sql_type = "TIMESTAMPTZ" if pa.types.is_timestamp(field.type) else None
-            if sql_type is None and pa.types.is_integer(field.type):
-                sql_type = "BIGINT"
-            if sql_type is None and pa.types.is_floating(field.type):
-                sql_type = "DOUBLE"
-            parts.append(f"{_q(field.name)}::{sql_type} AS {_q(field.name)}" if sql_type else _q(field.name))
-        return ", ".join(parts)
-
-    def reader(self) -> pa.RecordBatchReader:
-        """The data as normalised Arrow batches, streamed."""
-        if self._dataset is None:
-            return self._table.to_reader()
-        batches = (
-            normalise(pa.Table.from_batches([b])).to_batches()[0]
-            for b in self._dataset.to_batches()
-            if b.num_rows
+    def commit(
+        self, keys: list[str], metadata: dict[str, str], new_fields: list[pa.Field] | None
+    ) -> Committed:
+        """Upsert the rows on ``keys`` as one commit of the table."""
+        if self._table is not None:
+            with self.table.fs.open(f"{self.stage}/part-00000.parquet", "wb") as handle:
+                pq.write_table(self._table, handle)
+        committed = self.table.commit(
+            self.con, "incoming", self.stage, keys, self.event_time, metadata, new_fields=new_fields
         )
-        return pa.RecordBatchReader.from_batches(self.schema, batches)
+        self._committed = True
+        return committed
 
     def __exit__(self, *exc: object) -> None:
         self.con.close()
-        if self._staging is not None:
-            self.group._store.project.fs.rm(self._staging, recursive=True)
+        if not self._committed and self.table.fs.exists(self.stage):
+            self.table.fs.rm(self.stage, recursive=True)
+
+
+def _normal_spark(frame: Any) -> Any:
+    """``frame`` with its columns cast in Spark to the normal types (see :mod:`featurestore.schema`),
+    so that the files its executors write can join the table as they are."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    casts = {T.ByteType: "bigint", T.ShortType: "bigint", T.IntegerType: "bigint", T.FloatType: "double"}
+    casts[T.TimestampNTZType] = "timestamp"  # naive: taken as UTC (the session's time zone)
+    columns = []
+    for field in frame.schema.fields:
+        column = F.col(f"`{field.name.replace('`', '``')}`")
+        target = casts.get(type(field.dataType))
+        columns.append(column.cast(target).alias(field.name) if target else column)
+    return frame.select(*columns)
 
 
 def _to_arrow(data: Any) -> pa.Table:

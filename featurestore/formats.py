@@ -1,11 +1,32 @@
-"""Training dataset formats beyond Parquet: TFRecord files of ``tf.train.Example``, for tf.data input."""
+"""File formats: streamed Parquet writing, and TFRecord files of ``tf.train.Example`` for tf.data input."""
 
 from __future__ import annotations
 
+from typing import IO, Any
+
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
+from featurestore.schema import normalise
 from fjord.fs import SharedFS
+
+
+def write_parquet(reader: pa.RecordBatchReader, handle: IO[Any]) -> int:
+    """Stream ``reader``'s batches, normalised, into one Parquet file at ``handle``; rows written.
+
+    Memory holds one batch at a time. With no rows, the file is still valid: empty, with the schema.
+    """
+    writer, rows = None, 0
+    for batch in reader:
+        table = normalise(pa.Table.from_batches([batch]))
+        writer = writer or pq.ParquetWriter(handle, table.schema)
+        writer.write_table(table)
+        rows += table.num_rows
+    if writer is None:
+        writer = pq.ParquetWriter(handle, normalise(reader.schema.empty_table()).schema)
+    writer.close()
+    return rows
 
 
 def _feature(tf, value: object, type_: pa.DataType):  # type: ignore[no-untyped-def]

@@ -1,23 +1,44 @@
 """The offline store: one Delta Lake table per feature group version, on the shared filesystem.
 
-delta-rs gives atomic commits (a reader sees a whole commit or none of it), time travel by version or
-timestamp, and MERGE for upserts on (primary key, event time), without any Spark-side jars. Readers
-go through a snapshot's file list, never the directory: the directory also holds files that later
-commits removed (``shared/STACK_NOTES.md``).
+delta-rs gives atomic commits (a reader sees a whole commit or none of it) and time travel by version or
+timestamp, without any Spark-side jars. Readers go through a snapshot's file list, never the directory:
+the directory also holds files that later commits removed (``shared/STACK_NOTES.md``).
+
+Writes never pass through delta-rs' writer. The incoming rows are written as Parquet straight into a
+new directory of the table (by Spark's executors, or by pyarrow), and one Delta transaction adds those
+files. An upsert is copy-on-write, done by DuckDB within its memory cap: the table's files that hold a
+key being written are rewritten without those rows, and the same transaction removes the old files.
+Memory stays bounded whatever the size of the data, and Spark's files are committed without a copy.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
+import duckdb
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
+from featurestore.engines.duckdb import read_parquet_sql
+from featurestore.formats import write_parquet
+from featurestore.schema import normal_schema
 from fjord.config import get_settings
 from fjord.errors import NotFoundError
+from fjord.fs import SharedFS
+
+_REWRITE_BATCH_ROWS = 128_000
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def storage_options(uri: str) -> dict[str, str] | None:
@@ -41,6 +62,14 @@ def _as_uri(path: str) -> str:
 
 
 @dataclass(frozen=True)
+class Committed:
+    """What a commit made: the table version, and how many existing rows it replaced."""
+
+    version: int
+    rows_updated: int
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """One version of a feature group's table: what every reader reads."""
 
@@ -55,6 +84,7 @@ class DeltaOfflineStore:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
+        self.fs = SharedFS(uri)
         self._options = storage_options(uri)
 
     def exists(self) -> bool:
@@ -62,35 +92,99 @@ class DeltaOfflineStore:
 
     def commit(
         self,
-        data: pa.Table | pa.RecordBatchReader,
+        con: duckdb.DuckDBPyConnection,
+        incoming: str,
+        stage: str,
         keys: list[str],
+        event_time: str,
         metadata: dict[str, str],
         *,
-        evolve: bool,
-    ) -> int:
-        """Upsert ``data`` on ``keys`` as one commit; its version. ``evolve`` adds new columns."""
+        new_fields: list[pa.Field] | None = None,
+    ) -> Committed:
+        """Upsert on ``keys`` the rows of the Parquet files under ``stage`` as one commit.
+
+        ``stage`` is a directory of the table (relative to it) whose files hold the rows; ``incoming``
+        names the same rows as a relation in ``con``. Rows of the table with a key among them are
+        replaced. ``new_fields`` are columns the table gains (nullable, null in the older rows).
+        """
+        files = self.fs.find(stage, suffix=".parquet")
+        with self.fs.open(files[0]) as handle:
+            schema = normal_schema(pq.read_schema(handle))  # every column nullable
         properties = CommitProperties(custom_metadata=metadata)
+        adds = [self._add_action(f) for f in files]
         if not self.exists():
-            write_deltalake(
-                self.uri, data, mode="append", storage_options=self._options, commit_properties=properties
+            create_table_with_add_actions(
+                self.uri,
+                DeltaSchema.from_arrow(schema),  # type: ignore[arg-type]
+                adds,
+                mode="error",
+                storage_options=self._options,
+                commit_properties=properties,
             )
-        else:
-            table = DeltaTable(self.uri, storage_options=self._options)
-            predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
-            (
-                table.merge(
-                    data,
-                    predicate=predicate,
-                    source_alias="s",
-                    target_alias="t",
-                    merge_schema=evolve,
-                    commit_properties=properties,
-                )
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute()
+            return Committed(self._table().version(), 0)
+        table = self._table()
+        if new_fields:
+            table.alter.add_columns(
+                DeltaSchema.from_arrow(pa.schema(new_fields)).fields,  # type: ignore[arg-type]
+                commit_properties=properties,
             )
-        return DeltaTable(self.uri, storage_options=self._options).version()
+        removes, rewrites, updated = self._replace_matches(con, table, incoming, stage, keys, event_time)
+        table.create_write_transaction(
+            [*removes, *rewrites, *adds],
+            mode="append",
+            schema=table.schema(),
+            commit_properties=properties,
+        )
+        return Committed(self._table().version(), updated)
+
+    def _replace_matches(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: DeltaTable,
+        incoming: str,
+        stage: str,
+        keys: list[str],
+        event_time: str,
+    ) -> tuple[list[RemoveAction], list[AddAction], int]:
+        """Remove actions for the table's files holding a key of ``incoming``, add actions for those
+        files rewritten without these rows, and how many rows the upsert replaces."""
+        lo, hi = con.execute(
+            f"SELECT min({_q(event_time)}), max({_q(event_time)}) FROM {incoming}"
+        ).fetchone()
+        candidates = _files_overlapping(table, event_time, lo, hi)
+        if not candidates:  # a new day's data: nothing to replace, nothing to read
+            return [], [], 0
+        uris = {self.fs.uri(c["path"]).removeprefix("file://"): c for c in candidates}
+        on = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in keys)
+        key_list = ", ".join(_q(k) for k in keys)
+        matched = con.execute(
+            f"SELECT t.filename, count(*) FROM {read_parquet_sql(con, list(uris), filename='true')} t "
+            f"SEMI JOIN (SELECT {key_list} FROM {incoming}) s ON {on} GROUP BY t.filename"
+        ).fetchall()
+        now = int(time.time() * 1000)
+        removes, rewrites, updated = [], [], 0
+        for i, (filename, count) in enumerate(sorted(matched)):
+            old = uris[filename]
+            updated += count
+            removes.append(RemoveAction(old["path"], True, now, old["size_bytes"], {}))  # type: ignore[call-arg]
+            if count == old["num_records"]:
+                continue  # every row is replaced: the file just goes
+            kept = con.sql(
+                f"SELECT t.* FROM {read_parquet_sql(con, [filename])} t "
+                f"ANTI JOIN (SELECT {key_list} FROM {incoming}) s ON {on}"
+            ).to_arrow_reader(_REWRITE_BATCH_ROWS)
+            rewritten = f"{stage}/rewritten-{i:05d}.parquet"
+            with self.fs.open(rewritten, "wb") as handle:
+                write_parquet(kept, handle)
+            rewrites.append(self._add_action(rewritten))
+        return removes, rewrites, updated
+
+    def _add_action(self, rel: str) -> AddAction:
+        """A Delta add action for the table's Parquet file ``rel``, with statistics from its footer."""
+        with self.fs.open(rel) as handle:
+            metadata = pq.ParquetFile(handle).metadata
+        size = int(self.fs.backend.fs.size(self.fs.path(rel)))
+        return AddAction(rel, size, {}, int(time.time() * 1000), True, json.dumps(_file_stats(metadata)))
 
     def _table(self, as_of: int | datetime | None = None) -> DeltaTable:
         try:
@@ -122,3 +216,41 @@ class DeltaOfflineStore:
     def history(self) -> list[dict[str, Any]]:
         """Every commit, newest first: version, timestamp, operation, metrics, Fjord's metadata."""
         return self._table().history()
+
+
+def _files_overlapping(table: DeltaTable, event_time: str, lo: Any, hi: Any) -> list[dict[str, Any]]:
+    """The table's files whose event times may fall in [lo, hi]: an upsert can only match rows with
+    an equal event time, so a file whose recorded range lies outside cannot hold a match."""
+    files = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    low, high = f"min.{event_time}", f"max.{event_time}"
+    return [
+        f for f in files if f.get(low) is None or f.get(high) is None or not (f[high] < lo or f[low] > hi)
+    ]
+
+
+def _stat_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _file_stats(metadata: pq.FileMetaData) -> dict[str, Any]:
+    """Delta file statistics (rows; min, max and nulls of numeric and time columns) from a footer."""
+    schema = metadata.schema.to_arrow_schema()
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for index, field in enumerate(schema):
+        kind = field.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_temporal(kind)):
+            continue
+        columns = [metadata.row_group(g).column(index).statistics for g in range(metadata.num_row_groups)]
+        if not columns or any(c is None or not c.has_min_max or not c.has_null_count for c in columns):
+            continue
+        mins[field.name] = _stat_value(min(c.min for c in columns))
+        maxs[field.name] = _stat_value(max(c.max for c in columns))
+        nulls[field.name] = sum(c.null_count for c in columns)
+    return {"numRecords": metadata.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from featurestore.engines.base import JoinEngine, JoinPlan, Source
+from featurestore.formats import write_parquet
 from featurestore.schema import normalise
 from fjord.config import get_settings
 from fjord.fs import SharedFS, backend_for
@@ -18,20 +18,37 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _files(source: Source) -> str:
-    paths = [f[len("file://") :] if f.startswith("file://") else f for f in source.files]
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+def read_parquet_sql(
+    con: duckdb.DuckDBPyConnection, uris: list[str] | tuple[str, ...], **options: str
+) -> str:
+    """SQL that reads the Parquet files ``uris`` in ``con``, with ``union_by_name`` and ``options``.
+
+    Local files are read by DuckDB itself; ``s3://`` and ``hdfs://`` files through Fjord's fsspec
+    filesystem, registered with ``con`` on first use.
+    """
+    for uri in uris:
+        if not uri.startswith("file://") and "://" in uri:
+            fs = backend_for(uri).fs
+            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+            if protocol not in con.list_filesystems():  # DuckDB names it by the first protocol
+                con.register_filesystem(fs)
+    paths = [u[len("file://") :] if u.startswith("file://") else u for u in uris]
+    listed = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+    extra = "".join(f", {key} = {value}" for key, value in options.items())
+    return f"read_parquet({listed}, union_by_name = true{extra})"
 
 
 def connect_duckdb() -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with bounded memory: past ``featurestore.duckdb_memory_limit`` it spills
     to ``$FJORD_HOME/duckdb-tmp`` (DuckDB's own default is 80 % of the machine's memory)."""
     settings = get_settings()
+    spill = settings.home / "duckdb-tmp"
+    spill.mkdir(parents=True, exist_ok=True)
     return duckdb.connect(
         config={
             "threads": 2,
             "memory_limit": settings.featurestore.duckdb_memory_limit,
-            "temp_directory": str(settings.home / "duckdb-tmp"),
+            "temp_directory": str(spill),
         }
     )
 
@@ -39,30 +56,24 @@ def connect_duckdb() -> duckdb.DuckDBPyConnection:
 class DuckDBJoinEngine(JoinEngine):
     name = "duckdb"
 
-    def _connect(self, plan: JoinPlan) -> duckdb.DuckDBPyConnection:
-        con = connect_duckdb()
-        for source in (plan.left, *plan.joins):
-            remote = next((f for f in source.files if not f.startswith("file://")), None)
-            if remote is not None:  # s3:// or hdfs://: read through Fjord's fsspec filesystem
-                con.register_filesystem(backend_for(remote).fs)
-        return con
-
-    def _read(self, source: Source, columns: list[str]) -> tuple[str, pa.Table | None]:
+    def _read(
+        self, con: duckdb.DuckDBPyConnection, source: Source, columns: list[str]
+    ) -> tuple[str, pa.Table | None]:
         if not source.files:  # a table with no data files: an empty relation of the right shape
             assert source.schema is not None
             empty = pa.Table.from_batches([], schema=source.schema)
             return f"(SELECT {', '.join(_q(c) for c in columns)} FROM empty_{id(empty)})", empty
         cols = ", ".join(_q(c) for c in columns)
-        return f"(SELECT {cols} FROM read_parquet({_files(source)}, union_by_name = true))", None
+        return f"(SELECT {cols} FROM {read_parquet_sql(con, source.files)})", None
 
-    def sql(self, plan: JoinPlan) -> tuple[str, dict[str, pa.Table]]:
-        """The query for ``plan`` and the empty tables it refers to."""
+    def sql(self, con: duckdb.DuckDBPyConnection, plan: JoinPlan) -> tuple[str, dict[str, pa.Table]]:
+        """The query for ``plan`` in ``con`` and the empty tables it refers to."""
         empties: dict[str, pa.Table] = {}
         left = plan.left
         left_keys = [k for k, _ in left.keys]
         join_keys = [lk for source in plan.joins for lk, _ in source.keys]  # read even if not selected
         left_cols = list(dict.fromkeys([*left_keys, left.event_time, *left.columns, *join_keys]))
-        relation, empty = self._read(left, left_cols)
+        relation, empty = self._read(con, left, left_cols)
         if empty is not None:
             empties[f"empty_{id(empty)}"] = empty
         where = []
@@ -82,7 +93,7 @@ class DuckDBJoinEngine(JoinEngine):
             alias, ts = f"r{i}", f"__ts{i}"
             right_keys = [r for _, r in source.keys]
             cols = list(dict.fromkeys([*right_keys, *source.columns]))
-            body, empty = self._read(source, [*cols, source.event_time])
+            body, empty = self._read(con, source, [*cols, source.event_time])
             if empty is not None:
                 empties[f"empty_{id(empty)}"] = empty
             renamed = ", ".join([_q(c) for c in cols] + [f"{_q(source.event_time)} AS {ts}"])
@@ -102,8 +113,8 @@ class DuckDBJoinEngine(JoinEngine):
         return query, empties
 
     def _reader(self, plan: JoinPlan) -> tuple[duckdb.DuckDBPyConnection, pa.RecordBatchReader]:
-        con = self._connect(plan)
-        query, empties = self.sql(plan)
+        con = connect_duckdb()
+        query, empties = self.sql(con, plan)
         for name, table in empties.items():
             con.register(name, table)
         return con, con.sql(query).to_arrow_reader(_BATCH_ROWS)
@@ -117,18 +128,8 @@ class DuckDBJoinEngine(JoinEngine):
 
     def write_parquet(self, plan: JoinPlan, out: SharedFS) -> int:
         con, reader = self._reader(plan)
-        rows = 0
         try:
             with out.open("part-00000.parquet", "wb") as handle:
-                writer = None
-                for batch in reader:
-                    table = normalise(pa.Table.from_batches([batch]))
-                    writer = writer or pq.ParquetWriter(handle, table.schema)
-                    writer.write_table(table)
-                    rows += table.num_rows
-                if writer is None:  # no rows: still a valid, empty file with the schema
-                    writer = pq.ParquetWriter(handle, normalise(reader.schema.empty_table()).schema)
-                writer.close()
+                return write_parquet(reader, handle)
         finally:
             con.close()
-        return rows

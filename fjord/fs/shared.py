@@ -100,6 +100,15 @@ class SharedFS:
         names = sorted(posixpath.basename(p.rstrip("/")) for p in self.backend.fs.ls(path, detail=False))
         return names if include_hidden else [n for n in names if not n.startswith(("_", "."))]
 
+    def find(self, rel: str = "", *, suffix: str = "") -> list[str]:
+        """Paths, relative to the root, of the files under ``rel`` (recursively) whose names end in
+        ``suffix``, sorted; staging and marker files (``_*``, ``.*``) left out."""
+        root = self.path()
+        found = (posixpath.relpath(p, root) for p in self.backend.fs.find(self.path(rel)))
+        return sorted(
+            p for p in found if p.endswith(suffix) and not posixpath.basename(p).startswith(("_", "."))
+        )
+
     def makedirs(self, rel: str) -> None:
         path = self.path(rel)
         self.backend.fs.makedirs(path, exist_ok=True)

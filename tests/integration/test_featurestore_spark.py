@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 import featurestore
+from fjord.fs import SharedFS
 from fjord.projects import create_project
 
 pytestmark = pytest.mark.spark
@@ -32,12 +33,15 @@ def test_spark_dataframe_insert_streams_through_staging(spark, fs) -> None:
     assert len(table) == 5000 and table.amount.sum() == pytest.approx(1.5 * sum(range(5000)))
     assert fg.get_feature("n").type == "int64" and fg.get_feature("ts").type == "timestamp[us, tz=UTC]"
     assert fg.statistics["rows"] == 5000
-    assert fs.project.fs.listdir("FeatureStore/_staging") == []  # staging files removed
     assert fg.read(dataframe_type="spark").count() == 5000  # Spark reads the snapshot's files
+    table_files = SharedFS(fg.location).find(suffix=".parquet")
+    # The executors' files are the commit's files: committed in place, not copied.
+    assert {u.rsplit("/", 2)[-2] for u in fg.snapshot().file_uris} == {f.split("/")[0] for f in table_files}
     bad = frame.union(frame.limit(1))
     with pytest.raises(featurestore.SchemaError, match="duplicate"):
         fg.insert(bad)
-    assert fg.snapshot().version == commit and fs.project.fs.listdir("FeatureStore/_staging") == []
+    assert fg.snapshot().version == commit
+    assert SharedFS(fg.location).find(suffix=".parquet") == table_files  # the failed insert's files are gone
 
 
 def test_engines_agree_through_the_api(spark, fs) -> None:
