@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from fjord.errors import FjordError
+from fjord.experiment.cores import reserved_cores
 from fjord.experiment.stopping import Direction, MedianStopping
 from fjord.experiment.tracking import Tracker, tracking_uri
 from fjord.experiment.trial import COMPLETED, FUNCTION_FILE
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 EXPERIMENTS = "Experiments"
 MAX_ATTEMPTS = 2  # a failing trial is retried once
+WARM_IDLE_SECONDS = 60  # a trial process waits this long for the next trial of its search
 
 
 class ExperimentError(FjordError):
@@ -118,10 +120,17 @@ class ExperimentResult:
 # -- on the executor -----------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the trial process: die when the Spark worker that started it dies (task killed)."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _trial_process_setup(cores: set[int] | None) -> Callable[[], None]:
+    """What the trial process does before it starts: die when the Spark worker that started it dies
+    (task killed), and keep to its task's ``cores``."""
+
+    def setup() -> None:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if cores:
+            os.sched_setaffinity(0, cores)
+
+    return setup
 
 
 def execute_trial(task: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,48 +140,31 @@ def execute_trial(task: Mapping[str, Any]) -> dict[str, Any]:
     on_disk = fs.backend.scheme == "file"
     workdir = Path(fs.path(rel)) if on_disk else Path(tempfile.mkdtemp(prefix="fjord-trial-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    threads = str(task.get("threads", 1))
+    threads = int(task.get("threads", 1))
     env = {
         **os.environ,
-        "TF_NUM_INTRAOP_THREADS": threads,  # as many threads as the task has cores: trials share a host
-        "TF_NUM_INTEROP_THREADS": threads,
-        "OMP_NUM_THREADS": threads,
+        "TF_NUM_INTRAOP_THREADS": str(threads),  # as many threads as the task has cores
+        "TF_NUM_INTEROP_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(threads),
         "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONHASHSEED": str(task["seed"]),
+        "PYTHONHASHSEED": "0",  # fixed: a warm process serves trials of different seeds
         **task.get("env", {}),
     }
     result: dict[str, Any] = {}
-    for attempt in range(1, task.get("attempts", MAX_ATTEMPTS) + 1):
-        for stale in ("result.json", "progress.json"):
-            if fs.exists(f"{rel}/{stale}"):
-                fs.rm(f"{rel}/{stale}")
-        with (workdir / "output.log").open("ab") as out:
-            out.write(f"\n=== {task['trial']} attempt {attempt} on {os.uname().nodename} ===\n".encode())
-            out.flush()
-            code = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "fjord.experiment",
-                    task["experiment_uri"],
-                    task["trial"],
-                    str(workdir),
-                ],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
-                check=False,
-            ).returncode
-        if fs.exists(f"{rel}/result.json"):
-            result = json.loads(fs.read_text(f"{rel}/result.json"))
-        else:
-            how = f"signal {-code}" if code < 0 else f"code {code}"
-            result = {"trial": task["trial"], "params": task["params"], "status": "failed",
-                      "error": f"the trial process died ({how}) before reporting a result"}  # fmt: skip
-        if result["status"] in COMPLETED:
-            break
+    with reserved_cores(threads) as cores:
+        for attempt in range(1, task.get("attempts", MAX_ATTEMPTS) + 1):
+            for stale in ("result.json", "progress.json"):
+                if fs.exists(f"{rel}/{stale}"):
+                    fs.rm(f"{rel}/{stale}")
+            code = _attempt(task, workdir, env, cores, attempt)
+            if fs.exists(f"{rel}/result.json"):
+                result = json.loads(fs.read_text(f"{rel}/result.json"))
+            else:
+                how = f"signal {-code}" if code < 0 else f"code {code}"
+                result = {"trial": task["trial"], "params": task["params"], "status": "failed",
+                          "error": f"the trial process died ({how}) before reporting a result"}  # fmt: skip
+            if result["status"] in COMPLETED:
+                break
     result["attempts"] = attempt
     if not on_disk:
         for path in sorted(p for p in workdir.rglob("*") if p.is_file()):
@@ -180,6 +172,88 @@ def execute_trial(task: Mapping[str, Any]) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
     fs.write_text(f"{rel}/result.json", json.dumps(result))
     return result
+
+
+def _attempt(
+    task: Mapping[str, Any], workdir: Path, env: dict[str, str], cores: set[int] | None, attempt: int
+) -> int:
+    """Run the trial once, its output appended to ``output.log``; the exit code. A first attempt in
+    a search goes to this worker's warm trial process when there is one for the search."""
+    global _warm
+    pinned = f" on cores {sorted(cores)}" if cores else ""
+    argv = [task["experiment_uri"], task["trial"], str(workdir)]
+    with (workdir / "output.log").open("ab") as out:
+        out.write(f"\n=== {task['trial']} attempt {attempt} on {os.uname().nodename}{pinned} ===\n".encode())
+    if attempt == 1 and task.get("reuse_process"):
+        key = json.dumps([task["experiment_uri"], env], sort_keys=True)
+        if _warm is None or _warm.key != key or _warm.process.poll() is not None:
+            _discard_warm()
+            _warm = _TrialProcess(key, env)
+        code = _warm.run(argv, cores)
+        if code != 0:  # a failed trial may have left the process in any state: never reuse it
+            _discard_warm()
+        if code is not None:
+            return code
+    with (workdir / "output.log").open("ab") as out:
+        return subprocess.run(
+            [sys.executable, "-m", "fjord.experiment", *argv],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_trial_process_setup(cores),
+            check=False,
+        ).returncode
+
+
+class _TrialProcess:
+    """A trial process that runs the trials of one search handed to this Python worker, one after
+    another (``python -m fjord.experiment --serve``); it ends by itself when left idle."""
+
+    def __init__(self, key: str, env: dict[str, str]) -> None:
+        self.key = key
+        read_end, write_end = os.pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "fjord.experiment", "--serve", str(write_end), str(WARM_IDLE_SECONDS)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(write_end,),
+            preexec_fn=_trial_process_setup(None),
+            text=True,
+        )
+        os.close(write_end)
+        self.control = os.fdopen(read_end)
+
+    def run(self, argv: list[str], cores: set[int] | None) -> int | None:
+        """Hand over one trial and wait for it; its exit code (negative: the signal that killed it),
+        or ``None`` if the process had ended (idle) before it took the trial."""
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(json.dumps({"argv": argv, "cores": sorted(cores or [])}) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            return None
+        if self.control.readline() != "taken\n":
+            return None
+        line = self.control.readline()
+        return int(line) if line else self.process.wait()
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.control.close()
+
+
+_warm: _TrialProcess | None = None
+
+
+def _discard_warm() -> None:
+    global _warm
+    if _warm is not None:
+        _warm.close()
+        _warm = None
 
 
 def execute_worker(task: Mapping[str, Any], _rows: Iterable[Any]) -> Iterator[dict[str, Any]]:
@@ -391,7 +465,7 @@ class ExperimentRun:
         context.setJobGroup(self.record.run_id, f"{self.name} {trial_id} {params}", interruptOnCancel=True)
         started = time.monotonic()
         try:
-            raw = context.parallelize([task], 1).map(execute_trial).collect()[0]
+            raw = context.parallelize([{**task, "reuse_process": True}], 1).map(execute_trial).collect()[0]
         except Exception as exc:  # Py4J/Spark errors: the task or its executor was lost
             raw = {
                 "status": "failed",

@@ -97,6 +97,42 @@ def test_trials_run_in_parallel_on_the_executor_slots(project):
     assert overlaps >= 2, spans  # two slots: trials overlap in time
 
 
+def where_am_i(x):
+    import time
+
+    if x == 3:  # a failed trial: its process must not serve another
+        (experiment.trial_dir() / f"pid-{os.getpid()}").write_text("")
+        raise RuntimeError("failed on purpose")
+    time.sleep(2)  # long beside a trial's start-up, so the two slots' trials overlap
+    cores = os.sched_getaffinity(0)
+    return {"score": x, "pid": os.getpid(), "cores": len(cores), "core": min(cores)}
+
+
+def test_trials_keep_to_their_cores_and_a_search_reuses_its_processes(project):
+    result = experiment.grid_search(
+        where_am_i, {"x": [1, 2, 3, 4, 5, 6, 7]}, optimization_key="score", project=project,
+        early_stopping=False,
+    )  # fmt: skip
+    done = [t for t in result.trials if t.status == "succeeded"]
+    assert len(done) == 6 and all(t.metrics["cores"] == 1 for t in done)  # local[2]: a core a slot
+    files = project.fs.sub(f"Experiments/{result.run_id}/trials")
+    spans = {t.trial: json.loads(files.read_text(f"{t.trial}/result.json")) for t in done}
+    for a, b in itertools.combinations(done, 2):
+        if (
+            spans[a.trial]["started"] < spans[b.trial]["ended"]
+            and spans[b.trial]["started"] < spans[a.trial]["ended"]
+        ):
+            assert a.metrics["core"] != b.metrics["core"]  # trials running at once never share a core
+    pids = {t.metrics["pid"] for t in done}
+    assert len(pids) < len(done)  # processes served more than one trial
+    failed = next(t for t in result.trials if t.params["x"] == 3)
+    failed_pids = {int(n.split("-")[1]) for n in files.listdir(failed.trial) if n.startswith("pid-")}
+    assert failed.attempts == 2 and len(failed_pids) == 2  # the retry got a new process...
+    retried_at = json.loads(files.read_text(f"{failed.trial}/result.json"))["started"]
+    later = [t for t in done if spans[t.trial]["started"] > retried_at]
+    assert later and not failed_pids & {t.metrics["pid"] for t in later}  # ...and none served again
+
+
 def slow_unless_good(x):
     """Good values finish fast; bad ones would take long: early stopping must cut them short."""
     import time
