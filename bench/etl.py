@@ -127,7 +127,7 @@ def _command(variant: str, home: Path) -> list[str]:
     if variant == "validated":
         return job
     if variant == "unvalidated":
-        return [*job, "--no-validation"]
+        return [*job, "--no-validate-data"]
     return [sys.executable, "-m", "bench.etl", "pandas", str(home / "fs" / "Projects" / "fraud")]
 
 

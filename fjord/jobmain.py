@@ -33,10 +33,9 @@ def spec_parser(spec: type[BaseModel], description: str | None) -> argparse.Argu
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
         else:
-            default = None if info.is_required() else info.default
-            parser.add_argument(
-                flag, dest=name, required=info.is_required(), help=f"{help_text} (default: {default})".strip()
-            )
+            required = info.is_required()
+            shown = help_text if required else f"{help_text} (default: {info.default})".strip()
+            parser.add_argument(flag, dest=name, required=required, help=shown)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -77,10 +77,12 @@ class EtlSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    project: str
-    batch: str
-    validate_data: bool = True
-    expectations_dir: Path | None = None
+    project: str = Field(description="the project whose landing batch to process")
+    batch: str = Field(description="the landing batch's date, YYYY-MM-DD")
+    validate_data: bool = Field(default=True, description="validate every record with Great Expectations")
+    expectations_dir: Path | None = Field(
+        default=None, description="a directory of expectation suites instead of jobs/etl/expectations/"
+    )
 
     @field_validator("batch")
     @classmethod

@@ -6,7 +6,7 @@
 2. runs a random search over learning rate, width and dropout on Spark executors (the experiment
    API, median early stopping), each trial scored by validation ROC AUC;
 3. retrains the best configuration (seeded) and exports a SavedModel whose serving signature takes
-   the named raw features and returns the fraud probability;
+   the named raw features and returns the fraud probability, calibrated on the validation set;
 4. evaluates it on the held-out, later part of the data: ROC AUC, PR AUC, precision and recall at
    the validation set's best-F1 threshold, calibration (Brier score, ECE);
 5. optimizes it (TensorFlow Lite, optionally quantized), kept only within ``tolerance`` AUC;

@@ -159,22 +159,54 @@ def train_trial(
     metrics = {"val_auc": roc_auc(splits.y_val, val_scores), "loss": float(history.history["loss"][-1])}
     if export:
         out = experiment.trial_dir()
-        export_saved_model(model, splits.features, out / "model")
-        np.save(out / "val_scores.npy", val_scores)
+        calibration = fit_calibration(splits.y_val, val_scores)
+        export_saved_model(model, splits.features, out / "model", calibration)
+        np.save(out / "val_scores.npy", calibrate(val_scores, calibration))
         (out / "features.json").write_text(json.dumps(splits.features))
     return metrics
 
 
-def export_saved_model(model: Any, features: list[str], path: Path) -> None:
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def fit_calibration(y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """Platt scaling ``(a, b)`` fitted on the validation set: ``sigmoid(a * logit(score) + b)`` is a
+    probability at the data's real fraud rate. Class weighting trains the network as if fraud were
+    as common as the rest, so its raw scores overstate the risk."""
+    from sklearn.linear_model import LogisticRegression
+
+    if not 0 < y.sum() < len(y):
+        return 1.0, 0.0  # one class only: nothing to fit
+    fitted = LogisticRegression(C=1e6).fit(_logit(scores).reshape(-1, 1), y)
+    return float(fitted.coef_[0][0]), float(fitted.intercept_[0])
+
+
+def calibrate(scores: np.ndarray, calibration: tuple[float, float]) -> np.ndarray:
+    a, b = calibration
+    return (1 / (1 + np.exp(-(a * _logit(scores) + b)))).astype("float32")
+
+
+def export_saved_model(
+    model: Any, features: list[str], path: Path, calibration: tuple[float, float] = (1.0, 0.0)
+) -> None:
     """A SavedModel whose ``serving_default`` signature takes the named raw features (float32, one
-    value per row) and returns ``fraud_probability``: what TensorFlow Serving's REST API calls."""
+    value per row) and returns ``fraud_probability``, calibrated: what TensorFlow Serving's REST API
+    calls."""
     import tensorflow as tf
+
+    a, b = calibration
+
+    def serve(inputs: dict[str, Any]) -> dict[str, Any]:
+        score = tf.clip_by_value(tf.reshape(model(inputs, training=False), [-1]), 1e-7, 1 - 1e-7)
+        return {OUTPUT: tf.sigmoid(a * tf.math.log(score / (1 - score)) + b)}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
         name="serving_default",
-        fn=lambda inputs: {OUTPUT: tf.reshape(model(inputs, training=False), [-1])},
+        fn=serve,
         input_signature=[{name: tf.TensorSpec([None], tf.float32, name=name) for name in features}],
     )
     archive.write_out(str(path), verbose=False)
