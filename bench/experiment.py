@@ -125,6 +125,9 @@ def sequential(params: list[dict], epochs: int, rows: int, threads: dict[str, st
     return seconds, best
 
 
+PARTS = ("launch", "search", "distributed")
+
+
 def _trial_seconds(result) -> float:
     return sum(t.seconds for t in result.trials)
 
@@ -137,6 +140,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=60_000)
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--launch-rows", type=int, default=300_000, help="rows of the one-minute training")
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     args = parser.parse_args()
     os.environ.setdefault("FJORD_HOME", str(ROOT / "bench" / ".data" / "experiment"))
     os.environ["PYTHONPATH"] = f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
@@ -152,25 +156,43 @@ def main() -> None:
     common = {"project": project, "optimization_key": "auc", "seed": 7}
     results: dict[str, dict] = {}
 
-    # 1. launch overhead on a one-minute training
-    # The first launch of a session also imports MLflow and warms the executors' Python workers.
-    fixed = {"epochs": args.epochs, "rows": args.launch_rows}
+    if "launch" in args.parts:
+        results["launch"] = launch_overhead(experiment, common, args.epochs, args.launch_rows)
+    if "search" in args.parts:
+        results.update(search(experiment, common, args))
+    if "distributed" in args.parts:
+        results["distributed"] = distributed(experiment, project)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "experiment.json"
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**previous, **results}, indent=2))  # the other parts' last figures stay
+
+
+def launch_overhead(experiment, common: dict, epochs: int, rows: int) -> dict:
+    """A one-minute training: ``experiment.launch`` against the function run directly. The trial
+    gets the direct run's thread settings. The first launch of a session also imports MLflow and
+    warms the executors' Python workers."""
+    fixed = {"epochs": epochs, "rows": rows}
     plain = direct(**fixed)
     launches = []
     for _ in range(2):
         start = time.perf_counter()
-        experiment.launch(train, fixed, **common)
+        experiment.launch(train, fixed, env=THREADS, **common)
         launches.append(time.perf_counter() - start)
-    results["launch"] = {
+    figures = {
         "direct_s": plain,
         "first_launch_s": launches[0],
         "next_launch_s": launches[1],
         "overhead_first": launches[0] / plain - 1,
         "overhead_next": launches[1] / plain - 1,
     }
-    print(f"launch: {json.dumps(results['launch'])}", flush=True)
+    print(f"launch: {json.dumps(figures)}", flush=True)
+    return figures
 
-    # 2. and 3. a 16-trial search: in parallel, without and with early stopping, and one after another
+
+def search(experiment, common: dict, args: argparse.Namespace) -> dict:
+    """A search in parallel, without and with early stopping, and the same trials one after another."""
+    results = {}
     space = {**SPACE, "epochs": args.epochs, "rows": args.rows}
     start = time.perf_counter()
     full = experiment.random_search(train, space, samples=args.trials, early_stopping=False, **common)
@@ -207,18 +229,19 @@ def main() -> None:
         f"search: {json.dumps(results['search'])}\nearly stopping: {json.dumps(results['early_stopping'])}",
         flush=True,
     )
+    return results
 
-    # 4. distributed, 1 and 2 workers
-    results["distributed"] = {}
+
+def distributed(experiment, project) -> dict:
+    """Samples/s of ``experiment.distributed`` with 1 and 2 workers."""
+    results = {}
     for workers in (1, 2):
         result = experiment.distributed(train_distributed, {}, num_workers=workers, project=project, seed=7)
-        results["distributed"][workers] = result.metrics
+        results[workers] = result.metrics
         print(
             f"distributed {workers} worker(s): {result.metrics['samples_per_s']:,.0f} samples/s", flush=True
         )
-
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "experiment.json").write_text(json.dumps(results, indent=2))
+    return results
 
 
 if __name__ == "__main__":

@@ -280,22 +280,29 @@ def execute_worker(task: Mapping[str, Any], _rows: Iterable[Any]) -> Iterator[di
 # -- on the driver -------------------------------------------------------------------------------------
 
 
-def task_slots(spark: Any) -> int:
-    """How many tasks the cluster runs at once (executor cores / task cores)."""
+def _executors_and_cores(spark: Any) -> tuple[int, int]:
+    """How many executors the cluster has, and how many cores each."""
     conf = spark.sparkContext.getConf()
     master = conf.get("spark.master", "local")
-    task_cpus = int(conf.get("spark.task.cpus", "1"))
     if master.startswith("local"):
         inner = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
         if master.startswith("local-cluster"):
             workers, cores, _ = inner.split(",")
-            return max(int(workers) * int(cores) // task_cpus, 1)
+            return int(workers), int(cores)
         first = inner.split(",")[0]
-        cores = (os.cpu_count() or 1) if first == "*" else int(first)
-        return max(cores // task_cpus, 1)
+        return 1, (os.cpu_count() or 1) if first == "*" else int(first)
     executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1  # minus the driver
-    cores = int(conf.get("spark.executor.cores", "1"))
-    return max(executors * cores // task_cpus, 1)
+    return executors, int(conf.get("spark.executor.cores", "1"))
+
+
+def task_slots(spark: Any) -> int:
+    """How many tasks the cluster runs at once (executor cores / task cores)."""
+    executors, cores = _executors_and_cores(spark)
+    return max(executors * cores // _task_cpus(spark), 1)
+
+
+def _task_cpus(spark: Any) -> int:
+    return int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
 
 
 class ExperimentRun:
@@ -334,6 +341,7 @@ class ExperimentRun:
         self.env = dict(env or {})
         self.parent_run_id = parent_run_id
         self.results: list[TrialResult] = []
+        self.trial_cores = 1  # cores a trial keeps to: set per batch of trials
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -385,8 +393,14 @@ class ExperimentRun:
             return result
 
     def trials(self, params_list: Iterable[Mapping[str, Any]]) -> list[TrialResult]:
-        """Run trials with these parameters, at most ``slots`` at once; their results in order."""
+        """Run trials with these parameters, at most ``slots`` at once; their results in order.
+
+        Each trial gets its task's cores; a lone trial (``launch``) shares its executor with no other
+        trial of the experiment, so it gets the executor's cores."""
         params_list = list(params_list)
+        self.trial_cores = _task_cpus(self.spark)
+        if len(params_list) == 1:
+            self.trial_cores = max(_executors_and_cores(self.spark)[1], self.trial_cores)
         futures: dict[Future[TrialResult], int] = {}
         done: dict[int, TrialResult] = {}
         with ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="trial") as pool:
@@ -409,6 +423,7 @@ class ExperimentRun:
                 f"distributed training with {workers} workers needs {workers} task slots at once; "
                 f"the cluster has {self.slots}"
             )
+        self.trial_cores = _task_cpus(self.spark)  # each worker: its task's cores
         trial_id, seed, task = self._prepare_trial(params)
         for index in range(workers):
             spec = {**self._spec(params, seed), "worker": index, "workers": workers,
@@ -451,7 +466,7 @@ class ExperimentRun:
             "trial": trial_id,
             "params": params,
             "seed": seed,
-            "threads": int(self.spark.sparkContext.getConf().get("spark.task.cpus", "1")),
+            "threads": self.trial_cores,
             "env": self.env,
         }
         return trial_id, seed, task

@@ -131,6 +131,8 @@ def test_trials_keep_to_their_cores_and_a_search_reuses_its_processes(project):
     retried_at = json.loads(files.read_text(f"{failed.trial}/result.json"))["started"]
     later = [t for t in done if spans[t.trial]["started"] > retried_at]
     assert later and not failed_pids & {t.metrics["pid"] for t in later}  # ...and none served again
+    (alone,) = experiment.launch(where_am_i, {"x": 1}, project=project).trials
+    assert alone.metrics["cores"] == min(2, len(os.sched_getaffinity(0)))  # a lone trial: the executor's
 
 
 def slow_unless_good(x):
