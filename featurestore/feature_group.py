@@ -338,10 +338,11 @@ class _Staged:
         if type(data).__module__.startswith("pyspark.sql"):
             fs = self.table.fs
             _normal_spark(data).write.parquet(fs.spark_uri(self.stage))
-            files = [fs.uri(f) for f in fs.find(self.stage, suffix=".parquet")]
-            with fs.open(fs.find(self.stage, suffix=".parquet")[0]) as handle:
+            files = fs.find(self.stage, suffix=".parquet")
+            with fs.open(files[0]) as handle:
                 self.schema = normal_schema(pq.read_schema(handle))
-            self.con.execute(f"CREATE VIEW incoming AS SELECT * FROM {read_parquet_sql(self.con, files)}")
+            uris = [fs.uri(f) for f in files]
+            self.con.execute(f"CREATE VIEW incoming AS SELECT * FROM {read_parquet_sql(self.con, uris)}")
         else:
             self._table = normalise(_to_arrow(data))
             self.schema = self._table.schema
