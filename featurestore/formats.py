@@ -49,10 +49,9 @@ def write_tfrecords(parquet: SharedFS, out: SharedFS) -> int:
     """
     import tensorflow as tf  # heavy: only when TFRecords are asked for
 
-    files = sorted(f for f in parquet.backend.fs.find(parquet.path()) if f.endswith(".parquet"))
     rows = 0
-    for i, file in enumerate(files):
-        dataset = ds.dataset(file, filesystem=parquet.backend.fs, format="parquet")
+    for i, file in enumerate(parquet.find(suffix=".parquet")):
+        dataset = ds.dataset(parquet.path(file), filesystem=parquet.backend.fs, format="parquet")
         out.makedirs("")
         with tf.io.TFRecordWriter(out.uri(f"part-{i:05d}.tfrecord").removeprefix("file://")) as writer:
             for batch in dataset.to_batches():

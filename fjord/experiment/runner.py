@@ -184,17 +184,17 @@ def _attempt(
     argv = [task["experiment_uri"], task["trial"], str(workdir)]
     with (workdir / "output.log").open("ab") as out:
         out.write(f"\n=== {task['trial']} attempt {attempt} on {os.uname().nodename}{pinned} ===\n".encode())
-    if attempt == 1 and task.get("reuse_process"):
-        key = json.dumps([task["experiment_uri"], env], sort_keys=True)
-        if _warm is None or _warm.key != key or _warm.process.poll() is not None:
-            _discard_warm()
-            _warm = _TrialProcess(key, env)
-        code = _warm.run(argv, cores)
-        if code != 0:  # a failed trial may have left the process in any state: never reuse it
-            _discard_warm()
-        if code is not None:
-            return code
-    with (workdir / "output.log").open("ab") as out:
+        out.flush()
+        if attempt == 1 and task.get("reuse_process"):
+            key = json.dumps([task["experiment_uri"], env], sort_keys=True)
+            if _warm is None or _warm.key != key or _warm.process.poll() is not None:
+                _discard_warm()
+                _warm = _TrialProcess(key, env)
+            code = _warm.run(argv, cores)  # the process appends to output.log itself
+            if code != 0:  # a failed trial may have left the process in any state: never reuse it
+                _discard_warm()
+            if code is not None:
+                return code
         return subprocess.run(
             [sys.executable, "-m", "fjord.experiment", *argv],
             env=env,
