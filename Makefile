@@ -4,6 +4,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.fjord-synced
+# JVM jars (Kafka's broker, HDFS's servers, Spark's Kafka source and S3A), pinned in fjord/jvm/.
+JARS := .jvm/.fetched
 UV := $(shell command -v uv 2>/dev/null)
 ifeq ($(UV),)
 UV := $(PYTHON) -m uv
@@ -12,7 +14,7 @@ PYTEST_ARGS ?=
 
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: run test lint bench venv check-java check-uv clean help
+.PHONY: run test lint bench venv jars check-java check-uv clean help
 
 help:
 	@echo "make run    set up, then run the platform's main job on the embedded defaults"
@@ -25,6 +27,12 @@ $(STAMP): pyproject.toml uv.lock | check-java check-uv
 	$(UV) sync --frozen
 	@touch $@
 
+jars: $(JARS)
+
+$(JARS): fjord/jvm/fetch.py fjord/jvm/jars.lock fjord/jvm/settings.xml $(wildcard fjord/jvm/*/pom.xml) | check-java
+	$(PYTHON) fjord/jvm/fetch.py
+	@touch $@
+
 check-java:
 	@command -v java >/dev/null 2>&1 || [ -x "$$JAVA_HOME/bin/java" ] || { \
 	  echo "error: Java is not installed; Spark needs Java 17 (Debian: apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
@@ -33,10 +41,10 @@ check-uv:
 	@$(UV) --version >/dev/null 2>&1 || { echo "uv not found: installing it with pip"; \
 	  $(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet uv; }
 
-run: $(STAMP)
+run: $(STAMP) $(JARS)
 	$(VENV)/bin/fjord run
 
-test: $(STAMP)
+test: $(STAMP) $(JARS)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -44,11 +52,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) $(JARS)
 	$(VENV)/bin/python -m bench.foundation
 	$(VENV)/bin/python -m bench.featurestore
 	$(VENV)/bin/python -m bench.etl
 	$(VENV)/bin/python -m bench.experiment
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .jvm .pytest_cache

@@ -28,6 +28,7 @@ from featurestore.schema import Feature, check_insert, features_of, normal_schem
 from featurestore.statistics import compute_statistics
 from featurestore.versioned import Versioned
 from fjord.errors import NotFoundError
+from fjord.fs import spark_uris
 from fjord.lineage import RunRecord, track_run
 
 if TYPE_CHECKING:
@@ -268,7 +269,7 @@ class FeatureGroup(Versioned):
         if dataframe_type == "spark":
             from fjord.spark import get_spark
 
-            frame = get_spark().read.option("mergeSchema", "true").parquet(*snapshot.file_uris)
+            frame = get_spark().read.option("mergeSchema", "true").parquet(*spark_uris(snapshot.file_uris))
             return frame.select(*columns) if columns else frame
         table = DeltaOfflineStore(self.location).read(snapshot.version, columns)
         if dataframe_type in ("pyarrow", "arrow"):
@@ -336,7 +337,10 @@ class _Staged:
         data = self.data
         self._table: pa.Table | None = None
         if type(data).__module__.startswith("pyspark.sql"):
+            from fjord.spark import configure_storage
+
             fs = self.table.fs
+            configure_storage(data.sparkSession)
             _normal_spark(data).write.parquet(fs.spark_uri(self.stage))
             files = fs.find(self.stage, suffix=".parquet")
             with fs.open(files[0]) as handle:

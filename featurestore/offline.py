@@ -46,7 +46,10 @@ def storage_options(uri: str) -> dict[str, str] | None:
     if not uri.startswith("s3://"):
         return None
     storage = get_settings().storage
-    options = {"AWS_S3_ALLOW_UNSAFE_RENAME": "true", "AWS_REGION": "us-east-1"}
+    # A commit is a put-if-absent of the next _delta_log/N.json (If-None-Match: *), which AWS S3,
+    # SeaweedFS and MinIO honour: of two writers racing for version N, one gets 412 and retries at
+    # N+1. AWS_S3_ALLOW_UNSAFE_RENAME (check, then rename) could let both "win" and lose a commit.
+    options = {"conditional_put": "etag", "AWS_REGION": "us-east-1"}
     if storage.s3_endpoint_url:
         options["AWS_ENDPOINT_URL"] = storage.s3_endpoint_url
         options["AWS_ALLOW_HTTP"] = str(storage.s3_endpoint_url.startswith("http://")).lower()

@@ -54,6 +54,12 @@ class StorageSettings(_Section):
     s3_secret: str | None = None
     hdfs_user: str | None = None
 
+    def as_environment(self) -> dict[str, str]:
+        """These settings as ``FJORD_STORAGE__*`` variables, for a process that must see the same
+        storage (a trial on an executor that was started before, or far from, the driver's settings)."""
+        values = self.model_dump(mode="json", exclude_none=True)
+        return {f"{ENV_PREFIX}STORAGE__{name.upper()}": str(value) for name, value in values.items()}
+
 
 class SparkSettings(_Section):
     """How :func:`fjord.spark.get_spark` builds the one SparkSession of a process."""
@@ -86,7 +92,24 @@ class MlflowSettings(_Section):
 
 
 class RedisSettings(_Section):
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str | None = Field(default=None, description="redis://host:port/db. Default: the embedded server.")
+
+
+class JvmSettings(_Section):
+    """Where the JVM jars are (:mod:`fjord.jvm`)."""
+
+    jars_dir: Path | None = Field(
+        default=None, description="Default: .jvm in the checkout (make fetches it)."
+    )
+
+
+class ServicesSettings(_Section):
+    """The embedded stack (:mod:`fjord.services`): servers started on loopback when a setting is unset."""
+
+    preferred_ports: bool = Field(
+        default=True,
+        description="Take the well-known ports (5432, 6379, 9092, 8020, 8333) when free; else any free port.",
+    )
 
 
 class AirflowSettings(_Section):
@@ -139,6 +162,8 @@ class Settings(BaseSettings):
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     environments: EnvironmentSettings = Field(default_factory=EnvironmentSettings)
     featurestore: FeatureStoreSettings = Field(default_factory=FeatureStoreSettings)
+    services: ServicesSettings = Field(default_factory=ServicesSettings)
+    jvm: JvmSettings = Field(default_factory=JvmSettings)
 
     @classmethod
     def settings_customise_sources(

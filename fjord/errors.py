@@ -62,3 +62,9 @@ class SparkError(FjordError):
     """Spark cannot start (no Java, bad master, bad settings)."""
 
     exit_code = 7
+
+
+class ServiceError(FjordError):
+    """An embedded server (PostgreSQL, Redis, Kafka, HDFS, S3) cannot start, or a JVM jar is missing."""
+
+    exit_code = 11

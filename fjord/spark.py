@@ -16,14 +16,14 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fjord.config import Settings, get_settings
-from fjord.errors import NotFoundError, SparkError
+from fjord.errors import NotFoundError, ServiceError, SparkError
 from fjord.fs import SharedFS, shared_root
+from fjord.jvm import jars, java_executable
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -45,9 +45,8 @@ def is_local_master(master: str) -> bool:
 
 def check_java() -> str:
     """The java executable Spark will use; :class:`SparkError` if there is none."""
-    home = os.environ.get("JAVA_HOME")
-    java = os.path.join(home, "bin", "java") if home else shutil.which("java")
-    if not java or not os.path.exists(java):
+    java = java_executable()
+    if java is None:
         raise SparkError(
             "Java is not installed (Spark needs Java 17)",
             hint="install it (Debian: apt-get install openjdk-17-jre-headless) or set JAVA_HOME",
@@ -77,6 +76,7 @@ def spark_conf(settings: Settings, project: Project | None) -> tuple[dict[str, s
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
     conf.update(_storage_conf(settings))
+    conf["spark.jars"] = ",".join(str(jar) for jar in _spark_jars(settings))
     logs = (project.fs if project else shared_root()).sub("Logs")
     if spark.event_log:
         conf.update(_event_log_conf(logs))
@@ -92,12 +92,23 @@ def _event_log_conf(logs: SharedFS) -> dict[str, str]:
     return {"spark.eventLog.enabled": "true", "spark.eventLog.dir": logs.spark_uri("spark-events")}
 
 
+def _spark_jars(settings: Settings) -> list[Path]:
+    # Spark's Kafka source and Hadoop's S3A, fetched by make (fjord/jvm/spark/pom.xml). On a cluster
+    # without local copies, spark.conf's spark.jars.packages resolves the same coordinates instead.
+    try:
+        return jars("spark", settings)
+    except ServiceError as exc:
+        raise SparkError(str(exc), hint=exc.hint) from None
+
+
 def _storage_conf(settings: Settings) -> dict[str, str]:
     storage = settings.storage
     conf = {}
     if storage.s3_endpoint_url:
         conf["spark.hadoop.fs.s3a.endpoint"] = storage.s3_endpoint_url
         conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
+        # An S3-compatible server (SeaweedFS, MinIO) has one region; naming it skips S3A's region probe.
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = "us-east-1"
     if storage.s3_key:
         conf["spark.hadoop.fs.s3a.access.key"] = storage.s3_key
     if storage.s3_secret:
@@ -125,13 +136,14 @@ def get_spark(project: Project | None = None, *, app_name: str = "fjord") -> Spa
     store shares the job's session); only a new project or new settings replace it.
     """
     global _session, _session_key
-    if project is None and _session is not None and _session_alive(_session):
-        return _session  # library code asking for "the" session gets the job's, whatever its project
     settings = get_settings()
+    if project is None and _session is not None and _session_alive(_session):
+        # Library code asking for "the" session gets the job's, whatever its project.
+        return configure_storage(_session, settings)
     conf, python = spark_conf(settings, project)
-    key = (python, *sorted(f"{k}={v}" for k, v in conf.items() if k != "spark.eventLog.dir"))
+    key = (python, *sorted(f"{k}={v}" for k, v in conf.items() if not _runtime_conf(k)))
     if _session is not None and _session_key == key and _session_alive(_session):
-        return _session
+        return configure_storage(_session, settings)
     stop_spark()
     check_java()
     # Executors start PYSPARK_PYTHON; the driver takes it when the context is created.
@@ -151,6 +163,24 @@ def get_spark(project: Project | None = None, *, app_name: str = "fjord") -> Spa
     _session_key = key
     log.info("SparkSession started: master=%s python=%s", settings.spark.master, python)
     return _session
+
+
+def _runtime_conf(name: str) -> bool:
+    # Settings a running session takes without a restart (configure_storage), and the event log's
+    # folder, which follows the project but need not restart Spark.
+    return name == "spark.eventLog.dir" or name.startswith("spark.hadoop.fs.s3a.")
+
+
+def configure_storage(session: SparkSession, settings: Settings | None = None) -> SparkSession:
+    """Give ``session`` the storage settings in force now (S3 endpoint and keys); returns it.
+
+    Every read and write builds its Hadoop configuration from the session's SQL conf, so this reaches
+    them without a new SparkSession. :func:`get_spark` does it on every call; code handed a DataFrame
+    of a session it did not get from there (a user's) calls it before writing.
+    """
+    for name, value in _storage_conf(settings or get_settings()).items():
+        session.conf.set(name.removeprefix("spark.hadoop."), value)
+    return session
 
 
 def _session_alive(session: SparkSession) -> bool:

@@ -1,9 +1,16 @@
-"""Shared fixtures: every test gets its own FJORD_HOME; one SparkSession serves the whole session."""
+"""Shared fixtures: every test gets its own FJORD_HOME; one SparkSession and one set of servers serve the
+whole session.
+
+The servers are the embedded stack's own (:mod:`fjord.services`: PostgreSQL, Redis, Kafka, HDFS, S3),
+started on first use under one session directory, on free ports, and stopped when the session ends,
+so the suite needs nothing running beforehand and leaves nothing running after.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,3 +79,74 @@ def tracking(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("FJORD_MLFLOW__TRACKING_URI", mlflow_server)
     reset_settings()
     return mlflow_server
+
+
+@pytest.fixture(scope="session")
+def services_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one home of the session's embedded servers (apart from each test's FJORD_HOME)."""
+    return tmp_path_factory.mktemp("services")
+
+
+def _serve(name: str, home: Path) -> Iterator[str]:
+    from fjord.services.postgres import PostgresService
+    from fjord.services.redis import RedisService
+    from fjord.services.s3 import S3Service
+
+    classes = {"postgres": PostgresService, "redis": RedisService, "s3": S3Service}
+    if name in ("kafka", "hdfs"):
+        from fjord.services.hdfs import HdfsService
+        from fjord.services.kafka import KafkaService
+
+        classes.update(kafka=KafkaService, hdfs=HdfsService)
+    service = classes[name](home, preferred_ports=False)
+    yield service.start()
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(services_home: Path) -> Iterator[str]:
+    """A real PostgreSQL for the session; the URL of its ``postgres`` database."""
+    yield from _serve("postgres", services_home)
+
+
+@pytest.fixture
+def postgres_db(postgres_server: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test (dropped after it); its URL."""
+    from sqlalchemy import create_engine, text
+
+    from fjord.metadata import engine_for
+
+    name = f"fjord_test_{uuid.uuid4().hex[:10]}"
+    url = postgres_server.rsplit("/", 1)[0] + f"/{name}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    yield url
+    engine_for(url).dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_server(services_home: Path) -> Iterator[str]:
+    """A real Redis-protocol server (the embedded Valkey) for the session; its URL."""
+    yield from _serve("redis", services_home)
+
+
+@pytest.fixture(scope="session")
+def kafka_server(services_home: Path) -> Iterator[str]:
+    """A real Apache Kafka broker (KRaft) for the session; its bootstrap address."""
+    yield from _serve("kafka", services_home)
+
+
+@pytest.fixture(scope="session")
+def hdfs_server(services_home: Path) -> Iterator[str]:
+    """A real HDFS (NameNode + DataNode) for the session; its ``hdfs://host:port`` URI."""
+    yield from _serve("hdfs", services_home)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(services_home: Path) -> Iterator[str]:
+    """A real S3 server (SeaweedFS) for the session, with the bucket ``fjord``; its endpoint URL."""
+    yield from _serve("s3", services_home)

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from featurestore.engines.base import JoinEngine, JoinPlan, Source
 from featurestore.schema import normalise
-from fjord.fs import SharedFS
+from fjord.fs import SharedFS, spark_uris
 from fjord.spark import get_spark
 
 _LEFT, _RIGHT = 1, 0
@@ -25,7 +25,7 @@ def _read(spark: SparkSession, source: Source, columns: list[str]) -> DataFrame:
         assert source.schema is not None
         empty = pa.Table.from_batches([], schema=source.schema.select(columns))
         return spark.createDataFrame(empty.to_pandas(), schema=None if empty.num_columns else "x int")
-    return spark.read.option("mergeSchema", "true").parquet(*source.files).select(*columns)
+    return spark.read.option("mergeSchema", "true").parquet(*spark_uris(source.files)).select(*columns)
 
 
 class SparkJoinEngine(JoinEngine):

@@ -1,7 +1,8 @@
 """Online stores: the latest feature values per primary key, for low-latency lookups.
 
 One boundary (:class:`OnlineStore`), two implementations chosen by ``featurestore.online_store``:
-SQLite (embedded default) and Redis (``redis.url``; pipelined reads).
+SQLite (embedded default) and Redis (``redis.url``; pipelined reads). With ``redis.url`` unset, the
+embedded Redis-protocol server (:mod:`fjord.services`) is started on first use.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from functools import cache
 
 from featurestore.online.base import OnlineStore
 from fjord.config import get_settings
+from fjord.services import ensure
 
 __all__ = ["OnlineStore", "online_store"]
 
@@ -22,7 +24,8 @@ def online_store() -> OnlineStore:
     if kind == "redis":
         # One Redis may serve several Fjord installations: keys carry the storage root's hash.
         namespace = hashlib.sha256(str(settings.storage.root).encode()).hexdigest()[:10]
-        return _store(kind, settings.redis.url, namespace)
+        url = settings.redis.url or ensure("redis", settings)
+        return _store(kind, url, namespace)
     return _store(kind, str(settings.featurestore.online_sqlite_path), "")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 
-import click
 import typer
 
 from fjord import __version__
@@ -22,6 +21,7 @@ from fjord.cli import (
     lineage_cmd,
     project_cmd,
     run_cmd,
+    services_cmd,
 )
 from fjord.cli.output import console, err_console
 from fjord.errors import FjordError
@@ -45,6 +45,7 @@ app.add_typer(lineage_cmd.app, name="lineage")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(experiment_cmd.app, name="experiment")
 app.add_typer(experiment_cmd.mlflow_app, name="mlflow")
+app.add_typer(services_cmd.app, name="services")
 app.command("run")(run_cmd.run)
 
 _debug = False
@@ -74,19 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a console script, exits with) the exit code."""
     command = typer.main.get_command(app)
     try:
-        # standalone_mode=False: errors reach us instead of click's own printing and sys.exit.
-        result = command.main(args=argv, prog_name="fjord", standalone_mode=False)
+        # Click's standalone mode prints usage errors with the usage line and exits 2 (SystemExit);
+        # every other exception, FjordError first, reaches the handlers below.
+        command.main(args=argv, prog_name="fjord", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
     except FjordError as exc:
         if _debug:
             raise
         err_console.print(f"[red]error:[/red] {exc.one_line()}")
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         err_console.print("aborted")
         return 130
     except Exception as exc:
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             "(run with --debug for the traceback)"
         )
         return INTERNAL_ERROR_EXIT
-    return result if isinstance(result, int) else 0
+    return 0
 
 
 if __name__ == "__main__":

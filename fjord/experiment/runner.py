@@ -38,12 +38,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from fjord.config import StorageSettings, get_settings
 from fjord.errors import FjordError
 from fjord.experiment.cores import reserved_cores
 from fjord.experiment.stopping import Direction, MedianStopping
 from fjord.experiment.tracking import Tracker, tracking_uri
 from fjord.experiment.trial import COMPLETED, FUNCTION_FILE
-from fjord.fs import SharedFS
+from fjord.fs import SharedFS, backend_for
 from fjord.lineage import track_run
 from fjord.projects import Project
 
@@ -135,7 +136,10 @@ def _trial_process_setup(cores: set[int] | None) -> Callable[[], None]:
 
 def execute_trial(task: Mapping[str, Any]) -> dict[str, Any]:
     """Run one trial on this executor, in a child process, retrying once; its ``result.json``."""
-    fs = SharedFS(task["experiment_uri"])
+    # The driver's storage settings, not this worker's environment: executors on a cluster (or
+    # started before the settings changed) may not have them.
+    storage = StorageSettings.model_validate(task["storage"])
+    fs = SharedFS(task["experiment_uri"], backend=backend_for(task["experiment_uri"], storage))
     rel = f"trials/{task['trial']}"
     on_disk = fs.backend.scheme == "file"
     workdir = Path(fs.path(rel)) if on_disk else Path(tempfile.mkdtemp(prefix="fjord-trial-"))
@@ -148,6 +152,7 @@ def execute_trial(task: Mapping[str, Any]) -> dict[str, Any]:
         "OMP_NUM_THREADS": str(threads),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONHASHSEED": "0",  # fixed: a warm process serves trials of different seeds
+        **storage.as_environment(),
         **task.get("env", {}),
     }
     result: dict[str, Any] = {}
@@ -468,6 +473,7 @@ class ExperimentRun:
             "seed": seed,
             "threads": self.trial_cores,
             "env": self.env,
+            "storage": get_settings().storage.model_dump(mode="json"),
         }
         return trial_id, seed, task
 
@@ -508,8 +514,8 @@ class ExperimentRun:
         rel = f"trials/{trial.trial}"
         progress_file = f"trials/{progress_of or trial.trial}/progress.json"
         progress = json.loads(self.fs.read_text(progress_file)) if self.fs.exists(progress_file) else []
-        files = Path(self.fs.path(rel)) if self.fs.backend.scheme == "file" else None
-        trial.mlflow_run_id = self.tracker.log_trial(asdict(trial), progress, files)
+        with self.fs.local_copy(rel) as files:
+            trial.mlflow_run_id = self.tracker.log_trial(asdict(trial), progress, files)
         self.results.append(trial)
         log.info("%s %s: %s %s", self.record.run_id, trial.trial, trial.status, trial.metrics or trial.error)
         self._write_definition(status="running")

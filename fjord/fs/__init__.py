@@ -8,10 +8,19 @@
 True
 """
 
-from fjord.fs.backends import Backend, backend_for, register_backend
+from fjord.fs.backends import Backend, backend_for, register_backend, spark_uri, spark_uris
 from fjord.fs.shared import SUCCESS, SharedFS
 
-__all__ = ["SUCCESS", "Backend", "SharedFS", "backend_for", "register_backend", "shared_root"]
+__all__ = [
+    "SUCCESS",
+    "Backend",
+    "SharedFS",
+    "backend_for",
+    "register_backend",
+    "shared_root",
+    "spark_uri",
+    "spark_uris",
+]
 
 
 def shared_root() -> SharedFS:

@@ -8,6 +8,7 @@ as the commit point. Register another scheme with :func:`register_backend`.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +64,14 @@ class Backend:
             if key:
                 self.fs.call_s3("delete_object", Bucket=bucket, Key=key)
 
+    def replace(self, source: str, target: str) -> None:
+        """Rename the file ``source`` to ``target`` in one atomic step, replacing ``target`` if it exists
+        (POSIX ``rename``; HDFS ``rename2`` with OVERWRITE). Not for object stores: they have no rename."""
+        if self.scheme == "file":
+            os.replace(source, target)
+        else:
+            self.fs.mv(source, target, overwrite=True)
+
     def to_uri(self, path: str, authority: str) -> str:
         """The URI of the filesystem-native ``path``."""
         if self.scheme == "s3":
@@ -88,8 +97,17 @@ def _local(authority: str, settings: StorageSettings) -> Backend:
 
 
 def _hdfs(authority: str, settings: StorageSettings) -> Backend:
+    # hdfs-native speaks HDFS' RPC and data-transfer protocols itself (Rust): no JVM, and no native
+    # libhdfs, which pyarrow's HadoopFileSystem needs and only Hadoop's binary tarball ships. WebHDFS
+    # (fsspec's webhdfs) would need no library either, but it moves every byte over HTTP through a
+    # DataNode redirect, and the cluster must enable it.
+    from hdfs_native.fsspec import HdfsFileSystem
+
+    if settings.hdfs_user:
+        # Both hdfs-native and Spark's Hadoop client take the simple-auth user from here.
+        os.environ["HADOOP_USER_NAME"] = settings.hdfs_user
     host, _, port = authority.partition(":")
-    fs = fsspec.filesystem("hdfs", host=host or "default", port=int(port or 8020), user=settings.hdfs_user)
+    fs = HdfsFileSystem(host=host or None, port=int(port) if port else None)
     return Backend("hdfs", fs, object_store=False, spark_scheme="hdfs")
 
 
@@ -120,3 +138,15 @@ def backend_for(uri: str, settings: StorageSettings | None = None) -> Backend:
 @cache
 def _cached_backend(scheme: str, authority: str, settings_json: str) -> Backend:
     return _FACTORIES[scheme](authority, StorageSettings.model_validate_json(settings_json))
+
+
+def spark_uri(uri: str) -> str:
+    """The URI Spark's Hadoop filesystems know ``uri`` by (``s3://`` becomes ``s3a://``)."""
+    scheme = urlsplit(uri).scheme
+    spark_scheme = backend_for(uri).spark_scheme
+    return uri if scheme == spark_scheme else spark_scheme + uri[len(scheme) :]
+
+
+def spark_uris(uris: list[str] | tuple[str, ...]) -> list[str]:
+    """:func:`spark_uri` of each, for URIs other libraries give (a Delta snapshot's files)."""
+    return [spark_uri(uri) for uri in uris]

@@ -19,15 +19,17 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
 from fjord.errors import AlreadyExistsError, NotFoundError, PathEscapeError
-from fjord.fs.backends import Backend, backend_for
+from fjord.fs.backends import Backend, backend_for, spark_uri
 
 SUCCESS = "_SUCCESS"
 _STAGING_PREFIX = "_tmp."
@@ -69,9 +71,7 @@ class SharedFS:
 
     def spark_uri(self, rel: str = "") -> str:
         """The URI Spark reads ``rel`` by (``s3://`` becomes ``s3a://``)."""
-        uri = self.uri(rel)
-        scheme = self.backend.scheme
-        return uri if scheme == self.backend.spark_scheme else self.backend.spark_scheme + uri[len(scheme) :]
+        return spark_uri(self.uri(rel))
 
     def sub(self, rel: str) -> SharedFS:
         """A :class:`SharedFS` rooted at ``rel``, itself confined to it."""
@@ -143,6 +143,20 @@ class SharedFS:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 self.backend.fs.get_file(posixpath.join(directory, name), target)
 
+    @contextmanager
+    def local_copy(self, rel: str) -> Iterator[Path | None]:
+        """The tree at ``rel`` as a local directory, for libraries that read only local files (MLflow's
+        ``log_artifacts``): the directory itself on a local disk, else a temporary copy removed after.
+        ``None`` if ``rel`` does not exist."""
+        if not self.exists(rel):
+            yield None
+        elif self.backend.scheme == "file":
+            yield Path(self.path(rel))
+        else:
+            with tempfile.TemporaryDirectory(prefix="fjord-copy-") as local:
+                self.download(rel, local)
+                yield Path(local)
+
     def upload(self, local_path: str, rel: str) -> None:
         """Copy a local file to ``rel`` atomically (streamed, not read into memory)."""
         self._put_atomically(rel, lambda path: self.backend.fs.put_file(local_path, path))
@@ -157,10 +171,7 @@ class SharedFS:
         tmp = posixpath.join(parent, f"{_STAGING_PREFIX}{name}.{uuid.uuid4().hex}")
         try:
             put(tmp)
-            if self.backend.scheme == "file":
-                os.replace(tmp, path)
-            else:
-                self.backend.fs.mv(tmp, path)  # HDFS rename: atomic
+            self.backend.replace(tmp, path)
         except BaseException:
             if self.backend.fs.exists(tmp):
                 self.backend.fs.rm(tmp)

@@ -1,4 +1,4 @@
-"""The online store contract, run against SQLite and a real Redis (127.0.0.1:6379)."""
+"""The online store contract, run against SQLite and a real Redis-protocol server (the embedded one)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def store(request, tmp_path) -> OnlineStore:
     if request.param == "sqlite":
         yield SQLiteOnlineStore(str(tmp_path / "online.db"))
         return
-    redis_store = RedisOnlineStore("redis://127.0.0.1:6379/0", namespace=f"test-{uuid.uuid4().hex[:8]}")
+    url = request.getfixturevalue("redis_server")
+    redis_store = RedisOnlineStore(url, namespace=f"test-{uuid.uuid4().hex[:8]}")
     redis_store.ping()
     yield redis_store
     for table in ("t", "u"):

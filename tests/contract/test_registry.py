@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import multiprocessing
-import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from featurestore.registry import CommitRecord, GroupRecord, Registry, TrainingDatasetRecord
 from fjord.metadata import engine_for
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
+def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'registry.db'}"
-        return
-    name = f"fjord_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    engine_for(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}").dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    return request.getfixturevalue("postgres_db")
 
 
 def _group(name: str) -> GroupRecord:

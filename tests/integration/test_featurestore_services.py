@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
@@ -11,27 +9,18 @@ from sqlalchemy import create_engine, text
 import featurestore
 from fjord.config import reset_settings
 from fjord.lineage import lineage_tree
-from fjord.metadata import engine_for
 from fjord.projects import create_project
 
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 
 
 @pytest.fixture
-def postgres_and_redis(monkeypatch):
-    name = f"fjord_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    monkeypatch.setenv("FJORD_METADATA__URL", f"{PG}/{name}")
+def postgres_and_redis(monkeypatch, postgres_db: str, redis_server: str) -> str:
+    monkeypatch.setenv("FJORD_METADATA__URL", postgres_db)
     monkeypatch.setenv("FJORD_FEATURESTORE__ONLINE_STORE", "redis")
+    monkeypatch.setenv("FJORD_REDIS__URL", redis_server)
     reset_settings()
-    yield name
-    engine_for(f"{PG}/{name}").dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
+    return postgres_db
 
 
 def test_api_end_to_end_on_postgresql_and_redis(postgres_and_redis) -> None:
@@ -50,6 +39,6 @@ def test_api_end_to_end_on_postgresql_and_redis(postgres_and_redis) -> None:
     assert X.amount.tolist()[1] == 3.0 and pd.isna(X.amount.tolist()[0])  # label of key 2 predates its row
     assert view.get_feature_vector({"cc_num": 2}) == [4.0]  # from Redis
     assert lineage_tree(job.outputs[0].uri, str(version)).run.run_id == job.run_id  # lineage on PostgreSQL
-    with create_engine(f"{PG}/{postgres_and_redis}").connect() as conn:
+    with create_engine(postgres_and_redis).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM fs_feature_groups")).scalar() == 2
     fs.online.drop(tx.online_table)

@@ -42,6 +42,22 @@ def test_bad_input_is_one_line_and_nonzero(capsys) -> None:
     assert code == 2 and "invalid project name" in err
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bogus"], "No such command 'bogus'"),
+        (["project", "show"], "Missing argument 'name'"),
+        (["services", "logs"], "Missing argument 'name'"),
+        (["services", "logs", "kafka", "--lines", "0"], "Invalid value for '--lines'"),
+        (["project", "list", "--nope"], "No such option: --nope"),
+    ],
+)
+def test_usage_errors_exit_2_with_the_usage_line(capsys, args, message) -> None:
+    code, _, err = cli(capsys, *args)
+    assert code == 2, err
+    assert message in err and "Usage: fjord" in err and "Traceback" not in err
+
+
 def test_debug_shows_the_traceback(capsys) -> None:
     from fjord.errors import NotFoundError
 

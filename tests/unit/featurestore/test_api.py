@@ -311,8 +311,10 @@ def test_bad_feature_views(fs, fv, label_fg, tx_fg) -> None:
 
 
 @pytest.mark.parametrize("online", ["sqlite", "redis"])
-def test_online_feature_vectors(fs, fv, tx_fg, online, monkeypatch) -> None:
+def test_online_feature_vectors(fs, fv, tx_fg, online, monkeypatch, request) -> None:
     monkeypatch.setenv("FJORD_FEATURESTORE__ONLINE_STORE", online)
+    if online == "redis":
+        monkeypatch.setenv("FJORD_REDIS__URL", request.getfixturevalue("redis_server"))
     from fjord.config import reset_settings
 
     reset_settings()

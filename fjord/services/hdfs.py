@@ -1,0 +1,121 @@
+"""HDFS: Apache Hadoop 3.4.2's NameNode and DataNode, one of each, on loopback.
+
+Launched with ``java -cp <conf>:.jvm/hdfs/*`` (the server jars from Maven Central, pinned by
+``fjord/jvm/hdfs/pom.xml``): the same Hadoop release as the client inside pyspark, so Spark reads and
+writes ``hdfs://`` with what it ships. Replication is 1 and permissions are off (one machine, one
+user). The NameNode's web UI is at the ``http`` port. Python reaches it with ``hdfs-native`` (see
+:mod:`fjord.fs.backends`), a native client that needs no JVM and no ``libhdfs``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from typing import ClassVar
+from xml.sax.saxutils import escape
+
+from fjord.errors import ServiceError
+from fjord.jvm import classpath, java_command
+from fjord.services.base import Process, Service
+
+HEAP = ["-Xms64m", "-Xmx256m", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError"]
+
+
+def _site(properties: dict[str, object]) -> str:
+    body = "".join(
+        f"  <property><name>{escape(name)}</name><value>{escape(str(value))}</value></property>\n"
+        for name, value in properties.items()
+    )
+    return f'<?xml version="1.0"?>\n<configuration>\n{body}</configuration>\n'
+
+
+class HdfsService(Service):
+    """A single-node HDFS: ``namenode`` then ``datanode``."""
+
+    name = "hdfs"
+    ports: ClassVar[dict[str, int]] = {
+        "rpc": 8020,
+        "http": 9870,
+        "datanode": 9866,
+        "datanode_http": 9864,
+        "datanode_ipc": 9867,
+    }
+
+    def address_for(self, ports: dict[str, int]) -> str:
+        return f"hdfs://127.0.0.1:{ports['rpc']}"
+
+    def _write_config(self, ports: dict[str, int]) -> None:
+        conf = self.dir / "conf"
+        conf.mkdir(parents=True, exist_ok=True)
+        core = {"fs.defaultFS": self.address_for(ports), "hadoop.tmp.dir": self.data / "tmp"}
+        hdfs = {
+            "dfs.namenode.name.dir": (self.data / "name").as_uri(),
+            "dfs.datanode.data.dir": (self.data / "data").as_uri(),
+            "dfs.replication": 1,
+            "dfs.permissions.enabled": "false",
+            "dfs.namenode.http-address": f"127.0.0.1:{ports['http']}",
+            "dfs.datanode.address": f"127.0.0.1:{ports['datanode']}",
+            "dfs.datanode.http.address": f"127.0.0.1:{ports['datanode_http']}",
+            "dfs.datanode.ipc.address": f"127.0.0.1:{ports['datanode_ipc']}",
+            # No 30 s wait in safe mode after a restart: one DataNode either reports its blocks or not.
+            "dfs.namenode.safemode.extension": 0,
+            "dfs.heartbeat.interval": 1,
+            # A killed DataNode is declared dead after about 30 s, not 10 minutes.
+            "dfs.namenode.heartbeat.recheck-interval": 15000,
+        }
+        (conf / "core-site.xml").write_text(_site(core))
+        (conf / "hdfs-site.xml").write_text(_site(hdfs))
+        (conf / "log4j.properties").write_text(
+            "log4j.rootLogger=INFO,console\n"
+            "log4j.appender.console=org.apache.log4j.ConsoleAppender\n"
+            "log4j.appender.console.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.console.layout.ConversionPattern=%d{ISO8601} %p %c{2}: %m%n\n"
+            "log4j.logger.org.apache.hadoop.hdfs.StateChange=WARN\n"
+            "log4j.logger.BlockStateChange=WARN\n"
+            "log4j.logger.org.apache.hadoop.hdfs.server.datanode.DataNode.clienttrace=WARN\n"
+        )
+
+    def _java(self, main: str) -> list[str]:
+        return [
+            java_command(),
+            *HEAP,
+            "-Djava.awt.headless=true",
+            "-cp",
+            classpath("hdfs", None, self.dir / "conf"),
+            main,
+        ]
+
+    def prepare(self, ports: dict[str, int]) -> None:
+        self._write_config(ports)
+        if (self.data / "name" / "current" / "VERSION").exists():
+            return
+        cmd = [*self._java("org.apache.hadoop.hdfs.server.namenode.NameNode"), "-format", "-nonInteractive"]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            errors = [line for line in result.stdout.splitlines() if " ERROR " in line] or ["no output"]
+            raise ServiceError(f"formatting the HDFS NameNode failed: {errors[-1]}")
+
+    def processes(self, ports: dict[str, int]) -> list[Process]:
+        return [
+            Process("namenode", self._java("org.apache.hadoop.hdfs.server.namenode.NameNode")),
+            Process("datanode", self._java("org.apache.hadoop.hdfs.server.datanode.DataNode")),
+        ]
+
+    def _namesystem(self, ports: dict[str, int]) -> dict[str, object]:
+        url = f"http://127.0.0.1:{ports['http']}/jmx?qry=Hadoop:service=NameNode,name=FSNamesystemState"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                beans = json.loads(response.read()).get("beans") or [{}]
+        except (urllib.error.URLError, OSError, ValueError):
+            return {}
+        state: dict[str, object] = beans[0]
+        return state
+
+    def ready(self, label: str, ports: dict[str, int]) -> bool:
+        state = self._namesystem(ports)
+        if label == "namenode":
+            return bool(state)
+        # Writable: out of safe mode with a live DataNode.
+        return state.get("FSState") == "Operational" and int(str(state.get("NumLiveDataNodes", 0))) >= 1

@@ -1,0 +1,119 @@
+"""Kafka: Apache Kafka 4.1 in KRaft mode, one process that is both broker and controller, on loopback.
+
+Launched with ``java -cp .jvm/kafka/*`` (jars from Maven Central, pinned by ``fjord/jvm/kafka/pom.xml``);
+the storage is formatted once (``kafka.tools.StorageTool format``), and its log segments stay under
+``data/`` across restarts. Clients reach it at ``127.0.0.1:<port>`` (``kafka.bootstrap_servers`` when
+unset resolves to it); the docker-compose Kafka is the same software, configured the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import uuid
+from typing import ClassVar
+
+from fjord.errors import ServiceError
+from fjord.jvm import classpath, java_command
+from fjord.services.base import Process, Service
+from fjord.services.process import port_open
+
+# Sized for a 2-core, few-GB laptop: the broker is mostly page cache, not heap.
+HEAP = ["-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError"]
+NODE_ID = 1
+
+
+def _properties(values: dict[str, object]) -> str:
+    return "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+class KafkaService(Service):
+    """A single-node Kafka cluster (replication factor 1, every internal topic included)."""
+
+    name = "kafka"
+    ports: ClassVar[dict[str, int]] = {"broker": 9092, "controller": 9093}
+
+    def address_for(self, ports: dict[str, int]) -> str:
+        return f"127.0.0.1:{ports['broker']}"
+
+    def _config(self, ports: dict[str, int]) -> str:
+        broker, controller = ports["broker"], ports["controller"]
+        return _properties(
+            {
+                "process.roles": "broker,controller",
+                "node.id": NODE_ID,
+                "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{controller}",
+                "listeners": f"PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
+                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{broker}",
+                "controller.listener.names": "CONTROLLER",
+                "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                "inter.broker.listener.name": "PLAINTEXT",
+                "log.dirs": self.data / "logs",
+                "metadata.log.dir": self.data / "metadata",
+                "num.partitions": 1,
+                "default.replication.factor": 1,
+                "min.insync.replicas": 1,
+                "offsets.topic.replication.factor": 1,
+                "transaction.state.log.replication.factor": 1,
+                "transaction.state.log.min.isr": 1,
+                "share.coordinator.state.topic.replication.factor": 1,
+                "share.coordinator.state.topic.min.isr": 1,
+                # One consumer joining an empty group need not wait 3 s for others.
+                "group.initial.rebalance.delay.ms": 0,
+                "auto.create.topics.enable": "true",
+                "num.network.threads": 2,
+                "num.io.threads": 4,
+            }
+        )
+
+    def _log4j(self) -> str:
+        return _properties(
+            {
+                "status": "warn",
+                "appender.out.type": "Console",
+                "appender.out.name": "out",
+                "appender.out.layout.type": "PatternLayout",
+                "appender.out.layout.pattern": "[%d] %p %m (%c)%n",
+                "rootLogger.level": "info",
+                "rootLogger.appenderRef.out.ref": "out",
+                "logger.request.name": "kafka.request.logger",
+                "logger.request.level": "warn",
+            }
+        )
+
+    def prepare(self, ports: dict[str, int]) -> None:
+        (self.dir / "server.properties").write_text(self._config(ports))
+        (self.dir / "log4j2.properties").write_text(self._log4j())
+        if (self.data / "metadata" / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cmd = [*self._java(), "kafka.tools.StorageTool", "format", "-t", cluster_id]
+        cmd += ["-c", str(self.dir / "server.properties")]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+            raise ServiceError(f"formatting Kafka's storage failed: {lines[-1]}")
+
+    def _java(self) -> list[str]:
+        log4j = f"-Dlog4j2.configurationFile={(self.dir / 'log4j2.properties').as_uri()}"
+        return [java_command(), *HEAP, log4j, "-Djava.awt.headless=true", "-cp", classpath("kafka")]
+
+    def processes(self, ports: dict[str, int]) -> list[Process]:
+        return [Process("kafka", [*self._java(), "kafka.Kafka", str(self.dir / "server.properties")])]
+
+    def ready(self, label: str, ports: dict[str, int]) -> bool:
+        if not port_open(ports["broker"]):
+            return False  # a client's bootstrap against a closed port takes seconds to give up
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.address_for(ports), request_timeout_ms=3000)
+        except (KafkaError, OSError, ValueError):
+            return False
+        try:
+            return bool(admin.describe_cluster().get("brokers"))
+        except (KafkaError, OSError):
+            return False
+        finally:
+            admin.close()

@@ -1,0 +1,189 @@
+"""The process plumbing every embedded server shares: ports, locks, state files, spawning and stopping.
+
+Each server runs in its own process group (``start_new_session``), so stopping it stops whatever it
+forked, and nothing is left behind. Its state lives in ``$FJORD_HOME/services/<name>/``: ``state.json``
+(pids and ports), its log files and its data directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fjord.errors import ServiceError
+
+
+def port_free(port: int) -> bool:
+    """True when nothing listens on (and nothing holds) 127.0.0.1:``port``."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(preferred: int | None = None) -> int:
+    """``preferred`` when it is free, else a port the kernel picks."""
+    if preferred and port_free(preferred):
+        return preferred
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` across processes (one start at a time, however many ask)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """The JSON state at ``path``, or ``{}`` when there is none."""
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data
+
+
+def write_state(path: Path, state: Mapping[str, Any]) -> None:
+    """Write ``state`` atomically (a reader sees the old or the new file, never half of one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def alive(pid: int | None) -> bool:
+    """True while process ``pid`` exists and is not a zombie."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc (macOS): kill(0) said it exists
+
+
+def spawn(
+    argv: Sequence[str], log: Path, *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> int:
+    """Start ``argv`` in a new process group with its output appended to ``log``; its pid."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        try:
+            process = subprocess.Popen(
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+            )
+        except OSError as exc:
+            raise ServiceError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    _REAPERS[process.pid] = process
+    return process.pid
+
+
+# Popen objects of the servers this process started, so their exit statuses are collected (no zombies)
+_REAPERS: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status of ``pid`` if this process started it."""
+    process = _REAPERS.get(pid)
+    if process is not None and process.poll() is not None:
+        _REAPERS.pop(pid, None)
+
+
+def log_tail(log: Path, lines: int = 1) -> str:
+    """The last non-empty lines of ``log`` on one line (for error messages)."""
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no output"
+    return " | ".join(line.strip() for line in text[-lines:]) or "no output"
+
+
+def wait_until(
+    ready: Callable[[], bool], *, what: str, pid: int, log: Path, timeout: float, interval: float = 0.2
+) -> None:
+    """Poll ``ready()`` until true; :class:`ServiceError` with the log's tail if ``pid`` dies or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if ready():
+            return
+        reap(pid)
+        if not alive(pid):
+            raise ServiceError(f"{what} exited while starting: {log_tail(log, 2)} (log: {log})")
+        if time.monotonic() > deadline:
+            stop_group(pid, signal.SIGKILL, timeout=5)
+            raise ServiceError(
+                f"{what} did not become ready in {timeout:.0f} s: {log_tail(log)} (log: {log})"
+            )
+        time.sleep(interval)
+
+
+def stop_group(pid: int, sig: int = signal.SIGTERM, *, timeout: float = 30.0) -> bool:
+    """Send ``sig`` to ``pid``'s process group and wait for it to go (SIGKILL after ``timeout``).
+
+    ``False`` if it was not running.
+    """
+    if not alive(pid):
+        reap(pid)
+        return False
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        reap(pid)
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+        time.sleep(0.05)
+    reap(pid)
+    return True
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL ``pid``'s whole process group at once, as a crash would (tests of recovery use it)."""
+    stop_group(pid, signal.SIGKILL, timeout=10)

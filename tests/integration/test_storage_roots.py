@@ -1,0 +1,128 @@
+"""Every stage on an ``hdfs://`` root (the embedded HDFS) and on an ``s3://`` root (SeaweedFS): the ETL
+job, a Spark DataFrame insert, the Spark point-in-time join, and an experiment whose trial files
+reach MLflow. Spark reads and writes through Hadoop's HDFS client and S3A; Python through hdfs-native
+and s3fs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import featurestore
+from fjord import experiment
+from fjord.config import reset_settings
+from fjord.experiment.tracking import client
+from fjord.fs import SharedFS
+from fjord.projects import create_project
+from fjord.services.s3 import ACCESS_KEY, BUCKET, SECRET_KEY
+from jobs.etl.demo_data import DemoSpec, generate
+from jobs.etl.job import EtlSpec, run
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+T0 = pd.Timestamp("2024-01-01", tz="UTC")
+
+
+@pytest.fixture(params=["hdfs", "s3"])
+def root(request, monkeypatch, spark) -> str:
+    """A fresh storage root on the embedded HDFS or S3, configured as storage.root."""
+    if request.param == "hdfs":
+        uri = f"{request.getfixturevalue('hdfs_server')}/fjord-{uuid.uuid4().hex[:8]}"
+    else:
+        uri = f"s3://{BUCKET}/fjord-{uuid.uuid4().hex[:8]}"
+        monkeypatch.setenv("FJORD_STORAGE__S3_ENDPOINT_URL", request.getfixturevalue("s3_endpoint"))
+        monkeypatch.setenv("FJORD_STORAGE__S3_KEY", ACCESS_KEY)
+        monkeypatch.setenv("FJORD_STORAGE__S3_SECRET", SECRET_KEY)
+    monkeypatch.setenv("FJORD_STORAGE__ROOT", uri)
+    reset_settings()
+    return uri
+
+
+def test_etl_job_publishes_to_the_feature_store(root: str) -> None:
+    project = create_project("fraud")
+    assert project.fs.uri().startswith(root)
+    generate(project.fs, DemoSpec(rows=3000, days=1, seed=3))
+    batch = project.fs.listdir("Resources/landing")[0]
+    result = run(EtlSpec(project="fraud", batch=batch))
+    assert result.validation.success and set(result.commits.values()) == {0}
+    store = featurestore.connect("fraud")
+    tx = store.get_feature_group("transactions_features", 1)
+    assert len(tx.read()) == result.rows_in
+    assert all(uri.startswith(root.split("://")[0] + "://") for uri in tx.snapshot().file_uris)
+    again = run(EtlSpec(project="fraud", batch=batch))  # a rerun of a published batch changes nothing
+    assert len(store.get_feature_group("transactions_features", 1).read()) == result.rows_in
+    assert again.rows_in == result.rows_in
+
+
+def test_spark_insert_and_spark_point_in_time_join(root: str, spark) -> None:
+    create_project("fraud")
+    store = featurestore.connect("fraud")
+    frame = spark.range(0, 2000).selectExpr(
+        "id % 100 AS cc_num",
+        "timestamp_micros(1704067200000000 + id * 60000000) AS ts",
+        "cast(id AS double) AS amount",
+    )
+    tx = store.get_or_create_feature_group("tx", 1, primary_key=["cc_num"], event_time="ts")
+    tx.insert(frame)  # written by Spark's executors onto the root, committed in place
+    assert tx.read(dataframe_type="spark").count() == 2000
+    assert SharedFS(tx.location).find(suffix=".parquet")
+    labels = store.get_or_create_feature_group("labels", 1, primary_key=["cc_num"], event_time="ts")
+    labels.insert(
+        pd.DataFrame(
+            {
+                "cc_num": [1, 2, 3],
+                "ts": [T0 + pd.Timedelta(minutes=m) for m in (150, 5, 0)],
+                "is_fraud": [1, 0, 0],
+            }
+        )
+    )
+    query = labels.select_all().join(tx.select(["amount"]), on=["cc_num"], prefix="tx_")
+    by_spark = query.read(engine="spark")
+    assert by_spark.equals(query.read(engine="duckdb"))
+    # Key 1 at minute 150: its newest row is id 101 (minute 101); key 3 at minute 0: id 3 is later.
+    by_key = by_spark.set_index("cc_num").tx_amount
+    assert by_key[1] == 101.0 and by_key[2] == 2.0 and pd.isna(by_key[3])
+
+
+def trial(lr):
+    (experiment.trial_dir() / "weights.txt").write_text(f"lr={lr}")
+    return {"score": 1 - abs(lr - 0.1)}
+
+
+@pytest.fixture(scope="module")
+def mlflow_on_hdfs(hdfs_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An MLflow server whose artifact root is on the HDFS: MLflow 3.17 lets a server reach only the
+    HDFS host of its own artifact root (GHSA-mr9f-g8qf-4w4j), as `fjord mlflow start` on an hdfs://
+    storage root sets it up."""
+    from fjord.config import Settings, StorageSettings
+    from fjord.experiment.tracking import start_server, stop_server
+
+    settings = Settings(
+        home=tmp_path_factory.mktemp("mlflow-hdfs"),
+        storage=StorageSettings(root=f"{hdfs_server}/mlflow-root"),
+    )
+    yield start_server(settings)
+    stop_server(settings)
+
+
+def test_experiment_trial_files_reach_mlflow(root: str, request, monkeypatch) -> None:
+    server = "mlflow_on_hdfs" if root.startswith("hdfs://") else "mlflow_server"
+    tracking = request.getfixturevalue(server)
+    monkeypatch.setenv("FJORD_MLFLOW__TRACKING_URI", tracking)
+    reset_settings()
+    project = create_project("lab")
+    result = experiment.grid_search(
+        trial, {"lr": [0.1, 0.5]}, optimization_key="score", project=project, early_stopping=False
+    )
+    assert [t.status for t in result.trials] == ["succeeded", "succeeded"]
+    mlflow = client(tracking)
+    for t in result.trials:
+        info = mlflow.get_run(t.mlflow_run_id).info
+        assert info.artifact_uri.startswith(root)  # MLflow's artifacts on the same root
+        names = [f.path for f in mlflow.list_artifacts(t.mlflow_run_id)]
+        assert "weights.txt" in names
+        local = mlflow.download_artifacts(t.mlflow_run_id, "weights.txt")
+        assert Path(local).read_text() == f"lr={t.params['lr']}"
