@@ -53,6 +53,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP) $(JARS)
+	$(VENV)/bin/python -m bench.services
 	$(VENV)/bin/python -m bench.foundation
 	$(VENV)/bin/python -m bench.featurestore
 	$(VENV)/bin/python -m bench.etl

@@ -36,14 +36,23 @@ def fjord_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
 
 
 @pytest.fixture(scope="session")
-def spark():
-    """The test session's one SparkSession (local[2])."""
+def spark_session():
+    """The test session's one SparkSession (local[2]), stopped at the end."""
     from fjord import spark as fjord_spark
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = fjord_spark.get_spark(app_name="fjord-tests")
-    yield session
+    fjord_spark.get_spark(app_name="fjord-tests")
+    yield
     fjord_spark.stop_spark()
+
+
+@pytest.fixture
+def spark(spark_session):
+    """The process's live SparkSession: the session's one, or whichever a test put in its place (a job
+    in a project environment replaces it), so no test holds a stopped one."""
+    from fjord import spark as fjord_spark
+
+    return fjord_spark.get_spark(app_name="fjord-tests")
 
 
 def run_fjord(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
@@ -143,7 +152,12 @@ def kafka_server(services_home: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def hdfs_server(services_home: Path) -> Iterator[str]:
     """A real HDFS (NameNode + DataNode) for the session; its ``hdfs://host:port`` URI."""
-    yield from _serve("hdfs", services_home)
+    from fjord.spark import stop_spark
+
+    served = _serve("hdfs", services_home)
+    yield next(served)
+    stop_spark()  # Spark's HDFS clients (event logs of a session on an hdfs:// root) go before HDFS does
+    next(served, None)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from functools import cache
 
 from featurestore.online.base import OnlineStore
 from fjord.config import get_settings
-from fjord.services import ensure
+from fjord.services import redis_url
 
 __all__ = ["OnlineStore", "online_store"]
 
@@ -24,8 +24,7 @@ def online_store() -> OnlineStore:
     if kind == "redis":
         # One Redis may serve several Fjord installations: keys carry the storage root's hash.
         namespace = hashlib.sha256(str(settings.storage.root).encode()).hexdigest()[:10]
-        url = settings.redis.url or ensure("redis", settings)
-        return _store(kind, url, namespace)
+        return _store(kind, redis_url(settings), namespace)
     return _store(kind, str(settings.featurestore.online_sqlite_path), "")
 
 

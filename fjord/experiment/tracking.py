@@ -12,12 +12,10 @@ metrics per reported step, final metrics, status, and the trial's files as artif
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +28,7 @@ from typing import Any
 from fjord.config import Settings, get_settings
 from fjord.errors import FjordError
 from fjord.fs import SharedFS
+from fjord.services.process import free_port, locked
 
 START_TIMEOUT_S = 180  # the first start migrates a new SQLite database: about 30 s here
 _STATUS = {"succeeded": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
@@ -53,23 +52,6 @@ def _healthy(uri: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def server_status(settings: Settings | None = None) -> dict[str, Any] | None:
     """The embedded server's record (pid, uri, log) if it is running and healthy, else ``None``."""
     state = _state_dir(settings or get_settings()) / "server.json"
@@ -83,11 +65,11 @@ def start_server(settings: Settings | None = None) -> str:
     """Start the embedded MLflow server unless it already runs; its URI."""
     settings = settings or get_settings()
     state_dir = _state_dir(settings)
-    with _locked(state_dir / "server.lock"):  # one start, however many processes ask at once
+    with locked(state_dir / "server.lock"):  # one start, however many processes ask at once
         running = server_status(settings)
         if running:
             return str(running["uri"])
-        port = _free_port()
+        port = free_port()
         uri = f"http://127.0.0.1:{port}"
         artifacts = SharedFS(str(settings.storage.root)).sub("MLflow")
         artifacts.makedirs("")

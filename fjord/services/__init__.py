@@ -24,7 +24,16 @@ from fjord.config import Settings, get_settings
 from fjord.errors import NotFoundError
 from fjord.services.base import Service, ServiceStatus
 
-__all__ = ["SERVICE_NAMES", "Service", "ServiceStatus", "ensure", "service", "services"]
+__all__ = [
+    "SERVICE_NAMES",
+    "Service",
+    "ServiceStatus",
+    "ensure",
+    "kafka_bootstrap_servers",
+    "redis_url",
+    "service",
+    "services",
+]
 
 # In start order: the databases first, then storage, then the broker.
 SERVICE_NAMES = ("postgres", "redis", "s3", "hdfs", "kafka")
@@ -61,3 +70,15 @@ def services(names: list[str] | None = None, settings: Settings | None = None) -
 def ensure(name: str, settings: Settings | None = None) -> str:
     """Start service ``name`` unless it runs; its address (what the defaults resolve to)."""
     return service(name, settings).start()
+
+
+def kafka_bootstrap_servers(settings: Settings | None = None) -> str:
+    """``kafka.bootstrap_servers``, or the embedded Kafka's address (started if needed) when unset."""
+    settings = settings or get_settings()
+    return settings.kafka.bootstrap_servers or ensure("kafka", settings)
+
+
+def redis_url(settings: Settings | None = None) -> str:
+    """``redis.url``, or the embedded Redis-protocol server's URL (started if needed) when unset."""
+    settings = settings or get_settings()
+    return settings.redis.url or ensure("redis", settings)

@@ -46,9 +46,8 @@ class HdfsService(Service):
     def address_for(self, ports: dict[str, int]) -> str:
         return f"hdfs://127.0.0.1:{ports['rpc']}"
 
-    def _write_config(self, ports: dict[str, int]) -> None:
-        conf = self.dir / "conf"
-        conf.mkdir(parents=True, exist_ok=True)
+    def site_properties(self, ports: dict[str, int]) -> tuple[dict[str, object], dict[str, object]]:
+        """``core-site.xml`` and ``hdfs-site.xml`` (docker-compose.yml's HDFS sets the same keys)."""
         core = {"fs.defaultFS": self.address_for(ports), "hadoop.tmp.dir": self.data / "tmp"}
         hdfs = {
             "dfs.namenode.name.dir": (self.data / "name").as_uri(),
@@ -65,6 +64,12 @@ class HdfsService(Service):
             # A killed DataNode is declared dead after about 30 s, not 10 minutes.
             "dfs.namenode.heartbeat.recheck-interval": 15000,
         }
+        return core, hdfs
+
+    def _write_config(self, ports: dict[str, int]) -> None:
+        conf = self.dir / "conf"
+        conf.mkdir(parents=True, exist_ok=True)
+        core, hdfs = self.site_properties(ports)
         (conf / "core-site.xml").write_text(_site(core))
         (conf / "hdfs-site.xml").write_text(_site(hdfs))
         (conf / "log4j.properties").write_text(

@@ -36,35 +36,34 @@ class KafkaService(Service):
     def address_for(self, ports: dict[str, int]) -> str:
         return f"127.0.0.1:{ports['broker']}"
 
-    def _config(self, ports: dict[str, int]) -> str:
+    def server_properties(self, ports: dict[str, int]) -> dict[str, object]:
+        """The broker's ``server.properties`` (docker-compose.yml's Kafka sets the same keys)."""
         broker, controller = ports["broker"], ports["controller"]
-        return _properties(
-            {
-                "process.roles": "broker,controller",
-                "node.id": NODE_ID,
-                "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{controller}",
-                "listeners": f"PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
-                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{broker}",
-                "controller.listener.names": "CONTROLLER",
-                "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                "inter.broker.listener.name": "PLAINTEXT",
-                "log.dirs": self.data / "logs",
-                "metadata.log.dir": self.data / "metadata",
-                "num.partitions": 1,
-                "default.replication.factor": 1,
-                "min.insync.replicas": 1,
-                "offsets.topic.replication.factor": 1,
-                "transaction.state.log.replication.factor": 1,
-                "transaction.state.log.min.isr": 1,
-                "share.coordinator.state.topic.replication.factor": 1,
-                "share.coordinator.state.topic.min.isr": 1,
-                # One consumer joining an empty group need not wait 3 s for others.
-                "group.initial.rebalance.delay.ms": 0,
-                "auto.create.topics.enable": "true",
-                "num.network.threads": 2,
-                "num.io.threads": 4,
-            }
-        )
+        return {
+            "process.roles": "broker,controller",
+            "node.id": NODE_ID,
+            "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{controller}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{broker}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": self.data / "logs",
+            "metadata.log.dir": self.data / "metadata",
+            "num.partitions": 1,
+            "default.replication.factor": 1,
+            "min.insync.replicas": 1,
+            "offsets.topic.replication.factor": 1,
+            "transaction.state.log.replication.factor": 1,
+            "transaction.state.log.min.isr": 1,
+            "share.coordinator.state.topic.replication.factor": 1,
+            "share.coordinator.state.topic.min.isr": 1,
+            # One consumer joining an empty group need not wait 3 s for others.
+            "group.initial.rebalance.delay.ms": 0,
+            "auto.create.topics.enable": "true",
+            "num.network.threads": 2,
+            "num.io.threads": 4,
+        }
 
     def _log4j(self) -> str:
         return _properties(
@@ -82,7 +81,7 @@ class KafkaService(Service):
         )
 
     def prepare(self, ports: dict[str, int]) -> None:
-        (self.dir / "server.properties").write_text(self._config(ports))
+        (self.dir / "server.properties").write_text(_properties(self.server_properties(ports)))
         (self.dir / "log4j2.properties").write_text(self._log4j())
         if (self.data / "metadata" / "meta.properties").exists():
             return

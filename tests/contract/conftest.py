@@ -1,4 +1,5 @@
-"""The shared filesystem's backends, each a real server or disk: file:// and s3:// (SeaweedFS)."""
+"""The shared filesystem's backends, each a real server or disk: file://, hdfs:// (the embedded HDFS) and
+s3:// (SeaweedFS)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from fjord.config import reset_settings
 from fjord.services.s3 import ACCESS_KEY, BUCKET, SECRET_KEY
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", "hdfs", "s3"])
 def storage_root(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The root URI of a fresh shared filesystem on each backend, configured as storage.root."""
     if request.param == "file":
         root = (tmp_path / "shared").as_uri()
+    elif request.param == "hdfs":
+        root = f"{request.getfixturevalue('hdfs_server')}/{uuid.uuid4().hex}"
     else:
         endpoint = request.getfixturevalue("s3_endpoint")
         root = f"s3://{BUCKET}/{uuid.uuid4().hex}"

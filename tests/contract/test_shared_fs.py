@@ -81,3 +81,53 @@ def test_projects_and_run_records_on_the_backend(storage_root: str) -> None:
         run.add_output(project.fs.uri("FeatureStore/x"), "1")
     assert get_run(run.run_id).status == "succeeded"
     assert project.fs.exists(f"Logs/runs/{run.run_id}.json")
+
+
+def test_local_copy_is_the_tree_on_local_disk(root: SharedFS) -> None:
+    root.write_text("run/trial/weights.txt", "w")
+    root.write_text("run/trial/sub/.hidden", "h")
+    with root.local_copy("run/trial") as local:
+        assert local is not None and (local / "weights.txt").read_text() == "w"
+        assert (local / "sub" / ".hidden").read_text() == "h"
+    with root.local_copy("run/none") as missing:
+        assert missing is None
+
+
+def _append_rows(uri: str, writer: int, commits: int) -> None:
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from featurestore.offline import storage_options
+
+    for i in range(commits):
+        write_deltalake(
+            uri, pa.table({"writer": [writer], "i": [i]}), mode="append", storage_options=storage_options(uri)
+        )
+
+
+def test_concurrent_delta_commits_lose_nothing(root: SharedFS) -> None:
+    """Writers racing for the same table version: each commit lands once (put-if-absent of the next
+    _delta_log entry: a rename that refuses to replace on disks and HDFS, If-None-Match on S3)."""
+    import multiprocessing
+
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from featurestore.offline import storage_options
+
+    uri = root.uri("FeatureStore/race_1")
+    write_deltalake(uri, pa.table({"writer": [0], "i": [0]}), storage_options=storage_options(uri))
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_append_rows, args=(uri, w, 6)) for w in (1, 2, 3)]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(180)
+        assert process.exitcode == 0
+    table = DeltaTable(uri, storage_options=storage_options(uri))
+    assert table.version() == 18
+    rows = table.to_pyarrow_table()
+    assert rows.num_rows == 19
+    assert sorted(zip(rows["writer"].to_pylist(), rows["i"].to_pylist(), strict=True)) == [(0, 0)] + [
+        (w, i) for w in (1, 2, 3) for i in range(6)
+    ]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fjord.fs import SharedFS
 from fjord.services import process
 from fjord.services.base import Service
 from fjord.services.hdfs import HdfsService
@@ -52,69 +53,84 @@ def _new(cls: type[Service], tmp_path: Path, own: list[Service]) -> Service:
     return service
 
 
-def test_postgres_keeps_committed_rows_across_a_crash(tmp_path: Path, own: list[Service]) -> None:
-    import psycopg
+def test_postgres_keeps_the_registry_across_a_crash(tmp_path: Path, own: list[Service], monkeypatch) -> None:
+    import pandas as pd
+
+    import featurestore
+    from fjord.config import reset_settings
+    from fjord.projects import create_project
 
     service = _new(PostgresService, tmp_path, own)
     url = service.start()
     assert service.start() == url  # the second start finds it running
-    dsn = url.replace("postgresql+psycopg", "postgresql")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE registry (name text PRIMARY KEY)")
-        conn.execute("INSERT INTO registry VALUES ('fraud')")
+    monkeypatch.setenv("FJORD_METADATA__URL", url)
+    reset_settings()
+    create_project("fraud")
+    store = featurestore.connect("fraud")
+    tx = store.get_or_create_feature_group("tx", 1, primary_key=["cc_num"], event_time="ts")
+    tx.insert(
+        pd.DataFrame({"cc_num": [1, 2], "ts": pd.to_datetime(["2026-12-01"] * 2, utc=True), "a": [1.0, 2.0]})
+    )
     assert _crash_and_restart(service) == url  # same port again
-    with psycopg.connect(dsn) as conn:
-        assert conn.execute("SELECT name FROM registry").fetchall() == [("fraud",)]
+    # The same process's connection pool recovers (pre-ping), and the registry is whole.
+    again = featurestore.connect("fraud").get_feature_group("tx", 1)
+    assert list(again.commit_details()) == [0] and again.commit_details()[0]["rows"] == 2
+    assert again.statistics["rows"] == 2
 
 
-def test_redis_keeps_acknowledged_writes_across_a_crash(tmp_path: Path, own: list[Service]) -> None:
-    import redis
+def test_redis_keeps_the_online_store_across_a_crash(tmp_path: Path, own: list[Service]) -> None:
+    from featurestore.online.redis import RedisOnlineStore
 
     service = _new(RedisService, tmp_path, own)
-    url = service.start()
-    client = redis.Redis.from_url(url)
-    client.set("fraud:1", b"0.93")
-    client.hset("fraud:vector", mapping={"a": 1, "b": 2})
-    url = _crash_and_restart(service)
-    client = redis.Redis.from_url(url)
-    assert client.get("fraud:1") == b"0.93"
-    assert client.hgetall("fraud:vector") == {b"a": b"1", b"b": b"2"}
+    store = RedisOnlineStore(service.start(), namespace="crash")
+    assert store.write("tx_1", [("[1]", 10, b'{"amount":20.5}'), ("[2]", 10, b'{"amount":3.0}')]) == 2
+    store = RedisOnlineStore(_crash_and_restart(service), namespace="crash")
+    assert store.read([("tx_1", "[2]"), ("tx_1", "[1]")]) == [b'{"amount":3.0}', b'{"amount":20.5}']
 
 
-def test_s3_keeps_published_objects_across_a_crash(tmp_path: Path, own: list[Service]) -> None:
+def _publish_batch(root: SharedFS) -> None:
+    with root.publish("Resources/landing/2026-12-01") as out:
+        out.write_bytes("transactions.parquet", b"x" * 300_000)
+        out.write_text("labels.csv", "tid,is_fraud\n1,0\n")
+
+
+def _assert_batch(root: SharedFS) -> None:
+    assert root.is_published("Resources/landing/2026-12-01")
+    assert root.read_bytes("Resources/landing/2026-12-01/transactions.parquet") == b"x" * 300_000
+    assert root.publication("Resources/landing/2026-12-01")["files"] == 2
+
+
+def test_s3_keeps_published_datasets_across_a_crash(tmp_path: Path, own: list[Service]) -> None:
     import s3fs
+
+    from fjord.config import StorageSettings
+    from fjord.fs import backend_for
 
     service = _new(S3Service, tmp_path, own)
     endpoint = service.start()
-    fs = s3fs.S3FileSystem(key=ACCESS_KEY, secret=SECRET_KEY, client_kwargs={"endpoint_url": endpoint})
     with pytest.raises(PermissionError):  # requests are signed and checked, as on AWS S3
         s3fs.S3FileSystem(key=ACCESS_KEY, secret="wrong", client_kwargs={"endpoint_url": endpoint}).ls(BUCKET)
-    fs.pipe(f"{BUCKET}/landing/2026-12-01/_SUCCESS", b"")
-    fs.pipe(f"{BUCKET}/landing/2026-12-01/part-0.parquet", b"x" * 100_000)
-    endpoint = _crash_and_restart(service)
-    fs = s3fs.S3FileSystem(
-        key=ACCESS_KEY, secret=SECRET_KEY, client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True
-    )
-    assert fs.cat(f"{BUCKET}/landing/2026-12-01/part-0.parquet") == b"x" * 100_000
-    assert fs.exists(f"{BUCKET}/landing/2026-12-01/_SUCCESS")
+
+    def root_at(endpoint: str) -> SharedFS:
+        storage = StorageSettings(s3_endpoint_url=endpoint, s3_key=ACCESS_KEY, s3_secret=SECRET_KEY)
+        uri = f"s3://{BUCKET}/crash"
+        return SharedFS(uri, backend=backend_for(uri, storage))
+
+    _publish_batch(root_at(endpoint))
+    _assert_batch(root_at(_crash_and_restart(service)))
 
 
 @pytest.mark.slow
-def test_hdfs_keeps_closed_files_across_a_crash_of_both_servers(tmp_path: Path, own: list[Service]) -> None:
-    from hdfs_native import Client
-
+def test_hdfs_keeps_published_datasets_across_a_crash_of_both_servers(
+    tmp_path: Path, own: list[Service]
+) -> None:
     service = _new(HdfsService, tmp_path, own)
     uri = service.start()
     assert set(service.pids()) == {"namenode", "datanode"}
-    client = Client(uri)
-    client.mkdirs("/fjord/landing", create_parent=True)
-    with client.create("/fjord/landing/batch.csv") as out:
-        out.write(b"cc_num,amount\n1,20.5\n" * 10_000)
+    _publish_batch(SharedFS(f"{uri}/fjord"))
     uri = _crash_and_restart(service)
-    with Client(uri).read("/fjord/landing/batch.csv") as data:
-        assert data.read() == b"cc_num,amount\n1,20.5\n" * 10_000
-    with Client(uri).create("/fjord/after-restart") as out:  # writable again: the DataNode is back
-        out.write(b"ok")
+    _assert_batch(SharedFS(f"{uri}/fjord"))
+    SharedFS(f"{uri}/fjord").write_text("after-restart.txt", "ok")  # writable again: the DataNode is back
 
 
 @pytest.mark.slow
@@ -184,3 +200,21 @@ def test_a_server_that_cannot_start_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match=r"redis \(redis\) exited while starting: .*\(log: .*redis.log\)"):
         service.start()
     assert not service.status().running and not service.pids()
+
+
+def test_unset_settings_resolve_to_the_embedded_servers(fjord_home: Path, monkeypatch) -> None:
+    from fjord.config import reset_settings
+    from fjord.services import kafka_bootstrap_servers, redis_url, services
+
+    monkeypatch.setenv("FJORD_SERVICES__PREFERRED_PORTS", "false")
+    monkeypatch.setenv("FJORD_KAFKA__BOOTSTRAP_SERVERS", "kafka.example:9092")
+    reset_settings()
+    assert kafka_bootstrap_servers() == "kafka.example:9092"  # a setting names the cluster's: used as is
+    monkeypatch.delenv("FJORD_KAFKA__BOOTSTRAP_SERVERS")
+    reset_settings()
+    try:
+        url = redis_url()
+        assert url.startswith("redis://127.0.0.1:") and services(["redis"])[0].status().running
+    finally:
+        for service in services(["redis"]):
+            service.stop()

@@ -113,7 +113,9 @@ def test_experiment_trial_files_reach_mlflow(root: str, request, monkeypatch) ->
     tracking = request.getfixturevalue(server)
     monkeypatch.setenv("FJORD_MLFLOW__TRACKING_URI", tracking)
     reset_settings()
-    project = create_project("lab")
+    # A project of its own: MLflow keeps an experiment's artifact location from its first run, and
+    # the session's MLflow server has seen "lab" experiments on file:// roots.
+    project = create_project(f"lab_{uuid.uuid4().hex[:8]}")
     result = experiment.grid_search(
         trial, {"lr": [0.1, 0.5]}, optimization_key="score", project=project, early_stopping=False
     )

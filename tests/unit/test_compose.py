@@ -93,3 +93,39 @@ def test_the_image_is_built_from_the_lock() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "uv sync --frozen" in dockerfile and "openjdk-17" in dockerfile
     assert Path(REPO / "uv.lock").is_file()
+
+
+def _properties_from_env(env: dict, prefix: str) -> dict[str, str]:
+    """apache/kafka and apache/hadoop images: KAFKA_LOG_DIRS -> log.dirs, HDFS-SITE.XML_dfs.x -> dfs.x."""
+    if prefix == "KAFKA_":
+        return {k[6:].lower().replace("_", "."): str(v) for k, v in env.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: str(v) for k, v in env.items() if k.startswith(prefix)}
+
+
+def test_the_cluster_kafka_is_configured_as_the_embedded_one(tmp_path) -> None:
+    from fjord.services.kafka import KafkaService
+
+    embedded = {
+        k: str(v) for k, v in KafkaService(tmp_path).server_properties({"broker": 1, "controller": 2}).items()
+    }
+    cluster = _properties_from_env(SERVICES["kafka"]["environment"], "KAFKA_")
+    addresses = {"listeners", "advertised.listeners", "controller.quorum.voters", "log.dirs", "node.id"}
+    shared = set(cluster) - addresses
+    assert {"process.roles", "offsets.topic.replication.factor", "controller.listener.names"} <= shared
+    assert {k: cluster[k] for k in shared} == {k: embedded[k] for k in shared}
+    assert SERVICES["kafka"]["image"].endswith(":4.1.1")  # the broker release of fjord/jvm/kafka/pom.xml
+    assert "<kafka.version>4.1.1</kafka.version>" in (REPO / "fjord/jvm/kafka/pom.xml").read_text()
+
+
+def test_the_cluster_hdfs_is_configured_as_the_embedded_one(tmp_path) -> None:
+    from fjord.services.hdfs import HdfsService
+
+    ports = {"rpc": 8020, "http": 9870, "datanode": 9866, "datanode_http": 9864, "datanode_ipc": 9867}
+    _, embedded = HdfsService(tmp_path).site_properties(ports)
+    cluster = _properties_from_env(SERVICES["namenode"]["environment"], "HDFS-SITE.XML_")
+    for key in ("dfs.replication", "dfs.permissions.enabled"):
+        assert cluster[key] == str(embedded[key]), key
+    core = _properties_from_env(SERVICES["namenode"]["environment"], "CORE-SITE.XML_")
+    storage_root = _fjord_env(SERVICES["spark-master"])["FJORD_STORAGE__ROOT"]
+    assert storage_root.startswith(core["fs.defaultFS"])  # Fjord's root is on that HDFS, at its RPC port
+    assert cluster["dfs.namenode.rpc-address"] == core["fs.defaultFS"].removeprefix("hdfs://")
