@@ -81,8 +81,19 @@ def write_state(path: Path, state: Mapping[str, Any]) -> None:
 
 
 def alive(pid: int | None) -> bool:
-    """True while process ``pid`` exists and is not a zombie."""
+    """True while process ``pid`` exists and is not a zombie.
+
+    A server this process started is asked through its ``Popen`` (which also collects its exit
+    status): a multi-threaded server whose main thread has exited shows as a zombie in ``/proc``
+    while its other threads still run, and cannot be collected until they end.
+    """
     if not pid:
+        return False
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _CHILDREN[pid]
         return False
     try:
         os.kill(pid, 0)
@@ -115,19 +126,12 @@ def spawn(
             )
         except OSError as exc:
             raise ServiceError(f"cannot run {argv[0]}: {exc.strerror}") from None
-    _REAPERS[process.pid] = process
+    _CHILDREN[process.pid] = process
     return process.pid
 
 
-# Popen objects of the servers this process started, so their exit statuses are collected (no zombies)
-_REAPERS: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def reap(pid: int) -> None:
-    """Collect the exit status of ``pid`` if this process started it."""
-    process = _REAPERS.get(pid)
-    if process is not None and process.poll() is not None:
-        _REAPERS.pop(pid, None)
+# The servers this process started, by pid: alive() collects their exit statuses (no zombies).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def log_tail(log: Path, lines: int = 1) -> str:
@@ -147,7 +151,6 @@ def wait_until(
     while True:
         if ready():
             return
-        reap(pid)
         if not alive(pid):
             raise ServiceError(f"{what} exited while starting: {log_tail(log, 2)} (log: {log})")
         if time.monotonic() > deadline:
@@ -164,7 +167,6 @@ def stop_group(pid: int, sig: int = signal.SIGTERM, *, timeout: float = 30.0) ->
     ``False`` if it was not running.
     """
     if not alive(pid):
-        reap(pid)
         return False
     try:
         os.killpg(pid, sig)
@@ -174,13 +176,11 @@ def stop_group(pid: int, sig: int = signal.SIGTERM, *, timeout: float = 30.0) ->
         os.kill(pid, sig)
     deadline = time.monotonic() + timeout
     while alive(pid):
-        reap(pid)
         if time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
         time.sleep(0.05)
-    reap(pid)
     return True
 
 

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from fjord.fs import SharedFS
@@ -43,7 +44,8 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Service]]:
     for service in started:
         pids = list(service.pids().values())
         service.stop()
-        assert not any(process.alive(pid) for pid in pids), f"{service.name} left a process behind"
+        # Gone, not even a zombie: its exit status was collected.
+        assert not any(psutil.pid_exists(pid) for pid in pids), f"{service.name} left a process behind"
         assert not service.status().running
 
 
