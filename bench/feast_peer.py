@@ -10,6 +10,7 @@ drops entity rows whose features are all outside the TTL (shared/STACK_NOTES.md)
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -34,7 +35,7 @@ def _repo(data: Path, online_suffix: str = "") -> FeatureStore:
         f"registry: {repo / 'registry.db'}\n"
         "provider: local\n"
         "offline_store:\n  type: duckdb\n"
-        "online_store:\n  type: redis\n  connection_string: 127.0.0.1:6379,db=0\n"
+        f"online_store:\n  type: redis\n  connection_string: {os.environ['FEAST_REDIS']},db=0\n"
         "entity_key_serialization_version: 3\n"
     )
     store = FeatureStore(repo_path=str(repo))

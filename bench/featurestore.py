@@ -208,16 +208,30 @@ def main() -> None:
     generate(data, args.labels, args.rows, args.entities, args.online_entities)
     home = ROOT / "bench" / ".data" / "fjord-home"
     shutil.rmtree(home, ignore_errors=True)
-    env = {**os.environ, "FJORD_HOME": str(home), "FJORD_FEATURESTORE__ONLINE_STORE": "redis"}
+    # One Redis-protocol server (the embedded one) serves both stores' online reads.
+    from fjord.services.redis import RedisService
+
+    redis = RedisService(home, preferred_ports=False)
+    redis_url = redis.start()
+    env = {
+        **os.environ,
+        "FJORD_HOME": str(home),
+        "FJORD_FEATURESTORE__ONLINE_STORE": "redis",
+        "FJORD_REDIS__URL": redis_url,
+        "FEAST_REDIS": redis_url.removeprefix("redis://").rsplit("/", 1)[0],
+    }
     ours = [sys.executable, "-m", "bench.featurestore"]
     feast = [str(ensure_feast()), str(ROOT / "bench" / "feast_peer.py")]
 
     results = {"params": vars(args)}
-    results["insert"] = _json_from([*ours, "ours-insert", str(data)], env)
-    results["historical_fjord"] = _json_from([*ours, "ours-historical", str(data)], env)
-    results["historical_feast"] = _json_from([*feast, "historical", str(data)], env)
-    results["online_fjord"] = _json_from([*ours, "ours-online", str(data), str(args.lookups)], env)
-    results["online_feast"] = _json_from([*feast, "online", str(data), str(args.lookups)], env)
+    try:
+        results["insert"] = _json_from([*ours, "ours-insert", str(data)], env)
+        results["historical_fjord"] = _json_from([*ours, "ours-historical", str(data)], env)
+        results["historical_feast"] = _json_from([*feast, "historical", str(data)], env)
+        results["online_fjord"] = _json_from([*ours, "ours-online", str(data), str(args.lookups)], env)
+        results["online_feast"] = _json_from([*feast, "online", str(data), str(args.lookups)], env)
+    finally:
+        redis.stop()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "featurestore.json").write_text(json.dumps(results, indent=2))
     print_table(results)
