@@ -26,23 +26,10 @@ from pathlib import Path
 
 import psutil
 
-from fjord.services import SERVICE_NAMES
-from fjord.services.base import Service
-from fjord.services.hdfs import HdfsService
-from fjord.services.kafka import KafkaService
-from fjord.services.postgres import PostgresService
-from fjord.services.redis import RedisService
-from fjord.services.s3 import S3Service
+from fjord.services import SERVICE_NAMES, Service, service_at
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-CLASSES: dict[str, type[Service]] = {
-    "postgres": PostgresService,
-    "redis": RedisService,
-    "s3": S3Service,
-    "hdfs": HdfsService,
-    "kafka": KafkaService,
-}
 RECORD = b"x" * 200
 
 
@@ -62,7 +49,7 @@ def bench_startup(name: str, repeat: int) -> dict[str, list[float]]:
     cold, warm, rss = [], [], []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as home:
-            service = CLASSES[name](Path(home), preferred_ports=False)
+            service = service_at(name, Path(home), preferred_ports=False)
             began = time.perf_counter()
             service.start()
             cold.append(time.perf_counter() - began)
@@ -113,7 +100,7 @@ def bench_kafka(repeat: int, count: int) -> dict[str, list[float]]:
 
     rates: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-kafka-rates-") as home:
-        service = KafkaService(Path(home), preferred_ports=False)
+        service = service_at("kafka", Path(home), preferred_ports=False)
         bootstrap = service.start()
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         try:

@@ -97,19 +97,11 @@ def services_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _serve(name: str, home: Path) -> Iterator[str]:
-    from fjord.services.postgres import PostgresService
-    from fjord.services.redis import RedisService
-    from fjord.services.s3 import S3Service
+    from fjord.services import service_at
 
-    classes = {"postgres": PostgresService, "redis": RedisService, "s3": S3Service}
-    if name in ("kafka", "hdfs"):
-        from fjord.services.hdfs import HdfsService
-        from fjord.services.kafka import KafkaService
-
-        classes.update(kafka=KafkaService, hdfs=HdfsService)
-    service = classes[name](home, preferred_ports=False)
-    yield service.start()
-    service.stop()
+    server = service_at(name, home, preferred_ports=False)
+    yield server.start()
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -152,12 +144,13 @@ def kafka_server(services_home: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def hdfs_server(services_home: Path) -> Iterator[str]:
     """A real HDFS (NameNode + DataNode) for the session; its ``hdfs://host:port`` URI."""
+    from fjord.services import service_at
     from fjord.spark import stop_spark
 
-    served = _serve("hdfs", services_home)
-    yield next(served)
+    server = service_at("hdfs", services_home, preferred_ports=False)
+    yield server.start()
     stop_spark()  # Spark's HDFS clients (event logs of a session on an hdfs:// root) go before HDFS does
-    next(served, None)
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -45,11 +45,12 @@ class SharedFSArtifactRepository(ArtifactRepository):
         if not self._root.exists(rel) or not fs.isdir(self._root.path(rel)):
             return []
         infos = []
-        for name in self._root.listdir(rel, include_hidden=True):
+        # One listing with details, not a metadata request per entry (an S3 HEAD each).
+        for entry in sorted(fs.ls(self._root.path(rel), detail=True), key=lambda e: e["name"]):
+            name = posixpath.basename(entry["name"].rstrip("/"))
             child = posixpath.join(rel, name) if rel else name
-            info = fs.info(self._root.path(child))
-            is_dir = info["type"] == "directory"
-            infos.append(FileInfo(child, is_dir, None if is_dir else int(info["size"])))
+            is_dir = entry["type"] == "directory"
+            infos.append(FileInfo(child, is_dir, None if is_dir else int(entry["size"])))
         return infos
 
     def _download_file(self, remote_file_path: str, local_path: str) -> None:

@@ -20,6 +20,8 @@ Each is a :class:`Service` (start, stop, status, address) keeping its state in
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fjord.config import Settings, get_settings
 from fjord.errors import NotFoundError
 from fjord.services.base import Service, ServiceStatus
@@ -32,6 +34,7 @@ __all__ = [
     "kafka_bootstrap_servers",
     "redis_url",
     "service",
+    "service_at",
     "services",
 ]
 
@@ -50,21 +53,27 @@ def _classes() -> dict[str, type[Service]]:
     return {cls.name: cls for cls in classes}
 
 
-def service(name: str, settings: Settings | None = None) -> Service:
-    """The embedded service ``name`` of this Fjord home (not started)."""
+def service_at(name: str, home: Path, *, preferred_ports: bool = True) -> Service:
+    """The embedded service ``name`` keeping its state under ``home`` (not started)."""
     classes = _classes()
     if name not in classes:
         raise NotFoundError(f"no service {name!r}", hint=f"services: {', '.join(SERVICE_NAMES)}")
+    return classes[name](home, preferred_ports=preferred_ports)
+
+
+def service(name: str, settings: Settings | None = None) -> Service:
+    """The embedded service ``name`` of this Fjord home (not started)."""
     settings = settings or get_settings()
-    return classes[name](settings.home, preferred_ports=settings.services.preferred_ports)
+    return service_at(name, settings.home, preferred_ports=settings.services.preferred_ports)
 
 
 def services(names: list[str] | None = None, settings: Settings | None = None) -> list[Service]:
     """The named services (all, by default), in start order."""
     wanted = names or list(SERVICE_NAMES)
-    return [service(name, settings) for name in SERVICE_NAMES if name in wanted] + [
-        service(name, settings) for name in wanted if name not in SERVICE_NAMES
-    ]
+    unknown = [name for name in wanted if name not in SERVICE_NAMES]
+    if unknown:
+        raise NotFoundError(f"no service {unknown[0]!r}", hint=f"services: {', '.join(SERVICE_NAMES)}")
+    return [service(name, settings) for name in SERVICE_NAMES if name in wanted]
 
 
 def ensure(name: str, settings: Settings | None = None) -> str:

@@ -9,6 +9,7 @@ server (started by any process of this Fjord home) before it starts one, and ret
 from __future__ import annotations
 
 import functools
+import signal
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ class Process:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     # SIGINT for PostgreSQL (fast shutdown); SIGTERM for the others.
-    stop_signal: int = 15
+    stop_signal: int = signal.SIGTERM
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ class Service(ABC):
         stopped = False
         # Last started, first stopped (the DataNode before the NameNode).
         for label, pid in reversed(list((state.get("pids") or {}).items())):
-            stopped = process.stop_group(pid, signals.get(label, 15)) or stopped
+            stopped = process.stop_group(pid, signals.get(label, signal.SIGTERM)) or stopped
         return stopped
 
     def _record(self, ports: dict[str, int], pids: dict[str, int], **extra: Any) -> None:

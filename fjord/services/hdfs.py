@@ -10,15 +10,14 @@ user). The NameNode's web UI is at the ``http`` port. Python reaches it with ``h
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.error
 import urllib.request
 from typing import ClassVar
 from xml.sax.saxutils import escape
 
-from fjord.errors import ServiceError
 from fjord.jvm import classpath, java_command
 from fjord.services.base import Process, Service
+from fjord.services.process import run_once
 
 HEAP = ["-Xms64m", "-Xmx256m", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError"]
 
@@ -97,10 +96,7 @@ class HdfsService(Service):
         if (self.data / "name" / "current" / "VERSION").exists():
             return
         cmd = [*self._java("org.apache.hadoop.hdfs.server.namenode.NameNode"), "-format", "-nonInteractive"]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            errors = [line for line in result.stdout.splitlines() if " ERROR " in line] or ["no output"]
-            raise ServiceError(f"formatting the HDFS NameNode failed: {errors[-1]}")
+        run_once(cmd, "formatting the HDFS NameNode")
 
     def processes(self, ports: dict[str, int]) -> list[Process]:
         return [

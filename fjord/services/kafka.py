@@ -9,14 +9,12 @@ unset resolves to it); the docker-compose Kafka is the same software, configured
 from __future__ import annotations
 
 import base64
-import subprocess
 import uuid
 from typing import ClassVar
 
-from fjord.errors import ServiceError
 from fjord.jvm import classpath, java_command
 from fjord.services.base import Process, Service
-from fjord.services.process import port_open
+from fjord.services.process import port_open, run_once
 
 # Sized for a 2-core, few-GB laptop: the broker is mostly page cache, not heap.
 HEAP = ["-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError"]
@@ -88,10 +86,7 @@ class KafkaService(Service):
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = [*self._java(), "kafka.tools.StorageTool", "format", "-t", cluster_id]
         cmd += ["-c", str(self.dir / "server.properties")]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
-            raise ServiceError(f"formatting Kafka's storage failed: {lines[-1]}")
+        run_once(cmd, "formatting Kafka's storage")
 
     def _java(self) -> list[str]:
         log4j = f"-Dlog4j2.configurationFile={(self.dir / 'log4j2.properties').as_uri()}"

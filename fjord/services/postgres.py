@@ -15,12 +15,12 @@ import importlib.util
 import os
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 from typing import ClassVar
 
 from fjord.errors import ServiceError
 from fjord.services.base import Process, Service
+from fjord.services.process import run_once
 
 SUPERUSER = "postgres"
 
@@ -56,10 +56,7 @@ class PostgresService(Service):
             return
         argv = [str(bin_dir() / "initdb"), "-D", str(self.data), "-U", SUPERUSER]
         argv += ["--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]
-        result = subprocess.run(_as_ordinary_user(argv), capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
-            raise ServiceError(f"initdb failed: {lines[-1]}")
+        run_once(_as_ordinary_user(argv), "initdb")
 
     def processes(self, ports: dict[str, int]) -> list[Process]:
         argv = [str(bin_dir() / "postgres"), "-D", str(self.data)]

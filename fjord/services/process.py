@@ -134,6 +134,16 @@ def spawn(
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
+def run_once(argv: Sequence[str], what: str) -> None:
+    """Run a set-up command to its end (``initdb``, a storage format); :class:`ServiceError` naming
+    ``what`` with its last error line if it fails."""
+    result = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        lines = (result.stderr + "\n" + result.stdout).strip().splitlines()
+        errors = [line for line in lines if "ERROR" in line] or lines or ["no output"]
+        raise ServiceError(f"{what} failed: {errors[-1].strip()}")
+
+
 def log_tail(log: Path, lines: int = 1) -> str:
     """The last non-empty lines of ``log`` on one line (for error messages)."""
     try:
