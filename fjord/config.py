@@ -130,6 +130,14 @@ class FeatureStoreSettings(_Section):
         default="2GB",
         description="DuckDB's memory cap in joins and inserts; past it DuckDB spills.",
     )
+    writer_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A writer's lease on a feature group lapses this long after its last renewal.",
+    )
+    writer_wait_seconds: float = Field(
+        default=600.0, ge=0, description="How long a second writer of a feature group waits for the lease."
+    )
 
 
 class EnvironmentSettings(_Section):

@@ -26,6 +26,7 @@ PosixPath('/home/me/.fjord/envs/fraud/3f2a9c.../bin/python')
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -188,12 +189,19 @@ def _store_spec(project: Project, spec: Spec) -> None:
 
 def platform_pins() -> dict[str, str]:
     """Every distribution installed in the platform's interpreter, name -> exact version."""
+    return dict(_platform_pins())
+
+
+@functools.cache
+def _platform_pins() -> tuple[tuple[str, str], ...]:
+    # Read once per process: parsing every installed distribution's metadata takes ~0.8 s here,
+    # and every run record asks for the platform's lock hash.
     pins = {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"]
         if name and name.lower() != "fjord":
             pins[_normalise(name)] = dist.version
-    return dict(sorted(pins.items()))
+    return tuple(sorted(pins.items()))
 
 
 def _normalise(name: str) -> str:

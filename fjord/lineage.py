@@ -10,7 +10,7 @@ prediction's model leads to the training dataset, the feature commits and the ra
 >>> with track_run(project, "etl", params={"batch": "2026-11-23"}, code=[__file__]) as run:  # doctest: +SKIP
 ...     run.add_input(landing_uri, version=checksum)
 ...     run.add_output(feature_group_uri, version=str(commit_id))
->>> lineage_tree(feature_group_uri, str(commit_id))                                          # doctest: +SKIP
+>>> lineage_graph(feature_group_uri, str(commit_id))                                         # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Column, ForeignKey, Index, MetaData, String, Table, Text, insert, select
+from sqlalchemy import Column, ForeignKey, Index, MetaData, String, Table, Text, insert, select, text
 from sqlalchemy.engine import Engine
 
 from fjord.errors import NotFoundError
@@ -147,6 +147,7 @@ _runs = Table(
     Column("started_at", String(40), nullable=False),
     Column("record_uri", Text, nullable=False),
     Column("record", Text, nullable=False),
+    Column("parent_run_id", String(128), index=True),
 )
 _artifacts = Table(
     "lineage_artifacts",
@@ -156,6 +157,7 @@ _artifacts = Table(
     Column("uri", Text, nullable=False),
     Column("version", String(256), nullable=False),
     Index("ix_lineage_artifacts_lookup", "role", "uri", "version"),
+    Index("ix_lineage_artifacts_run", "run_id", "role"),
 )
 
 
@@ -183,6 +185,7 @@ def save_run(project: Project, record: RunRecord) -> str:
                 started_at=record.started_at.isoformat(),
                 record_uri=uri,
                 record=record.model_dump_json(),
+                parent_run_id=record.parent_run_id,
             )
         )
         if rows:
@@ -270,35 +273,110 @@ def producer_of(uri: str, version: str | None = None) -> RunRecord | None:
 
 # -- walking back ---------------------------------------------------------------------------------
 
+# Every artifact reachable backwards from a start, through succeeded producing runs, in one recursive
+# query (SQLite and PostgreSQL): UNION keeps each (uri, version) once, so the walk visits every
+# artifact once however many runs share it, and stops on cycles. Then the runs that produced them.
+# CROSS JOIN fixes SQLite's join order (it honours it; PostgreSQL plans freely): the current row of
+# ``reach`` first, then index lookups; left to itself SQLite scans every output per step.
+_WALK = text(
+    """
+    WITH RECURSIVE reach(uri, version) AS (
+        SELECT CAST(:uri AS TEXT), CAST(:version AS VARCHAR(256))
+        UNION
+        SELECT i.uri, i.version
+        FROM reach r
+        CROSS JOIN lineage_artifacts o
+        CROSS JOIN lineage_runs p
+        CROSS JOIN lineage_artifacts i
+        WHERE o.role = 'out' AND o.uri = r.uri AND o.version = r.version
+          AND p.run_id = o.run_id AND p.status = 'succeeded'
+          AND i.run_id = o.run_id AND i.role = 'in'
+    )
+    SELECT o.uri, o.version, p.run_id, p.started_at, p.record
+    FROM reach r
+    CROSS JOIN lineage_artifacts o
+    CROSS JOIN lineage_runs p
+    WHERE o.role = 'out' AND o.uri = r.uri AND o.version = r.version
+      AND p.run_id = o.run_id AND p.status = 'succeeded'
+    """
+)
 
-@dataclass
+
+@dataclass(eq=False)
 class LineageNode:
-    """An artifact, the run that produced it (None for raw inputs) and that run's inputs' nodes."""
+    """An artifact, the run that produced it (None for raw inputs) and the nodes of that run's inputs.
+
+    Nodes form a graph: an artifact that several runs read (a feature group commit every later batch
+    builds on) is one node, shared by all of them.
+    """
 
     artifact: Artifact
     run: RunRecord | None = None
-    inputs: list[LineageNode] = field(default_factory=list)
-    cycle: bool = False
+    inputs: list[LineageNode] = field(default_factory=list, repr=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return _key(self.artifact.uri, self.artifact.version)
 
 
-def lineage_tree(uri: str, version: str | None = None, *, max_depth: int = 200) -> LineageNode:
-    """Walk backwards from ``uri`` (at ``version``): who produced it, from what, recursively."""
-
-    def walk(artifact: Artifact, seen: frozenset[tuple[str, str | None]], depth: int) -> LineageNode:
-        key = (artifact.uri.rstrip("/"), artifact.version)
-        if key in seen or depth >= max_depth:
-            return LineageNode(artifact, cycle=key in seen)
-        run = producer_of(artifact.uri, artifact.version)
-        node = LineageNode(artifact, run)
-        if run is not None:
-            node.inputs = [walk(a, seen | {key}, depth + 1) for a in run.inputs]
-        return node
-
-    return walk(Artifact(uri=uri, version=version), frozenset(), 0)
+def _key(uri: str, version: str | None) -> tuple[str, str]:
+    return uri.rstrip("/"), version or ""
 
 
-def raw_sources(node: LineageNode) -> list[Artifact]:
-    """The leaves of a lineage tree: artifacts no recorded run produced (the raw data)."""
-    if node.run is None:
-        return [node.artifact]
-    return [leaf for child in node.inputs for leaf in raw_sources(child)]
+def lineage_graph(uri: str, version: str | None = None) -> LineageNode:
+    """The provenance graph of ``uri`` (at ``version``; without one, of the newest version a run wrote):
+    who produced it, from what, back to the raw data. Each artifact and run appears once, and the
+    whole history is walked (no depth limit) in one query."""
+    if version is None:
+        newest = producer_of(uri)
+        if newest is not None:
+            version = next(a.version for a in newest.outputs if _key(a.uri, None)[0] == uri.rstrip("/"))
+    start = _key(uri, version)
+    producers: dict[tuple[str, str], tuple[str, str]] = {}  # artifact -> (started_at, run_id) of the newest
+    records: dict[str, str] = {}
+    with _engine().connect() as conn:
+        for row in conn.execute(_WALK, {"uri": start[0], "version": start[1]}):
+            records[row.run_id] = row.record
+            key = (row.uri, row.version)
+            if key not in producers or (row.started_at, row.run_id) > producers[key]:
+                producers[key] = (row.started_at, row.run_id)
+    runs = {run_id: RunRecord.model_validate_json(records[run_id]) for _, run_id in producers.values()}
+    nodes: dict[tuple[str, str], LineageNode] = {}
+
+    def node(artifact: Artifact) -> LineageNode:
+        key = _key(artifact.uri, artifact.version)
+        if key not in nodes:
+            nodes[key] = LineageNode(artifact)
+        return nodes[key]
+
+    root = node(Artifact(uri=uri, version=version))
+    for key, (_, run_id) in producers.items():
+        made = nodes.get(key) or node(Artifact(uri=key[0], version=key[1] or None))
+        made.run = runs[run_id]
+        made.inputs = [node(a) for a in made.run.inputs]
+    return root
+
+
+def walk(root: LineageNode) -> Iterator[LineageNode]:
+    """Every node of ``root``'s graph once, ``root`` first, depth first."""
+    seen: set[tuple[str, str]] = set()
+    stack = [root]
+    while stack:
+        current = stack.pop()
+        if current.key in seen:
+            continue
+        seen.add(current.key)
+        yield current
+        stack.extend(reversed(current.inputs))
+
+
+def raw_sources(root: LineageNode) -> list[Artifact]:
+    """The artifacts of ``root``'s graph that no recorded run produced (the raw data), each once."""
+    return [n.artifact for n in walk(root) if n.run is None]
+
+
+def child_runs(run_id: str) -> list[RunRecord]:
+    """The runs started on behalf of ``run_id`` (its ``parent_run_id``), oldest first."""
+    query = select(_runs.c.record).where(_runs.c.parent_run_id == run_id).order_by(_runs.c.started_at)
+    with _engine().connect() as conn:
+        return [RunRecord.model_validate_json(r.record) for r in conn.execute(query)]

@@ -13,13 +13,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from fjord.config import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_ENSURED: set[tuple[int, Any]] = set()
 
 
 @cache
@@ -56,12 +57,33 @@ def metadata_engine() -> Engine:
 
 
 def ensure_tables(schema: MetaData, engine: Engine) -> None:
-    """Create ``schema``'s missing tables. Processes that start together race to create them; on
-    PostgreSQL the loser's CREATE fails ("already exists"), so it checks again instead of failing."""
+    """Create ``schema``'s missing tables, and the columns and indexes a newer Fjord added to existing
+    ones (schema changes are additive: new columns are nullable). Processes that start together race
+    to create them; on PostgreSQL the loser's CREATE fails ("already exists"), so it checks again.
+    Once per schema and engine in a process."""
+    if (id(schema), engine.url) in _ENSURED:
+        return
     for attempt in range(3):
         try:
             schema.create_all(engine, checkfirst=True)
+            _add_missing_columns(schema, engine)
+            _ENSURED.add((id(schema), engine.url))
             return
-        except (IntegrityError, ProgrammingError):
+        except (IntegrityError, ProgrammingError, OperationalError):
             if attempt == 2:
                 raise
+
+
+def _add_missing_columns(schema: MetaData, engine: Engine) -> None:
+    inspector = inspect(engine)
+    for table in schema.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = [c for c in table.columns if c.name not in present]
+        if not missing:
+            continue
+        with engine.begin() as conn:
+            for column in missing:
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)

@@ -8,7 +8,7 @@ from rich.tree import Tree
 
 from fjord.cli.output import console, print_json
 from fjord.errors import NotFoundError
-from fjord.lineage import LineageNode, get_run, lineage_tree, list_runs
+from fjord.lineage import LineageNode, get_run, lineage_graph, list_runs
 
 app = typer.Typer(help="Provenance: which run made an artifact, from what.", no_args_is_help=True)
 
@@ -16,8 +16,6 @@ app = typer.Typer(help="Provenance: which run made an artifact, from what.", no_
 def _label(node: LineageNode) -> str:
     version = f" @ {node.artifact.version}" if node.artifact.version else ""
     text = f"[bold]{node.artifact.uri}[/bold]{version}"
-    if node.cycle:
-        return text + "  (cycle)"
     if node.run is None:
         return text + "  [dim](raw input)[/dim]"
     run = node.run
@@ -27,9 +25,15 @@ def _label(node: LineageNode) -> str:
     )
 
 
-def _grow(tree: Tree, node: LineageNode) -> None:
+def _grow(tree: Tree, node: LineageNode, shown: dict[tuple[str, str], int]) -> None:
+    """Add ``node``'s inputs under ``tree``; an artifact already shown is named again by its number,
+    not expanded again, so shared ancestors (and cycles) print once."""
     for child in node.inputs:
-        _grow(tree.add(_label(child)), child)
+        if child.key in shown:
+            tree.add(f"[dim]{child.artifact.uri} @ {child.artifact.version} (see [{shown[child.key]}])[/dim]")
+            continue
+        shown[child.key] = len(shown) + 1
+        _grow(tree.add(f"[{shown[child.key]}] {_label(child)}"), child, shown)
 
 
 @app.command("show")
@@ -38,11 +42,12 @@ def show(
     version: str | None = typer.Option(None, "--version", "-v", help="Version / commit id."),
 ) -> None:
     """Walk backwards from an artifact to the raw data it came from."""
-    node = lineage_tree(uri, version)
+    node = lineage_graph(uri, version)
     if node.run is None:
         raise NotFoundError(f"no recorded run produced {uri}" + (f" at version {version}" if version else ""))
-    tree = Tree(_label(node))
-    _grow(tree, node)
+    shown = {node.key: 1}
+    tree = Tree(f"[1] {_label(node)}")
+    _grow(tree, node, shown)
     console.print(tree)
 
 

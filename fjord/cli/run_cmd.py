@@ -24,7 +24,7 @@ from fjord.cli.output import console
 from fjord.config import get_settings
 from fjord.envs import build_environment
 from fjord.experiment.tracking import tracking_uri
-from fjord.lineage import lineage_tree, raw_sources
+from fjord.lineage import lineage_graph, raw_sources
 from fjord.projects import ensure_project
 from fjord.spark import get_spark
 
@@ -114,7 +114,7 @@ def run(
     )
 
     t = _step(7, "Provenance: walk back from the training dataset to the landing batches")
-    tree = lineage_tree(proj.fs.uri(f"TrainingDatasets/fraud_demo_1/{version}"), str(version))
+    tree = lineage_graph(proj.fs.uri(f"TrainingDatasets/fraud_demo_1/{version}"), str(version))
     for node in tree.inputs:
         made_by = node.run.stage if node.run else "?"
         console.print(
@@ -133,7 +133,7 @@ def run(
     _done(t)
 
     t = _step(9, "Provenance of the model: model version -> training run -> training data -> raw batches")
-    model = lineage_tree(trained.model_uri, str(trained.model_version))
+    model = lineage_graph(trained.model_uri, str(trained.model_version))
     made_by = model.run.run_id if model.run else "?"
     console.print(f"   model {trained.model_name} v{trained.model_version} <- train run {made_by}")
     landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(model)})

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import featurestore
-from fjord.lineage import lineage_tree, raw_sources
+from fjord.lineage import lineage_graph, raw_sources
 from fjord.projects import create_project
 from jobs.etl.demo_data import DemoSpec, generate
 from jobs.etl.job import BatchRejected, EtlError, EtlSpec, run
@@ -70,7 +70,7 @@ def test_good_batches_publish_once_with_lineage_and_docs(project) -> None:
         labels=["is_fraud"],
     )
     version, job = view.create_training_data()
-    sources = {a.uri.rsplit("/", 2)[-2] for a in raw_sources(lineage_tree(job.outputs[0].uri, str(version)))}
+    sources = {a.uri.rsplit("/", 2)[-2] for a in raw_sources(lineage_graph(job.outputs[0].uri, str(version)))}
     assert sources == {"2026-11-01", "2026-11-02"}  # back through the ETL runs to the landing batches
 
 

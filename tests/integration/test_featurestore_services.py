@@ -8,7 +8,7 @@ from sqlalchemy import create_engine, text
 
 import featurestore
 from fjord.config import reset_settings
-from fjord.lineage import lineage_tree
+from fjord.lineage import lineage_graph
 from fjord.projects import create_project
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
@@ -38,7 +38,7 @@ def test_api_end_to_end_on_postgresql_and_redis(postgres_and_redis) -> None:
     assert y.is_fraud.tolist() == [0, 1]
     assert X.amount.tolist()[1] == 3.0 and pd.isna(X.amount.tolist()[0])  # label of key 2 predates its row
     assert view.get_feature_vector({"cc_num": 2}) == [4.0]  # from Redis
-    assert lineage_tree(job.outputs[0].uri, str(version)).run.run_id == job.run_id  # lineage on PostgreSQL
+    assert lineage_graph(job.outputs[0].uri, str(version)).run.run_id == job.run_id  # lineage on PostgreSQL
     with create_engine(postgres_and_redis).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM fs_feature_groups")).scalar() == 2
     fs.online.drop(tx.online_table)

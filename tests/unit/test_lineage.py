@@ -6,11 +6,13 @@ from fjord.errors import NotFoundError
 from fjord.lineage import (
     code_version,
     get_run,
-    lineage_tree,
+    lineage_graph,
     list_runs,
     producer_of,
     raw_sources,
     track_run,
+    walk,
+    child_runs,
 )
 from fjord.projects import create_project
 
@@ -56,7 +58,7 @@ def test_walk_back_from_prediction_model_to_raw_batch(project) -> None:
         train.add_input("td://fraud", "1")
         train.add_output("model://fraud/", "7")
 
-    tree = lineage_tree("model://fraud", "7")
+    tree = lineage_graph("model://fraud", "7")
     assert tree.run is not None and tree.run.run_id == train.run_id
     assert [n.run.run_id for n in tree.inputs if n.run] == [td.run_id]
     sources = {(a.uri, a.version) for a in raw_sources(tree)}
@@ -78,8 +80,9 @@ def test_cycles_stop_the_walk(project) -> None:
     with track_run(project, "b") as b:
         b.add_input("x://1", "1")
         b.add_output("x://2", "1")
-    tree = lineage_tree("x://1", "1")
-    assert tree.inputs[0].inputs[0].cycle
+    graph = lineage_graph("x://1", "1")
+    assert graph.inputs[0].inputs[0] is graph  # the cycle closes on the same node
+    assert [n.artifact.uri for n in walk(graph)] == ["x://1", "x://2"]
 
 
 def test_list_and_unknown_runs(project) -> None:
@@ -102,3 +105,58 @@ def test_code_version_is_a_content_hash_outside_git(tmp_path: Path) -> None:
     job.write_text("print(2)\n")
     assert code_version([job]) != first
     assert code_version([]) == "unknown"
+
+
+def _daily_batches(project, days: int) -> None:
+    """ETL runs as the job records them: each reads its landing file and the previous commit of all
+    three groups, and writes one commit per group."""
+    groups = ("fg://tx", "fg://labels", "fg://profiles")
+    for day in range(1, days + 1):
+        with track_run(project, "etl") as etl:
+            etl.add_input(f"file:///landing/{day}/transactions.parquet", f"sha256:{day}")
+            for group in groups:
+                if day > 1:
+                    etl.add_input(group, str(day - 1))
+                etl.add_output(group, str(day))
+
+
+def test_a_long_shared_history_is_walked_once_per_artifact_without_truncation(project) -> None:
+    days = 250  # beyond the old walk's max_depth of 200, and 3**250 paths for a tree walk
+    _daily_batches(project, days)
+    graph = lineage_graph("fg://tx", str(days))
+    nodes = list(walk(graph))
+    # tx's last commit, every earlier commit of the three groups, and every landing file: once each
+    assert len(nodes) == 1 + 3 * (days - 1) + days
+    landed = {a.version for a in raw_sources(graph)}
+    assert landed == {f"sha256:{d}" for d in range(1, days + 1)}  # the first batch too: nothing cut
+    assert len({id(n) for n in nodes}) == len(nodes)
+
+
+def test_without_a_version_the_newest_is_walked(project) -> None:
+    _daily_batches(project, 3)
+    graph = lineage_graph("fg://labels")
+    assert graph.artifact.version == "3" and graph.run is not None
+
+
+def test_parent_and_child_runs_form_one_tree(project) -> None:
+    with track_run(project, "dag") as dag:
+        with track_run(project, "etl", parent_run_id=dag.run_id):
+            pass
+        with track_run(project, "train", parent_run_id=dag.run_id):
+            pass
+    assert [r.stage for r in child_runs(dag.run_id)] == ["etl", "train"]
+    assert child_runs("nobody") == []
+
+
+def test_an_older_database_gains_new_columns(tmp_path) -> None:
+    from sqlalchemy import Column, MetaData, String, Table, create_engine, inspect
+
+    from fjord.metadata import ensure_tables
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    Table("t", MetaData(), Column("a", String(8), primary_key=True)).create(engine)
+    newer = MetaData()
+    Table("t", newer, Column("a", String(8), primary_key=True), Column("b", String(8), index=True))
+    ensure_tables(newer, engine)
+    assert {c["name"] for c in inspect(engine).get_columns("t")} == {"a", "b"}
+    assert [i["column_names"] for i in inspect(engine).get_indexes("t")] == [["b"]]

@@ -11,7 +11,7 @@ import pytest
 import featurestore
 from featurestore import FeatureStoreError, FeatureStorePermissionError, SchemaError
 from fjord.errors import InvalidNameError, NotFoundError
-from fjord.lineage import lineage_tree, raw_sources
+from fjord.lineage import lineage_graph, raw_sources
 from fjord.projects import create_project
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
@@ -269,7 +269,7 @@ def test_training_data_records_commits_and_lineage(fs, fv, label_fg, tx_fg) -> N
     assert len(X) == 4 and y.is_fraud.tolist() == [0, 1, 0, 1]
     commits = fv.training_dataset_commits(version)
     assert commits == {label_fg.ref: 0, tx_fg.ref: 0}
-    tree = lineage_tree(fs.project.fs.uri("TrainingDatasets/fraud_1/1"), "1")
+    tree = lineage_graph(fs.project.fs.uri("TrainingDatasets/fraud_1/1"), "1")
     assert {(n.artifact.uri, n.artifact.version) for n in tree.inputs} == {
         (label_fg.location, "0"),
         (tx_fg.location, "0"),
