@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 
 from featurestore.engines import join_engine
 from featurestore.errors import FeatureStoreError
-from featurestore.feature_group import encode_key
+from featurestore.online_keys import encode_key
 from featurestore.registry import TrainingDatasetRecord, ViewRecord
 from featurestore.versioned import Versioned
 from fjord.errors import NotFoundError

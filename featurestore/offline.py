@@ -140,6 +140,55 @@ class DeltaOfflineStore:
         )
         return Committed(self._table().version(), updated)
 
+    def holds(
+        self, con: duckdb.DuckDBPyConnection, incoming: str, version: int, keys: list[str], event_time: str
+    ) -> bool:
+        """Whether the table at ``version`` already holds exactly the rows of ``incoming`` (same columns,
+        same values): an upsert of them would change nothing, so a rerun need not commit again."""
+        table = self._table(version)
+        columns = [f.name for f in pa.schema(table.schema().to_arrow())]  # type: ignore[arg-type]
+        incoming_columns = [r[0] for r in con.execute(f"DESCRIBE {incoming}").fetchall()]
+        if sorted(columns) != sorted(incoming_columns):
+            return False
+        lo, hi = con.execute(
+            f"SELECT min({_q(event_time)}), max({_q(event_time)}) FROM {incoming}"
+        ).fetchone()
+        candidates = _files_overlapping(table, event_time, lo, hi)
+        if not candidates:
+            return False
+        files = [self.fs.uri(c["path"]).removeprefix("file://") for c in candidates]
+        on = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in keys)
+        key_list = ", ".join(_q(k) for k in keys)
+        column_list = ", ".join(_q(c) for c in incoming_columns)
+        different = con.execute(
+            f"SELECT count(*) FROM (SELECT {column_list} FROM {incoming} EXCEPT "
+            f"SELECT {column_list} FROM (SELECT t.* FROM {read_parquet_sql(con, files)} t "
+            f"SEMI JOIN (SELECT {key_list} FROM {incoming}) s ON {on}))"
+        ).fetchone()[0]
+        return different == 0
+
+    def latest_version(self) -> int | None:
+        """The table's newest Delta version (committed or not by Fjord's registry), or None."""
+        return self._table().version() if self.exists() else None
+
+    def entries_since(self, version: int | None) -> list[dict[str, Any]]:
+        """The commit entries newer than ``version`` (every entry when None), oldest first."""
+        if not self.exists():
+            return []
+        return sorted(
+            (h for h in self._table().history() if version is None or h["version"] > version),
+            key=lambda h: h["version"],
+        )
+
+    def revert_to(self, version: int | None, metadata: dict[str, str]) -> None:
+        """Undo every Delta commit after ``version`` by a restore commit (None: no commit is kept, so
+        the log goes and the table does not exist; its unreferenced files wait for a vacuum). Time
+        travel to ``version`` and to every earlier commit keeps working."""
+        if version is None:
+            self.fs.rm("_delta_log", recursive=True)
+            return
+        self._table().restore(version, commit_properties=CommitProperties(custom_metadata=metadata))
+
     def _replace_matches(
         self,
         con: duckdb.DuckDBPyConnection,

@@ -64,6 +64,9 @@ _commits = Table(
     Column("rows_updated", Integer),
     Column("run_id", String(128)),
     Column("statistics", Text, nullable=False),
+    Column("publish_id", String(64)),
+    Column("stage", Text),
+    Column("online_pending", Boolean),
 )
 _views = Table(
     "fs_feature_views",
@@ -123,6 +126,9 @@ class CommitRecord(BaseModel):
     rows_updated: int | None = None
     run_id: str | None = None
     statistics: dict[str, Any]
+    publish_id: str | None = Field(default=None, description="the publish that committed it")
+    stage: str | None = Field(default=None, description="the table directory holding its incoming rows")
+    online_pending: bool | None = Field(default=None, description="committed, not yet in the online store")
 
 
 class ViewRecord(BaseModel):
@@ -259,17 +265,54 @@ class Registry:
 
     # -- commits -----------------------------------------------------------------------------------
 
-    def add_commit(self, group_id: int, commit: CommitRecord, features: list[Feature] | None = None) -> None:
-        """Record a commit (and the group's features, if it added some) in one transaction."""
-        with self.engine.begin() as conn:
-            conn.execute(insert(_commits).values(group_id=group_id, **_to_row(_commits, commit)))
-            if features is not None:
-                self.set_features(group_id, features, conn)
+    def add_commit(
+        self, conn: Connection, group_id: int, commit: CommitRecord, features: list[Feature] | None = None
+    ) -> None:
+        """Record a commit (and the group's features, if it added some) within ``conn``'s transaction:
+        the publish's commit point (:mod:`featurestore.publish`)."""
+        conn.execute(insert(_commits).values(group_id=group_id, **_to_row(_commits, commit)))
+        if features is not None:
+            self.set_features(group_id, features, conn)
 
     def commits(self, group_id: int) -> list[CommitRecord]:
+        """The group's committed commits, newest first."""
         query = select(_commits).where(_commits.c.group_id == group_id).order_by(_commits.c.commit_id.desc())
         with self.engine.connect() as conn:
             return [_from_row(CommitRecord, _commits, r) for r in conn.execute(query)]
+
+    def latest_commit(self, group_id: int, at_or_before: datetime | None = None) -> CommitRecord | None:
+        """The newest commit (at or before a time, if given): what readers read."""
+        query = select(_commits).where(_commits.c.group_id == group_id)
+        if at_or_before is not None:
+            query = query.where(_commits.c.committed_at <= at_or_before)
+        query = query.order_by(_commits.c.commit_id.desc()).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _from_row(CommitRecord, _commits, row) if row else None
+
+    def get_commit(self, group_id: int, commit_id: int) -> CommitRecord | None:
+        query = select(_commits).where(_commits.c.group_id == group_id, _commits.c.commit_id == commit_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _from_row(CommitRecord, _commits, row) if row else None
+
+    def online_pending(self, group_id: int) -> list[CommitRecord]:
+        """Commits whose rows are not in the online store yet (their writer died after the commit)."""
+        query = (
+            select(_commits)
+            .where(_commits.c.group_id == group_id, _commits.c.online_pending.is_(True))
+            .order_by(_commits.c.commit_id)
+        )
+        with self.engine.connect() as conn:
+            return [_from_row(CommitRecord, _commits, r) for r in conn.execute(query)]
+
+    def mark_online_written(self, group_id: int, commit_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(_commits)
+                .where(_commits.c.group_id == group_id, _commits.c.commit_id == commit_id)
+                .values(online_pending=False)
+            )
 
     # -- sharing -----------------------------------------------------------------------------------
 
@@ -322,11 +365,12 @@ class Registry:
         raise RuntimeError("could not reserve a training dataset version after 20 attempts")
 
     def finish_dataset(self, record: TrainingDatasetRecord) -> None:
+        """Mark a reserved version ready, with its rows, commits and URI."""
         with self.engine.begin() as conn:
             conn.execute(
                 update(_datasets)
                 .where(_datasets.c.view_id == record.view_id, _datasets.c.version == record.version)
-                .values(status="ready", rows=record.rows, commits=json.dumps(record.commits))
+                .values(status="ready", rows=record.rows, commits=json.dumps(record.commits), uri=record.uri)
             )
 
     def drop_dataset(self, view_id: int, version: int) -> None:

@@ -13,9 +13,11 @@ from featurestore.errors import FeatureStoreError, FeatureStorePermissionError
 from featurestore.feature_group import FeatureGroup
 from featurestore.feature_view import FeatureView
 from featurestore.online import OnlineStore, online_store
+from featurestore.publish import Publish
 from featurestore.query import Query, _Join
 from featurestore.registry import GroupRecord, Registry, ViewRecord
 from fjord.errors import NotFoundError
+from fjord.lineage import RunRecord
 from fjord.projects import Project, get_project, validate_name
 
 FEATURE_STORE_DIR = "FeatureStore"
@@ -42,6 +44,15 @@ class FeatureStore:
         if self._online is None:
             self._online = online_store()
         return self._online
+
+    def publish(self, run: RunRecord | None = None) -> Publish:
+        """A publish: inserts into several feature groups that become visible together, or not at all.
+
+        >>> with fs.publish(run=run) as publish:        # doctest: +SKIP
+        ...     publish.insert(transactions, frame)
+        ...     publish.insert(labels, label_frame)
+        """
+        return Publish(self, run)
 
     # -- feature groups ------------------------------------------------------------------------------
 

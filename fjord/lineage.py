@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, ForeignKey, Index, MetaData, String, Table, Text, insert, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from fjord.errors import NotFoundError
 from fjord.metadata import ensure_tables, metadata_engine
@@ -161,42 +161,80 @@ _artifacts = Table(
 )
 
 
-def _engine() -> Engine:
+def lineage_engine() -> Engine:
+    """The metadata database's engine, with the lineage tables created."""
     engine = metadata_engine()
     ensure_tables(_schema, engine)
     return engine
 
 
+def run_uri(project: Project, run_id: str) -> str:
+    """Where ``run_id``'s record file lives."""
+    return project.fs.uri(f"{RUNS_DIR}/{run_id}.json")
+
+
+def write_run_file(project: Project, record: RunRecord) -> str:
+    """Write ``record``'s file to the project's ``Logs/runs/``; its URI."""
+    project.fs.write_text(f"{RUNS_DIR}/{record.run_id}.json", record.model_dump_json(indent=2))
+    return run_uri(project, record.run_id)
+
+
+def index_run(conn: Connection, project: Project, record: RunRecord) -> None:
+    """Index ``record`` in the metadata database within ``conn``'s transaction (rewriting replaces
+    it): how a commit point records its run in the same transaction as what it commits."""
+    rows = [("in", a) for a in record.inputs] + [("out", a) for a in record.outputs]
+    conn.execute(_runs.delete().where(_runs.c.run_id == record.run_id))
+    conn.execute(_artifacts.delete().where(_artifacts.c.run_id == record.run_id))
+    conn.execute(
+        insert(_runs).values(
+            run_id=record.run_id,
+            project=record.project,
+            stage=record.stage,
+            status=record.status,
+            started_at=record.started_at.isoformat(),
+            record_uri=run_uri(project, record.run_id),
+            record=record.model_dump_json(),
+            parent_run_id=record.parent_run_id,
+        )
+    )
+    if rows:
+        conn.execute(
+            insert(_artifacts),
+            [
+                {"run_id": record.run_id, "role": r, "uri": a.uri.rstrip("/"), "version": a.version or ""}
+                for r, a in rows
+            ],
+        )
+
+
 def save_run(project: Project, record: RunRecord) -> str:
     """Write ``record`` to the project's ``Logs/runs/`` and index it; its URI. Rewriting replaces it."""
-    rel = f"{RUNS_DIR}/{record.run_id}.json"
-    project.fs.write_text(rel, record.model_dump_json(indent=2))
-    uri = project.fs.uri(rel)
-    rows = [("in", a) for a in record.inputs] + [("out", a) for a in record.outputs]
-    with _engine().begin() as conn:
-        conn.execute(_runs.delete().where(_runs.c.run_id == record.run_id))
-        conn.execute(_artifacts.delete().where(_artifacts.c.run_id == record.run_id))
-        conn.execute(
-            insert(_runs).values(
-                run_id=record.run_id,
-                project=record.project,
-                stage=record.stage,
-                status=record.status,
-                started_at=record.started_at.isoformat(),
-                record_uri=uri,
-                record=record.model_dump_json(),
-                parent_run_id=record.parent_run_id,
-            )
-        )
-        if rows:
-            conn.execute(
-                insert(_artifacts),
-                [
-                    {"run_id": record.run_id, "role": r, "uri": a.uri.rstrip("/"), "version": a.version or ""}
-                    for r, a in rows
-                ],
-            )
+    uri = write_run_file(project, record)
+    with lineage_engine().begin() as conn:
+        index_run(conn, project, record)
     return uri
+
+
+def new_record(
+    project: Project,
+    stage: str,
+    *,
+    params: dict[str, Any] | None = None,
+    code: Iterable[str | Path] = (),
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+) -> RunRecord:
+    """A ``running`` record of a new run of ``stage`` (not saved)."""
+    return RunRecord(
+        run_id=run_id or new_run_id(stage),
+        project=project.name,
+        stage=stage,
+        started_at=datetime.now(UTC),
+        params=params or {},
+        code_version=code_version(code),
+        env_lock_hash=env_lock_hash(project),
+        parent_run_id=parent_run_id,
+    )
 
 
 @contextmanager
@@ -213,16 +251,7 @@ def track_run(
 
     A failure records the error's one-line message and re-raises.
     """
-    record = RunRecord(
-        run_id=run_id or new_run_id(stage),
-        project=project.name,
-        stage=stage,
-        started_at=datetime.now(UTC),
-        params=params or {},
-        code_version=code_version(code),
-        env_lock_hash=env_lock_hash(project),
-        parent_run_id=parent_run_id,
-    )
+    record = new_record(project, stage, params=params, code=code, run_id=run_id, parent_run_id=parent_run_id)
     save_run(project, record)
     try:
         yield record
@@ -237,7 +266,7 @@ def track_run(
 
 
 def get_run(run_id: str) -> RunRecord:
-    with _engine().connect() as conn:
+    with lineage_engine().connect() as conn:
         row = conn.execute(select(_runs.c.record).where(_runs.c.run_id == run_id)).first()
     if row is None:
         raise NotFoundError(f"unknown run {run_id!r}")
@@ -251,7 +280,7 @@ def list_runs(project: str | None = None, stage: str | None = None, limit: int =
         query = query.where(_runs.c.project == project)
     if stage:
         query = query.where(_runs.c.stage == stage)
-    with _engine().connect() as conn:
+    with lineage_engine().connect() as conn:
         return [RunRecord.model_validate_json(r.record) for r in conn.execute(query)]
 
 
@@ -266,7 +295,7 @@ def producer_of(uri: str, version: str | None = None) -> RunRecord | None:
     )
     if version is not None:
         query = query.where(_artifacts.c.version == version)
-    with _engine().connect() as conn:
+    with lineage_engine().connect() as conn:
         row = conn.execute(query).first()
     return RunRecord.model_validate_json(row.record) if row else None
 
@@ -334,7 +363,7 @@ def lineage_graph(uri: str, version: str | None = None) -> LineageNode:
     start = _key(uri, version)
     producers: dict[tuple[str, str], tuple[str, str]] = {}  # artifact -> (started_at, run_id) of the newest
     records: dict[str, str] = {}
-    with _engine().connect() as conn:
+    with lineage_engine().connect() as conn:
         for row in conn.execute(_WALK, {"uri": start[0], "version": start[1]}):
             records[row.run_id] = row.record
             key = (row.uri, row.version)
@@ -378,5 +407,5 @@ def raw_sources(root: LineageNode) -> list[Artifact]:
 def child_runs(run_id: str) -> list[RunRecord]:
     """The runs started on behalf of ``run_id`` (its ``parent_run_id``), oldest first."""
     query = select(_runs.c.record).where(_runs.c.parent_run_id == run_id).order_by(_runs.c.started_at)
-    with _engine().connect() as conn:
+    with lineage_engine().connect() as conn:
         return [RunRecord.model_validate_json(r.record) for r in conn.execute(query)]

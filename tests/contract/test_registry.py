@@ -36,10 +36,14 @@ def _worker(url: str, worker: int, rounds: int) -> None:
     registry = Registry(engine_for(url))
     for i in range(rounds):
         group, _ = registry.get_or_create_group(_group(f"shared_{i % 3}"))
-        registry.add_commit(
-            group.id,
-            CommitRecord(commit_id=worker * 1000 + i, committed_at=datetime.now(UTC), rows=1, statistics={}),
-        )
+        with registry.engine.begin() as conn:
+            registry.add_commit(
+                conn,
+                group.id,
+                CommitRecord(
+                    commit_id=worker * 1000 + i, committed_at=datetime.now(UTC), rows=1, statistics={}
+                ),
+            )
         registry.reserve_dataset(
             TrainingDatasetRecord(
                 view_id=_view_id(registry),

@@ -4,6 +4,7 @@ import pytest
 
 from fjord.errors import NotFoundError
 from fjord.lineage import (
+    child_runs,
     code_version,
     get_run,
     lineage_graph,
@@ -12,7 +13,6 @@ from fjord.lineage import (
     raw_sources,
     track_run,
     walk,
-    child_runs,
 )
 from fjord.projects import create_project
 

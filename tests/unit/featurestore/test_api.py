@@ -274,7 +274,7 @@ def test_training_data_records_commits_and_lineage(fs, fv, label_fg, tx_fg) -> N
         (label_fg.location, "0"),
         (tx_fg.location, "0"),
     }
-    assert all(n.run.stage == "featurestore.insert" for n in tree.inputs)
+    assert all(n.run.stage == "featurestore.publish" for n in tree.inputs)
     assert raw_sources(tree) == []  # inserts by hand have no upstream; ETL runs will add the raw batches
     assert fs.get_feature_view("fraud", 1).labels == ["is_fraud"]
 
@@ -310,18 +310,23 @@ def test_bad_feature_views(fs, fv, label_fg, tx_fg) -> None:
         fv.create_training_data(data_format="csv")
 
 
-@pytest.mark.parametrize("online", ["sqlite", "redis"])
-def test_online_feature_vectors(fs, fv, tx_fg, online, monkeypatch, request) -> None:
-    monkeypatch.setenv("FJORD_FEATURESTORE__ONLINE_STORE", online)
-    if online == "redis":
-        monkeypatch.setenv("FJORD_REDIS__URL", request.getfixturevalue("redis_server"))
+@pytest.fixture
+def online_backend(request, monkeypatch) -> str:
+    """The online store the test's feature store is configured with (before its first insert)."""
     from fjord.config import reset_settings
 
+    monkeypatch.setenv("FJORD_FEATURESTORE__ONLINE_STORE", request.param)
+    if request.param == "redis":
+        monkeypatch.setenv("FJORD_REDIS__URL", request.getfixturevalue("redis_server"))
     reset_settings()
+    return request.param
+
+
+@pytest.mark.parametrize("online_backend", ["sqlite", "redis"], indirect=True)
+def test_online_feature_vectors(online_backend, fs, fv, tx_fg) -> None:
     store = featurestore.connect("fraud")
     fg = store.get_feature_group("card_transactions_4h", 1)
-    fg.insert(transactions())  # written online through the configured store
-    view = store.get_feature_view("fraud", 1)
+    view = store.get_feature_view("fraud", 1)  # tx_fg's insert wrote online, to the configured store
     assert view.get_feature_vector({"cc_num": 1}) == [20.0, 2]  # the newest row of key 1
     assert view.get_feature_vectors([{"cc_num": 2}, {"cc_num": 99}]) == [[5.0, 1], [None, None]]
     assert view.get_feature_vector({"cc_num": 3}, return_type="dict") == {
@@ -335,7 +340,7 @@ def test_online_feature_vectors(fs, fv, tx_fg, online, monkeypatch, request) -> 
     assert view.get_feature_vector({"cc_num": 1}) == [20.0, 2]  # a late row does not roll it back
     with pytest.raises(FeatureStoreError, match="lacks the primary key 'cc_num'"):
         view.get_feature_vector({"card": 1})
-    fg._store.online.drop(fg.online_table)
+    fg.online_store.drop(fg.online_table)
 
 
 @pytest.mark.slow
@@ -367,7 +372,7 @@ def test_cli_read_side(fs, fv, tx_fg, capsys) -> None:
     assert main(["featurestore", "search", "fraud", "amount"]) == 0
     assert "card_transactions_4h" in capsys.readouterr().out
     assert main(["featurestore", "commits", "fraud", "card_transactions_4h"]) == 0
-    assert "featurestore.insert-" in capsys.readouterr().out
+    assert "featurestore.publish-" in capsys.readouterr().out
     assert main(["featurestore", "statistics", "fraud", "card_transactions_4h", "--json"]) == 0
     assert '"histogram"' in capsys.readouterr().out
     assert main(["featurestore", "show", "fraud", "ghost"]) == 3

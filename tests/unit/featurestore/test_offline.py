@@ -8,6 +8,7 @@ import pytest
 from deltalake import DeltaTable
 
 import featurestore
+from featurestore.offline import DeltaOfflineStore
 from fjord.fs import SharedFS
 from fjord.projects import create_project
 
@@ -62,13 +63,22 @@ def test_an_upsert_rewrites_only_the_files_holding_its_keys(fg) -> None:
     assert details["rows_updated"] == 10 and details["rows_inserted"] == 10
 
 
-def test_rerunning_an_insert_replaces_its_rows_and_keeps_its_content(fg) -> None:
+def test_rerunning_an_insert_adds_no_commit(fg) -> None:
     before = fg.read().sort_values(["ts", "cc_num"], ignore_index=True)
-    commit = fg.insert(day(DAY2, range(0, 100), 2.0))
-    after = fg.read().sort_values(["ts", "cc_num"], ignore_index=True)
-    pd.testing.assert_frame_equal(before, after)
+    commits, latest = list(fg.commit_details()), fg.snapshot().version
+    assert fg.insert(day(DAY2, range(0, 100), 2.0)) == latest  # the same rows: nothing to commit
+    assert list(fg.commit_details()) == commits
+    assert DeltaOfflineStore(fg.location).latest_version() == latest  # not even a Delta commit
+    pd.testing.assert_frame_equal(before, fg.read().sort_values(["ts", "cc_num"], ignore_index=True))
+
+
+def test_an_insert_that_changes_one_value_replaces_its_rows(fg) -> None:
+    rows = day(DAY2, range(0, 100), 2.0)
+    rows.loc[5, "amount"] = 2.5
+    commit = fg.insert(rows)
     assert fg.commit_details()[commit]["rows_updated"] == 100
     assert len(files(fg)) == 2  # the old day-2 file fully replaced: removed, not rewritten
+    assert sorted(fg.read().amount.unique().tolist()) == [1.0, 2.0, 2.5]
 
 
 def test_a_failed_insert_leaves_no_files_behind(fg) -> None:
