@@ -12,8 +12,9 @@
 4. validates every record with Great Expectations (suites in ``jobs/etl/expectations/``); results and
    HTML Data Docs go to the project's ``Logs/validation/<run_id>/``;
 5. publishes only a batch that passes: one commit each to ``transactions_features``,
-   ``profile_features`` and ``fraud_labels``, recorded in the run's lineage with the landing files'
-   checksums. Re-running a batch upserts the same rows: no duplicates.
+   ``profile_features`` and ``fraud_labels``, in one publish: all three become visible together or
+   none does. Recorded in the run's lineage with the landing files' checksums. Re-running a batch
+   finds the same rows already published and adds no commit.
 """
 
 from __future__ import annotations
@@ -101,12 +102,15 @@ class EtlResult:
     rows_in: int
     quarantined: dict[str, int]
     commits: dict[str, int] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)  # groups that already held the batch's rows
     validation: ValidationReport | None = None
     report_uri: str | None = None
 
     def summary(self) -> str:
         quarantined = sum(self.quarantined.values())
-        published = ", ".join(f"{k} commit {v}" for k, v in self.commits.items())
+        published = ", ".join(
+            f"{k} commit {v}" + (" (unchanged)" if k in self.unchanged else "") for k, v in self.commits.items()
+        )
         warnings = len(self.validation.warnings) if self.validation else 0
         return (
             f"batch {self.batch}: {self.rows_in} rows read, {quarantined} quarantined, "
@@ -365,16 +369,19 @@ def run(spec: EtlSpec) -> EtlResult:
                 "Card holder age and card expiry",
             ),
         }
-        for name, (frame, key, event_time, description) in groups.items():
-            group = store.get_or_create_feature_group(
-                name,
-                1,
-                primary_key=key,
-                event_time=event_time,
-                description=description,
-                online_enabled=name != "fraud_labels",
-            )
-            result.commits[name] = group.insert(frame, run=run_record)
+        # One publish: the three groups' commits become visible together, or not at all.
+        with store.publish(run=run_record) as publish:
+            for name, (frame, key, event_time, description) in groups.items():
+                group = store.get_or_create_feature_group(
+                    name,
+                    1,
+                    primary_key=key,
+                    event_time=event_time,
+                    description=description,
+                    online_enabled=name != "fraud_labels",
+                )
+                result.commits[name] = publish.insert(group, frame)
+        result.unchanged = [ref.split(".", 1)[1].rsplit("_", 1)[0] for ref in publish.unchanged]
         for frame in (transactions, *raw.values()):
             frame.unpersist()
     return result

@@ -60,8 +60,11 @@ def test_good_batches_publish_once_with_lineage_and_docs(project) -> None:
     assert {"amount_sum_1h", "tx_count_7d", "speed_prev_kmh", "category_freq_7d"} <= {
         f.name for f in tx.schema
     }
-    again = run(EtlSpec(project="fraud", batch="2026-11-01"))  # idempotent: an upsert of the same rows
-    assert len(tx.read()) == rows and again.commits["transactions_features"] == 2
+    again = run(EtlSpec(project="fraud", batch="2026-11-01"))  # a scheduler's retry of a published batch
+    assert len(tx.read()) == rows
+    # no new commit: the ids are those of the commits that already hold the rows (the latest)
+    assert again.commits == second.commits and sorted(again.unchanged) == sorted(GROUPS)
+    assert _commits(project) == dict.fromkeys(GROUPS, 2)
     labels = fs.get_feature_group("fraud_labels", 1)
     view = fs.get_or_create_feature_view(
         "fraud",
