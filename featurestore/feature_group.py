@@ -125,6 +125,12 @@ class FeatureGroup(Versioned):
         """Whether the group has a commit."""
         return self._store.registry.latest_commit(self.id) is not None
 
+    def reload(self) -> None:
+        """Read the group's record again (another writer may have added features meanwhile)."""
+        record = self._store.registry.get_group(self.project, self.name, self.version)
+        if record is not None:
+            self._record = record
+
     def refresh_features(self, features: list[Feature] | None) -> None:
         """Take the features a commit recorded (None: unchanged)."""
         if features is not None:

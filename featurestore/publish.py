@@ -127,6 +127,7 @@ class Publish:
         if group.ref in self.commits:
             raise FeatureStoreError(f"{group} is already written by this publish: insert its rows once")
         self._leases.acquire(group.id, group.ref)
+        group.reload()  # the schema as the previous writer left it
         crash_point("publish.leased")
         registered = self._recover(group)
         table = DeltaOfflineStore(group.location)

@@ -1,0 +1,54 @@
+"""A writer process for the publish tests: ``python -m tests.integration.publish_worker MODE DAY [HOLD]``.
+
+MODE ``one`` inserts day DAY's rows into ``tx``; ``three`` publishes day DAY to ``tx``, ``labels``
+and ``profiles`` together. HOLD seconds are spent inside the publish, after the inserts (holding the
+leases). The environment says where (FJORD_HOME, FJORD_METADATA__URL) and where to crash
+(FJORD_CRASH_AT). Prints ``published <commits>`` on success.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pandas as pd
+
+import featurestore
+
+T0 = pd.Timestamp("2026-11-01", tz="UTC")
+GROUPS = {"tx": True, "labels": False, "profiles": True}  # name -> online enabled
+
+
+def rows(day: int, offset: float = 0.0) -> pd.DataFrame:
+    """Day ``day``'s 50 rows: cards 0-49, one row each, at that day's noon."""
+    return pd.DataFrame(
+        {
+            "cc_num": list(range(50)),
+            "ts": [T0 + pd.Timedelta(days=day, hours=12)] * 50,
+            "amount": [float(day) + offset + c / 100 for c in range(50)],
+        }
+    )
+
+
+def groups(fs: featurestore.FeatureStore) -> dict[str, featurestore.FeatureGroup]:
+    return {
+        name: fs.get_or_create_feature_group(
+            name, 1, primary_key=["cc_num"], event_time="ts", online_enabled=online
+        )
+        for name, online in GROUPS.items()
+    }
+
+
+def main(mode: str, day: int, hold: float = 0.0) -> None:
+    fs = featurestore.connect("fraud")
+    targets = groups(fs)
+    names = ["tx"] if mode == "one" else list(GROUPS)
+    with fs.publish() as publish:
+        for name in names:
+            publish.insert(targets[name], rows(day))
+        time.sleep(hold)
+    print("published", publish.commits)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)

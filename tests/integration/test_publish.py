@@ -1,0 +1,194 @@
+"""Publishes that die at every step, and writers that race: the feature store's commit protocol.
+
+Each writer is a real process (``tests/integration/publish_worker.py``) killed at a crash point
+(:mod:`fjord.faults`): no ``finally`` runs, as with SIGKILL. After it, readers through the API see all
+of the publish or none of it, the registry and lineage agree with them, and a rerun completes it
+without duplicates. The lease tests run on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+from sqlalchemy import update
+
+import featurestore
+from featurestore.lease import WriterBusyError, WriterLeases, _leases
+from featurestore.offline import DeltaOfflineStore
+from fjord.config import reset_settings
+from fjord.faults import CRASH_EXIT_CODE
+from fjord.lineage import producer_of
+from fjord.projects import create_project
+from tests.conftest import REPO
+from tests.integration.publish_worker import GROUPS, groups, rows
+from tests.integration.publish_worker import main as publish_day
+
+
+def _writer(mode: str, day: int, *, crash: str | None = None, hold: float = 0.0, wait: float | None = None):
+    env = {k: v for k, v in os.environ.items() if k != "FJORD_CRASH_AT"}
+    if crash:
+        env["FJORD_CRASH_AT"] = crash
+    if wait is not None:
+        env["FJORD_FEATURESTORE__WRITER_WAIT_SECONDS"] = str(wait)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.publish_worker", mode, str(day), str(hold)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _run(mode: str, day: int, **kwargs) -> subprocess.CompletedProcess:
+    proc = _writer(mode, day, **kwargs)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _state(names: list[str]) -> dict[str, tuple[int, list[int], float]]:
+    """Per group, as readers see it: (rows, registered commit ids, sum of amounts)."""
+    fs = featurestore.connect("fraud")
+    found = groups(fs)
+    state = {}
+    for name in names:
+        group = found[name]
+        frame = group.read() if group.exists() else None
+        rows_seen = 0 if frame is None else len(frame)
+        total = 0.0 if frame is None else round(float(frame.amount.sum()), 6)
+        state[name] = (rows_seen, sorted(group.commit_details()), total)
+    return state
+
+
+@pytest.fixture
+def store(fjord_home):
+    create_project("fraud")
+    publish_day("three", 0)  # day 0 published: the state a crash must not disturb
+    return featurestore.connect("fraud")
+
+
+ONE_GROUP_POINTS = ["publish.leased", "publish.staged", "publish.delta_committed", "publish.registered",
+                    "publish.online_written"]  # fmt: skip
+THREE_GROUP_POINTS = ["publish.delta_committed#1", "publish.delta_committed#2", "publish.delta_committed#3",
+                      "publish.registered", "publish.online_written#2"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mode", "point"),
+    [("one", p) for p in ONE_GROUP_POINTS] + [("three", p) for p in THREE_GROUP_POINTS],
+)
+def test_a_publish_killed_at_any_step_is_all_or_nothing_and_a_rerun_completes_it(store, mode, point) -> None:
+    names = ["tx"] if mode == "one" else list(GROUPS)
+    before = _state(names)
+    crashed = _run(mode, 1, crash=point)
+    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr
+    after = _state(names)
+    committed = point.startswith(("publish.registered", "publish.online_written"))
+    if committed:  # past the commit point: every group has its new commit
+        assert all(after[n][0] == before[n][0] + 50 and len(after[n][1]) == 2 for n in names)
+        for name in names:
+            run = producer_of(groups(store)[name].location, str(after[name][1][-1]))
+            assert run is not None and run.stage == "featurestore.publish" and run.status == "succeeded"
+    else:  # before it: no group shows anything of the publish
+        assert after == before
+    rerun = _run(mode, 1)
+    assert rerun.returncode == 0, rerun.stderr
+    final = _state(names)
+    for name in names:
+        rows_seen, commits, total = final[name]
+        assert rows_seen == 100 and len(commits) == 2  # day 0 and day 1, once each: no duplicates
+        assert total == round(float(rows(0).amount.sum() + rows(1).amount.sum()), 6)
+    view_groups = groups(featurestore.connect("fraud"))
+    for name in names:  # the online store caught up too (the rerun finished a crashed online write)
+        group = view_groups[name]
+        if group.online_enabled:
+            assert group.online_store.read([(group.online_table, "[7]")])[0] is not None
+            assert group.registry.online_pending(group.id) == []
+
+
+def test_a_failed_publish_reverts_its_delta_commits(store) -> None:
+    fs = featurestore.connect("fraud")
+    found = groups(fs)
+    before = _state(list(GROUPS))
+    with pytest.raises(featurestore.FeatureStoreError, match="duplicate"), fs.publish() as publish:
+        publish.insert(found["tx"], rows(1))
+        publish.insert(found["labels"], pd.concat([rows(1), rows(1).iloc[:1]]))
+    assert _state(list(GROUPS)) == before
+    table = DeltaOfflineStore(found["tx"].location)
+    assert table.entries_since(table.latest_version() - 1)[-1].get("fjord.restored_to") == "0"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def metadata(request, monkeypatch, fjord_home):
+    if request.param == "postgresql":
+        monkeypatch.setenv("FJORD_METADATA__URL", request.getfixturevalue("postgres_db"))
+        reset_settings()
+    create_project("fraud")
+    return request.param
+
+
+def test_a_second_writer_waits_for_the_lease_then_fails_naming_the_holder(metadata) -> None:
+    holder = _writer("one", 1, hold=8)
+    fs = featurestore.connect("fraud")
+    tx = groups(fs)["tx"]
+    leases = WriterLeases(fs.registry.engine, wait=0)
+    deadline = time.monotonic() + 60
+    while holder.poll() is None and time.monotonic() < deadline:  # until the holder has the lease
+        try:
+            leases.acquire(tx.id, tx.ref)
+        except WriterBusyError as exc:
+            assert f"pid {holder.pid}" in str(exc) and "waited 0 s" in str(exc)
+            break
+        leases.release()
+        time.sleep(0.1)
+    else:
+        pytest.fail("the holder never held the lease")
+    waiting = _run("one", 2, wait=120)  # waits for the holder, then publishes
+    assert holder.wait(timeout=120) == 0 and waiting.returncode == 0, waiting.stderr
+    assert _state(["tx"])["tx"][:2] == (100, [0, 1])
+
+
+def test_concurrent_writers_each_commit_once(metadata) -> None:
+    writers = [_writer("three", day, wait=300) for day in range(3)]
+    for writer in writers:
+        _, err = writer.communicate(timeout=300)
+        assert writer.returncode == 0, err
+    for name, (rows_seen, commits, _) in _state(list(GROUPS)).items():
+        assert rows_seen == 150 and len(commits) == 3, name
+
+
+def test_a_dead_or_expired_holder_loses_the_lease(metadata) -> None:
+    fs = featurestore.connect("fraud")
+    tx = groups(fs)["tx"]
+    crashed = _run("one", 1, crash="publish.staged")  # died holding the lease
+    assert crashed.returncode == CRASH_EXIT_CODE
+    leases = WriterLeases(fs.registry.engine, wait=0)
+    leases.acquire(tx.id, tx.ref)  # its pid is gone on this host: taken at once
+    with fs.registry.engine.begin() as conn:  # now held from another host, and still valid
+        conn.execute(update(_leases).values(host="elsewhere", holder="other"))
+    other = WriterLeases(fs.registry.engine, wait=0.5)
+    with pytest.raises(WriterBusyError, match="on elsewhere"):
+        other.acquire(tx.id, tx.ref)
+    with fs.registry.engine.begin() as conn:  # ... until it expires
+        conn.execute(update(_leases).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    other.acquire(tx.id, tx.ref)
+    other.release()
+
+
+def test_a_writer_that_lost_its_lease_publishes_nothing(metadata) -> None:
+    fs = featurestore.connect("fraud")
+    tx = groups(fs)["tx"]
+    with (
+        pytest.raises(featurestore.FeatureStoreError, match="expired or was taken over"),
+        fs.publish() as publish,
+    ):
+        publish.insert(tx, rows(1))
+        with fs.registry.engine.begin() as conn:  # a successor took the lease meanwhile
+            conn.execute(update(_leases).values(holder="successor"))
+    assert not tx.exists()
