@@ -73,12 +73,15 @@ class FeatureView(Versioned):
         end_time: datetime | None = None,
         engine: str | None = None,
         commits: dict[str, int] | None = None,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
     ) -> tuple[int, RunRecord]:
         """Materialise the point-in-time join as a new training dataset version.
 
         Records the exact commit of every feature group read (and a lineage run), so the version can
         be rebuilt bit for bit (:meth:`recreate_training_data`). ``data_format`` "tfrecord" writes
-        TFRecord files next to the Parquet ones. Returns (version, the run record).
+        TFRecord files next to the Parquet ones. ``run_id``/``parent_run_id`` place its lineage run in
+        a job's run tree. Returns (version, the run record).
         """
         if data_format not in DATA_FORMATS:
             raise FeatureStoreError(f"data_format must be one of {DATA_FORMATS}, not {data_format!r}")
@@ -95,6 +98,8 @@ class FeatureView(Versioned):
             "training_dataset",
             params={"feature_view": f"{self.name}_{self.version}", "data_format": data_format, **options},
             code=_CODE,
+            run_id=run_id,
+            parent_run_id=parent_run_id,
         ) as run:
             reserved = self._store.registry.reserve_dataset(
                 TrainingDatasetRecord(
@@ -156,6 +161,10 @@ class FeatureView(Versioned):
 
     def get_training_dataset_versions(self) -> list[int]:
         return self._store.registry.list_datasets(self.id)
+
+    def training_dataset_uri(self, version: int) -> str:
+        """Where training dataset ``version`` is stored (as the registry recorded it)."""
+        return self._dataset(version).uri
 
     def training_dataset_commits(self, version: int) -> dict[str, int]:
         """The commit of every feature group the training dataset ``version`` read."""

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ValidationError
 
 from fjord.errors import FjordError
 
+INTERNAL_ERROR = 70  # a bug (EX_SOFTWARE), as the CLI answers one
+
 
 def spec_parser(spec: type[BaseModel], description: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -47,16 +49,24 @@ def run_job(
     args = vars(spec_parser(spec, description).parse_args(argv))
     debug = args.pop("debug")
     try:
-        result = run(spec(**{k: v for k, v in args.items() if v is not None}))
-    except ValidationError as exc:
+        parsed = spec(**{k: v for k, v in args.items() if v is not None})
+    except ValidationError as exc:  # only the options: a ValidationError inside run() is no usage error
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"])
         print(f"error: --{where.replace('_', '-')}: {error['msg']}", file=sys.stderr)
         return 2
+    try:
+        result = run(parsed)
     except FjordError as exc:
         if debug:
             raise
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:
+        if debug:
+            raise
+        message = " ".join(str(exc).split())[:500]
+        print(f"internal error: {type(exc).__name__}: {message} (--debug: traceback)", file=sys.stderr)
+        return INTERNAL_ERROR
     print(result.summary())
     return 0

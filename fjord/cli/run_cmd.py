@@ -5,7 +5,7 @@ It runs every stage that exists, in pipeline order, and prints what a newcomer n
 1. the demo project, 2. its Python environment, 3. a Spark session in that environment,
 4. demo data: daily batches of card transactions landing in ``Resources/landing/``,
 5. the Spark ETL and Great Expectations validation job, publishing each batch to the feature store,
-6. a feature view with point-in-time training data and an online feature vector,
+6. the feature pipeline job: a feature view, point-in-time training data, an online feature vector,
 7. the lineage of that training data, walked back to the landing batches,
 8. training: a random search with early stopping on Spark executors, the best configuration
    retrained, evaluated, optimized and registered in MLflow as the ``candidate``,
@@ -17,6 +17,7 @@ Serving and monitoring join here as they land, until the Airflow DAG runs it all
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import typer
 
@@ -30,15 +31,16 @@ from fjord.spark import get_spark
 
 DEMO_ROWS = 20_000
 DEMO_DAYS = 2
-FEATURES = [
-    "amount", "tx_count_1h", "tx_count_24h", "amount_sum_24h", "amount_mean_7d", "secs_since_prev",
-    "dist_prev_km", "speed_prev_kmh", "category_freq_7d", "hour", "is_night",
-]  # fmt: skip
 
 
 def _step(number: int, text: str) -> float:
     console.print(f"\n[bold cyan]{number}.[/bold cyan] [bold]{text}[/bold]")
     return time.perf_counter()
+
+
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    """Numbers as a person reads them (3 significant digits)."""
+    return {k: float(f"{v:.3g}") if isinstance(v, float) else v for k, v in values.items()}
 
 
 def _done(started: float, text: str = "") -> None:
@@ -53,6 +55,8 @@ def run(
     from jobs.etl.demo_data import DemoSpec, generate
     from jobs.etl.job import EtlSpec
     from jobs.etl.job import run as run_etl
+    from jobs.features.job import FeaturesSpec
+    from jobs.features.job import run as run_features
     from jobs.train.job import TrainSpec
     from jobs.train.job import run as run_train
 
@@ -87,48 +91,42 @@ def run(
         console.print(f"   {run_etl(EtlSpec(project=project, batch=batch)).summary()}")
     _done(t)
 
-    t = _step(6, "Feature view: point-in-time training data and an online feature vector")
+    t = _step(6, "Feature pipeline job: feature view, point-in-time training data, an online feature vector")
+    features = run_features(FeaturesSpec(project=project))
+    console.print(f"   {features.summary()}")
     fs = featurestore.connect(project)
-    tx, labels, profiles = (
-        fs.get_feature_group(name, 1)
-        for name in ("transactions_features", "fraud_labels", "profile_features")
-    )
-    query = (
-        labels.select(["is_fraud"])
-        .join(tx.select(FEATURES), on=["tid"])
-        .join(profiles.select(["age_years", "days_to_expiry"]), on=["cc_num"])
-    )
-    view = fs.get_or_create_feature_view("fraud_demo", 1, query=query, labels=["is_fraud"])
-    version, _ = view.create_training_data()
-    x_train, x_test, y_train, _ = view.train_test_split(
-        test_size=0.2, time_ordered=True, training_dataset_version=version
-    )
-    sample = labels.read().iloc[0]
-    vector = view.get_feature_vector(
-        {"tid": int(sample.tid), "cc_num": int(sample.cc_num)}, return_type="dict"
-    )
-    _done(
-        t,
-        f"training dataset v{version}: {len(x_train)} train / {len(x_test)} test rows, fraud rate "
-        f"{y_train.is_fraud.mean():.2%}; online tid {int(sample.tid)}: {vector}",
-    )
+    view = fs.get_feature_view(features.view, features.view_version)
+    sample = fs.get_feature_group("fraud_labels", 1).read().iloc[0]
+    tid, cc_num = int(sample.tid), int(sample.cc_num)
+    vector = view.get_feature_vector({"tid": tid, "cc_num": cc_num}, return_type="dict")
+    _done(t, f"online vector of tid {tid}: {_rounded(vector)}")
+    version = features.training_dataset_version
 
     t = _step(7, "Provenance: walk back from the training dataset to the landing batches")
-    tree = lineage_graph(proj.fs.uri(f"TrainingDatasets/fraud_demo_1/{version}"), str(version))
-    for node in tree.inputs:
+    graph = lineage_graph(features.uri, str(version))
+    for node in graph.inputs:
         made_by = node.run.stage if node.run else "?"
         console.print(
             f"   training dataset v{version} <- {node.artifact.uri.rsplit('/', 1)[-1]} commit "
             f"{node.artifact.version} <- {made_by} run"
         )
-    landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(tree)})
+    landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(graph)})
     console.print(f"   raw landing batches: {', '.join(landed)}")
     _done(t)
 
     t = _step(
         8, "Training: random search with early stopping on Spark, retrain, evaluate, optimize, register"
     )
-    trained = run_train(TrainSpec(project=project, samples=4, epochs=2, training_dataset_version=version))
+    trained = run_train(
+        TrainSpec(
+            project=project,
+            feature_view=features.view,
+            feature_view_version=features.view_version,
+            training_dataset_version=version,
+            samples=4,
+            epochs=2,
+        )
+    )
     console.print(f"   {trained.summary()}")
     _done(t)
 

@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 import featurestore
 from fjord.errors import FjordError
 from fjord.fs import SharedFS
+from fjord.jobspec import JobSpec
 from fjord.lineage import track_run
 from fjord.projects import Project, get_project
 from fjord.spark import get_spark
@@ -73,10 +74,8 @@ class BatchRejected(FjordError):
     exit_code = 3
 
 
-class EtlSpec(BaseModel):
+class EtlSpec(JobSpec):
     """What to run: which project's batch, and how."""
-
-    model_config = ConfigDict(extra="forbid")
 
     project: str = Field(description="the project whose landing batch to process")
     batch: str = Field(description="the landing batch's date, YYYY-MM-DD")
@@ -109,7 +108,8 @@ class EtlResult:
     def summary(self) -> str:
         quarantined = sum(self.quarantined.values())
         published = ", ".join(
-            f"{k} commit {v}" + (" (unchanged)" if k in self.unchanged else "") for k, v in self.commits.items()
+            f"{k} commit {v}" + (" (unchanged)" if k in self.unchanged else "")
+            for k, v in self.commits.items()
         )
         warnings = len(self.validation.warnings) if self.validation else 0
         return (
@@ -296,7 +296,14 @@ def run(spec: EtlSpec) -> EtlResult:
     spark = get_spark(project, app_name=f"etl-{spec.batch}")
     store = featurestore.connect(spec.project)
 
-    with track_run(project, "etl", params=spec.model_dump(mode="json"), code=_CODE) as run_record:
+    with track_run(
+        project,
+        "etl",
+        params=spec.model_dump(mode="json"),
+        code=_CODE,
+        run_id=spec.run_id,
+        parent_run_id=spec.parent_run_id,
+    ) as run_record:
         for rel in files.values():
             run_record.add_input(fs_.uri(rel), _checksum(fs_, rel), kind="raw")
         raw = {

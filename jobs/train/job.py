@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 import featurestore
 from fjord import experiment
@@ -34,6 +34,7 @@ from fjord.errors import FjordError, NotFoundError
 from fjord.experiment.tracking import client as mlflow_client
 from fjord.experiment.tracking import tracking_uri
 from fjord.fs import SharedFS
+from fjord.jobspec import JobSpec
 from fjord.lineage import track_run
 from fjord.projects import get_project
 
@@ -48,10 +49,8 @@ class TrainError(FjordError):
     exit_code = 2
 
 
-class TrainSpec(BaseModel):
+class TrainSpec(JobSpec):
     """What to train: which training data, how hard to search, what to register."""
-
-    model_config = ConfigDict(extra="forbid")
 
     project: str
     feature_view: str = "fraud_demo"
@@ -106,12 +105,20 @@ def finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
 
 
-def _dataset_version(spec: TrainSpec) -> int:
-    store = featurestore.connect(spec.project)
+def _view(spec: TrainSpec) -> featurestore.FeatureView:
     try:
-        view = store.get_feature_view(spec.feature_view, spec.feature_view_version)
+        return featurestore.connect(spec.project).get_feature_view(
+            spec.feature_view, spec.feature_view_version
+        )
     except NotFoundError as exc:
-        raise TrainError(f"{exc}", hint="create the feature view first (fjord run does)") from None
+        raise TrainError(
+            f"{exc}",
+            hint="create it and its training data with the features job (python -m jobs.features.main)",
+        ) from None
+
+
+def _dataset_version(spec: TrainSpec) -> int:
+    view = _view(spec)
     versions = view.get_training_dataset_versions()
     if spec.training_dataset_version is None:
         if not versions:
@@ -147,10 +154,15 @@ def run(spec: TrainSpec) -> TrainResult:
         "test_size": spec.test_size,
         "val_size": spec.val_size,
     }
-    with track_run(project, "train", params=spec.model_dump(mode="json"), code=_CODE) as record:
-        dataset_uri = project.fs.uri(
-            f"TrainingDatasets/{spec.feature_view}_{spec.feature_view_version}/{version}"
-        )
+    with track_run(
+        project,
+        "train",
+        params=spec.model_dump(mode="json"),
+        code=_CODE,
+        run_id=spec.run_id,
+        parent_run_id=spec.parent_run_id,
+    ) as record:
+        dataset_uri = _view(spec).training_dataset_uri(version)
         record.add_input(dataset_uri, str(version), kind="training_dataset")
         search = experiment.random_search(
             train_trial,

@@ -71,3 +71,21 @@ def test_a_required_field_is_a_required_option(capsys):
     with pytest.raises(SystemExit) as exit_:
         run_job(Spec, run, "doc", [])
     assert exit_.value.code == 2 and "--project" in capsys.readouterr().err
+
+
+def test_a_validation_error_inside_the_job_is_an_internal_error_not_a_usage_error(capsys) -> None:
+    def corrupt(spec: Spec) -> Result:
+        Spec.model_validate({"project": 3})  # a record the job reads back is corrupt
+        return Result(spec)
+
+    assert run_job(Spec, corrupt, "doc", ["--project", "fraud"]) == 70
+    err = capsys.readouterr().err
+    assert err.startswith("internal error: ValidationError:") and "--debug" in err and "--project" not in err
+
+
+def test_run_ids_are_checked() -> None:
+    from fjord.jobspec import JobSpec
+
+    assert JobSpec(run_id="manual__2026-12-01T00:00:00+00:00").run_id.startswith("manual__")
+    with pytest.raises(ValueError, match="is not a run id"):
+        JobSpec(parent_run_id="../etc")
