@@ -44,10 +44,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
 from pydantic import BaseModel
 
 from fjord.config import get_settings
 from fjord.errors import EnvironmentBuildError, NotFoundError
+from fjord.locks import locked
 from fjord.projects import Project
 
 ENV_DIR = "Environments"
@@ -56,6 +59,7 @@ CURRENT_FILE = "current.json"
 RECORD_FILE = ".fjord-env.json"
 _PLATFORM_PTH = "_fjord_platform.pth"
 _SPECS_DIR = "specs"
+_LOCKS_DIR = ".locks"  # one lock file per environment key
 _CONDA_KEYS = {"name", "channels", "dependencies", "variables", "prefix"}
 _COMMAND_TIMEOUT_S = 1800
 
@@ -134,9 +138,20 @@ def _parse_conda_yaml(text: str, filename: str) -> list[str]:
 
 
 def _check_python(dep: str, filename: str) -> None:
-    wanted = dep.split("=", 1)[1].lstrip("=") if "=" in dep else ""
-    running = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if wanted and not f"{running}.{sys.version_info.micro}".startswith(wanted.rstrip(".*")):
+    """Refuse a python pin the platform's interpreter does not meet (conda's ``python=3.11`` means
+    3.11.*; ``python>=3.10`` and the like are pip specifiers), compared as versions, not text."""
+    wanted = dep.strip()[len("python") :].strip()
+    if not wanted:
+        return
+    if wanted.startswith("=") and not wanted.startswith("=="):  # conda: python=3.11 is 3.11.*
+        version = wanted[1:].strip()
+        wanted = f"=={version}" if version.endswith(".*") or version.count(".") >= 2 else f"=={version}.*"
+    try:
+        specifier = SpecifierSet(wanted)
+    except InvalidSpecifier:
+        raise EnvironmentBuildError(f"{filename}: {dep!r} is not a valid python version pin") from None
+    running = ".".join(str(n) for n in sys.version_info[:3])
+    if Version(running) not in specifier:
         raise EnvironmentBuildError(
             f"{filename}: asks for python {wanted}, but the platform runs Python {running}",
             hint="a project environment extends the platform's interpreter; drop the python pin",
@@ -401,13 +416,15 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _rename_into_place(staging: Path, final: Path) -> None:
-    if final.exists():  # a leftover without a record (a build killed after the rename)
-        shutil.rmtree(final)
-    try:
+    """Move a finished build to ``final``, unless an identical build got there first (then ours goes).
+    Under a lock per key: a concurrent build must never remove the winner's finished environment."""
+    with locked(final.parent / _LOCKS_DIR / f"{final.name}.lock"):
+        if (final / RECORD_FILE).is_file():  # an identical build finished first: theirs is as good
+            shutil.rmtree(staging)
+            return
+        if final.exists():  # a leftover without a record (a build killed after the rename)
+            shutil.rmtree(final)
         os.rename(staging, final)
-    except OSError:
-        if not (final / RECORD_FILE).is_file():  # lost a race to an identical build: theirs is as good
-            raise
 
 
 def _cache_dir(project: Project) -> Path:

@@ -8,14 +8,15 @@ import typer
 
 from fjord.cli.output import console
 from fjord.errors import FjordError
-from fjord.projects import ensure_project
+from fjord.projects import ensure_project, get_project
 
 app = typer.Typer(help="Demo data for the flagship fraud-detection pipeline.", no_args_is_help=True)
 
 
 @app.command("data")
 def data(
-    project: str = typer.Option("fraud", help="Project to land the data in (created if missing)."),
+    project: str = typer.Option("fraud", help="Project to land the data in."),
+    create: bool = typer.Option(False, "--create", help="Create the project if it does not exist."),
     rows: int = typer.Option(100_000, min=1, help="Transactions in all."),
     days: int = typer.Option(7, min=1, help="Daily batches."),
     seed: int = typer.Option(42, help="Same seed, same data."),
@@ -27,7 +28,7 @@ def data(
 
     try:
         spec = DemoSpec(rows=rows, days=days, seed=seed, start=date.fromisoformat(start), fmt=fmt)
-        proj = ensure_project(project)
+        proj = ensure_project(project) if create else get_project(project)
         with console.status(f"generating {rows:,} transactions in {days} daily batches..."):
             batches = generate(proj.fs, spec)
     except ValueError as exc:

@@ -28,7 +28,8 @@ from typing import Any
 from fjord.config import Settings, get_settings
 from fjord.errors import FjordError
 from fjord.fs import SharedFS
-from fjord.services.process import free_port, locked
+from fjord.locks import locked
+from fjord.services.process import free_port
 
 START_TIMEOUT_S = 180  # the first start migrates a new SQLite database: about 30 s here
 _STATUS = {"succeeded": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}

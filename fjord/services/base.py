@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from fjord.locks import locked
 from fjord.services import process
-from fjord.services.process import locked, read_state, write_state
+from fjord.services.process import read_state, write_state
 
 
 @dataclass(frozen=True)

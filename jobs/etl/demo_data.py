@@ -25,7 +25,8 @@ hour and category) separates these far better than one on the raw amount alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -33,9 +34,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from fjord.errors import AlreadyExistsError
 from fjord.fs import SharedFS
 
 LANDING = "Resources/landing"
+SPEC_FILE = "_demo_spec.json"  # how a rerun knows it landed a batch
 CITIES = [
     ("New York", 40.71, -74.01),
     ("Los Angeles", 34.05, -118.24),
@@ -232,20 +235,38 @@ def _write(out: SharedFS, name: str, table: pa.Table, fmt: str) -> None:
             pq.write_table(table, handle)
 
 
-def generate(project_fs: SharedFS, spec: DemoSpec, *, overwrite: bool = True) -> list[str]:
-    """Land ``spec.days`` daily batches in the project; the batch names (dates)."""
+def generate(project_fs: SharedFS, spec: DemoSpec) -> list[str]:
+    """Land ``spec.days`` daily batches in the project; the batch names (dates).
+
+    Landed data is never overwritten (lineage recorded its checksums): a batch this same spec landed
+    before is kept as it is, and a batch of the same date landed otherwise is refused, before any
+    batch is written.
+    """
     if spec.fmt not in ("parquet", "csv"):
         raise ValueError(f"format must be parquet or csv, not {spec.fmt!r}")
     if spec.rows < spec.days or spec.days < 1:
         raise ValueError(f"need at least one row per day (rows={spec.rows}, days={spec.days})")
+    batches = [(spec.start + timedelta(days=day)).isoformat() for day in range(spec.days)]
+    stamp = json.dumps({**asdict(spec), "start": spec.start.isoformat()}, sort_keys=True)
+    landed = set()
+    for batch in batches:
+        rel = f"{LANDING}/{batch}"
+        if not project_fs.is_published(rel):
+            continue
+        if not project_fs.exists(f"{rel}/{SPEC_FILE}") or project_fs.read_text(f"{rel}/{SPEC_FILE}") != stamp:
+            raise AlreadyExistsError(
+                f"{project_fs.uri(rel)} is already landed, by other data; landed data is never overwritten",
+                hint="land the demo at another --start date, or in another project",
+            )
+        landed.add(batch)
     profiles = _profiles(spec)
-    batches = []
-    for day in range(spec.days):
-        batch = (spec.start + timedelta(days=day)).isoformat()
+    for day, batch in enumerate(batches):
+        if batch in landed:
+            continue  # the same spec landed the same bytes before
         transactions, labels = _day(spec, day, profiles)
-        with project_fs.publish(f"{LANDING}/{batch}", overwrite=overwrite) as out:
+        with project_fs.publish(f"{LANDING}/{batch}") as out:
             _write(out, "transactions", transactions, spec.fmt)
             _write(out, "labels", labels, spec.fmt)
             _write(out, "profiles", profiles, spec.fmt)
-        batches.append(batch)
+            out.write_text(SPEC_FILE, stamp)
     return batches

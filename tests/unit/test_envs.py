@@ -53,13 +53,31 @@ def test_requirements_txt_ignores_comments() -> None:
         ("dependencies: {a: 1}\n", "'dependencies' must be a list"),
         ("name: x\nbogus: 1\n", "unknown key 'bogus'"),
         ("dependencies: [\n", "malformed YAML"),
-        ("dependencies:\n  - python=2.7\n", "asks for python 2.7"),
+        ("dependencies:\n  - python=2.7\n", "asks for python ==2.7"),
+        ("dependencies:\n  - python=3.1\n", r"asks for python ==3\.1\.\*"),  # not a prefix of 3.11
+        ("dependencies:\n  - python<3.11\n", "asks for python <3.11"),
+        ("dependencies:\n  - python>=>3\n", "not a valid python version pin"),
         ("dependencies:\n  - 42\n", "neither a string nor 'pip:'"),
     ],
 )
 def test_malformed_conda_specs(text: str, message: str) -> None:
     with pytest.raises(EnvironmentBuildError, match=message):
         parse_spec(text, "environment.yml")
+
+
+@pytest.mark.parametrize("pin", ["python", "python=3.11", "python>=3.10", "python>=3.10,<4", "python==3.11.*"])  # noqa: E501
+def test_python_pins_the_platform_meets(pin: str) -> None:
+    parse_spec(f"dependencies:\n  - {pin}\n", "environment.yml")
+
+
+def test_a_concurrent_identical_build_keeps_the_winner(tmp_path: Path) -> None:
+    final = tmp_path / "env"
+    for name in ("winner", "loser"):
+        staging = tmp_path / name / "venv"
+        staging.mkdir(parents=True)
+        (staging / envs.RECORD_FILE).write_text(name)
+        envs._rename_into_place(staging, final)
+    assert (final / envs.RECORD_FILE).read_text() == "winner" and not (tmp_path / "loser" / "venv").exists()
 
 
 def test_platform_pins_include_the_engines() -> None:
@@ -127,7 +145,8 @@ def test_unresolvable_spec_leaves_nothing_behind(fjord_home: Path) -> None:
         build_environment(project, req("this-package-does-not-exist-fjord==1.0\n"))
     assert read_project_spec(project).text == f"{EXTRA}\n"
     assert current_environment(project).key == good.key
-    assert sorted(p.name for p in (fjord_home / "envs" / "fraud").iterdir()) == sorted([good.key, "specs"])
+    left = sorted(p.name for p in (fjord_home / "envs" / "fraud").iterdir())
+    assert left == sorted([good.key, "specs", ".locks"])  # .locks: lock files only
 
 
 def test_interrupted_build_is_not_picked_up(fjord_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

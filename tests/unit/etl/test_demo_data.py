@@ -97,3 +97,17 @@ def test_suites_load_and_refuse_silent_duplicates(tmp_path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps({"expectations": [{**twice, "severity": "fatal"}]}))
     with pytest.raises(ValueError, match="severity 'fatal'"):
         load_suite("bad", {}, tmp_path)
+
+
+def test_landed_batches_are_never_overwritten_and_a_typo_creates_no_project(project, capsys) -> None:
+    spec = DemoSpec(rows=3000, days=2, seed=1)
+    generate(project.fs, spec)
+    landed = project.fs.read_bytes("Resources/landing/2026-11-02/transactions.parquet")
+    assert generate(project.fs, spec) == ["2026-11-01", "2026-11-02"]  # the same spec: kept as it is
+    assert main(["demo", "data", "--project", "fraud", "--rows", "3000", "--days", "3", "--seed", "2"]) == 4
+    assert "already landed, by other data" in capsys.readouterr().err
+    assert project.fs.read_bytes("Resources/landing/2026-11-02/transactions.parquet") == landed
+    assert not project.fs.exists("Resources/landing/2026-11-03")  # refused before any batch was written
+    assert main(["demo", "data", "--project", "fruad", "--rows", "3000", "--days", "1"]) == 3
+    assert "unknown project 'fruad'" in capsys.readouterr().err
+    assert main(["demo", "data", "--project", "other", "--create", "--rows", "3000", "--days", "1"]) == 0
