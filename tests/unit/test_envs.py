@@ -65,7 +65,9 @@ def test_malformed_conda_specs(text: str, message: str) -> None:
         parse_spec(text, "environment.yml")
 
 
-@pytest.mark.parametrize("pin", ["python", "python=3.11", "python>=3.10", "python>=3.10,<4", "python==3.11.*"])  # noqa: E501
+@pytest.mark.parametrize(
+    "pin", ["python", "python=3.11", "python>=3.10", "python>=3.10,<4", "python==3.11.*"]
+)
 def test_python_pins_the_platform_meets(pin: str) -> None:
     parse_spec(f"dependencies:\n  - {pin}\n", "environment.yml")
 
