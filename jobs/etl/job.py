@@ -55,6 +55,7 @@ LABELS = "tid BIGINT, is_fraud BIGINT, reported_at TIMESTAMP"
 PROFILES = "cc_num BIGINT, birthdate DATE, city STRING, cc_provider STRING, cc_type STRING, cc_expiry DATE"
 WINDOWS = {"1h": 3_600, "4h": 4 * 3_600, "24h": 86_400, "7d": 7 * 86_400}
 CONTEXT = timedelta(days=7)
+LABEL_LOOKBACK = timedelta(days=90)  # how late a label may arrive after its transaction
 # Declared rules: rows that break one are impossible data; they are quarantined with the rule's name.
 RULES = {
     "impossible coordinates": "lat NOT BETWEEN -90 AND 90 OR lon NOT BETWEEN -180 AND 180",
@@ -262,12 +263,15 @@ def profile_features(profiles: DataFrame, batch_start: datetime) -> DataFrame:
 # -- the job -------------------------------------------------------------------------------------------
 
 
-def _history(fs: featurestore.FeatureStore, spark: SparkSession, start: datetime) -> DataFrame | None:
+def _history(
+    fs: featurestore.FeatureStore, spark: SparkSession, start: datetime, span: timedelta = CONTEXT
+) -> DataFrame | None:
+    """The published transactions of the ``span`` before ``start`` (None before the first batch)."""
     groups = fs.get_feature_groups("transactions_features")
-    if not groups or not groups[0].commit_details():
+    if not groups or not groups[0].exists():
         return None
     frame = groups[0].read(dataframe_type="spark")
-    return frame.where((F.col("ts") >= F.lit(start - CONTEXT)) & (F.col("ts") < F.lit(start)))
+    return frame.where((F.col("ts") >= F.lit(start - span)) & (F.col("ts") < F.lit(start)))
 
 
 def _publish_dir(project: Project, rel: str, local: Path, extra: dict[str, str]) -> str:
@@ -312,15 +316,35 @@ def run(spec: EtlSpec) -> EtlResult:
             "profiles": _read(spark, fs_, files["profiles"], PROFILES),
         }
         rows_in = raw["transactions"].count()
-        quarantined, good = {}, {}
-        with fs_.publish(f"{QUARANTINE}/{spec.batch}", overwrite=True) as out:
-            for name, frame in raw.items():
-                good[name], bad = _split_bad(frame, RULES if name == "transactions" else {})
-                bad = bad.cache()
-                quarantined[name] = bad.count()
-                if quarantined[name]:
-                    bad.write.json(out.spark_uri(name))
+        good, bad = {}, {}
+        for name, frame in raw.items():
+            good[name], bad[name] = _split_bad(frame, RULES if name == "transactions" else {})
         transactions = _clean(good["transactions"]).cache()
+        # Labels arrive after their transactions, often in a later batch: each is joined to its
+        # transaction in this batch or in the store's last LABEL_LOOKBACK; one that matches none is
+        # quarantined, not dropped.
+        known = transactions.select("tid", "cc_num", "ts")
+        earlier = _history(store, spark, start, LABEL_LOOKBACK)
+        if earlier is not None:
+            known = known.unionByName(earlier.select("tid", "cc_num", "ts"))
+        matched = good["labels"].join(
+            known.withColumnRenamed("tid", "_tid"), F.col("tid") == F.col("_tid"), "left"
+        )
+        good["labels"] = matched.where(F.col("_tid").isNotNull()).drop("_tid").cache()
+        orphans = matched.where(F.col("_tid").isNull()).select(
+            *[F.col(c) for c in good["labels"].columns if c not in ("cc_num", "ts")],
+            F.lit(f"label of no transaction in this batch or the {LABEL_LOOKBACK.days} days before").alias(
+                "_reason"
+            ),
+        )
+        bad["labels"] = bad["labels"].unionByName(orphans, allowMissingColumns=True)
+        quarantined = {}
+        with fs_.publish(f"{QUARANTINE}/{spec.batch}", overwrite=True) as out:
+            for name, frame in bad.items():
+                frame = frame.cache()
+                quarantined[name] = frame.count()
+                if quarantined[name]:
+                    frame.write.json(out.spark_uri(name))
         result = EtlResult(run_record.run_id, spec.batch, rows_in, quarantined)
 
         if spec.validate_data:
@@ -360,7 +384,7 @@ def run(spec: EtlSpec) -> EtlResult:
                 )
 
         features = transaction_features(transactions, _history(store, spark, start))
-        labels = good["labels"].join(transactions.select("tid", "cc_num", "ts"), "tid", "inner")
+        labels = good["labels"]
         groups = {
             "transactions_features": (
                 features,

@@ -154,3 +154,34 @@ def test_schema_drift_and_incomplete_batches_are_refused(project, capsys) -> Non
     assert main(["--project", "fraud", "--batch", "2026-12-01"]) == 2
     assert "no landing batch" in capsys.readouterr().err
     assert _commits(project) == {}
+
+
+def test_a_label_that_arrives_in_a_later_batch_joins_its_transaction_and_an_orphan_is_quarantined(
+    project,
+) -> None:
+    late: dict[str, pa.Table] = {}
+
+    def hold_back_one_label(name, table):
+        if name != "labels":
+            return table
+        late["row"] = table.slice(0, 1)  # this label will come with the next batch
+        return table.slice(1)
+
+    def add_late_and_orphan_labels(name, table):
+        if name != "labels":
+            return table
+        orphan = late["row"].set_column(0, "tid", pa.array([999_999_999], pa.int64()))
+        return pa.concat_tables([table, late["row"].cast(table.schema), orphan.cast(table.schema)])
+
+    _reland(project, "2026-11-01", hold_back_one_label)
+    _reland(project, "2026-11-02", add_late_and_orphan_labels)
+    first = run(EtlSpec(project="fraud", batch="2026-11-01", validate_data=False))
+    second = run(EtlSpec(project="fraud", batch="2026-11-02", validate_data=False))
+    assert first.quarantined["labels"] == 0 and second.quarantined["labels"] == 1  # the orphan only
+    labels = featurestore.connect("fraud").get_feature_group("fraud_labels", 1).read()
+    tid = late["row"].column("tid")[0].as_py()
+    row = labels[labels.tid == tid]
+    assert len(row) == 1 and row.ts.iloc[0].date().isoformat() == "2026-11-01"  # its transaction's time
+    quarantined = project.fs.listdir("Resources/quarantine/2026-11-02/labels")
+    text = "".join(project.fs.read_text(f"Resources/quarantine/2026-11-02/labels/{f}") for f in quarantined)
+    assert "999999999" in text and "label of no transaction" in text
