@@ -21,12 +21,13 @@ variable they came from.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -61,6 +62,12 @@ class StorageSettings(_Section):
         return {f"{ENV_PREFIX}STORAGE__{name.upper()}": str(value) for name, value in values.items()}
 
 
+_SPARK_MASTER = re.compile(
+    r"local|local\[(\d+|\*)\]|local\[(\d+|\*),\d+\]|local-cluster\[\d+,\d+,\d+\]"
+    r"|spark://[\w.-]+:\d+(,[\w.-]+:\d+)*|yarn|k8s://(https?://)?[\w.-]+(:\d+)?"
+)
+
+
 class SparkSettings(_Section):
     """How :func:`fjord.spark.get_spark` builds the one SparkSession of a process."""
 
@@ -73,6 +80,18 @@ class SparkSettings(_Section):
     shuffle_partitions: int = Field(default=4, ge=1)
     event_log: bool = True
     conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
+
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, value: str) -> str:
+        # Spark's own master URL forms (SparkContext.createTaskScheduler): caught here, not later
+        # inside a Java stack trace.
+        if not _SPARK_MASTER.fullmatch(value.strip()):
+            raise ValueError(
+                f"{value!r} is not a Spark master URL: local, local[N|*], local[N,F], "
+                "local-cluster[N,C,M], spark://host:port[,host:port], yarn or k8s://https://host:port"
+            )
+        return value.strip()
 
 
 class MetadataSettings(_Section):

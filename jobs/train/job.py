@@ -87,7 +87,8 @@ class TrainResult:
         opt = self.optimization
         optimized = (
             f"; optimized ({opt['method']}): {'kept' if opt['kept'] else 'dropped'}, AUC "
-            f"{opt['auc_before']:.4f} -> {opt['auc_after']:.4f}, latency {opt['latency_ms_before']:.2f} -> "
+            f"{opt['auc_before']:.4f} -> {opt['auc_after']:.4f} (validation), latency "
+            f"{opt['latency_ms_before']:.2f} -> "
             f"{opt['latency_ms_after']:.2f} ms"
             if opt
             else ""
@@ -200,8 +201,8 @@ def run(spec: TrainSpec) -> TrainResult:
             if spec.optimize:
                 optimization = optimize(
                     local / "model",
-                    splits.x_test,
-                    splits.y_test,
+                    splits.x_val,
+                    splits.y_val,
                     quantize=spec.quantize,
                     tolerance=spec.tolerance,
                 )

@@ -99,3 +99,17 @@ def test_missing_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 
 def test_get_settings_is_cached() -> None:
     assert get_settings() is get_settings()
+
+
+@pytest.mark.parametrize("master", ["lcoal[*]", "spark://no-port", "local[x]", "mesos://h:5050"])
+def test_a_bad_spark_master_is_refused_up_front(monkeypatch: pytest.MonkeyPatch, master: str) -> None:
+    monkeypatch.setenv("FJORD_SPARK__MASTER", master)
+    with pytest.raises(ConfigError, match="is not a Spark master URL"):
+        load_settings()
+
+
+@pytest.mark.parametrize("master", ["local", "local[*]", "local[2,3]", "local-cluster[2,1,1024]", "yarn",
+                                    "spark://a:7077,b:7077", "k8s://https://k8s.example:6443"])  # fmt: skip
+def test_spark_master_forms(monkeypatch: pytest.MonkeyPatch, master: str) -> None:
+    monkeypatch.setenv("FJORD_SPARK__MASTER", master)
+    assert load_settings().spark.master == master
