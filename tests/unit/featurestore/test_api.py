@@ -310,20 +310,8 @@ def test_bad_feature_views(fs, fv, label_fg, tx_fg) -> None:
         fv.create_training_data(data_format="csv")
 
 
-@pytest.fixture
-def online_backend(request, monkeypatch) -> str:
-    """The online store the test's feature store is configured with (before its first insert)."""
-    from fjord.config import reset_settings
-
-    monkeypatch.setenv("FJORD_FEATURESTORE__ONLINE_STORE", request.param)
-    if request.param == "redis":
-        monkeypatch.setenv("FJORD_REDIS__URL", request.getfixturevalue("redis_server"))
-    reset_settings()
-    return request.param
-
-
-@pytest.mark.parametrize("online_backend", ["sqlite", "redis"], indirect=True)
-def test_online_feature_vectors(online_backend, fs, fv, tx_fg) -> None:
+def test_online_feature_vectors(fs, fv, tx_fg) -> None:
+    """On the embedded SQLite online store; Redis: tests/integration/test_featurestore_services.py."""
     store = featurestore.connect("fraud")
     fg = store.get_feature_group("card_transactions_4h", 1)
     view = store.get_feature_view("fraud", 1)  # tx_fg's insert wrote online, to the configured store
