@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from featurestore.errors import FeatureStoreError
 from fjord.config import get_settings
 from fjord.metadata import ensure_tables
+from fjord.services.process import alive
 
 _schema = MetaData()
 _leases = Table(
@@ -74,16 +75,6 @@ class Holder:
 
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite drops the zone
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class WriterLeases:
@@ -142,7 +133,7 @@ class WriterLeases:
                     return self._holder_of(group_id)
                 return None
             current = Holder(row.holder, row.host, row.pid, _utc(row.acquired_at), _utc(row.expires_at))
-            dead = current.host == self._host and not _pid_alive(current.pid)
+            dead = current.host == self._host and not alive(current.pid)
             if current.expires_at > now and not dead:
                 return current
             taken = conn.execute(

@@ -31,3 +31,7 @@ class JobSpec(BaseModel):
                 f"{value!r} is not a run id: up to 128 letters, digits and _.:+-, the first a letter or digit"
             )
         return value
+
+    def run_tree(self) -> dict[str, str | None]:
+        """``run_id`` and ``parent_run_id``, as :func:`fjord.lineage.track_run` takes them."""
+        return {"run_id": self.run_id, "parent_run_id": self.parent_run_id}

@@ -305,8 +305,7 @@ def run(spec: EtlSpec) -> EtlResult:
         "etl",
         params=spec.model_dump(mode="json"),
         code=_CODE,
-        run_id=spec.run_id,
-        parent_run_id=spec.parent_run_id,
+        **spec.run_tree(),
     ) as run_record:
         for rel in files.values():
             run_record.add_input(fs_.uri(rel), _checksum(fs_, rel), kind="raw")

@@ -107,8 +107,7 @@ def run(spec: FeaturesSpec) -> FeaturesResult:
         spec.data_format,
         start_time=spec.start_time,
         end_time=spec.end_time,
-        run_id=spec.run_id,
-        parent_run_id=spec.parent_run_id,
+        **spec.run_tree(),
     )
     dataset = view.read_training_dataset(version)
     rate = None

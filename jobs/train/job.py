@@ -160,8 +160,7 @@ def run(spec: TrainSpec) -> TrainResult:
         "train",
         params=spec.model_dump(mode="json"),
         code=_CODE,
-        run_id=spec.run_id,
-        parent_run_id=spec.parent_run_id,
+        **spec.run_tree(),
     ) as record:
         dataset_uri = _view(spec).training_dataset_uri(version)
         record.add_input(dataset_uri, str(version), kind="training_dataset")
