@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -129,17 +130,53 @@ def _landed_file(fs: SharedFS, batch_dir: str, name: str) -> str:
     raise EtlError(f"{fs.uri(batch_dir)} has no {name}.parquet or {name}.csv")
 
 
+# Which Arrow types a declared Spark column accepts from a Parquet file (a cast that cannot lose
+# meaning); text in a numeric column is refused here, not deep inside Spark.
+_ACCEPTS = {
+    "BIGINT": pa.types.is_integer,
+    "DOUBLE": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t),
+    "STRING": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+    "TIMESTAMP": pa.types.is_timestamp,
+    "DATE": lambda t: pa.types.is_date(t) or pa.types.is_timestamp(t),
+}
+
+
+def _parquet_schema(fs: SharedFS, rel: str) -> pa.Schema:
+    try:
+        with fs.open(rel) as handle:
+            return pq.read_schema(handle)
+    except (pa.ArrowInvalid, OSError) as exc:  # empty, truncated, or not Parquet at all
+        raise EtlError(
+            f"{fs.uri(rel)}: not a readable Parquet file ({' '.join(str(exc).split())[:200]})",
+            hint="the upstream's write did not finish or wrote something else; re-land the batch",
+        ) from None
+
+
 def _columns_of(fs: SharedFS, rel: str) -> list[str]:
     if rel.endswith(".parquet"):
-        with fs.open(rel) as handle:
-            return pq.read_schema(handle).names
+        return _parquet_schema(fs, rel).names
     with fs.open(rel, "rb") as handle:
-        return next(csv.reader([handle.readline().decode()]))  # quoted names too
+        header = handle.readline()
+    try:
+        return next(csv.reader([header.decode()]))  # quoted names too
+    except (UnicodeDecodeError, StopIteration):
+        raise EtlError(
+            f"{fs.uri(rel)}: not a CSV file with a UTF-8 header line",
+            hint="the upstream wrote something else; re-land the batch",
+        ) from None
 
 
 def _check_columns(fs: SharedFS, rel: str, schema: str) -> None:
     expected = [c.split()[0] for c in schema.split(", ")]
     found = _columns_of(fs, rel)
+    if rel.endswith(".parquet"):
+        types = {f.name: f.type for f in _parquet_schema(fs, rel)}
+        for column, kind in (c.split() for c in schema.split(", ")):
+            if column in types and not _ACCEPTS[kind](types[column]):
+                raise EtlError(
+                    f"{fs.uri(rel)}: column {column!r} holds {types[column]}, not {kind.lower()}",
+                    hint="the upstream changed a column's type; fix it upstream or map the column",
+                )
     missing = [c for c in expected if c not in found]
     unexpected = [c for c in found if c not in expected]
     if missing or unexpected:

@@ -185,3 +185,39 @@ def test_a_label_that_arrives_in_a_later_batch_joins_its_transaction_and_an_orph
     quarantined = project.fs.listdir("Resources/quarantine/2026-11-02/labels")
     text = "".join(project.fs.read_text(f"Resources/quarantine/2026-11-02/labels/{f}") for f in quarantined)
     assert "999999999" in text and "label of no transaction" in text
+
+
+def test_corrupt_landing_files_are_refused_in_one_line_naming_the_file(project, capsys) -> None:
+    rel = "Resources/landing/2026-11-01"
+    cases = [
+        ("transactions.parquet", b"", "not a readable Parquet file"),
+        ("transactions.parquet", None, "not a readable Parquet file"),  # truncated
+        ("transactions.parquet", bytes(range(256)) * 40, "not a readable Parquet file"),
+    ]
+    whole = project.fs.read_bytes(f"{rel}/transactions.parquet")
+    for name, content, message in cases:
+        project.fs.write_bytes(f"{rel}/{name}", whole[: len(whole) // 2] if content is None else content)
+        assert main(["--project", "fraud", "--batch", "2026-11-01"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and "transactions.parquet" in err[0], err
+    project.fs.write_bytes(f"{rel}/transactions.parquet", whole)
+
+    def amount_as_text(name, table):
+        if name != "transactions":
+            return table
+        index = table.column_names.index("amount")
+        return table.set_column(index, "amount", pc.cast(table.column("amount"), pa.string()))
+
+    _reland(project, "2026-11-02", amount_as_text)
+    assert main(["--project", "fraud", "--batch", "2026-11-02"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "column 'amount' holds string, not double" in err[0], err
+
+    project.fs.rm(rel, recursive=True)
+    project.fs.write_bytes(f"{rel}/transactions.csv", bytes(range(128, 256)) * 10)
+    for other in ("labels", "profiles"):
+        project.fs.write_bytes(f"{rel}/{other}.csv", b"x\n")
+    project.fs.write_text(f"{rel}/_SUCCESS", "{}")
+    assert main(["--project", "fraud", "--batch", "2026-11-01"]) == 2
+    assert "not a CSV file with a UTF-8 header line" in capsys.readouterr().err
+    assert _commits(project) == {}
