@@ -170,7 +170,7 @@ class FeatureGroup(Versioned):
             if commit is None:
                 when = f" at or before {as_of.isoformat()}" if as_of else " yet"
                 raise NotFoundError(f"{self} has no commits{when}")
-        return DeltaOfflineStore(self.location).snapshot(commit.commit_id)
+        return DeltaOfflineStore(self.location).snapshot(commit.commit_id, committed_at=commit.committed_at)
 
     def read(
         self,

@@ -175,10 +175,13 @@ class DeltaOfflineStore:
         """The commit entries newer than ``version`` (every entry when None), oldest first."""
         if not self.exists():
             return []
-        return sorted(
-            (h for h in self._table().history() if version is None or h["version"] > version),
-            key=lambda h: h["version"],
-        )
+        table = self._table()
+        if version is None:
+            entries = table.history()
+        else:  # read only the newest entries, not the whole log (a year of daily commits)
+            newer = table.version() - version
+            entries = table.history(limit=newer) if newer > 0 else []
+        return sorted(entries, key=lambda h: h["version"])
 
     def revert_to(self, version: int | None, metadata: dict[str, str]) -> None:
         """Undo every Delta commit after ``version`` by a restore commit (None: no commit is kept, so
@@ -250,14 +253,19 @@ class DeltaOfflineStore:
                 raise NotFoundError(f"{self.uri} has no commit {as_of}: {str(exc).splitlines()[0]}") from None
         return table
 
-    def snapshot(self, as_of: int | datetime | None = None) -> Snapshot:
-        """The table at commit ``as_of`` (a version, or the last commit at or before a time)."""
+    def snapshot(
+        self, as_of: int | datetime | None = None, *, committed_at: datetime | None = None
+    ) -> Snapshot:
+        """The table at commit ``as_of`` (a version, or the last commit at or before a time).
+        ``committed_at``, when the caller knows it (the registry does), spares reading the log."""
         table = self._table(as_of)
         version = table.version()
-        entry = next(h for h in table.history() if h["version"] == version)
+        if committed_at is None:
+            entry = next(h for h in table.history() if h["version"] == version)
+            committed_at = datetime.fromtimestamp(entry["timestamp"] / 1000, UTC)
         return Snapshot(
             version=version,
-            committed_at=datetime.fromtimestamp(entry["timestamp"] / 1000, UTC),
+            committed_at=committed_at,
             file_uris=tuple(_as_uri(u) for u in table.file_uris()),
             schema=pa.schema(table.schema().to_arrow()),  # type: ignore[arg-type]
         )

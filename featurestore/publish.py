@@ -31,6 +31,7 @@ to the next writer's step 1.
 from __future__ import annotations
 
 import logging
+import posixpath
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -392,7 +393,11 @@ def write_online(group: FeatureGroup, con: duckdb.DuckDBPyConnection, relation: 
 
 def _replay_online(group: FeatureGroup, table: DeltaOfflineStore, commit: CommitRecord) -> None:
     """Write a committed commit's incoming rows to the online store (its writer died before)."""
-    files = [f for f in table.fs.find(commit.stage or "", suffix=".parquet") if "/part-" in f"/{f}"]
+    files = [
+        f
+        for f in table.fs.find(commit.stage or "", suffix=".parquet")
+        if posixpath.basename(f).startswith("part-")
+    ]
     if group.online_enabled and files:
         log.warning("%s: writing commit %s to the online store (its writer died)", group, commit.commit_id)
         con = connect_duckdb()
