@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fjord.config import Settings, get_settings
 from fjord.errors import NotFoundError, ServiceError, SparkError
@@ -186,6 +186,74 @@ def configure_storage(session: SparkSession, settings: Settings | None = None) -
 def _session_alive(session: SparkSession) -> bool:
     jsc = session.sparkContext._jsc
     return jsc is not None and not jsc.sc().isStopped()
+
+
+def executor_cores(session: SparkSession) -> list[int]:
+    """The cores of each executor of a cluster master (``spark://``, ``yarn``, ``k8s://``,
+    ``local-cluster``), once the executors it asked for have registered.
+
+    Executors register after the session starts, one by one: counted at once, a fresh session on a
+    standalone or YARN master has none or a few. So this waits, up to
+    ``spark.scheduler.maxRegisteredResourcesWaitingTime`` (30 s by default), for the executors the
+    configuration asks for, or, when it names no count, until the count has held for two seconds.
+    The cores come from Spark's status API (``/api/v1/applications/<id>/executors``); with the UI
+    disabled, from ``spark.executor.cores``.
+    """
+    import time
+
+    conf = session.sparkContext.getConf()
+    expected = _expected_executors(conf)
+    limit = time.monotonic() + _seconds(conf.get("spark.scheduler.maxRegisteredResourcesWaitingTime", "30s"))
+    if session.sparkContext.uiWebUrl is None:
+        return [int(conf.get("spark.executor.cores", "1"))] * (expected or 1)
+    seen: list[int] = []
+    steady_since = time.monotonic()
+    while True:
+        cores = _registered_executor_cores(session)
+        if cores != seen:
+            seen, steady_since = cores, time.monotonic()
+        enough = len(seen) >= expected if expected else (seen and time.monotonic() - steady_since >= 2)
+        if enough or time.monotonic() >= limit:
+            return seen
+        time.sleep(0.25)
+
+
+def _expected_executors(conf: Any) -> int | None:
+    master = conf.get("spark.master", "")
+    if master.startswith("local-cluster["):
+        return int(master[len("local-cluster[") :].split(",")[0])
+    if conf.get("spark.dynamicAllocation.enabled", "false") == "true":
+        for key in ("spark.dynamicAllocation.initialExecutors", "spark.dynamicAllocation.minExecutors"):
+            if conf.contains(key):
+                return int(conf.get(key)) or None
+        return None
+    if conf.contains("spark.executor.instances"):
+        return int(conf.get("spark.executor.instances"))
+    if master.startswith("yarn"):
+        return 2  # YARN's default
+    if conf.contains("spark.cores.max") and conf.contains("spark.executor.cores"):
+        return int(conf.get("spark.cores.max")) // int(conf.get("spark.executor.cores"))
+    return None
+
+
+def _registered_executor_cores(session: SparkSession) -> list[int]:
+    import json
+    from urllib.request import urlopen
+
+    context = session.sparkContext
+    url = f"{context.uiWebUrl}/api/v1/applications/{context.applicationId}/executors"
+    with urlopen(url, timeout=10) as response:
+        executors = json.load(response)
+    return sorted(int(e["totalCores"]) for e in executors if e["id"] != "driver" and e.get("isActive", True))
+
+
+def _seconds(duration: str) -> float:
+    """A Spark time setting (``30s``, ``2min``, ``500ms``, or plain milliseconds) in seconds."""
+    units = {"ms": 0.001, "s": 1, "min": 60, "m": 60, "h": 3600}
+    for unit in sorted(units, key=len, reverse=True):
+        if duration.endswith(unit):
+            return float(duration[: -len(unit)]) * units[unit]
+    return float(duration) / 1000
 
 
 def stop_spark() -> None:

@@ -112,10 +112,15 @@ def launch(
     project: str | Project | None = None,
     seed: int | None = None,
     optimization_key: str | None = None,
+    trial_timeout: float | None = None,
     env: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
 ) -> ExperimentResult:
-    """Run ``function(**params)`` once on an executor (retried once if it fails)."""
+    """Run ``function(**params)`` once on an executor (retried once if it fails).
+
+    Every kind of run takes ``trial_timeout``: seconds after which a trial is killed and counted as
+    failed (not retried); for ``distributed``, each attempt of the stage, so a hung worker ends in
+    a restart instead of a wait forever."""
     params = dict(params or {})
     run = _new_run(
         _project(project),
@@ -127,6 +132,7 @@ def launch(
         stopping=MedianStopping(enabled=False),
         seed=seed,
         definition={"params": params},
+        trial_timeout=trial_timeout,
         env=env,
         parent_run_id=parent_run_id,
     )
@@ -147,6 +153,7 @@ def _search(
     early_stopping: bool | MedianStopping,
     seed: int | None,
     parallel: int | None,
+    trial_timeout: float | None,
     env: Mapping[str, str] | None,
     parent_run_id: str | None,
 ) -> ExperimentResult:
@@ -164,6 +171,7 @@ def _search(
         seed=seed,
         definition={"space": {k: _describe(v) for k, v in space.items()}, **definition},
         parallel=parallel,
+        trial_timeout=trial_timeout,
         env=env,
         parent_run_id=parent_run_id,
     )
@@ -194,6 +202,7 @@ def grid_search(
     early_stopping: bool | MedianStopping = True,
     seed: int | None = None,
     parallel: int | None = None,
+    trial_timeout: float | None = None,
     env: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
 ) -> ExperimentResult:
@@ -202,7 +211,8 @@ def grid_search(
     return _search(
         "grid_search", function, space, lambda r, s, rng: r.trials(grid), {"trials": len(grid)},
         name=name, project=project, direction=direction, optimization_key=optimization_key,
-        early_stopping=early_stopping, seed=seed, parallel=parallel, env=env, parent_run_id=parent_run_id,
+        early_stopping=early_stopping, seed=seed, parallel=parallel, trial_timeout=trial_timeout, env=env,
+        parent_run_id=parent_run_id,
     )  # fmt: skip
 
 
@@ -218,6 +228,7 @@ def random_search(
     early_stopping: bool | MedianStopping = True,
     seed: int | None = None,
     parallel: int | None = None,
+    trial_timeout: float | None = None,
     env: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
 ) -> ExperimentResult:
@@ -231,7 +242,8 @@ def random_search(
     return _search(
         "random_search", function, space, body, {"samples": samples},
         name=name, project=project, direction=direction, optimization_key=optimization_key,
-        early_stopping=early_stopping, seed=seed, parallel=parallel, env=env, parent_run_id=parent_run_id,
+        early_stopping=early_stopping, seed=seed, parallel=parallel, trial_timeout=trial_timeout, env=env,
+        parent_run_id=parent_run_id,
     )  # fmt: skip
 
 
@@ -250,6 +262,7 @@ def differential_evolution(
     early_stopping: bool | MedianStopping = True,
     seed: int | None = None,
     parallel: int | None = None,
+    trial_timeout: float | None = None,
     env: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
 ) -> ExperimentResult:
@@ -291,7 +304,8 @@ def differential_evolution(
         "differential_evolution", function, space, body,
         {"generations": generations, "population": population, "mutation": mutation, "crossover": crossover},
         name=name, project=project, direction=direction, optimization_key=optimization_key,
-        early_stopping=early_stopping, seed=seed, parallel=parallel, env=env, parent_run_id=parent_run_id,
+        early_stopping=early_stopping, seed=seed, parallel=parallel, trial_timeout=trial_timeout, env=env,
+        parent_run_id=parent_run_id,
     )  # fmt: skip
 
 
@@ -306,6 +320,7 @@ def distributed(
     optimization_key: str | None = None,
     max_restarts: int = 2,
     legacy_keras: bool = True,
+    trial_timeout: float | None = None,
     env: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
 ) -> ExperimentResult:
@@ -335,6 +350,7 @@ def distributed(
         stopping=MedianStopping(enabled=False),
         seed=seed,
         definition={"params": params, "num_workers": num_workers, "max_restarts": max_restarts},
+        trial_timeout=trial_timeout,
         env={**extra, **(env or {})},
         parent_run_id=parent_run_id,
     )

@@ -82,6 +82,7 @@ def rerun(run_id: str, overrides: Mapping[str, Any] | None = None) -> Experiment
         "project": record.project,
         "seed": saved["seed"],
         "env": saved.get("env") or None,
+        "trial_timeout": saved.get("trial_timeout"),
         "parent_run_id": run_id,
     }
     if saved["kind"] in ("launch", "distributed"):

@@ -2,9 +2,14 @@
 
 Each trial is a Spark job of one task, submitted from a driver thread; as many run at once as the
 cluster has task slots, so trials spread over the executors (each running the project's
-environment). On the executor the task runs the trial in a child process (``python -m
-fjord.experiment``, see :mod:`fjord.experiment.trial`) and retries it once if it fails. A failed
-trial is recorded and the search goes on; a task lost with its executor counts as a failed trial.
+environment). On the executor the task supervises the trial's process
+(:mod:`fjord.experiment.executor`). A failed trial is recorded and the search goes on; a task lost
+with its executor counts as a failed trial.
+
+Stopping: an exception in the driver (Ctrl-C, a tracking error) cancels the run's Spark jobs at
+once, queued trials never start, and running ones are killed with their tasks. A trial that
+outlives ``trial_timeout`` is killed on its executor; should the executor itself not answer, the
+driver cancels the trial's Spark job a grace period later.
 
 Layout of ``Experiments/<run_id>/`` on the shared filesystem::
 
@@ -16,43 +21,35 @@ Layout of ``Experiments/<run_id>/`` on the shared filesystem::
 
 from __future__ import annotations
 
-import ctypes
 import inspect
 import itertools
 import json
 import logging
 import os
 import random
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-from fjord.config import StorageSettings, get_settings
+from fjord.config import get_settings
 from fjord.errors import FjordError
-from fjord.experiment.cores import reserved_cores
+from fjord.experiment.executor import MAX_ATTEMPTS, execute_trial, execute_worker
 from fjord.experiment.stopping import Direction, MedianStopping
 from fjord.experiment.tracking import Tracker, tracking_uri
-from fjord.experiment.trial import COMPLETED, FUNCTION_FILE
-from fjord.fs import SharedFS, backend_for
+from fjord.experiment.trial import FUNCTION_FILE
 from fjord.lineage import track_run
 from fjord.projects import Project
+from fjord.spark import executor_cores, is_local_master
 
 log = logging.getLogger(__name__)
 
 EXPERIMENTS = "Experiments"
-MAX_ATTEMPTS = 2  # a failing trial is retried once
-WARM_IDLE_SECONDS = 60  # a trial process waits this long for the next trial of its search
+TIMEOUT_GRACE_SECONDS = 30  # after trial_timeout, how long the driver waits for the executor to kill
 
 
 class ExperimentError(FjordError):
@@ -118,192 +115,28 @@ class ExperimentResult:
         )
 
 
-# -- on the executor -----------------------------------------------------------------------------------
-
-
-def _trial_process_setup(cores: set[int] | None) -> Callable[[], None]:
-    """What the trial process does before it starts: die when the Spark worker that started it dies
-    (task killed), and keep to its task's ``cores``."""
-
-    def setup() -> None:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if cores:
-            os.sched_setaffinity(0, cores)
-
-    return setup
-
-
-def execute_trial(task: Mapping[str, Any]) -> dict[str, Any]:
-    """Run one trial on this executor, in a child process, retrying once; its ``result.json``."""
-    # The driver's storage settings, not this worker's environment: executors on a cluster (or
-    # started before the settings changed) may not have them.
-    storage = StorageSettings.model_validate(task["storage"])
-    fs = SharedFS(task["experiment_uri"], backend=backend_for(task["experiment_uri"], storage))
-    rel = f"trials/{task['trial']}"
-    on_disk = fs.backend.scheme == "file"
-    workdir = Path(fs.path(rel)) if on_disk else Path(tempfile.mkdtemp(prefix="fjord-trial-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    threads = int(task.get("threads", 1))
-    env = {
-        **os.environ,
-        "TF_NUM_INTRAOP_THREADS": str(threads),  # as many threads as the task has cores
-        "TF_NUM_INTEROP_THREADS": str(threads),
-        "OMP_NUM_THREADS": str(threads),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONHASHSEED": "0",  # fixed: a warm process serves trials of different seeds
-        **storage.as_environment(),
-        **task.get("env", {}),
-    }
-    result: dict[str, Any] = {}
-    with reserved_cores(threads) as cores:
-        for attempt in range(1, task.get("attempts", MAX_ATTEMPTS) + 1):
-            for stale in ("result.json", "progress.json"):
-                if fs.exists(f"{rel}/{stale}"):
-                    fs.rm(f"{rel}/{stale}")
-            code = _attempt(task, workdir, env, cores, attempt)
-            if fs.exists(f"{rel}/result.json"):
-                result = json.loads(fs.read_text(f"{rel}/result.json"))
-            else:
-                how = f"signal {-code}" if code < 0 else f"code {code}"
-                result = {"trial": task["trial"], "params": task["params"], "status": "failed",
-                          "error": f"the trial process died ({how}) before reporting a result"}  # fmt: skip
-            if result["status"] in COMPLETED:
-                break
-    result["attempts"] = attempt
-    if not on_disk:
-        for path in sorted(p for p in workdir.rglob("*") if p.is_file()):
-            fs.upload(str(path), f"{rel}/{path.relative_to(workdir).as_posix()}")
-        shutil.rmtree(workdir, ignore_errors=True)
-    fs.write_text(f"{rel}/result.json", json.dumps(result))
-    return result
-
-
-def _attempt(
-    task: Mapping[str, Any], workdir: Path, env: dict[str, str], cores: set[int] | None, attempt: int
-) -> int:
-    """Run the trial once, its output appended to ``output.log``; the exit code. A first attempt in
-    a search goes to this worker's warm trial process when there is one for the search."""
-    global _warm
-    pinned = f" on cores {sorted(cores)}" if cores else ""
-    argv = [task["experiment_uri"], task["trial"], str(workdir)]
-    with (workdir / "output.log").open("ab") as out:
-        out.write(f"\n=== {task['trial']} attempt {attempt} on {os.uname().nodename}{pinned} ===\n".encode())
-        out.flush()
-        if attempt == 1 and task.get("reuse_process"):
-            key = json.dumps([task["experiment_uri"], env], sort_keys=True)
-            if _warm is None or _warm.key != key or _warm.process.poll() is not None:
-                _discard_warm()
-                _warm = _TrialProcess(key, env)
-            code = _warm.run(argv, cores)  # the process appends to output.log itself
-            if code != 0:  # a failed trial may have left the process in any state: never reuse it
-                _discard_warm()
-            if code is not None:
-                return code
-        return subprocess.run(
-            [sys.executable, "-m", "fjord.experiment", *argv],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_trial_process_setup(cores),
-            check=False,
-        ).returncode
-
-
-class _TrialProcess:
-    """A trial process that runs the trials of one search handed to this Python worker, one after
-    another (``python -m fjord.experiment --serve``); it ends by itself when left idle."""
-
-    def __init__(self, key: str, env: dict[str, str]) -> None:
-        self.key = key
-        read_end, write_end = os.pipe()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "fjord.experiment", "--serve", str(write_end), str(WARM_IDLE_SECONDS)],
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(write_end,),
-            preexec_fn=_trial_process_setup(None),
-            text=True,
-        )
-        os.close(write_end)
-        self.control = os.fdopen(read_end)
-
-    def run(self, argv: list[str], cores: set[int] | None) -> int | None:
-        """Hand over one trial and wait for it; its exit code (negative: the signal that killed it),
-        or ``None`` if the process had ended (idle) before it took the trial."""
-        assert self.process.stdin is not None
-        try:
-            self.process.stdin.write(json.dumps({"argv": argv, "cores": sorted(cores or [])}) + "\n")
-            self.process.stdin.flush()
-        except BrokenPipeError:
-            return None
-        if self.control.readline() != "taken\n":
-            return None
-        line = self.control.readline()
-        return int(line) if line else self.process.wait()
-
-    def close(self) -> None:
-        self.process.kill()
-        self.process.wait()
-        self.control.close()
-
-
-_warm: _TrialProcess | None = None
-
-
-def _discard_warm() -> None:
-    global _warm
-    if _warm is not None:
-        _warm.close()
-        _warm = None
-
-
-def execute_worker(task: Mapping[str, Any], _rows: Iterable[Any]) -> Iterator[dict[str, Any]]:
-    """One worker of a ``distributed`` run: a barrier task that finds its peers, sets ``TF_CONFIG``
-    and runs the function once. A failed worker fails the whole stage (its peers would wait forever
-    in collective ops); the driver restarts the stage, which resumes from the shared checkpoints."""
-    from pyspark import BarrierTaskContext
-
-    context = BarrierTaskContext.get()
-    index = context.partitionId()
-    host = os.environ.get("SPARK_LOCAL_IP") or socket.gethostbyname(socket.gethostname())
-    with socket.socket() as probe:  # a free port for this worker's gRPC server
-        probe.bind((host, 0))
-        port = probe.getsockname()[1]
-    peers = context.allGather(f"{host}:{port}")
-    tf_config = {"cluster": {"worker": peers}, "task": {"type": "worker", "index": index}}
-    env = {**task.get("env", {}), "TF_CONFIG": json.dumps(tf_config)}
-    result = execute_trial({**task, "trial": f"{task['trial']}/worker-{index}", "attempts": 1, "env": env})
-    if result["status"] not in COMPLETED:
-        raise RuntimeError(f"worker {index} failed: {result.get('error')}")
-    yield result
-
-
 # -- on the driver -------------------------------------------------------------------------------------
 
 
 def _executors_and_cores(spark: Any) -> tuple[int, int]:
-    """How many executors the cluster has, and how many cores each."""
+    """How many executors the cluster has, and how many cores each (the fewest any has)."""
     conf = spark.sparkContext.getConf()
     master = conf.get("spark.master", "local")
-    if master.startswith("local"):
+    if is_local_master(master):
         inner = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
-        if master.startswith("local-cluster"):
-            workers, cores, _ = inner.split(",")
-            return int(workers), int(cores)
         first = inner.split(",")[0]
         return 1, (os.cpu_count() or 1) if first == "*" else int(first)
-    executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1  # minus the driver
-    return executors, int(conf.get("spark.executor.cores", "1"))
+    cores = executor_cores(spark)
+    return len(cores), min(cores, default=1)
 
 
 def task_slots(spark: Any) -> int:
     """How many tasks the cluster runs at once (executor cores / task cores)."""
-    executors, cores = _executors_and_cores(spark)
-    return max(executors * cores // _task_cpus(spark), 1)
+    if is_local_master(spark.sparkContext.getConf().get("spark.master", "local")):
+        executors, cores = _executors_and_cores(spark)
+        return max(executors * cores // _task_cpus(spark), 1)
+    per_task = _task_cpus(spark)
+    return max(sum(c // per_task for c in executor_cores(spark)), 1)
 
 
 def _task_cpus(spark: Any) -> int:
@@ -326,6 +159,7 @@ class ExperimentRun:
         seed: int | None,
         definition: dict[str, Any],
         parallel: int | None = None,
+        trial_timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         parent_run_id: str | None = None,
     ) -> None:
@@ -333,6 +167,9 @@ class ExperimentRun:
             raise ExperimentError(f"the training function must be callable, not {type(function).__name__}")
         if direction not in ("max", "min"):
             raise ExperimentError(f"direction must be 'max' or 'min', not {direction!r}")
+        number = isinstance(trial_timeout, int | float) and not isinstance(trial_timeout, bool)
+        if trial_timeout is not None and not (number and trial_timeout > 0):
+            raise ExperimentError(f"trial_timeout must be a positive number of seconds, not {trial_timeout}")
         self.project = project
         self.kind = kind
         self.function = function
@@ -343,6 +180,7 @@ class ExperimentRun:
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         self.definition = definition
         self.parallel = parallel
+        self.trial_timeout = trial_timeout
         self.env = dict(env or {})
         self.parent_run_id = parent_run_id
         self.results: list[TrialResult] = []
@@ -408,7 +246,10 @@ class ExperimentRun:
             self.trial_cores = max(_executors_and_cores(self.spark)[1], self.trial_cores)
         futures: dict[Future[TrialResult], int] = {}
         done: dict[int, TrialResult] = {}
-        with ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="trial") as pool:
+        # Not a `with` block: leaving one waits for every queued trial to run, so a Ctrl-C or a
+        # tracking error would wait for the whole search before it stopped.
+        pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="trial")
+        try:
             for index, params in enumerate(params_list):
                 futures[pool.submit(self._run_trial, dict(params))] = index
             pending = set(futures)
@@ -418,7 +259,18 @@ class ExperimentRun:
                     trial = future.result()
                     self._log_trial(trial)
                     done[futures[future]] = trial
+        except BaseException:
+            self._cancel(pool)
+            raise
+        pool.shutdown()
         return [done[i] for i in range(len(params_list))]
+
+    def _cancel(self, pool: ThreadPoolExecutor) -> None:
+        """Stop at once: queued trials never start, running ones lose their Spark jobs (and their
+        processes, with the tasks), and the threads waiting on them return."""
+        pool.shutdown(wait=False, cancel_futures=True)
+        self.spark.sparkContext.cancelJobGroup(self.record.run_id)
+        pool.shutdown(wait=True)
 
     def distributed(self, params: dict[str, Any], workers: int, max_restarts: int) -> TrialResult:
         """One data-parallel trial: ``workers`` barrier tasks at once, the stage restarted up to
@@ -439,10 +291,11 @@ class ExperimentRun:
         for attempt in range(1, max_restarts + 2):
             context.setJobGroup(self.record.run_id, f"{self.name} {trial_id} attempt {attempt}", True)
             try:
-                stage = context.parallelize(range(workers), workers).barrier()
-                results = stage.mapPartitions(partial(execute_worker, task)).collect()
+                with self._deadline(trial_id):
+                    stage = context.parallelize(range(workers), workers).barrier()
+                    results = stage.mapPartitions(partial(execute_worker, task)).collect()
                 break
-            except Exception as exc:  # a worker died: the barrier stage failed as a whole
+            except Exception as exc:  # a worker died or hung: the barrier stage failed as a whole
                 error = _first_line(exc)
                 log.warning("%s %s attempt %d failed: %s", self.record.run_id, trial_id, attempt, error)
         else:
@@ -452,6 +305,27 @@ class ExperimentRun:
         trial.attempts = attempt
         self._log_trial(trial, progress_of=f"{trial_id}/worker-0")
         return trial
+
+    @contextmanager
+    def _deadline(self, trial_id: str) -> Iterator[None]:
+        """Tag the Spark jobs this thread submits with the trial; past ``trial_timeout`` plus a grace
+        period (the executor kills a late trial itself; this is for an executor that does not
+        answer), cancel them."""
+        context = self.spark.sparkContext
+        tag = f"{self.record.run_id}/{trial_id}"
+        context.addJobTag(tag)
+        timer = None
+        if self.trial_timeout is not None:
+            late = self.trial_timeout + TIMEOUT_GRACE_SECONDS
+            timer = threading.Timer(late, context.cancelJobsWithTag, [tag])
+            timer.daemon = True
+            timer.start()
+        try:
+            yield
+        finally:
+            if timer is not None:
+                timer.cancel()
+            context.removeJobTag(tag)
 
     def _spec(self, params: dict[str, Any], seed: int) -> dict[str, Any]:
         return {
@@ -472,6 +346,7 @@ class ExperimentRun:
             "params": params,
             "seed": seed,
             "threads": self.trial_cores,
+            "timeout": self.trial_timeout,
             "env": self.env,
             "storage": get_settings().storage.model_dump(mode="json"),
         }
@@ -486,7 +361,9 @@ class ExperimentRun:
         context.setJobGroup(self.record.run_id, f"{self.name} {trial_id} {params}", interruptOnCancel=True)
         started = time.monotonic()
         try:
-            raw = context.parallelize([{**task, "reuse_process": True}], 1).map(execute_trial).collect()[0]
+            with self._deadline(trial_id):
+                job = context.parallelize([{**task, "reuse_process": True}], 1).map(execute_trial)
+                raw = job.collect()[0]
         except Exception as exc:  # Py4J/Spark errors: the task or its executor was lost
             raw = {
                 "status": "failed",
@@ -552,6 +429,7 @@ class ExperimentRun:
             "direction": self.direction,
             "stopping": self.stopping.model_dump(),
             "parallel": self.parallel,
+            "trial_timeout": self.trial_timeout,
             "env": self.env,
             "function": _qualified_name(self.function),
             "definition": self.definition,

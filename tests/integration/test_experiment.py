@@ -8,6 +8,8 @@ import json
 import math
 import os
 import random
+import time
+from pathlib import Path
 
 import pytest
 
@@ -73,21 +75,39 @@ def test_grid_search_finds_the_best_and_tracks_every_trial(project):
     assert record.params["best"]["params"] == {"x": 0.3}
 
 
-def sleepy(x):
+def meet(place, timeout=120.0):
+    """Pair this trial with the next one to arrive, by markers in ``place``: the 1st, 3rd, ... trial
+    waits until its partner has started, so the two run at once whatever the start-up costs."""
     import time
+    from pathlib import Path
 
-    time.sleep(3)  # long beside a trial's start-up, so the two slots' trials must overlap
+    rank = 1
+    while True:
+        try:
+            os.close(os.open(Path(place) / f"arrived-{rank}", os.O_CREAT | os.O_EXCL))
+            break
+        except FileExistsError:
+            rank += 1
+    deadline = time.monotonic() + timeout
+    while rank % 2 and not (Path(place) / f"arrived-{rank + 1}").exists():
+        assert time.monotonic() < deadline, f"no trial ran beside trial {rank}"
+        time.sleep(0.05)
+
+
+def paired(x, place):
+    meet(place)
     return {"score": x}
 
 
-def test_trials_run_in_parallel_on_the_executor_slots(project):
+def test_trials_run_in_parallel_on_the_executor_slots(project, tmp_path):
     result = experiment.grid_search(
-        sleepy,
-        {"x": [0.1, 0.2, 0.3, 0.4]},
+        paired,
+        {"x": [0.1, 0.2, 0.3, 0.4], "place": [str(tmp_path)]},
         optimization_key="score",
         project=project,
         early_stopping=False,
     )
+    assert [t.status for t in result.trials] == ["succeeded"] * 4
     files = project.fs.sub(f"Experiments/{result.run_id}/trials")
     spans = sorted(
         (r["started"], r["ended"])
@@ -97,21 +117,20 @@ def test_trials_run_in_parallel_on_the_executor_slots(project):
     assert overlaps >= 2, spans  # two slots: trials overlap in time
 
 
-def where_am_i(x):
-    import time
-
+def where_am_i(x, place=None):
     if x == 3:  # a failed trial: its process must not serve another
         (experiment.trial_dir() / f"pid-{os.getpid()}").write_text("")
         raise RuntimeError("failed on purpose")
-    time.sleep(2)  # long beside a trial's start-up, so the two slots' trials overlap
+    if place:
+        meet(place)
     cores = os.sched_getaffinity(0)
     return {"score": x, "pid": os.getpid(), "cores": len(cores), "core": min(cores)}
 
 
-def test_trials_keep_to_their_cores_and_a_search_reuses_its_processes(project):
+def test_trials_keep_to_their_cores_and_a_search_reuses_its_processes(project, tmp_path):
     result = experiment.grid_search(
-        where_am_i, {"x": [1, 2, 3, 4, 5, 6, 7]}, optimization_key="score", project=project,
-        early_stopping=False,
+        where_am_i, {"x": [1, 2, 3, 4, 5, 6, 7], "place": [str(tmp_path)]}, optimization_key="score",
+        project=project, early_stopping=False,
     )  # fmt: skip
     done = [t for t in result.trials if t.status == "succeeded"]
     assert len(done) == 6 and all(t.metrics["cores"] == 1 for t in done)  # local[2]: a core a slot
@@ -123,7 +142,7 @@ def test_trials_keep_to_their_cores_and_a_search_reuses_its_processes(project):
         if spans[a.trial]["started"] < spans[b.trial]["ended"]
         and spans[b.trial]["started"] < spans[a.trial]["ended"]
     ]
-    assert overlapping  # the check below means something only if trials ran at once
+    assert len(overlapping) >= 3  # the trials met in pairs
     for a, b in overlapping:
         assert a.metrics["core"] != b.metrics["core"]  # trials running at once never share a core
     pids = {t.metrics["pid"] for t in done}
@@ -230,6 +249,11 @@ def test_no_trial_succeeding_fails_the_experiment_and_keeps_partial_results(proj
             "population",
         ),
         (lambda p: experiment.launch("not a function", project=p), "must be callable"),
+        (lambda p: experiment.launch(quadratic, {"x": 1}, trial_timeout=0, project=p), "trial_timeout"),
+        (
+            lambda p: experiment.grid_search(quadratic, {"x": [1]}, trial_timeout="9", project=p),
+            "trial_timeout",
+        ),
     ],
 )
 def test_bad_searches_are_refused_before_anything_runs(project, call, message):
@@ -237,6 +261,67 @@ def test_bad_searches_are_refused_before_anything_runs(project, call, message):
         call(project)
     assert list_runs("lab", "experiment") == []
     assert not project.fs.exists("Experiments") or project.fs.listdir("Experiments") == []
+
+
+def hangs(x, place=None):
+    import time
+
+    if place:
+        (Path(place) / f"started-{x}").write_text(str(os.getpid()))
+    if x == 2 or place:
+        time.sleep(3600)
+    return {"score": x}
+
+
+def test_a_trial_past_its_timeout_is_killed_and_the_search_goes_on(project):
+    started = time.monotonic()
+    result = experiment.grid_search(
+        hangs, {"x": [1, 2, 3]}, optimization_key="score", project=project, early_stopping=False,
+        trial_timeout=15, parallel=1,
+    )  # fmt: skip
+    assert time.monotonic() - started < 120  # not an hour
+    by_x = {t.params["x"]: t for t in result.trials}
+    assert by_x[1].status == by_x[3].status == "succeeded"
+    hung = by_x[2]
+    assert (hung.status, hung.attempts) == ("failed", 1)  # a timed-out trial is not retried
+    assert hung.error == "killed after trial_timeout (15 s)" and 15 <= hung.seconds < 60
+    assert describe(result.run_id)["trial_timeout"] == 15
+
+
+def test_an_interrupted_search_stops_at_once(project, tmp_path):
+    """Ctrl-C while two trials run and four wait: the running ones are killed, the rest never start."""
+    import signal
+    import threading
+
+    def interrupt_when_both_run():
+        while len(list(tmp_path.glob("started-*"))) < 2:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_both_run, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        experiment.grid_search(
+            hangs, {"x": [1, 2, 3, 4, 5, 6], "place": [str(tmp_path)]}, optimization_key="score",
+            project=project, early_stopping=False,
+        )  # fmt: skip
+    stopped = time.monotonic()
+    (record,) = list_runs("lab", "experiment")
+    assert record.status == "failed"
+    assert len(list(tmp_path.glob("started-*"))) == 2  # the four queued trials never started
+    assert describe(record.run_id)["status"] == "failed"
+    pids = [int(p.read_text()) for p in tmp_path.glob("started-*")]
+    while any(_alive(pid) for pid in pids):  # killed with their tasks
+        assert time.monotonic() - stopped < 30, "a trial process outlived its cancelled task"
+        time.sleep(0.2)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ")[1][0] != "Z"
 
 
 def test_an_unreachable_tracking_server_stops_the_run_before_any_trial(project, monkeypatch):
@@ -288,9 +373,9 @@ def test_cli_shows_unknown_runs_as_one_line_errors(project):
     assert shown.returncode == 3 and shown.stderr.count("\n") == 1 and "unknown run" in shown.stderr
 
 
-def train_mwms(epochs=4, rows=4096, kill_at=None):
+def train_mwms(epochs=4, rows=4096, kill_at=None, hang_at=None):
     """Data-parallel Keras training under MultiWorkerMirroredStrategy; worker 1 dies once at
-    ``kill_at`` (SIGKILL, as a lost node would) if asked."""
+    ``kill_at`` (SIGKILL, as a lost node would) and hangs once at ``hang_at``, if asked."""
     import numpy as np
     import tensorflow as tf
 
@@ -323,6 +408,9 @@ def train_mwms(epochs=4, rows=4096, kill_at=None):
             if epoch == kill_at and index == 1 and not (checkpoints / "killed").exists():
                 (checkpoints / "killed").write_text("once")
                 os.kill(os.getpid(), 9)
+            if epoch == hang_at and index == 1 and not (checkpoints / "hung").exists():
+                (checkpoints / "hung").write_text("once")
+                time.sleep(3600)  # worker 0 waits in its next all-reduce: the whole run hangs
 
     backup = tf.keras.callbacks.BackupAndRestore(str(checkpoints / "backup"))
     history = model.fit(shard, epochs=epochs, steps_per_epoch=rows // 64 // count, verbose=0,
@@ -330,17 +418,18 @@ def train_mwms(epochs=4, rows=4096, kill_at=None):
     return {"accuracy": float(history.history["accuracy"][-1]), "workers": count}
 
 
-def test_distributed_training_resumes_from_its_checkpoint_after_a_worker_dies(project):
+def test_distributed_training_resumes_from_its_checkpoint_after_a_worker_dies_or_hangs(project):
     result = experiment.distributed(
-        train_mwms, {"epochs": 4, "kill_at": 2}, num_workers=2, project=project, seed=4
-    )
+        train_mwms, {"epochs": 4, "kill_at": 2, "hang_at": 3}, num_workers=2, project=project, seed=4,
+        trial_timeout=60,
+    )  # fmt: skip
     (trial,) = result.trials
-    assert trial.status == "succeeded" and trial.attempts == 2  # the stage ran again once
+    assert trial.status == "succeeded" and trial.attempts == 3  # killed, then hung, then done
     assert trial.metrics["workers"] == 2 and trial.metrics["accuracy"] > 0.7  # it learned (chance: 0.5)
     checkpoints = project.fs.sub(f"Experiments/{result.run_id}/checkpoints/trial-0001")
     for index in (0, 1):
         epochs = checkpoints.read_text(f"epochs-{index}.log").split()
-        assert epochs == ["0", "1", "2", "2", "3"]  # restarted at epoch 2, not 0
+        assert epochs == ["0", "1", "2", "2", "3", "3"]  # each restart resumed, none began at 0
     workers = project.fs.sub(f"Experiments/{result.run_id}/trials/trial-0001")
     assert set(workers.listdir()) >= {"worker-0", "worker-1"}
     config = json.loads(workers.read_text("worker-1/params.json"))

@@ -98,6 +98,30 @@ def test_executor_imports_a_package_only_in_the_shipped_environment(fjord_home) 
     shutil.rmtree(Path(executable).parents[3], ignore_errors=True)
 
 
+_SLOTS_JOB = textwrap.dedent(
+    """
+    from fjord.experiment.runner import task_slots
+    from fjord.spark import get_spark
+
+    print("SLOTS", task_slots(get_spark(app_name="slots-test")))
+    """
+)
+
+
+@pytest.mark.slow
+def test_task_slots_wait_for_a_clusters_executors(fjord_home) -> None:
+    """A fresh session on a cluster master has executors still registering: counted at once, two
+    one-core workers looked like one slot."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SLOTS_JOB],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "FJORD_HOME": str(fjord_home), "FJORD_SPARK__MASTER": "local-cluster[2,1,1024]"},
+    )
+    assert "SLOTS 2" in done.stdout.splitlines(), done.stderr[-3000:]
+
+
 def test_library_code_shares_the_jobs_session(spark) -> None:
     """A job's session in a project environment is not replaced when library code asks for Spark."""
     project = create_project("fraud")
