@@ -30,6 +30,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import re
 import shutil
@@ -58,6 +59,7 @@ SPEC_FILES = ("environment.yml", "requirements.txt")
 CURRENT_FILE = "current.json"
 RECORD_FILE = ".fjord-env.json"
 _PLATFORM_PTH = "_fjord_platform.pth"
+log = logging.getLogger(__name__)
 _SPECS_DIR = "specs"
 _LOCKS_DIR = ".locks"  # one lock file per environment key
 _CONDA_KEYS = {"name", "channels", "dependencies", "variables", "prefix"}
@@ -472,6 +474,20 @@ def current_environment(project: Project) -> Environment:
             hint=f"fjord env build {project.name}",
         )
     return env
+
+
+def environment_for_run(project: Project) -> Environment | None:
+    """The environment a run of ``project`` uses: ``None`` when the project has none (the platform's
+    own), else the recorded one, built on this host first when it is not here (a new worker, a
+    wiped cache). A recorded environment never quietly becomes the platform's: the run would import
+    other packages than its lineage names."""
+    if not project.fs.exists(f"{ENV_DIR}/{CURRENT_FILE}"):
+        return None
+    try:
+        return current_environment(project)
+    except NotFoundError:
+        log.info("project %s: its environment is not built on this host; building it", project.name)
+        return build_environment(project)
 
 
 def pack_environment(project: Project, env: Environment) -> str:

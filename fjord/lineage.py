@@ -124,14 +124,10 @@ def _clean_git_commit(files: list[Path]) -> str | None:
 
 def env_lock_hash(project: Project | None) -> str:
     """The lock hash of ``project``'s environment, or of the platform's when it has none."""
-    from fjord.envs import current_environment, platform_lock_hash
+    from fjord.envs import environment_for_run, platform_lock_hash
 
-    if project is not None:
-        try:
-            return current_environment(project).lock_hash
-        except NotFoundError:
-            pass
-    return platform_lock_hash()
+    env = environment_for_run(project) if project is not None else None
+    return env.lock_hash if env is not None else platform_lock_hash()
 
 
 # -- storing --------------------------------------------------------------------------------------

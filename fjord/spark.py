@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fjord.config import Settings, get_settings
-from fjord.errors import NotFoundError, ServiceError, SparkError
+from fjord.errors import ServiceError, SparkError
 from fjord.fs import SharedFS, shared_root
 from fjord.jvm import jars, java_executable
 
@@ -117,11 +117,10 @@ def _storage_conf(settings: Settings) -> dict[str, str]:
 
 
 def _project_python(project: Project, master: str, conf: dict[str, str]) -> str:
-    from fjord.envs import current_environment, pack_environment
+    from fjord.envs import environment_for_run, pack_environment
 
-    try:
-        env = current_environment(project)
-    except NotFoundError:
+    env = environment_for_run(project)
+    if env is None:
         return sys.executable  # no project environment: the platform's own
     if is_local_master(master):
         return str(env.python)

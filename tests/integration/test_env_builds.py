@@ -109,3 +109,24 @@ def test_pack_writes_the_archive_atomically_once() -> None:
     assert project.fs.exists(f"Environments/{env.key}.tar.gz")
     assert current_environment(project).archive_uri == uri
     assert [n for n in project.fs.listdir("Environments", include_hidden=True) if n.startswith("_tmp")] == []
+
+
+def test_an_environment_missing_on_this_host_is_built_before_a_run_uses_it() -> None:
+    """A recorded environment that is not on this host (a new worker, a wiped cache) is built for
+    the run, never replaced by the platform's Python, and lineage names the lock the run uses."""
+    import shutil
+
+    from fjord.config import get_settings
+    from fjord.lineage import env_lock_hash
+    from fjord.spark import spark_conf
+
+    project = create_project("fraud")
+    env = build_environment(project, req(f"{EXTRA}\n"))
+    shutil.rmtree(env.path)
+    with pytest.raises(NotFoundError, match="not built on this machine"):
+        current_environment(project)
+    assert env_lock_hash(project) == env.lock_hash  # built again on the way
+    assert (env.path / RECORD_FILE).is_file()
+    shutil.rmtree(env.path)
+    _, python = spark_conf(get_settings(), project)
+    assert python == str(env.python) and env.python.is_file()
