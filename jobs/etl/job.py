@@ -3,9 +3,11 @@
 ``run(EtlSpec(project="fraud", batch="2026-11-01"))``:
 
 1. reads the batch (``Resources/landing/<batch>/``, Parquet or CSV) with an explicit schema; a batch
-   without ``_SUCCESS``, or whose columns drifted, is refused; malformed records and rows that break a
-   declared rule go to ``Resources/quarantine/<batch>/`` with their reason, and are counted;
-2. cleans: dedupes by tid, normalises text, keeps timestamps in UTC;
+   without ``_SUCCESS``, or whose columns drifted, is refused;
+2. cleans: normalises text, keeps timestamps in UTC, dedupes by tid; malformed records, rows that
+   break a ``quarantine`` expectation of the suites, and labels of no (or of a quarantined)
+   transaction go to ``Resources/quarantine/<batch>/`` with their reason, and are counted; more
+   broken rows than an expectation's ``max_fraction`` reject the batch;
 3. engineers per-card window features with Spark (count/sum/mean/std of amount over 1h, 4h, 24h and
    7d, time since the previous transaction, distance and speed from its location, category frequency),
    using the previous 7 days already in the feature store as context, and per-profile features;
@@ -41,7 +43,7 @@ from fjord.jobspec import JobSpec
 from fjord.lineage import track_run
 from fjord.projects import Project, get_project
 from fjord.spark import get_spark
-from jobs.etl.validation import ValidationReport, load_suite, validate
+from jobs.etl.validation import RowRule, ValidationReport, load_suite, row_rules, validate
 
 LANDING = "Resources/landing"
 QUARANTINE = "Resources/quarantine"
@@ -57,11 +59,9 @@ PROFILES = "cc_num BIGINT, birthdate DATE, city STRING, cc_provider STRING, cc_t
 WINDOWS = {"1h": 3_600, "4h": 4 * 3_600, "24h": 86_400, "7d": 7 * 86_400}
 CONTEXT = timedelta(days=7)
 LABEL_LOOKBACK = timedelta(days=90)  # how late a label may arrive after its transaction
-# Declared rules: rows that break one are impossible data; they are quarantined with the rule's name.
-RULES = {
-    "impossible coordinates": "lat NOT BETWEEN -90 AND 90 OR lon NOT BETWEEN -180 AND 180",
-    "timestamp missing or unparseable": "ts IS NULL",
-}
+FILES = ("transactions", "labels", "profiles")
+MALFORMED = "malformed record"
+OF_QUARANTINED = "label of a quarantined transaction"
 
 
 class EtlError(FjordError):
@@ -101,7 +101,9 @@ class EtlResult:
     run_id: str
     batch: str
     rows_in: int
-    quarantined: dict[str, int]
+    quarantined: dict[str, int]  # per landing file
+    reasons: dict[str, int] = field(default_factory=dict)  # "<file>: <reason>" -> rows
+    quarantine_uri: str | None = None
     commits: dict[str, int] = field(default_factory=dict)
     unchanged: list[str] = field(default_factory=list)  # groups that already held the batch's rows
     validation: ValidationReport | None = None
@@ -114,8 +116,10 @@ class EtlResult:
             for k, v in self.commits.items()
         )
         warnings = len(self.validation.warnings) if self.validation else 0
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.reasons.items(), key=lambda r: -r[1]))
+        where = f" ({why}; in {self.quarantine_uri})" if quarantined else ""
         return (
-            f"batch {self.batch}: {self.rows_in} rows read, {quarantined} quarantined, "
+            f"batch {self.batch}: {self.rows_in:,} rows read, {quarantined:,} quarantined{where}, "
             f"{warnings} warning(s); published {published}; report {self.report_uri}"
         )
 
@@ -215,26 +219,40 @@ def _checksum(fs: SharedFS, rel: str) -> str:
 # -- cleaning ------------------------------------------------------------------------------------------
 
 
-def _split_bad(frame: DataFrame, rules: dict[str, str]) -> tuple[DataFrame, DataFrame]:
+def _split_bad(frame: DataFrame, rules: list[RowRule]) -> tuple[DataFrame, DataFrame]:
     """(good rows, quarantined rows with a reason): malformed records and rows breaking ``rules``."""
-    reason = F.when(F.col("_corrupt").isNotNull(), F.lit("malformed record"))
-    for name, condition in rules.items():
-        reason = reason.when(F.expr(condition), F.lit(name))
+    reason = F.when(F.col("_corrupt").isNotNull(), F.lit(MALFORMED))
+    for rule in rules:
+        reason = reason.when(rule.broken, F.lit(rule.reason))
     tagged = frame.withColumn("_reason", reason)
     good = tagged.where(F.col("_reason").isNull()).drop("_reason", "_corrupt")
     return good, tagged.where(F.col("_reason").isNotNull())
 
 
-def _clean(transactions: DataFrame) -> DataFrame:
-    first = Window.partitionBy("tid").orderBy("ts")
+def _normalise(transactions: DataFrame) -> DataFrame:
     return (
-        transactions.withColumn("_n", F.row_number().over(first))
-        .where("_n = 1")
-        .drop("_n")
-        .withColumn("category", F.lower(F.trim("category")))
+        transactions.withColumn("category", F.lower(F.trim("category")))
         .withColumn("channel", F.lower(F.trim("channel")))
         .withColumn("city", F.trim("city"))
     )
+
+
+def _dedupe(transactions: DataFrame) -> DataFrame:
+    first = Window.partitionBy("tid").orderBy("ts")
+    return transactions.withColumn("_n", F.row_number().over(first)).where("_n = 1").drop("_n")
+
+
+def _check_fractions(result: EtlResult, rows: dict[str, int], rules: list[RowRule]) -> None:
+    """Reject the batch when a rule quarantined more than its ``max_fraction`` of a file's rows."""
+    batch, counts = result.batch, result.reasons
+    for rule in rules:
+        broken = counts.get(f"{rule.suite}: {rule.reason}", 0)
+        if broken and broken > rule.max_fraction * rows[rule.suite]:
+            raise BatchRejected(
+                f"batch {batch} rejected, nothing published: {broken:,} of {rows[rule.suite]:,} "
+                f"{rule.suite} rows ({broken / rows[rule.suite]:.1%}) break {rule.reason}, more than the "
+                f"{rule.max_fraction:.0%} that rule may quarantine; the rows are in {result.quarantine_uri}"
+            )
 
 
 # -- features ------------------------------------------------------------------------------------------
@@ -332,7 +350,7 @@ def run(spec: EtlSpec) -> EtlResult:
             f"batch {spec.batch} is not complete: {fs_.uri(batch_dir)} has no _SUCCESS",
             hint="the upstream writes _SUCCESS when the batch is whole; wait for it",
         )
-    files = {name: _landed_file(fs_, batch_dir, name) for name in ("transactions", "labels", "profiles")}
+    files = {name: _landed_file(fs_, batch_dir, name) for name in FILES}
     start = datetime.strptime(spec.batch, "%Y-%m-%d").replace(tzinfo=UTC)
     spark = get_spark(project, app_name=f"etl-{spec.batch}")
     store = featurestore.connect(spec.project)
@@ -352,13 +370,20 @@ def run(spec: EtlSpec) -> EtlResult:
             "profiles": _read(spark, fs_, files["profiles"], PROFILES),
         }
         rows_in = raw["transactions"].count()
+        directory = spec.expectations_dir or Path(__file__).parent / "expectations"
+        # Naive UTC datetimes: what Spark (session time zone UTC) hands GX for a timestamp column.
+        day_start = start.replace(tzinfo=None)
+        substitutions = {"batch_start": day_start, "batch_end": day_start + timedelta(days=1)}
+        suites = {name: load_suite(name, substitutions, directory) for name in FILES}
+        rules = {name: row_rules(name, suite) for name, suite in suites.items()}
         good, bad = {}, {}
-        for name, frame in raw.items():
-            good[name], bad[name] = _split_bad(frame, RULES if name == "transactions" else {})
-        transactions = _clean(good["transactions"]).cache()
+        normalised = {**raw, "transactions": _normalise(raw["transactions"])}
+        for name, frame in normalised.items():
+            good[name], bad[name] = _split_bad(frame, rules[name])
+        transactions = _dedupe(good["transactions"]).cache()
         # Labels arrive after their transactions, often in a later batch: each is joined to its
         # transaction in this batch or in the store's last LABEL_LOOKBACK; one that matches none is
-        # quarantined, not dropped.
+        # quarantined, not dropped, and so is the label of a quarantined transaction.
         known = transactions.select("tid", "cc_num", "ts")
         earlier = _history(store, spark, start, LABEL_LOOKBACK)
         if earlier is not None:
@@ -367,31 +392,42 @@ def run(spec: EtlSpec) -> EtlResult:
             known.withColumnRenamed("tid", "_tid"), F.col("tid") == F.col("_tid"), "left"
         )
         good["labels"] = matched.where(F.col("_tid").isNotNull()).drop("_tid").cache()
-        orphans = matched.where(F.col("_tid").isNull()).select(
-            *[F.col(c) for c in good["labels"].columns if c not in ("cc_num", "ts")],
-            F.lit(f"label of no transaction in this batch or the {LABEL_LOOKBACK.days} days before").alias(
-                "_reason"
-            ),
+        set_aside = (
+            bad["transactions"].select(F.col("tid").alias("_qtid")).where("_qtid IS NOT NULL").distinct()
+        )
+        no_match = f"label of no transaction in this batch or the {LABEL_LOOKBACK.days} days before"
+        orphans = (
+            matched.where(F.col("_tid").isNull())
+            .join(set_aside, F.col("tid") == F.col("_qtid"), "left")
+            .select(
+                *[F.col(c) for c in good["labels"].columns if c not in ("cc_num", "ts")],
+                F.when(F.col("_qtid").isNotNull(), F.lit(OF_QUARANTINED))
+                .otherwise(F.lit(no_match))
+                .alias("_reason"),
+            )
         )
         bad["labels"] = bad["labels"].unionByName(orphans, allowMissingColumns=True)
-        quarantined = {}
+        quarantined, reasons = {}, {}
         with fs_.publish(f"{QUARANTINE}/{spec.batch}", overwrite=True) as out:
             for name, frame in bad.items():
                 frame = frame.cache()
-                quarantined[name] = frame.count()
+                counts = {row["_reason"]: row["count"] for row in frame.groupBy("_reason").count().collect()}
+                reasons.update({f"{name}: {reason}": n for reason, n in counts.items()})
+                quarantined[name] = sum(counts.values())
                 if quarantined[name]:
                     frame.write.json(out.spark_uri(name))
-        result = EtlResult(run_record.run_id, spec.batch, rows_in, quarantined)
+        result = EtlResult(
+            run_record.run_id,
+            spec.batch,
+            rows_in,
+            quarantined,
+            reasons,
+            fs_.uri(f"{QUARANTINE}/{spec.batch}"),
+        )
+        rows = {name: frame.count() if name != "transactions" else rows_in for name, frame in raw.items()}
+        _check_fractions(result, rows, [r for name in FILES for r in rules[name]])
 
         if spec.validate_data:
-            # Naive UTC datetimes: what Spark (session time zone UTC) hands GX for a timestamp column.
-            day_start = start.replace(tzinfo=None)
-            substitutions = {"batch_start": day_start, "batch_end": day_start + timedelta(days=1)}
-            directory = spec.expectations_dir or Path(__file__).parent / "expectations"
-            suites = {
-                name: load_suite(name, substitutions, directory)
-                for name in ("transactions", "labels", "profiles")
-            }
             with tempfile.TemporaryDirectory(prefix="gx-docs-") as docs:
                 report = validate(
                     {"transactions": transactions, "labels": good["labels"], "profiles": good["profiles"]},
@@ -402,7 +438,13 @@ def run(spec: EtlSpec) -> EtlResult:
                     "success": report.success,
                     "evaluated": report.evaluated,
                     "failures": [f.__dict__ for f in report.failures],
-                    "quarantined": quarantined,
+                    "on_failure": {
+                        name: {
+                            f"{e['type']}({e['kwargs'].get('column', '')})": e["on_failure"] for e in suite
+                        }
+                        for name, suite in suites.items()
+                    },
+                    "quarantined": reasons,
                 }
                 result.report_uri = _publish_dir(
                     project,

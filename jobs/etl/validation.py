@@ -1,10 +1,18 @@
 """Great Expectations (1.x) validation of Spark DataFrames, with suites kept as data.
 
 A suite is a JSON file in ``jobs/etl/expectations/``: expectations by GX type name and kwargs, each
-``critical`` (a failure rejects the batch) or ``warning`` (recorded only). ``$batch_start`` and
-``$batch_end`` in kwargs are replaced by the batch's day. Every record is checked (GX runs the
-expectations as Spark aggregations over the whole DataFrame). Results are returned in a compact form
-and rendered as HTML Data Docs into the given directory.
+with what a failure does (``on_failure``):
+
+- ``reject``: the batch is rejected and nothing is published;
+- ``quarantine``: the rows that break it are set aside with the column and the rule as their reason
+  (:func:`row_rules`) and the batch goes on, unless they are more than ``max_fraction`` of it (1%
+  unless given): that many broken rows is a broken batch, and rejects it. Only row-wise expectations
+  (not null, between, in set) can quarantine;
+- ``warn``: recorded in the report only.
+
+``$batch_start`` and ``$batch_end`` in kwargs are replaced by the batch's day. Every record is
+checked (GX runs the expectations as Spark aggregations over the whole DataFrame). Results are
+returned in a compact form and rendered as HTML Data Docs into the given directory.
 """
 
 from __future__ import annotations
@@ -17,7 +25,23 @@ from pathlib import Path
 from typing import Any
 
 EXPECTATIONS_DIR = Path(__file__).parent / "expectations"
-SEVERITIES = ("critical", "warning")
+ACTIONS = ("reject", "quarantine", "warn")
+MAX_QUARANTINED_FRACTION = 0.01
+QUARANTINABLE = (
+    "expect_column_values_to_not_be_null",
+    "expect_column_values_to_be_between",
+    "expect_column_values_to_be_in_set",
+)
+
+
+@dataclass
+class RowRule:
+    """A ``quarantine`` expectation as a row predicate: ``broken`` is true for a row that breaks it."""
+
+    suite: str
+    reason: str  # names the column and the rule: "amount: outside [0, 100000]"
+    broken: Any  # a Spark Column
+    max_fraction: float
 
 
 @dataclass
@@ -25,7 +49,7 @@ class Failure:
     suite: str
     expectation: str
     column: str | None
-    severity: str
+    on_failure: str
     unexpected: int | None
     observed: Any = None
     error: str | None = None
@@ -48,11 +72,12 @@ class ValidationReport:
 
     @property
     def critical(self) -> list[Failure]:
-        return [f for f in self.failures if f.severity == "critical"]
+        """Failures that reject the batch (a quarantine rule failing on the rows it kept is one)."""
+        return [f for f in self.failures if f.on_failure != "warn"]
 
     @property
     def warnings(self) -> list[Failure]:
-        return [f for f in self.failures if f.severity == "warning"]
+        return [f for f in self.failures if f.on_failure == "warn"]
 
 
 def load_suite(
@@ -67,15 +92,58 @@ def load_suite(
         if domain in seen:  # GX keeps only one expectation per type and column: the other would vanish
             raise ValueError(f"{path}: expectation {i} repeats {domain[0]} on column {domain[1]!r}")
         seen.add(domain)
-        severity = item.get("severity", "critical")
-        if severity not in SEVERITIES:
-            raise ValueError(f"{path}: expectation {i} has severity {severity!r}, not one of {SEVERITIES}")
+        if "severity" in item:
+            raise ValueError(
+                f"{path}: expectation {i}: 'severity' is now 'on_failure' ({', '.join(ACTIONS)})"
+            )
+        action = item.get("on_failure", "reject")
+        if action not in ACTIONS:
+            raise ValueError(f"{path}: expectation {i} has on_failure {action!r}, not one of {ACTIONS}")
+        if action == "quarantine" and item["type"] not in QUARANTINABLE:
+            raise ValueError(
+                f"{path}: expectation {i} ({item['type']}) cannot quarantine rows: only "
+                f"{', '.join(QUARANTINABLE)} judge one row at a time"
+            )
+        fraction = item.get("max_fraction", MAX_QUARANTINED_FRACTION)
+        if not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
+            raise ValueError(f"{path}: expectation {i} has max_fraction {fraction!r}, not a number in [0, 1]")
         kwargs = {
             k: substitutions.get(v[1:], v) if isinstance(v, str) and v.startswith("$") else v
             for k, v in item["kwargs"].items()
         }
-        expectations.append({"type": item["type"], "kwargs": kwargs, "severity": severity})
+        expectations.append(
+            {"type": item["type"], "kwargs": kwargs, "on_failure": action, "max_fraction": fraction}
+        )
     return expectations
+
+
+def row_rules(name: str, suite: list[dict[str, Any]]) -> list[RowRule]:
+    """The suite's ``quarantine`` expectations as Spark row predicates, in suite order (a row broken
+    by several is quarantined with the first one's reason). As in GX, a null breaks only not-null."""
+    from pyspark.sql import functions as F
+
+    rules = []
+    for item in suite:
+        if item["on_failure"] != "quarantine":
+            continue
+        kwargs = item["kwargs"]
+        column = F.col(kwargs["column"])
+        if item["type"] == "expect_column_values_to_not_be_null":
+            reason, broken = "missing", column.isNull()
+        elif item["type"] == "expect_column_values_to_be_between":
+            low, high = kwargs.get("min_value"), kwargs.get("max_value")
+            below = column < F.lit(low) if low is not None else F.lit(False)
+            above = column > F.lit(high) if high is not None else F.lit(False)
+            reason = (
+                f"outside [{low}, {high}]" if low is not None and high is not None
+                else f"below {low}" if low is not None else f"above {high}"
+            )  # fmt: skip
+            broken = column.isNotNull() & (below | above)
+        else:
+            allowed = kwargs["value_set"]
+            reason, broken = f"not one of {allowed}", column.isNotNull() & ~column.isin(allowed)
+        rules.append(RowRule(name, f"{kwargs['column']}: {reason}", broken, item["max_fraction"]))
+    return rules
 
 
 def validate(
@@ -112,7 +180,7 @@ def validate(
         for item in suites[name]:
             suite.add_expectation_configuration(
                 ExpectationConfiguration(
-                    type=item["type"], kwargs=item["kwargs"], meta={"severity": item["severity"]}
+                    type=item["type"], kwargs=item["kwargs"], meta={"on_failure": item["on_failure"]}
                 )
             )
         suite = context.suites.add(suite)
@@ -128,8 +196,8 @@ def validate(
                 evaluated += 1
                 if r.success:
                     continue
-                severity = r.expectation_config.meta.get("severity", "critical")
-                success = success and severity != "critical"
+                action = r.expectation_config.meta.get("on_failure", "reject")
+                success = success and action == "warn"
                 details = r.result or {}
                 info = r.exception_info or {}
                 error = info.get("exception_message") if info.get("raised_exception") else None
@@ -138,7 +206,7 @@ def validate(
                         name,
                         r.expectation_config.type,
                         r.expectation_config.kwargs.get("column"),
-                        severity,
+                        action,
                         details.get("unexpected_count"),
                         details.get("observed_value"),
                         " ".join(str(error).split())[:300] if error else None,

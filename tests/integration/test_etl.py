@@ -102,15 +102,21 @@ def test_malformed_csv_rows_are_quarantined_with_their_reason(project) -> None:
     [
         (
             lambda n, t: (
-                t.set_column(1, "cc_num", pa.array([None] * 5 + t.column(1).to_pylist()[5:], pa.int64()))
+                t.set_column(1, "cc_num", pa.array([None] * 500 + t.column(1).to_pylist()[500:], pa.int64()))
                 if n == "transactions"
                 else t
             ),
-            r"expect_column_values_to_not_be_null\(cc_num\): 5 rows",
+            r"500 of [\d,]+ transactions rows \(\d+\.\d%\) break cc_num: missing, more than the 1%",
         ),
         (
             lambda n, t: t.set_column(3, "amount", pc.negate(t.column(3))) if n == "transactions" else t,
-            r"expect_column_values_to_be_between\(amount\)",
+            r"transactions rows \(100\.0%\) break amount: outside \[0, 100000\]",
+        ),
+        (
+            lambda n, t: (
+                t.set_column(3, "amount", pc.multiply(t.column(3), 1000)) if n == "transactions" else t
+            ),
+            r"expect_column_mean_to_be_between\(amount\)|amount: outside",
         ),
         (
             lambda n, t: (
@@ -123,14 +129,46 @@ def test_malformed_csv_rows_are_quarantined_with_their_reason(project) -> None:
             "expect_table_row_count_to_be_between",
         ),
     ],
-    ids=["null-cc_num", "negative-amounts", "fraud-rate", "empty"],
+    ids=["null-cc_num", "negative-amounts", "huge-amounts", "fraud-rate", "empty"],
 )
 def test_bad_batches_are_rejected_and_publish_nothing(project, mutate, failed) -> None:
     _reland(project, "2026-11-01", mutate)
     with pytest.raises(BatchRejected, match=failed) as info:
         run(EtlSpec(project="fraud", batch="2026-11-01"))
-    assert "nothing published" in str(info.value) and "Logs/validation/etl-" in str(info.value)
+    message = str(info.value)
+    assert "nothing published" in message
+    assert "Logs/validation/etl-" in message or "Resources/quarantine/2026-11-01" in message
     assert _commits(project) == {}  # the store is unchanged
+
+
+def test_a_few_broken_rows_are_quarantined_with_column_and_rule_and_the_batch_goes_on(project) -> None:
+    broken_tids: list[int] = []
+
+    def ten_negative_amounts(name, table):
+        if name != "transactions":
+            return table
+        amounts = table.column("amount").to_pylist()
+        broken_tids.extend(table.column("tid").to_pylist()[:10])
+        return table.set_column(
+            3, "amount", pa.array([-a for a in amounts[:10]] + amounts[10:], pa.float64())
+        )
+
+    _reland(project, "2026-11-01", ten_negative_amounts)
+    result = run(EtlSpec(project="fraud", batch="2026-11-01"))
+    assert result.validation.success and result.commits  # published, the ten rows set aside
+    assert result.reasons["transactions: amount: outside [0, 100000]"] == 10
+    labels_of_them = result.reasons.get("labels: label of a quarantined transaction", 0)
+    assert labels_of_them == result.quarantined["labels"] > 0  # their labels, counted as such
+    summary = result.summary()
+    assert "10 transactions: amount: outside [0, 100000]" in summary
+    assert "Resources/quarantine/2026-11-01" in summary
+    published = featurestore.connect("fraud").get_feature_group("transactions_features").read()
+    assert not set(broken_tids) & set(published.tid) and len(published) == result.rows_in - 10
+    files = project.fs.listdir("Resources/quarantine/2026-11-01/transactions")
+    text = "".join(project.fs.read_text(f"Resources/quarantine/2026-11-01/transactions/{f}") for f in files)
+    assert text.count("amount: outside [0, 100000]") == 10
+    report = project.fs.read_text(result.report_uri.split("/Projects/fraud/")[1] + "/results.json")
+    assert '"expect_column_values_to_be_between(amount)": "quarantine"' in report  # which rule did what
 
 
 def test_schema_drift_and_incomplete_batches_are_refused(project, capsys) -> None:

@@ -87,16 +87,21 @@ def test_suites_load_and_refuse_silent_duplicates(tmp_path) -> None:
     )
     freshness = [e for e in suite if e["type"] == "expect_column_min_to_be_between"]
     assert freshness[0]["kwargs"]["min_value"] == datetime(2026, 11, 1)
-    assert {e["severity"] for e in suite} == {"critical", "warning"}
+    assert {e["on_failure"] for e in suite} == {"reject", "quarantine", "warn"}
     twice = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}}
-    (tmp_path / "dup.json").write_text(
-        json.dumps({"expectations": [twice, {**twice, "severity": "warning"}]})
-    )
+    (tmp_path / "dup.json").write_text(json.dumps({"expectations": [twice, {**twice, "on_failure": "warn"}]}))
     with pytest.raises(ValueError, match="repeats expect_column_values_to_not_be_null on column 'x'"):
         load_suite("dup", {}, tmp_path)
-    (tmp_path / "bad.json").write_text(json.dumps({"expectations": [{**twice, "severity": "fatal"}]}))
-    with pytest.raises(ValueError, match="severity 'fatal'"):
-        load_suite("bad", {}, tmp_path)
+    unique = {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "x"}}
+    for bad, message in [
+        ({**twice, "on_failure": "fatal"}, "on_failure 'fatal'"),
+        ({**twice, "severity": "critical"}, "'severity' is now 'on_failure'"),
+        ({**unique, "on_failure": "quarantine"}, "cannot quarantine rows"),
+        ({**twice, "on_failure": "quarantine", "max_fraction": 2}, "max_fraction 2"),
+    ]:
+        (tmp_path / "bad.json").write_text(json.dumps({"expectations": [bad]}))
+        with pytest.raises(ValueError, match=message):
+            load_suite("bad", {}, tmp_path)
 
 
 def test_landed_batches_are_never_overwritten_and_a_typo_creates_no_project(project, capsys) -> None:
