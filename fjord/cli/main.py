@@ -23,7 +23,7 @@ from fjord.cli import (
     run_cmd,
     services_cmd,
 )
-from fjord.cli.output import console, err_console
+from fjord.cli.output import console, err_console, state
 from fjord.errors import FjordError
 
 INTERNAL_ERROR_EXIT = 70
@@ -48,8 +48,6 @@ app.add_typer(experiment_cmd.mlflow_app, name="mlflow")
 app.add_typer(services_cmd.app, name="services")
 app.command("run")(run_cmd.run)
 
-_debug = False
-
 
 def _show_version(value: bool) -> None:
     if value:
@@ -64,8 +62,7 @@ def _options(
         False, "--version", callback=_show_version, is_eager=True, help="Show the version."
     ),
 ) -> None:
-    global _debug
-    _debug = debug
+    state.debug = debug
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -81,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
     except FjordError as exc:
-        if _debug:
+        if state.debug:
             raise
         err_console.print(f"[red]error:[/red] {exc.one_line()}")
         return exc.exit_code
@@ -89,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("aborted")
         return 130
     except Exception as exc:
-        if _debug:
+        if state.debug:
             raise
         # The head of the message (a JVM error's first lines, not its stack), on one line.
         first = " ".join(" ".join(str(exc).strip().splitlines()[:2]).split())[:300] or "no message"

@@ -17,11 +17,12 @@ Serving and monitoring join here as they land, until the Airflow DAG runs it all
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
 
-from fjord.cli.output import console
+from fjord.cli.output import console, library_output_to
 from fjord.config import get_settings
 from fjord.envs import build_environment
 from fjord.experiment.tracking import tracking_uri
@@ -61,7 +62,9 @@ def run(
     from jobs.train.job import run as run_train
 
     settings = get_settings()
+    log = settings.home / "logs" / f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
     console.print("[bold]Fjord main job[/bold]")
+    console.print(f"   library output     {log} (--debug shows it here)")
     console.print(f"   shared filesystem  {settings.storage.root}")
     console.print(f"   spark master       {settings.spark.master}")
     console.print(f"   metadata           {settings.metadata.url}")
@@ -70,81 +73,84 @@ def run(
         f"online store {settings.featurestore.online_store}"
     )
 
-    t = _step(1, f"Project '{project}'")
-    proj = ensure_project(project, description="Card fraud detection (the flagship demo)")
-    _done(t, proj.root_uri)
+    with library_output_to(log):
+        t = _step(1, f"Project '{project}'")
+        proj = ensure_project(project, description="Card fraud detection (the flagship demo)")
+        _done(t, proj.root_uri)
 
-    t = _step(2, "Project Python environment (platform packages + the project's spec)")
-    env = build_environment(proj)
-    _done(t, f"{env.key}, lock {env.lock_hash}, additions: {', '.join(env.additions) or 'none'}")
+        t = _step(2, "Project Python environment (platform packages + the project's spec)")
+        env = build_environment(proj)
+        _done(t, f"{env.key}, lock {env.lock_hash}, additions: {', '.join(env.additions) or 'none'}")
 
-    t = _step(3, "Spark session in the project environment")
-    spark = get_spark(proj, app_name="fjord-main")
-    _done(t, f"Spark {spark.version} on {spark.sparkContext.master}")
+        t = _step(3, "Spark session in the project environment")
+        spark = get_spark(proj, app_name="fjord-main")
+        _done(t, f"Spark {spark.version} on {spark.sparkContext.master}")
 
-    t = _step(4, "Demo data: daily batches of card transactions land in Resources/landing/")
-    batches = generate(proj.fs, DemoSpec(rows=DEMO_ROWS, days=DEMO_DAYS, seed=42))
-    _done(t, f"{len(batches)} batches, {DEMO_ROWS:,} transactions: {batches[0]} .. {batches[-1]}")
+        t = _step(4, "Demo data: daily batches of card transactions land in Resources/landing/")
+        batches = generate(proj.fs, DemoSpec(rows=DEMO_ROWS, days=DEMO_DAYS, seed=42))
+        _done(t, f"{len(batches)} batches, {DEMO_ROWS:,} transactions: {batches[0]} .. {batches[-1]}")
 
-    t = _step(5, "Spark ETL + Great Expectations validation -> feature store (one commit per group)")
-    for batch in batches:
-        console.print(f"   {run_etl(EtlSpec(project=project, batch=batch)).summary()}")
-    _done(t)
+        t = _step(5, "Spark ETL + Great Expectations validation -> feature store (one commit per group)")
+        for batch in batches:
+            console.print(f"   {run_etl(EtlSpec(project=project, batch=batch)).summary()}")
+        _done(t)
 
-    t = _step(6, "Feature pipeline job: feature view, point-in-time training data, an online feature vector")
-    features = run_features(FeaturesSpec(project=project))
-    console.print(f"   {features.summary()}")
-    fs = featurestore.connect(project)
-    view = fs.get_feature_view(features.view, features.view_version)
-    sample = fs.get_feature_group("fraud_labels", 1).read().iloc[0]
-    tid, cc_num = int(sample.tid), int(sample.cc_num)
-    vector = view.get_feature_vector({"tid": tid, "cc_num": cc_num}, return_type="dict")
-    _done(t, f"online vector of tid {tid}: {_rounded(vector)}")
-    version = features.training_dataset_version
+        t = _step(
+            6, "Feature pipeline job: feature view, point-in-time training data, an online feature vector"
+        )
+        features = run_features(FeaturesSpec(project=project))
+        console.print(f"   {features.summary()}")
+        fs = featurestore.connect(project)
+        view = fs.get_feature_view(features.view, features.view_version)
+        sample = fs.get_feature_group("fraud_labels", 1).read().iloc[0]
+        tid, cc_num = int(sample.tid), int(sample.cc_num)
+        vector = view.get_feature_vector({"tid": tid, "cc_num": cc_num}, return_type="dict")
+        _done(t, f"online vector of tid {tid}: {_rounded(vector)}")
+        version = features.training_dataset_version
 
-    t = _step(7, "Provenance: walk back from the training dataset to the landing batches")
-    graph = lineage_graph(features.uri, str(version))
-    for node in graph.inputs:
-        made_by = node.run.stage if node.run else "?"
+        t = _step(7, "Provenance: walk back from the training dataset to the landing batches")
+        graph = lineage_graph(features.uri, str(version))
+        for node in graph.inputs:
+            made_by = node.run.stage if node.run else "?"
+            console.print(
+                f"   training dataset v{version} <- {node.artifact.uri.rsplit('/', 1)[-1]} commit "
+                f"{node.artifact.version} <- {made_by} run"
+            )
+        landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(graph)})
+        console.print(f"   raw landing batches: {', '.join(landed)}")
+        _done(t)
+
+        t = _step(
+            8, "Training: random search with early stopping on Spark, retrain, evaluate, optimize, register"
+        )
+        trained = run_train(
+            TrainSpec(
+                project=project,
+                feature_view=features.view,
+                feature_view_version=features.view_version,
+                training_dataset_version=version,
+                samples=4,
+                epochs=2,
+            )
+        )
+        console.print(f"   {trained.summary()}")
+        _done(t)
+
+        t = _step(9, "Provenance of the model: model version -> training run -> training data -> raw batches")
+        model = lineage_graph(trained.model_uri, str(trained.model_version))
+        made_by = model.run.run_id if model.run else "?"
+        console.print(f"   model {trained.model_name} v{trained.model_version} <- train run {made_by}")
+        landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(model)})
+        console.print(f"   <- training dataset v{version} <- raw landing batches: {', '.join(landed)}")
+        _done(t)
+
         console.print(
-            f"   training dataset v{version} <- {node.artifact.uri.rsplit('/', 1)[-1]} commit "
-            f"{node.artifact.version} <- {made_by} run"
+            f"\n[bold]Next[/bold]: fjord featurestore list {project} · fjord featurestore statistics "
+            f"{project} transactions_features · fjord lineage runs --project {project}"
         )
-    landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(graph)})
-    console.print(f"   raw landing batches: {', '.join(landed)}")
-    _done(t)
-
-    t = _step(
-        8, "Training: random search with early stopping on Spark, retrain, evaluate, optimize, register"
-    )
-    trained = run_train(
-        TrainSpec(
-            project=project,
-            feature_view=features.view,
-            feature_view_version=features.view_version,
-            training_dataset_version=version,
-            samples=4,
-            epochs=2,
+        console.print(f"      validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
+        console.print(
+            f"      experiments: fjord experiment list · fjord experiment show {trained.search} · "
+            f"MLflow UI {tracking_uri()} (fjord mlflow stop)"
         )
-    )
-    console.print(f"   {trained.summary()}")
-    _done(t)
-
-    t = _step(9, "Provenance of the model: model version -> training run -> training data -> raw batches")
-    model = lineage_graph(trained.model_uri, str(trained.model_version))
-    made_by = model.run.run_id if model.run else "?"
-    console.print(f"   model {trained.model_name} v{trained.model_version} <- train run {made_by}")
-    landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(model)})
-    console.print(f"   <- training dataset v{version} <- raw landing batches: {', '.join(landed)}")
-    _done(t)
-
-    console.print(
-        f"\n[bold]Next[/bold]: fjord featurestore list {project} · fjord featurestore statistics "
-        f"{project} transactions_features · fjord lineage runs --project {project}"
-    )
-    console.print(f"      validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
-    console.print(
-        f"      experiments: fjord experiment list · fjord experiment show {trained.search} · "
-        f"MLflow UI {tracking_uri()} (fjord mlflow stop)"
-    )
     console.print("[dim]Serving and monitoring join this job as they land.[/dim]")

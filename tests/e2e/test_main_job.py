@@ -1,6 +1,7 @@
 """`make run`'s job, run as a user runs it: the `fjord run` console script on the embedded defaults."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +35,10 @@ def test_main_job_runs_every_landed_stage_and_reruns_cleanly(fjord_home, embedde
     ):
         assert text in out, text
     assert re.search(r"label rate \d\.\d+%", out)
+    # library noise (log4j, absl, GX) goes to the run's log file, not the terminal
+    assert first.stderr == "", first.stderr[-2000:]
+    log = re.search(r"library output\s+(\S+)", out).group(1)
+    assert "WARN" in Path(log).read_text()
     assert "<- featurestore.publish run" in out  # the training data leads back through the publishes
     second = run_fjord("run")
     assert second.returncode == 0, second.stderr[-3000:]

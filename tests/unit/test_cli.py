@@ -102,3 +102,29 @@ def test_console_script_runs_as_a_user_would(fjord_home: Path) -> None:
     ]
     done = run_fjord("config", "show", env={"FJORD_SPARK_MASTER": "local[2]"})
     assert done.returncode == 2 and "FJORD_SPARK_MASTER: unknown setting 'spark_master'" in done.stderr
+
+
+_NOISY = """
+import os, subprocess, sys
+from pathlib import Path
+from fjord.cli.output import err_console, library_output_to
+
+with library_output_to(Path(sys.argv[1])):
+    os.write(2, b"WARN a JVM line\\n")
+    subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('I0000 a C++ log line\\\\n')"])
+    print("progress for people")
+    err_console.print("error: what the person must read")
+os.write(2, b"after the block\\n")
+"""
+
+
+def test_library_output_goes_to_the_log_and_errors_to_the_terminal(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    log = tmp_path / "logs" / "run.log"
+    done = subprocess.run([sys.executable, "-c", _NOISY, str(log)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "progress for people\n"
+    assert done.stderr == "error: what the person must read\nafter the block\n"
+    assert log.read_text() == "WARN a JVM line\nI0000 a C++ log line\n"
