@@ -30,34 +30,14 @@ from deltalake.transaction import AddAction, RemoveAction, create_table_with_add
 from featurestore.engines.duckdb import read_parquet_sql
 from featurestore.formats import write_parquet
 from featurestore.schema import normal_schema
-from fjord.config import get_settings
 from fjord.errors import NotFoundError
-from fjord.fs import SharedFS
+from fjord.fs import SharedFS, object_store_options
 
 _REWRITE_BATCH_ROWS = 128_000
 
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def storage_options(uri: str) -> dict[str, str] | None:
-    """delta-rs options for ``uri``'s storage, from Fjord's storage settings."""
-    if not uri.startswith("s3://"):
-        return None
-    storage = get_settings().storage
-    # A commit is a put-if-absent of the next _delta_log/N.json (If-None-Match: *), which AWS S3,
-    # SeaweedFS and MinIO honour: of two writers racing for version N, one gets 412 and retries at
-    # N+1. AWS_S3_ALLOW_UNSAFE_RENAME (check, then rename) could let both "win" and lose a commit.
-    options = {"conditional_put": "etag", "AWS_REGION": "us-east-1"}
-    if storage.s3_endpoint_url:
-        options["AWS_ENDPOINT_URL"] = storage.s3_endpoint_url
-        options["AWS_ALLOW_HTTP"] = str(storage.s3_endpoint_url.startswith("http://")).lower()
-    if storage.s3_key:
-        options["AWS_ACCESS_KEY_ID"] = storage.s3_key
-    if storage.s3_secret:
-        options["AWS_SECRET_ACCESS_KEY"] = storage.s3_secret
-    return options
 
 
 def _as_uri(path: str) -> str:
@@ -88,7 +68,7 @@ class DeltaOfflineStore:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.fs = SharedFS(uri)
-        self._options = storage_options(uri)
+        self._options = object_store_options(uri)
 
     def exists(self) -> bool:
         return DeltaTable.is_deltatable(self.uri, storage_options=self._options)

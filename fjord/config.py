@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,6 +32,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fjord.errors import ConfigError
+from fjord.plugins import PluginConfig
 
 ENV_PREFIX = "FJORD_"
 CONFIG_FILE_ENV = "FJORD_CONFIG"
@@ -135,16 +136,64 @@ class AirflowSettings(_Section):
     api_url: str | None = Field(default=None, description="Airflow REST API. Default: the embedded one.")
 
 
-class FeatureStoreSettings(_Section):
-    """The feature store (``featurestore``): its join engine and online store."""
+class SQLiteOnlineStoreConfig(PluginConfig):
+    """The embedded online store: one SQLite file."""
 
-    join_engine: Literal["duckdb", "spark"] = Field(
-        default="duckdb", description="duckdb: one machine (ASOF JOIN); spark: data that outgrows it."
+    type: Literal["sqlite"] = "sqlite"
+    path: Path | None = Field(default=None, description="Default: $FJORD_HOME/online.db.")
+
+
+class RedisOnlineStoreConfig(PluginConfig):
+    """Redis (or Valkey): pipelined reads, for many readers."""
+
+    type: Literal["redis"] = "redis"
+    url: str | None = Field(default=None, description="Default: redis.url, else the embedded server.")
+
+
+class DuckDBJoinEngineConfig(PluginConfig):
+    """Point-in-time joins on one machine (DuckDB's ASOF JOIN), within ``duckdb_memory_limit``."""
+
+    type: Literal["duckdb"] = "duckdb"
+
+
+class SparkJoinEngineConfig(PluginConfig):
+    """Point-in-time joins on the Spark session, for data that outgrows one machine."""
+
+    type: Literal["spark"] = "spark"
+
+
+OnlineStoreConfig = Annotated[SQLiteOnlineStoreConfig | RedisOnlineStoreConfig, Field(discriminator="type")]
+JoinEngineConfig = Annotated[DuckDBJoinEngineConfig | SparkJoinEngineConfig, Field(discriminator="type")]
+
+
+def _plugin(default: str) -> Any:
+    """A plug-in setting given as its type alone (``online_store: redis``, or the variable
+    ``FJORD_FEATURESTORE__ONLINE_STORE=redis``), or as options without a type: the default's."""
+
+    def coerce(value: Any) -> Any:
+        if isinstance(value, str):
+            return {"type": value}
+        if isinstance(value, Mapping) and "type" not in value:
+            return {"type": default, **value}
+        return value
+
+    return coerce
+
+
+class FeatureStoreSettings(_Section):
+    """The feature store (``featurestore``): its join engine and online store, each a plug-in with
+    a ``type`` and its own options (:mod:`fjord.plugins`)."""
+
+    join_engine: JoinEngineConfig = Field(
+        default_factory=DuckDBJoinEngineConfig,
+        description="type duckdb: one machine (ASOF JOIN); type spark: data that outgrows it.",
     )
-    online_store: Literal["sqlite", "redis"] = Field(
-        default="sqlite", description="sqlite: embedded; redis: redis.url (pipelined reads)."
+    online_store: OnlineStoreConfig = Field(
+        default_factory=SQLiteOnlineStoreConfig,
+        description="type sqlite (path): embedded; type redis (url, default redis.url): pipelined reads.",
     )
-    online_sqlite_path: Path | None = Field(default=None, description="Default: $FJORD_HOME/online.db.")
+    _join_engine_type = field_validator("join_engine", mode="before")(_plugin("duckdb"))
+    _online_store_type = field_validator("online_store", mode="before")(_plugin("sqlite"))
     duckdb_memory_limit: str = Field(
         default="2GB",
         description="DuckDB's memory cap in joins and inserts; past it DuckDB spills.",
@@ -213,8 +262,9 @@ class Settings(BaseSettings):
             self.metadata.url = f"sqlite:///{self.home / 'fjord.db'}"
         if self.environments.cache_dir is None:
             self.environments.cache_dir = self.home / "envs"
-        if self.featurestore.online_sqlite_path is None:
-            self.featurestore.online_sqlite_path = self.home / "online.db"
+        online = self.featurestore.online_store
+        if isinstance(online, SQLiteOnlineStoreConfig) and online.path is None:
+            self.featurestore.online_store = online.model_copy(update={"path": self.home / "online.db"})
         return self
 
 

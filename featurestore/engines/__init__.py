@@ -1,20 +1,25 @@
-"""Point-in-time join engines, chosen by ``featurestore.join_engine``: DuckDB (one machine) or Spark."""
+"""Point-in-time join engines, chosen by ``featurestore.join_engine``'s ``type`` from a registry
+(:mod:`fjord.plugins`): ``duckdb`` (one machine) or ``spark``."""
 
 from __future__ import annotations
 
-from featurestore.engines.base import JoinEngine, JoinPlan, Source
-from fjord.config import get_settings
+from pydantic import TypeAdapter
 
-__all__ = ["JoinEngine", "JoinPlan", "Source", "join_engine"]
+from featurestore.engines.base import JoinEngine, JoinPlan, Source
+from fjord.config import JoinEngineConfig, get_settings
+from fjord.plugins import Registry
+
+__all__ = ["JOIN_ENGINES", "JoinEngine", "JoinPlan", "Source", "join_engine"]
+
+JOIN_ENGINES: Registry[JoinEngine] = Registry("join engine")
+JOIN_ENGINES.register("duckdb", "featurestore.engines.duckdb:DuckDBJoinEngine")
+JOIN_ENGINES.register("spark", "featurestore.engines.spark:SparkJoinEngine")
 
 
 def join_engine(name: str | None = None) -> JoinEngine:
-    """The configured join engine (or the one called ``name``)."""
-    name = name or get_settings().featurestore.join_engine
-    if name == "spark":
-        from featurestore.engines.spark import SparkJoinEngine
-
-        return SparkJoinEngine()
-    from featurestore.engines.duckdb import DuckDBJoinEngine
-
-    return DuckDBJoinEngine()
+    """The configured join engine, or the one of type ``name`` with its default options."""
+    config = get_settings().featurestore.join_engine
+    if name is not None and name != config.type:
+        JOIN_ENGINES.factory(name)  # an unknown name: ConfigError naming the known ones
+        config = TypeAdapter(JoinEngineConfig).validate_python({"type": name})
+    return JOIN_ENGINES.create(config)

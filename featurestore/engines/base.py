@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 
 from fjord.fs import SharedFS
+from fjord.plugins import PluginConfig
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,12 @@ class JoinPlan:
 
 
 class JoinEngine(ABC):
-    """Executes a :class:`JoinPlan`."""
+    """Executes a :class:`JoinPlan`; built from its config (``featurestore.join_engine``)."""
 
     name: str
+
+    def __init__(self, config: PluginConfig | None = None) -> None:
+        self.config = config
 
     @abstractmethod
     def to_arrow(self, plan: JoinPlan) -> pa.Table:

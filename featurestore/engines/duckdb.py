@@ -9,7 +9,7 @@ from featurestore.engines.base import JoinEngine, JoinPlan, Source
 from featurestore.formats import write_parquet
 from featurestore.schema import normalise
 from fjord.config import get_settings
-from fjord.fs import SharedFS, backend_for
+from fjord.fs import SharedFS, backend_for, local_path
 
 _BATCH_ROWS = 256_000
 
@@ -26,13 +26,15 @@ def read_parquet_sql(
     Local files are read by DuckDB itself; ``s3://`` and ``hdfs://`` files through Fjord's fsspec
     filesystem, registered with ``con`` on first use.
     """
+    paths = []
     for uri in uris:
-        if not uri.startswith("file://") and "://" in uri:
+        local = local_path(uri)
+        if local is None:
             fs = backend_for(uri).fs
             protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
             if protocol not in con.list_filesystems():  # DuckDB names it by the first protocol
                 con.register_filesystem(fs)
-    paths = [u[len("file://") :] if u.startswith("file://") else u for u in uris]
+        paths.append(local or uri)
     listed = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
     extra = "".join(f", {key} = {value}" for key, value in options.items())
     return f"read_parquet({listed}, union_by_name = true{extra})"

@@ -1,39 +1,33 @@
 """Online stores: the latest feature values per primary key, for low-latency lookups.
 
-One boundary (:class:`OnlineStore`), two implementations chosen by ``featurestore.online_store``:
-SQLite (embedded default) and Redis (``redis.url``; pipelined reads). With ``redis.url`` unset, the
-embedded Redis-protocol server (:mod:`fjord.services`) is started on first use.
+One boundary (:class:`OnlineStore`) and a registry of implementations (:mod:`fjord.plugins`), chosen
+by ``featurestore.online_store``'s ``type``: ``sqlite`` (embedded default; ``path``) and ``redis``
+(``url``, default ``redis.url``; pipelined reads). With no URL anywhere, the embedded
+Redis-protocol server (:mod:`fjord.services`) is started on first use. Another store registers with
+``ONLINE_STORES.register(name, factory)`` and a config class in the settings.
 """
 
 from __future__ import annotations
 
-import hashlib
-from functools import cache
-
 from featurestore.online.base import OnlineStore
 from fjord.config import get_settings
-from fjord.services import redis_url
+from fjord.plugins import Registry
 
-__all__ = ["OnlineStore", "online_store"]
+__all__ = ["ONLINE_STORES", "OnlineStore", "online_store"]
+
+ONLINE_STORES: Registry[OnlineStore] = Registry("online store")
+ONLINE_STORES.register("sqlite", "featurestore.online.sqlite:SQLiteOnlineStore.from_config")
+ONLINE_STORES.register("redis", "featurestore.online.redis:RedisOnlineStore.from_config")
+
+
+_stores: dict[tuple[object, ...], OnlineStore] = {}
 
 
 def online_store() -> OnlineStore:
     """The configured online store (one per process and configuration)."""
     settings = get_settings()
-    kind = settings.featurestore.online_store
-    if kind == "redis":
-        # One Redis may serve several Fjord installations: keys carry the storage root's hash.
-        namespace = hashlib.sha256(str(settings.storage.root).encode()).hexdigest()[:10]
-        return _store(kind, redis_url(settings), namespace)
-    return _store(kind, str(settings.featurestore.online_sqlite_path), "")
-
-
-@cache
-def _store(kind: str, target: str, namespace: str) -> OnlineStore:
-    if kind == "redis":
-        from featurestore.online.redis import RedisOnlineStore
-
-        return RedisOnlineStore(target, namespace)
-    from featurestore.online.sqlite import SQLiteOnlineStore
-
-    return SQLiteOnlineStore(target)
+    config = settings.featurestore.online_store
+    key = (config, str(settings.storage.root), settings.redis.url)
+    if key not in _stores:
+        _stores[key] = ONLINE_STORES.create(config, settings)
+    return _stores[key]

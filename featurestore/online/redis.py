@@ -7,6 +7,7 @@ small Lua script that keeps the row with the newest event time.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from itertools import islice
 
@@ -14,6 +15,7 @@ import redis
 
 from featurestore.errors import FeatureStoreError
 from featurestore.online.base import OnlineStore
+from fjord.config import RedisOnlineStoreConfig, Settings
 
 _BATCH = 2_000
 # Newest event time wins, atomically per row.
@@ -31,6 +33,14 @@ return 1
 
 
 class RedisOnlineStore(OnlineStore):
+    @classmethod
+    def from_config(cls, config: RedisOnlineStoreConfig, settings: Settings) -> RedisOnlineStore:
+        from fjord.services import redis_url
+
+        # One Redis may serve several Fjord installations: keys carry the storage root's hash.
+        namespace = hashlib.sha256(str(settings.storage.root).encode()).hexdigest()[:10]
+        return cls(config.url or redis_url(settings), namespace)
+
     def __init__(self, url: str, namespace: str = "default") -> None:
         self.url = url
         self.prefix = f"fjord:{namespace}:"

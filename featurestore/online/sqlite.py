@@ -9,6 +9,7 @@ from itertools import islice
 from pathlib import Path
 
 from featurestore.online.base import OnlineStore
+from fjord.config import Settings, SQLiteOnlineStoreConfig
 
 _BATCH = 5_000
 _SCHEMA = """
@@ -25,6 +26,10 @@ WHERE excluded.ts >= online_features.ts
 
 
 class SQLiteOnlineStore(OnlineStore):
+    @classmethod
+    def from_config(cls, config: SQLiteOnlineStoreConfig, settings: Settings) -> SQLiteOnlineStore:
+        return cls(str(config.path or settings.home / "online.db"))
+
     def __init__(self, path: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path

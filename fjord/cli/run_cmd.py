@@ -69,8 +69,8 @@ def run(
     console.print(f"   spark master       {settings.spark.master}")
     console.print(f"   metadata           {settings.metadata.url}")
     console.print(
-        f"   feature store      join engine {settings.featurestore.join_engine}, "
-        f"online store {settings.featurestore.online_store}"
+        f"   feature store      join engine {settings.featurestore.join_engine.type}, "
+        f"online store {settings.featurestore.online_store.type}"
     )
 
     with library_output_to(log):

@@ -57,7 +57,7 @@ def execute_trial(task: Mapping[str, Any]) -> dict[str, Any]:
     storage = StorageSettings.model_validate(task["storage"])
     fs = SharedFS(task["experiment_uri"], backend=backend_for(task["experiment_uri"], storage))
     rel = f"trials/{task['trial']}"
-    on_disk = fs.backend.scheme == "file"
+    on_disk = fs.backend.local
     workdir = Path(fs.path(rel)) if on_disk else Path(tempfile.mkdtemp(prefix="fjord-trial-"))
     workdir.mkdir(parents=True, exist_ok=True)
     threads = int(task.get("threads", 1))

@@ -106,7 +106,7 @@ def _shared_dir(rel: str, fallback: str) -> Path:
     trial's working directory (uploaded with the rest when the trial ends)."""
     if _current is None:
         return trial_dir() / fallback
-    if _current.fs.backend.scheme == "file":
+    if _current.fs.backend.local:
         return Path(_current.fs.path(rel))
     return _current.workdir / fallback
 

@@ -8,14 +8,26 @@
 True
 """
 
-from fjord.fs.backends import Backend, backend_for, register_backend, spark_uri, spark_uris
+from fjord.fs.backends import (
+    FILESYSTEMS,
+    Backend,
+    backend_for,
+    local_path,
+    object_store_options,
+    register_backend,
+    spark_uri,
+    spark_uris,
+)
 from fjord.fs.shared import SUCCESS, SharedFS
 
 __all__ = [
+    "FILESYSTEMS",
     "SUCCESS",
     "Backend",
     "SharedFS",
     "backend_for",
+    "local_path",
+    "object_store_options",
     "register_backend",
     "shared_root",
     "spark_uri",

@@ -3,7 +3,9 @@
 A backend turns a URI into an fsspec filesystem plus the path that filesystem understands, and says
 whether it is an object store (S3): no atomic rename of a directory and no real directories, so
 :class:`fjord.fs.SharedFS` copies trees file by file and treats the ``_SUCCESS`` marker, written last,
-as the commit point. Register another scheme with :func:`register_backend`.
+as the commit point. The backends are a :class:`fjord.plugins.Registry` keyed by scheme
+(``FILESYSTEMS``); register another scheme with :func:`register_backend`. What differs by scheme
+is answered here and nowhere else: :func:`local_path`, :func:`object_store_options`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import fsspec
 
 from fjord.config import StorageSettings, get_settings
 from fjord.errors import ConfigError
+from fjord.plugins import Registry
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,11 @@ class Backend:
     object_store: bool
     # The scheme Spark's Hadoop filesystem layer knows this storage by (s3 -> s3a).
     spark_scheme: str
+
+    @property
+    def local(self) -> bool:
+        """Whether paths are on this host's disk (what local-only libraries can open)."""
+        return self.scheme == "file"
 
     def to_path(self, uri: str) -> str:
         """The filesystem-native path of ``uri``."""
@@ -80,12 +88,12 @@ class Backend:
 
 
 BackendFactory = Callable[[str, StorageSettings], Backend]
-_FACTORIES: dict[str, BackendFactory] = {}
+FILESYSTEMS: Registry[Backend] = Registry("filesystem")
 
 
-def register_backend(scheme: str, factory: BackendFactory) -> None:
+def register_backend(scheme: str, factory: BackendFactory | str) -> None:
     """Make ``scheme://`` URIs reachable through ``factory(authority, storage_settings)``."""
-    _FACTORIES[scheme] = factory
+    FILESYSTEMS.register(scheme, factory)
 
 
 def _local(authority: str, settings: StorageSettings) -> Backend:
@@ -127,9 +135,9 @@ register_backend("s3", _s3)
 def backend_for(uri: str, settings: StorageSettings | None = None) -> Backend:
     """The backend serving ``uri``, by its scheme."""
     scheme = urlsplit(uri).scheme
-    if scheme not in _FACTORIES:
+    if scheme not in FILESYSTEMS:
         raise ConfigError(
-            f"unsupported filesystem URI {uri!r}: scheme must be one of {', '.join(sorted(_FACTORIES))}"
+            f"unsupported filesystem URI {uri!r}: scheme must be one of {', '.join(FILESYSTEMS.names())}"
         )
     storage = settings or get_settings().storage
     return _cached_backend(scheme, urlsplit(uri).netloc, storage.model_dump_json())
@@ -137,7 +145,35 @@ def backend_for(uri: str, settings: StorageSettings | None = None) -> Backend:
 
 @cache
 def _cached_backend(scheme: str, authority: str, settings_json: str) -> Backend:
-    return _FACTORIES[scheme](authority, StorageSettings.model_validate_json(settings_json))
+    return FILESYSTEMS.factory(scheme)(authority, StorageSettings.model_validate_json(settings_json))
+
+
+def local_path(uri: str) -> str | None:
+    """The local path of ``uri`` if it is on this host's disk (a ``file://`` URI or a bare path),
+    else ``None``: for libraries that read local paths themselves and remote ones through fsspec."""
+    if "://" not in uri:
+        return uri
+    return backend_for(uri).to_path(uri) if urlsplit(uri).scheme == "file" else None
+
+
+def object_store_options(uri: str) -> dict[str, str] | None:
+    """Options of Rust's ``object_store`` (delta-rs) for ``uri``'s storage, from the storage
+    settings; ``None`` where it needs none (local disk, HDFS)."""
+    if urlsplit(uri).scheme != "s3":
+        return None
+    storage = get_settings().storage
+    # A commit is a put-if-absent of the next _delta_log/N.json (If-None-Match: *), which AWS S3,
+    # SeaweedFS and MinIO honour: of two writers racing for version N, one gets 412 and retries at
+    # N+1. AWS_S3_ALLOW_UNSAFE_RENAME (check, then rename) could let both "win" and lose a commit.
+    options = {"conditional_put": "etag", "AWS_REGION": "us-east-1"}
+    if storage.s3_endpoint_url:
+        options["AWS_ENDPOINT_URL"] = storage.s3_endpoint_url
+        options["AWS_ALLOW_HTTP"] = str(storage.s3_endpoint_url.startswith("http://")).lower()
+    if storage.s3_key:
+        options["AWS_ACCESS_KEY_ID"] = storage.s3_key
+    if storage.s3_secret:
+        options["AWS_SECRET_ACCESS_KEY"] = storage.s3_secret
+    return options
 
 
 def spark_uri(uri: str) -> str:

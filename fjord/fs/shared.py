@@ -44,7 +44,7 @@ class SharedFS:
         self.backend = backend or backend_for(root_uri)
         self._authority = urlsplit(root_uri).netloc
         self._root = self.backend.to_path(root_uri).rstrip("/") or "/"
-        self._real_root = os.path.realpath(self._root) if self.backend.scheme == "file" else self._root
+        self._real_root = os.path.realpath(self._root) if self.backend.local else self._root
 
     def __repr__(self) -> str:
         return f"SharedFS({self.uri()!r})"
@@ -59,7 +59,7 @@ class SharedFS:
         if norm == ".." or norm.startswith("../"):
             raise PathEscapeError(f"path {rel!r} leaves {self.uri()}")
         full = self._root if norm == "." else posixpath.join(self._root, norm)
-        if self.backend.scheme == "file":
+        if self.backend.local:
             real = os.path.realpath(full)
             if real != self._real_root and not real.startswith(self._real_root.rstrip("/") + "/"):
                 raise PathEscapeError(f"path {rel!r} leads out of {self.uri()} through a symlink")
@@ -150,7 +150,7 @@ class SharedFS:
         ``None`` if ``rel`` does not exist."""
         if not self.exists(rel):
             yield None
-        elif self.backend.scheme == "file":
+        elif self.backend.local:
             yield Path(self.path(rel))
         else:
             with tempfile.TemporaryDirectory(prefix="fjord-copy-") as local:

@@ -97,7 +97,7 @@ def _append_rows(uri: str, writer: int, commits: int) -> None:
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from featurestore.offline import storage_options
+    from fjord.fs import object_store_options as storage_options
 
     for i in range(commits):
         write_deltalake(
@@ -113,7 +113,7 @@ def test_concurrent_delta_commits_lose_nothing(root: SharedFS) -> None:
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
 
-    from featurestore.offline import storage_options
+    from fjord.fs import object_store_options as storage_options
 
     uri = root.uri("FeatureStore/race_1")
     write_deltalake(uri, pa.table({"writer": [0], "i": [0]}), storage_options=storage_options(uri))

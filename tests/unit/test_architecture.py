@@ -2,6 +2,7 @@
 only dags/ and fjord/airflow/ import Airflow; only the CLI layer may load stages."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,18 @@ def test_cli_loads_stages_lazily() -> None:
         for node in module_level:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             assert not {_top(n) for n in names} & set(STAGES), f"{path.name} imports a stage at module level"
+
+
+_SCHEME_CHECK = re.compile(r"""scheme\s*[!=]=|\.scheme\s+in\b|startswith\(\s*["'](file|s3a?|hdfs)://""")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in _sources("fjord", "featurestore", "jobs", "dags") if "fjord/fs/" not in p.as_posix()],
+    ids=lambda p: str(p.relative_to(REPO)),
+)
+def test_scheme_checks_stay_inside_fjord_fs(path: Path) -> None:
+    """What differs by URI scheme is fjord/fs's to answer (Backend.local, local_path,
+    object_store_options): a scheme test elsewhere is a backend choice made twice."""
+    found = [line.strip() for line in path.read_text().splitlines() if _SCHEME_CHECK.search(line)]
+    assert not found, found
