@@ -5,6 +5,9 @@ For each size (one daily batch of N transactions), in one run:
 - Fjord: ``python -m jobs.etl.main`` with Great Expectations validation, and without it (the cost of
   validating every record); rows/s of the whole job and peak memory of the process tree (Python and
   Spark's JVM, sampled every 0.2 s).
+- plain Spark (the peer of issue 11's goal): the same ``transaction_features`` transforms as one
+  plain Spark job: read the landed Parquet, compute the windows, write Parquet. No quarantine, no
+  validation, no feature store. Fjord's job is profiled per step beside it (``EtlResult.seconds``).
 - pandas: the same cleaning, the same window features (groupby-rolling over 1h/4h/24h/7d, previous
   transaction, distance and speed, category frequency) and the same GX suites on a pandas DataFrame,
   reading the whole batch into memory, and writing the features and labels as Parquet.
@@ -21,11 +24,13 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -59,7 +64,8 @@ def _measure(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
     thread.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak / 2**20, "stdout": out.strip()[-400:]}
+    last = out.strip().splitlines()[-1] if out.strip() else "{}"
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak / 2**20, "stdout": json.loads(last)}
 
 
 def pandas_job(project_dir: Path) -> dict[str, float]:
@@ -119,16 +125,33 @@ def pandas_job(project_dir: Path) -> dict[str, float]:
     return {"rows": len(tx), "success": success}
 
 
-VARIANTS = ("validated", "unvalidated", "pandas")
+def fjord_job(validate: bool) -> dict[str, object]:
+    """Fjord's ETL job, as ``python -m jobs.etl.main`` runs it; its summary and per-step seconds."""
+    from jobs.etl.job import EtlSpec, run
+
+    result = run(EtlSpec(project="fraud", batch=BATCH, validate_data=validate))
+    return {"summary": result.summary()[:200], "steps": result.seconds}
+
+
+def plain_spark_job(project_dir: Path) -> dict[str, object]:
+    """The peer: the same window transforms as one plain Spark job, Parquet in, Parquet out."""
+    from fjord.spark import get_spark
+    from jobs.etl.job import transaction_features
+
+    spark = get_spark(app_name="plain-etl")
+    started = time.perf_counter()
+    batch = spark.read.parquet(str(project_dir / "Resources" / "landing" / BATCH / "transactions.parquet"))
+    out = project_dir / "Resources" / "plain-spark"
+    transaction_features(batch.dropDuplicates(["tid"]), None).write.mode("overwrite").parquet(str(out))
+    return {"steps": {"read, windows, write": round(time.perf_counter() - started, 3)}}
+
+
+VARIANTS = ("validated", "unvalidated", "plain-spark", "pandas")
 
 
 def _command(variant: str, home: Path) -> list[str]:
-    job = [sys.executable, "-m", "jobs.etl.main", "--project", "fraud", "--batch", BATCH]
-    if variant == "validated":
-        return job
-    if variant == "unvalidated":
-        return [*job, "--no-validate-data"]
-    return [sys.executable, "-m", "bench.etl", "pandas", str(home / "fs" / "Projects" / "fraud")]
+    project = str(home / "fs" / "Projects" / "fraud")
+    return [sys.executable, "-m", "bench.etl", variant, project]
 
 
 def _fresh_home(source: Path, name: str) -> Path:
@@ -152,6 +175,7 @@ def main() -> None:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--runs", type=int, default=1, help="runs of each variant (medians are reported)")
     args = parser.parse_args()
     results = {}
     for rows in args.sizes:
@@ -165,15 +189,28 @@ def main() -> None:
                 capture_output=True,
             )
         entry = {}
-        for name in args.variants:
-            home = _fresh_home(source, name)
-            entry[name] = _measure(_command(name, home), {**os.environ, "FJORD_HOME": str(home)})
-            shutil.rmtree(home)
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.variants}
+        for _ in range(args.runs):  # interleaved, so drift on the machine falls on every variant
+            for name in args.variants:
+                home = _fresh_home(source, name)
+                runs[name].append(_measure(_command(name, home), {**os.environ, "FJORD_HOME": str(home)}))
+                shutil.rmtree(home)
+        for name, measured in runs.items():
+            seconds = sorted(m["seconds"] for m in measured)
+            entry[name] = {
+                **min(measured, key=lambda m: abs(m["seconds"] - statistics.median(seconds))),
+                "seconds": statistics.median(seconds),
+                "runs_seconds": seconds,
+            }
         results[rows] = entry
         line = " | ".join(
             f"{name} {rows / m['seconds']:,.0f} rows/s, {m['peak_rss_mb']:,.0f} MB"
             for name, m in entry.items()
         )
+        if {"validated", "plain-spark"} <= set(entry):
+            line += (
+                f" | job / plain Spark {entry['validated']['seconds'] / entry['plain-spark']['seconds']:.2f}x"
+            )
         if {"validated", "unvalidated"} <= set(entry):
             line += (
                 f" | validation cost {entry['validated']['seconds'] / entry['unvalidated']['seconds']:.2f}x"
@@ -188,7 +225,13 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "pandas":
-        print(json.dumps(pandas_job(Path(sys.argv[2]))))
+    jobs = {
+        "validated": lambda project: fjord_job(validate=True),
+        "unvalidated": lambda project: fjord_job(validate=False),
+        "plain-spark": lambda project: plain_spark_job(Path(project)),
+        "pandas": lambda project: pandas_job(Path(project)),
+    }
+    if len(sys.argv) > 1 and sys.argv[1] in jobs:
+        print(json.dumps(jobs[sys.argv[1]](sys.argv[2])))
     else:
         main()

@@ -25,6 +25,9 @@ import csv
 import hashlib
 import json
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -108,6 +111,7 @@ class EtlResult:
     unchanged: list[str] = field(default_factory=list)  # groups that already held the batch's rows
     validation: ValidationReport | None = None
     report_uri: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # per step, for the profile
 
     def summary(self) -> str:
         quarantined = sum(self.quarantined.values())
@@ -122,6 +126,16 @@ class EtlResult:
             f"batch {self.batch}: {self.rows_in:,} rows read, {quarantined:,} quarantined{where}, "
             f"{warnings} warning(s); published {published}; report {self.report_uri}"
         )
+
+
+@contextmanager
+def _step(result_seconds: dict[str, float], name: str) -> Iterator[None]:
+    """Time one step: Spark runs lazily, so a step is timed by the action that ends it."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        result_seconds[name] = round(time.perf_counter() - started, 3)
 
 
 # -- reading -------------------------------------------------------------------------------------------
@@ -369,7 +383,9 @@ def run(spec: EtlSpec) -> EtlResult:
             "labels": _read(spark, fs_, files["labels"], LABELS),
             "profiles": _read(spark, fs_, files["profiles"], PROFILES),
         }
-        rows_in = raw["transactions"].count()
+        seconds: dict[str, float] = {}
+        with _step(seconds, "read"):
+            rows_in = raw["transactions"].count()
         directory = spec.expectations_dir or Path(__file__).parent / "expectations"
         # Naive UTC datetimes: what Spark (session time zone UTC) hands GX for a timestamp column.
         day_start = start.replace(tzinfo=None)
@@ -408,7 +424,7 @@ def run(spec: EtlSpec) -> EtlResult:
         )
         bad["labels"] = bad["labels"].unionByName(orphans, allowMissingColumns=True)
         quarantined, reasons = {}, {}
-        with fs_.publish(f"{QUARANTINE}/{spec.batch}", overwrite=True) as out:
+        with _step(seconds, "quarantine"), fs_.publish(f"{QUARANTINE}/{spec.batch}", overwrite=True) as out:
             for name, frame in bad.items():
                 frame = frame.cache()
                 counts = {row["_reason"]: row["count"] for row in frame.groupBy("_reason").count().collect()}
@@ -423,12 +439,13 @@ def run(spec: EtlSpec) -> EtlResult:
             quarantined,
             reasons,
             fs_.uri(f"{QUARANTINE}/{spec.batch}"),
+            seconds=seconds,
         )
         rows = {name: frame.count() if name != "transactions" else rows_in for name, frame in raw.items()}
         _check_fractions(result, rows, [r for name in FILES for r in rules[name]])
 
         if spec.validate_data:
-            with tempfile.TemporaryDirectory(prefix="gx-docs-") as docs:
+            with _step(seconds, "validation"), tempfile.TemporaryDirectory(prefix="gx-docs-") as docs:
                 report = validate(
                     {"transactions": transactions, "labels": good["labels"], "profiles": good["profiles"]},
                     suites,
@@ -479,7 +496,7 @@ def run(spec: EtlSpec) -> EtlResult:
             ),
         }
         # One publish: the three groups' commits become visible together, or not at all.
-        with store.publish(run=run_record) as publish:
+        with _step(seconds, "commit and online write"), store.publish(run=run_record) as publish:
             for name, (frame, key, event_time, description) in groups.items():
                 group = store.get_or_create_feature_group(
                     name,
@@ -489,8 +506,10 @@ def run(spec: EtlSpec) -> EtlResult:
                     description=description,
                     online_enabled=name != "fraud_labels",
                 )
-                result.commits[name] = publish.insert(group, frame)
+                with _step(seconds, f"insert {name}"):
+                    result.commits[name] = publish.insert(group, frame)
         result.unchanged = [ref.split(".", 1)[1].rsplit("_", 1)[0] for ref in publish.unchanged]
+        seconds["commit and online write"] -= sum(v for k, v in seconds.items() if k.startswith("insert "))
         for frame in (transactions, *raw.values()):
             frame.unpersist()
     return result
