@@ -68,8 +68,30 @@ def _measure(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
     return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak / 2**20, "stdout": json.loads(last)}
 
 
-def pandas_job(project_dir: Path) -> dict[str, float]:
-    """The single-machine baseline: the same transforms and suites with pandas (all in memory)."""
+def _pandas_quarantine(frame: Any, name: str, suite: list[dict[str, Any]]) -> tuple[Any, int]:
+    """The suite's ``quarantine`` rules on a pandas frame: (kept rows, quarantined count)."""
+    broken = None
+    for item in suite:
+        if item["on_failure"] != "quarantine":
+            continue
+        column, kwargs = frame[item["kwargs"]["column"]], item["kwargs"]
+        if item["type"] == "expect_column_values_to_not_be_null":
+            rule = column.isna()
+        elif item["type"] == "expect_column_values_to_be_between":
+            rule = column.notna() & ((column < kwargs["min_value"]) | (column > kwargs["max_value"]))
+        else:
+            rule = column.notna() & ~column.isin(kwargs["value_set"])
+        broken = rule if broken is None else broken | rule
+    if broken is None:
+        return frame, 0
+    return frame[~broken], int(broken.sum())
+
+
+def pandas_job(project_dir: Path) -> dict[str, Any]:
+    """The single-machine baseline doing the job's work with pandas, all in memory: the same
+    cleaning, quarantine rules, label join, window and profile features and GX suites (on the
+    cleaned batch, before the features, as the job validates), written as Parquet. Not done: the
+    feature store's commit, statistics and online rows, and history from earlier batches."""
     from datetime import datetime
 
     import great_expectations as gx
@@ -80,10 +102,39 @@ def pandas_job(project_dir: Path) -> dict[str, float]:
     from jobs.etl.validation import load_suite
 
     batch = project_dir / "Resources" / "landing" / BATCH
-    tx = pd.read_parquet(batch / "transactions.parquet")
-    labels = pd.read_parquet(batch / "labels.parquet")
-    tx = tx.drop_duplicates("tid").sort_values(["cc_num", "ts"])
-    tx["category"] = tx.category.str.strip().str.lower()
+    frames = {n: pd.read_parquet(batch / f"{n}.parquet") for n in ("transactions", "labels", "profiles")}
+    day = datetime(2026, 11, 1)
+    subs = {"batch_start": pd.Timestamp(day, tz="UTC"), "batch_end": pd.Timestamp(2026, 11, 2, tz="UTC")}
+    suites = {name: load_suite(name, subs) for name in frames}
+    tx = frames["transactions"]
+    for column in ("category", "channel"):
+        tx[column] = tx[column].str.strip().str.lower()
+    tx["city"] = tx.city.str.strip()
+    quarantined = 0
+    for name in frames:
+        frames[name], count = _pandas_quarantine(
+            frames[name] if name != "transactions" else tx, name, suites[name]
+        )
+        quarantined += count
+    tx = frames["transactions"].sort_values(["ts", "tid"]).drop_duplicates("tid")
+    labels = frames["labels"].merge(tx[["tid", "cc_num", "ts"]], on="tid", how="inner")
+    context = gx.get_context(mode="ephemeral")
+    source = context.data_sources.add_pandas(name="p")
+    success = True
+    for name, frame in {
+        "transactions": tx,
+        "labels": labels[frames["labels"].columns],
+        "profiles": frames["profiles"],
+    }.items():
+        suite = gx.ExpectationSuite(name=name)
+        for item in suites[name]:
+            suite.add_expectation_configuration(
+                ExpectationConfiguration(type=item["type"], kwargs=item["kwargs"])
+            )
+        batch_definition = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("w")
+        result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+        success = success and result.success
+    tx = tx.sort_values(["cc_num", "ts"])
     grouped = tx.set_index("ts").groupby("cc_num").amount
     for name, span in {"1h": "1h", "4h": "4h", "24h": "24h", "7d": "7D"}.items():
         rolling = grouped.rolling(span)
@@ -95,7 +146,7 @@ def pandas_job(project_dir: Path) -> dict[str, float]:
     tx = tx.sort_values(["cc_num", "category", "ts"])
     per_category = tx.set_index("ts").groupby(["cc_num", "category"]).amount.rolling("7D").count()
     tx["category_freq_7d"] = per_category.to_numpy() / tx.tx_count_7d
-    tx = tx.sort_values(["cc_num", "ts"])
+    tx = tx.sort_values(["cc_num", "ts", "tid"])
     by_card = tx.groupby("cc_num")
     tx["secs_since_prev"] = by_card.ts.diff().dt.total_seconds()
     lat1, lon1 = np.radians(by_card.lat.shift()), np.radians(by_card.lon.shift())
@@ -104,25 +155,18 @@ def pandas_job(project_dir: Path) -> dict[str, float]:
     tx["dist_prev_km"] = 2 * 6371 * np.arcsin(np.sqrt(a))
     tx["speed_prev_kmh"] = tx.dist_prev_km / (tx.secs_since_prev.clip(lower=60) / 3600)
     tx["hour"] = tx.ts.dt.hour
-    context = gx.get_context(mode="ephemeral")
-    source = context.data_sources.add_pandas(name="p")
-    day = datetime(2026, 11, 1)
-    subs = {"batch_start": pd.Timestamp(day, tz="UTC"), "batch_end": pd.Timestamp(2026, 11, 2, tz="UTC")}
-    success = True
-    for name, frame in {"transactions": tx, "labels": labels}.items():
-        suite = gx.ExpectationSuite(name=name)
-        for item in load_suite(name, subs):
-            suite.add_expectation_configuration(
-                ExpectationConfiguration(type=item["type"], kwargs=item["kwargs"])
-            )
-        batch_definition = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("w")
-        result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
-        success = success and result.success
+    tx["is_night"] = (tx.hour < 5).astype("int32")
+    profiles = frames["profiles"].copy()
+    start = pd.Timestamp(day)
+    profiles["as_of"] = pd.Timestamp(day, tz="UTC")
+    profiles["age_years"] = (start - pd.to_datetime(profiles.birthdate)).dt.days / 365.25
+    profiles["days_to_expiry"] = (pd.to_datetime(profiles.cc_expiry) - start).dt.days
     out = project_dir / "Resources" / "pandas-baseline"
     out.mkdir(exist_ok=True)
     tx.to_parquet(out / "transactions_features.parquet")
     labels.to_parquet(out / "fraud_labels.parquet")
-    return {"rows": len(tx), "success": success}
+    profiles.drop(columns=["birthdate", "cc_expiry"]).to_parquet(out / "profile_features.parquet")
+    return {"rows": len(tx), "quarantined": quarantined, "success": success}
 
 
 def fjord_job(validate: bool) -> dict[str, object]:
@@ -183,7 +227,18 @@ def main() -> None:
         if not (source / "fs" / "Projects" / "fraud" / "Resources" / "landing" / BATCH / "_SUCCESS").exists():
             shutil.rmtree(source, ignore_errors=True)
             subprocess.run(
-                [sys.executable, "-m", "fjord.cli.main", "demo", "data", "--rows", str(rows), "--days", "1"],
+                [
+                    sys.executable,
+                    "-m",
+                    "fjord.cli.main",
+                    "demo",
+                    "data",
+                    "--rows",
+                    str(rows),
+                    "--days",
+                    "1",
+                    "--create",
+                ],
                 env={**os.environ, "FJORD_HOME": str(source)},
                 check=True,
                 capture_output=True,
