@@ -7,7 +7,7 @@ intra-op thread per trial: the two cores are the two task slots):
   the same function called directly in a fresh Python process (TensorFlow import included in both);
 - **parallel search**: a 16-trial random search on 2 executor slots against the same 16 trials run
   one after another in one process, with one TensorFlow thread as the trials have, and with
-  TensorFlow's default threads (both cores);
+  TensorFlow's default threads (both cores: the fair peer), ``--runs`` times (5) interleaved;
 - **early stopping**: the same search with the median stopping rule, trial-seconds and best metric;
 - **distributed**: samples/s of ``experiment.distributed`` with 1 and 2 workers.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -141,6 +142,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--launch-rows", type=int, default=300_000, help="rows of the one-minute training")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    parser.add_argument(
+        "--runs", type=int, default=5, help="runs of the search against its peers (medians and spread)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("FJORD_HOME", str(ROOT / "bench" / ".data" / "experiment"))
     os.environ["PYTHONPATH"] = f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
@@ -191,31 +195,40 @@ def launch_overhead(experiment, common: dict, epochs: int, rows: int) -> dict:
 
 
 def search(experiment, common: dict, args: argparse.Namespace) -> dict:
-    """A search in parallel, without and with early stopping, and the same trials one after another."""
-    results = {}
+    """The search in parallel against the same trials one after another, with one TensorFlow thread
+    as the trials have and with TensorFlow's default threads (the fair peer: what a user gets
+    without setting anything), ``args.runs`` times interleaved; then once with early stopping."""
     space = {**SPACE, "epochs": args.epochs, "rows": args.rows}
-    start = time.perf_counter()
-    full = experiment.random_search(train, space, samples=args.trials, early_stopping=False, **common)
-    parallel = time.perf_counter() - start
+    runs: dict[str, list[float]] = {"parallel_s": [], "sequential_s": [], "sequential_default_threads_s": []}
+    for run in range(args.runs):
+        start = time.perf_counter()
+        full = experiment.random_search(train, space, samples=args.trials, early_stopping=False, **common)
+        runs["parallel_s"].append(time.perf_counter() - start)
+        params = [{k: t.params[k] for k in SPACE} for t in full.trials]
+        seconds, best_sequential = sequential(params, args.epochs, args.rows, THREADS)
+        runs["sequential_s"].append(seconds)
+        runs["sequential_default_threads_s"].append(sequential(params, args.epochs, args.rows, {})[0])
+        print(f"search run {run + 1}: {json.dumps({k: v[-1] for k, v in runs.items()})}", flush=True)
+    parallel = statistics.median(runs["parallel_s"])
+    ratios = [p / d for p, d in zip(runs["parallel_s"], runs["sequential_default_threads_s"], strict=True)]
+    results = {
+        "search": {
+            "trials": args.trials,
+            "runs": args.runs,
+            **{name: statistics.median(values) for name, values in runs.items()},
+            "runs_s": runs,
+            "ratio": parallel / statistics.median(runs["sequential_s"]),
+            "ratio_to_default_threads": statistics.median(ratios),
+            "ratio_to_default_threads_range": [min(ratios), max(ratios)],
+            "best_auc_sequential": best_sequential,
+            "best_auc_parallel": full.metrics["auc"],
+        }
+    }
     start = time.perf_counter()
     stopped = experiment.random_search(train, space, samples=args.trials, **common)
     with_stopping = time.perf_counter() - start
-    params = [{k: t.params[k] for k in SPACE} for t in full.trials]
-    one_by_one, best_sequential = sequential(params, args.epochs, args.rows, THREADS)
-    # What a user gets without setting anything: TensorFlow's pools over both cores.
-    one_by_one_default, _ = sequential(params, args.epochs, args.rows, {})
-    results["search"] = {
-        "trials": args.trials,
-        "sequential_s": one_by_one,
-        "sequential_default_threads_s": one_by_one_default,
-        "parallel_s": parallel,
-        "ratio": parallel / one_by_one,
-        "ratio_to_default_threads": parallel / one_by_one_default,
-        "best_auc_sequential": best_sequential,
-        "best_auc_parallel": full.metrics["auc"],
-    }
     results["early_stopping"] = {
-        "wall_s_without": parallel,
+        "wall_s_without": runs["parallel_s"][-1],
         "wall_s_with": with_stopping,
         "trial_s_without": _trial_seconds(full),
         "trial_s_with": _trial_seconds(stopped),
