@@ -35,14 +35,41 @@ def measure(
     }
 
 
-def retrieval_summary(table: pa.Table, seconds: float, peak_rss_mb: float) -> dict[str, float]:
-    """Time, memory and a fingerprint of a training-data result (rows, sum and nulls of ``a0``), so the
-    two stores' answers can be checked to agree."""
-    a0 = table.column("a0").to_numpy(zero_copy_only=False)
+def retrieve_twice(retrieve: Callable[[], pa.Table]) -> tuple[pa.Table, float, float]:
+    """The same retrieval twice in one process: (result, cold seconds, warm seconds). Both stores get
+    the same warm-up (their first call imports, plans and opens files; the second is the steady state)."""
+    start = time.perf_counter()
+    retrieve()
+    cold = time.perf_counter() - start
+    start = time.perf_counter()
+    table = retrieve()
+    return table, cold, time.perf_counter() - start
+
+
+def retrieval_summary(table: pa.Table, cold: float, warm: float, peak_rss_mb: float) -> dict[str, Any]:
+    """Times, memory and a fingerprint of a training-data result (rows, and the sum and nulls of every
+    feature column), so the two stores' answers can be checked to agree on every feature."""
+    features: dict[str, list[float]] = {}
+    for name in table.column_names:
+        if name[:1] in ("a", "b") and name[1:].isdigit():
+            values = table.column(name).to_numpy(zero_copy_only=False).astype("float64")
+            features[name] = [float(np.nansum(values)), int(np.isnan(values).sum())]
     return {
-        "seconds": seconds,
+        "seconds": warm,
+        "cold_seconds": cold,
         "rows": table.num_rows,
-        "a0_sum": float(np.nansum(a0)),
-        "a0_nulls": int(np.isnan(a0).sum()),
+        "features": features,
         "peak_rss_mb": peak_rss_mb,
     }
+
+
+def disagreements(ours: dict[str, Any], peer: dict[str, Any]) -> list[str]:
+    """The features (and the row count) on which two retrieval summaries differ."""
+    wrong = [] if ours["rows"] == peer["rows"] else ["rows"]
+    if set(ours["features"]) != set(peer["features"]):
+        return [*wrong, "feature columns"]
+    for name, (total, nulls) in ours["features"].items():
+        peer_total, peer_nulls = peer["features"][name]
+        if nulls != peer_nulls or abs(total - peer_total) > 1e-6 * max(1.0, abs(peer_total)):
+            wrong.append(name)
+    return wrong
