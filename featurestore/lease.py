@@ -16,6 +16,7 @@ past its lease cannot commit over its successor.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -26,12 +27,14 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from featurestore.errors import FeatureStoreError
 from fjord.config import get_settings
 from fjord.metadata import ensure_tables
 from fjord.services.process import alive
+
+log = logging.getLogger(__name__)
 
 _schema = MetaData()
 _leases = Table(
@@ -150,7 +153,11 @@ class WriterLeases:
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl / 3):
-            self.renew()
+            try:
+                self.renew()
+            except SQLAlchemyError as exc:  # the database is away: try again at the next tick; the
+                # commit point reads the leases itself, so an unrenewed lease cannot commit late
+                log.warning("could not renew writer leases: %s", str(exc).splitlines()[0])
 
     def renew(self) -> None:
         """Push the expiry of every held lease; a lease found taken over is marked lost."""

@@ -179,6 +179,7 @@ def test_a_dead_or_expired_holder_loses_the_lease(metadata) -> None:
         conn.execute(update(_leases).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
     other.acquire(tx.id, tx.ref)
     other.release()
+    leases.release()  # stops its renewal thread (its lease went to the other writer)
 
 
 def test_a_writer_that_lost_its_lease_publishes_nothing(metadata) -> None:
