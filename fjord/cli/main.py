@@ -18,6 +18,7 @@ from fjord.cli import (
     env_cmd,
     experiment_cmd,
     featurestore_cmd,
+    kafka_cmd,
     lineage_cmd,
     project_cmd,
     run_cmd,
@@ -46,6 +47,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(experiment_cmd.app, name="experiment")
 app.add_typer(experiment_cmd.mlflow_app, name="mlflow")
 app.add_typer(services_cmd.app, name="services")
+app.add_typer(kafka_cmd.app, name="kafka")
 app.command("run")(run_cmd.run)
 
 

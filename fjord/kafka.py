@@ -1,0 +1,210 @@
+"""Kafka for every stage: producers, consumers and admin clients built in one place, and topics.
+
+The clients are kafka-python's, configured from ``kafka.bootstrap_servers``; with none configured, the
+embedded Apache Kafka (:mod:`fjord.services.kafka`) is found running or started. Topics are created
+with their partitions and retention by :func:`ensure_topic`, which is idempotent::
+
+    from fjord import kafka
+    kafka.ensure_topic("fraud_inference_log", partitions=1, retention_ms=7 * 86_400_000)
+    producer = kafka.producer()
+    producer.send("fraud_inference_log", key=b"id", value=b"{}").get(timeout=10)
+    for record in kafka.tail("fraud_inference_log", from_beginning=True, limit=5):
+        print(record.offset, record.value)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from fjord.config import Settings, get_settings
+from fjord.errors import FjordError, NotFoundError
+
+# Sized for loopback and small records: kafka-python batches better with a little linger.
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "linger_ms": 5,
+    "batch_size": 256 * 1024,
+    "retries": 5,
+    "request_timeout_ms": 10_000,
+    "max_block_ms": 10_000,
+}
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "auto_offset_reset": "earliest",
+    "enable_auto_commit": False,
+    "max_partition_fetch_bytes": 8 * 1024 * 1024,
+    "session_timeout_ms": 10_000,
+    "heartbeat_interval_ms": 3_000,
+    "request_timeout_ms": 15_000,
+}
+
+
+class KafkaError(FjordError):
+    """The broker is unreachable or refuses a request (a topic it cannot create, say)."""
+
+    exit_code = 13
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """A topic as ``fjord kafka topics`` shows it."""
+
+    name: str
+    partitions: int
+    records: int  # sum over partitions of (end offset - start offset)
+    retention_ms: int | None
+
+
+def bootstrap_servers(settings: Settings | None = None) -> str:
+    """``kafka.bootstrap_servers``, or the embedded broker's address (started when not running)."""
+    from fjord.services import kafka_bootstrap_servers
+
+    return kafka_bootstrap_servers(settings or get_settings())
+
+
+def _unreachable(servers: str, exc: Exception) -> KafkaError:
+    return KafkaError(
+        f"Kafka at {servers} is unreachable: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
+        hint="check kafka.bootstrap_servers, or unset it to use the embedded broker",
+    )
+
+
+def producer(settings: Settings | None = None, **overrides: Any) -> Any:
+    """A ``KafkaProducer`` for the configured cluster (acks=all, short linger); ``overrides`` win."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError as ClientError
+
+    servers = bootstrap_servers(settings)
+    try:
+        return KafkaProducer(bootstrap_servers=servers, **{**PRODUCER_DEFAULTS, **overrides})
+    except (ClientError, OSError) as exc:
+        raise _unreachable(servers, exc) from None
+
+
+def consumer(*topics: str, settings: Settings | None = None, **overrides: Any) -> Any:
+    """A ``KafkaConsumer`` (subscribed to ``topics`` if any are given; no auto-commit by default)."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError as ClientError
+
+    servers = bootstrap_servers(settings)
+    try:
+        return KafkaConsumer(*topics, bootstrap_servers=servers, **{**CONSUMER_DEFAULTS, **overrides})
+    except (ClientError, OSError) as exc:
+        raise _unreachable(servers, exc) from None
+
+
+def admin(settings: Settings | None = None) -> Any:
+    """A ``KafkaAdminClient`` for the configured cluster."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError as ClientError
+
+    servers = bootstrap_servers(settings)
+    try:
+        return KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=15_000)
+    except (ClientError, OSError) as exc:
+        raise _unreachable(servers, exc) from None
+
+
+def ensure_topic(
+    name: str,
+    *,
+    partitions: int = 1,
+    replication_factor: int = 1,
+    retention_ms: int | None = None,
+    settings: Settings | None = None,
+) -> bool:
+    """Create topic ``name`` unless it exists; True when this call created it.
+
+    An existing topic is left as it is (its partitions and retention are the operator's to change).
+    """
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError as ClientError
+    from kafka.errors import TopicAlreadyExistsError
+
+    if partitions < 1:
+        raise KafkaError(f"topic {name!r}: partitions must be at least 1, not {partitions}")
+    configs = {"retention.ms": str(retention_ms)} if retention_ms is not None else {}
+    client = admin(settings)
+    try:
+        client.create_topics(
+            [NewTopic(name, partitions, replication_factor, topic_configs=configs)], timeout_ms=15_000
+        )
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    except ClientError as exc:
+        raise KafkaError(f"cannot create topic {name!r}: {type(exc).__name__}: {exc}") from None
+    finally:
+        client.close()
+
+
+def list_topics(settings: Settings | None = None, *, internal: bool = False) -> list[TopicInfo]:
+    """The cluster's topics with their partition count, record count and retention."""
+    from kafka import TopicPartition
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    client = admin(settings)
+    try:
+        names = sorted(n for n in client.list_topics() if internal or not n.startswith("__"))
+        retention: dict[str, int | None] = dict.fromkeys(names)
+        if names:
+            resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+            described = client.describe_configs(resources)  # {"topic": {name: {key: {"value": ...}}}}
+            for topic, entries in described.get("topic", {}).items():
+                value = entries.get("retention.ms", {}).get("value")
+                retention[topic] = int(value) if value is not None else None
+    finally:
+        client.close()
+    reader = consumer(settings=settings)
+    try:
+        infos = []
+        for name in names:
+            parts = [TopicPartition(name, p) for p in sorted(reader.partitions_for_topic(name) or [])]
+            begin, end = reader.beginning_offsets(parts), reader.end_offsets(parts)
+            records = sum(end[p] - begin[p] for p in parts)
+            infos.append(TopicInfo(name, len(parts), records, retention[name]))
+        return infos
+    finally:
+        reader.close()
+
+
+def tail(
+    topic: str,
+    *,
+    from_beginning: bool = False,
+    limit: int | None = None,
+    timeout_s: float | None = None,
+    settings: Settings | None = None,
+) -> Iterator[Any]:
+    """The records of ``topic`` as they arrive (from its start with ``from_beginning``), until
+    ``limit`` records or ``timeout_s`` seconds without one; partitions are assigned, not joined, so no
+    group rebalance delays the first record and no offsets are committed."""
+    from kafka import TopicPartition
+
+    reader = consumer(settings=settings)
+    try:
+        partitions = reader.partitions_for_topic(topic)
+        if not partitions:
+            raise NotFoundError(f"no Kafka topic {topic!r}", hint="fjord kafka topics lists them")
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        reader.assign(assigned)
+        if from_beginning:
+            reader.seek_to_beginning(*assigned)
+        else:
+            reader.seek_to_end(*assigned)
+        seen, last = 0, time.monotonic()
+        while limit is None or seen < limit:
+            batch = reader.poll(timeout_ms=500, max_records=limit - seen if limit else 500)
+            if not batch:
+                if timeout_s is not None and time.monotonic() - last > timeout_s:
+                    return
+                continue
+            last = time.monotonic()
+            for records in batch.values():
+                for record in records:
+                    yield record
+                    seen += 1
+    finally:
+        reader.close()

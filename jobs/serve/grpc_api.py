@@ -1,0 +1,157 @@
+"""The gRPC API: ``tensorflow.serving.PredictionService`` and ``ModelService``, on grpc.aio, with the
+servicers tensorflow-serving-api generates, so any TF Serving gRPC client works unchanged."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from jobs.serve.errors import Code, ServingError
+from jobs.serve.handlers import Call, Handlers
+from jobs.serve.status import metadata_proto, status_proto
+
+
+def _spec(request: Any, api: str = "grpc") -> Call:
+    spec = request.model_spec
+    choice = spec.WhichOneof("version_choice")
+    return Call(
+        spec.name,
+        spec.version.value if choice == "version" else None,
+        spec.version_label if choice == "version_label" else None,
+        spec.signature_name,
+        api,
+    )
+
+
+async def _abort(context: Any, exc: ServingError) -> None:
+    code = next(c for c in grpc.StatusCode if c.value[0] == exc.code.grpc)
+    await context.abort(code, exc.message)
+
+
+def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
+    async def wrapper(self: Any, request: Any, context: Any) -> Any:
+        try:
+            return await method(self, request, context)
+        except ServingError as exc:
+            await _abort(context, exc)
+
+    return wrapper
+
+
+def servicers(
+    handlers: Handlers, reload_config: Callable[[Any], None]
+) -> list[tuple[Any, Callable[..., Any]]]:
+    """(servicer, add-to-server function) pairs for a grpc.aio server."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        model_management_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+        regression_pb2,
+        status_pb2,
+    )
+
+    class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+        @_guarded
+        async def Predict(self, request: Any, context: Any) -> Any:
+            call = _spec(request)
+            started, wall = time.perf_counter(), time.time()
+            loaded, inputs, outputs = None, None, None
+            try:
+                loaded, signature = handlers.servable(call)
+                call.signature = signature
+                expected = loaded.backend.signatures[signature].inputs
+                unknown = sorted(set(request.inputs) - set(expected))
+                missing = sorted(set(expected) - set(request.inputs))
+                if unknown or missing:
+                    raise ServingError(
+                        Code.INVALID_ARGUMENT,
+                        f"input size does not match signature: {len(request.inputs)}!={len(expected)} len("
+                        f"{{{','.join(sorted(request.inputs))}}}). Missing {missing}, unexpected {unknown}",
+                    )
+                inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+                outputs = await handlers.run(loaded, signature, inputs)
+            except ServingError as exc:
+                handlers.record(call, loaded, started, wall, inputs, None, exc)
+                raise
+            handlers.record(call, loaded, started, wall, inputs, outputs, None)
+            wanted = set(request.output_filter) or set(outputs)
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = call.model
+            response.model_spec.version.value = loaded.version
+            response.model_spec.signature_name = signature
+            for name in sorted(wanted):
+                if name not in outputs:
+                    raise ServingError(
+                        Code.INVALID_ARGUMENT, f"output tensor alias not found in signature: {name}"
+                    )
+                response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name]))
+            return response
+
+        @_guarded
+        async def Classify(self, request: Any, context: Any) -> Any:
+            results = await handlers.classify_or_regress(_spec(request), _examples(request.input), True)
+            response = classification_pb2.ClassificationResponse()
+            response.model_spec.name = request.model_spec.name
+            for classes in results:
+                out = response.result.classifications.add()
+                for label, score in classes:
+                    out.classes.add(label=label, score=score)
+            return response
+
+        @_guarded
+        async def Regress(self, request: Any, context: Any) -> Any:
+            results = await handlers.classify_or_regress(_spec(request), _examples(request.input), False)
+            response = regression_pb2.RegressionResponse()
+            response.model_spec.name = request.model_spec.name
+            for value in results:
+                response.result.regressions.add(value=value)
+            return response
+
+        @_guarded
+        async def GetModelMetadata(self, request: Any, context: Any) -> Any:
+            call = _spec(request)
+            if list(request.metadata_field) != ["signature_def"]:
+                raise ServingError(Code.INVALID_ARGUMENT, "Metadata field signature_def is the one supported")
+            return metadata_proto(handlers.manager, call.model, call.version, call.label)
+
+    class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+        @_guarded
+        async def GetModelStatus(self, request: Any, context: Any) -> Any:
+            call = _spec(request)
+            return status_proto(handlers.manager, call.model, call.version, call.label)
+
+        async def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:
+            response = model_management_pb2.ReloadConfigResponse()
+            try:
+                reload_config(request.config)
+                response.status.CopyFrom(status_pb2.StatusProto(error_code=0))
+            except Exception as exc:
+                response.status.CopyFrom(status_pb2.StatusProto(error_code=3, error_message=str(exc)))
+            return response
+
+    return [
+        (PredictionService(), prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server),
+        (ModelService(), model_service_pb2_grpc.add_ModelServiceServicer_to_server),
+    ]
+
+
+def _examples(model_input: Any) -> list[bytes]:
+    kind = model_input.WhichOneof("kind")
+    if kind == "example_list":
+        return [e.SerializeToString() for e in model_input.example_list.examples]
+    if kind == "example_list_with_context":
+        context = model_input.example_list_with_context.context
+        out = []
+        for example in model_input.example_list_with_context.examples:
+            merged = type(example)()
+            merged.CopyFrom(context)
+            merged.MergeFrom(example)
+            out.append(merged.SerializeToString())
+        return out
+    raise ServingError(Code.INVALID_ARGUMENT, "Input is empty")

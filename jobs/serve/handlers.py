@@ -1,0 +1,196 @@
+"""What the REST and gRPC front ends share: the servable lookup, predict, classify and regress, the
+status and metadata responses, metrics and inference logging for every call.
+
+Both front ends call :class:`Handlers`; a failure is a :class:`ServingError` whose code each front end
+turns into its own answer (an HTTP status and ``{"error": ...}``, or a gRPC status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from jobs.serve.backends import CLASSIFY_METHOD, REGRESS_METHOD
+from jobs.serve.errors import Code, ServingError, invalid
+from jobs.serve.inference_log import InferenceLogger
+from jobs.serve.metrics import Metrics
+from jobs.serve.models import Loaded, ModelManager
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+@dataclass
+class Call:
+    """One predict call, as both front ends see it."""
+
+    model: str
+    version: int | None
+    label: str | None
+    signature: str
+    api: str  # rest | grpc
+
+
+class Handlers:
+    """The server's request logic, independent of the wire."""
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        metrics: Metrics,
+        logger: InferenceLogger,
+        *,
+        timeout_s: float = 30.0,
+        max_rows: int = 100_000,
+        enrich: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        self.manager = manager
+        self.metrics = metrics
+        self.logger = logger
+        self.timeout_s = timeout_s
+        self.max_rows = max_rows
+        self.enrich = enrich
+
+    def servable(self, call: Call) -> tuple[Loaded, str]:
+        loaded = self.manager.resolve(call.model, call.version, call.label)
+        name = call.signature or DEFAULT_SIGNATURE
+        if name not in loaded.backend.signatures:
+            raise invalid(f'Serving signature name: "{name}" not found in signature def')
+        return loaded, name
+
+    async def run(
+        self, loaded: Loaded, signature: str, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        rows = max((a.shape[0] for a in inputs.values() if a.ndim), default=1)
+        if rows > self.max_rows:
+            raise invalid(f"Task size {rows} is larger than maximum input batch size {self.max_rows}")
+        future = loaded.submit(signature, inputs)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+
+    def record(
+        self,
+        call: Call,
+        loaded: Loaded | None,
+        started: float,
+        wall_started: float,
+        inputs: dict[str, np.ndarray] | None,
+        outputs: dict[str, np.ndarray] | None,
+        error: ServingError | None,
+        inference_id: str | None = None,
+    ) -> str:
+        """Count the call and log it to Kafka; its inference id."""
+        status = error.code.name if error else "OK"
+        self.metrics.request_count.inc(model_name=call.model, status=status)
+        self.metrics.request_latency.observe(
+            (time.perf_counter() - started) * 1e6,
+            model_name=call.model,
+            API="predict",
+            entrypoint=call.api.upper(),
+        )
+        inference_id = inference_id or uuid.uuid4().hex
+        if self.logger.enabled and loaded is not None:
+            self.logger.log(
+                inference_id, call.model, loaded.version, call.signature or DEFAULT_SIGNATURE, call.api,
+                wall_started, inputs, outputs, error.code.http if error else 200,
+                error.message if error else None,
+            )  # fmt: skip
+        return inference_id
+
+    # -- classify and regress: tf.Example inputs through a classify or regress signature -----------
+
+    async def classify_or_regress(self, call: Call, examples: list[bytes], classify: bool) -> list[Any]:
+        loaded, signature = self.servable(call)
+        spec = loaded.backend.signatures[signature]
+        method = CLASSIFY_METHOD if classify else REGRESS_METHOD
+        if spec.method_name != method:
+            kind = "classification" if classify else "regression"
+            raise invalid(f"Expected {kind} signature method_name to be {method}. Was: {spec.method_name}")
+        if len(spec.inputs) != 1:
+            raise invalid(f"Expected one input Tensor. Got {len(spec.inputs)}")
+        (name,) = spec.inputs
+        serialized = np.empty(len(examples), dtype=object)
+        serialized[:] = examples
+        outputs = await self.run(loaded, signature, {name: serialized})
+        if not classify:
+            values = outputs.get("outputs")
+            if values is None:
+                raise invalid("No output Tensor named outputs found in signature")
+            return [float(v) for v in np.asarray(values).reshape(len(examples))]
+        scores, classes = outputs.get("scores"), outputs.get("classes")
+        if scores is None and classes is None:
+            raise invalid("Expected classification signature outputs to contain classes or scores")
+        results = []
+        for row in range(len(examples)):
+            row_scores = np.asarray(scores[row]).ravel() if scores is not None else None
+            row_classes = np.asarray(classes[row]).ravel() if classes is not None else None
+            count = len(row_scores) if row_scores is not None else len(row_classes)  # type: ignore[arg-type]
+            results.append(
+                [
+                    (
+                        row_classes[i].decode() if row_classes is not None else "",
+                        float(row_scores[i]) if row_scores is not None else 0.0,
+                    )
+                    for i in range(count)
+                ]
+            )
+        return results
+
+
+def examples_from_json(doc: dict[str, Any]) -> list[bytes]:
+    """Serialized tf.Examples of a :classify/:regress body (``examples``, merged with ``context``)."""
+    from tensorflow.core.example import example_pb2
+
+    context = doc.get("context")
+    if "examples" not in doc:
+        raise invalid("When method is classify, key 'examples' is expected and was not found")
+    examples = doc["examples"]
+    if not isinstance(examples, list):
+        raise invalid("Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise invalid("'examples' value is an empty array")
+    base = example_pb2.Example()
+    if context is not None:
+        _fill_example(context, base)
+    out = []
+    for item in examples:
+        example = example_pb2.Example()
+        example.CopyFrom(base)
+        _fill_example(item, example)
+        out.append(example.SerializeToString())
+    return out
+
+
+def _fill_example(value: Any, example: Any) -> None:
+    from jobs.serve.tensors import _b64, _is_b64, _json_type
+
+    if not isinstance(value, dict):
+        raise invalid(f"Example must be JSON object but got JSON {_json_type(value)}")
+    for name, content in value.items():
+        feature = example.features.feature[name]
+        for item in content if isinstance(content, list) else [content]:
+            kind = feature.WhichOneof("kind")
+            if isinstance(item, bool) or (isinstance(item, int) and not isinstance(item, bool)):
+                if kind not in (None, "int64_list"):
+                    raise invalid(f"Unexpected element type in feature: {name} expecting type: {kind[:-5]}")
+                if not -(2**63) <= int(item) < 2**63:
+                    raise invalid(f"Feature: {name} has uint64 element. Only int64 is supported.")
+                feature.int64_list.value.append(int(item))
+            elif isinstance(item, float):
+                if kind not in (None, "float_list"):
+                    raise invalid(f"Unexpected element type in feature: {name} expecting type: {kind[:-5]}")
+                feature.float_list.value.append(item)
+            elif isinstance(item, str) or _is_b64(item):
+                if kind not in (None, "bytes_list"):
+                    raise invalid(f"Unexpected element type in feature: {name} expecting type: {kind[:-5]}")
+                feature.bytes_list.value.append(_b64(item) if _is_b64(item) else item.encode())
+            else:
+                raise invalid(f"Feature: {name} has element with unexpected JSON type: {_json_type(item)}")

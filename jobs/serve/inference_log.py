@@ -1,0 +1,212 @@
+"""Inference logging: every request and its response as records on a Kafka topic, never in the way.
+
+Modes are Hopsworks' names: ``ALL`` (a request record and a response record), ``MODEL_INPUTS`` (the
+request only), ``PREDICTIONS`` (the response only), ``NONE``. Both records of one call carry the same
+key, its ``inferenceId``, so a consumer joins them by key (and the topic's partitioner puts them on
+the same partition, in order). A record is JSON::
+
+    {"inferenceId": "7f0c...", "type": "request" | "response", "modelName": "fraud",
+     "modelVersion": 3, "signatureName": "serving_default", "api": "rest" | "grpc",
+     "requestTimestamp": 1764750000123, "responseTimestamp": 1764750000125 (response only),
+     "latencyMs": 1.7 (response only), "httpCode": 200 (response only),
+     "inputs": {...} (request), "outputs": {...} (response, when it succeeded), "error": "..." (when not)}
+
+Timestamps are milliseconds since the epoch (UTC). ``inputs``/``outputs`` are columnar: name -> list
+of rows.
+
+Sending is asynchronous and bounded: a call only appends to an in-memory queue (``queue_size``
+records). A thread hands the records to the Kafka producer, which batches them. A slow, absent or
+restarting broker therefore never slows or fails a prediction: when the queue is full, records are
+dropped and counted (``fjord_serving_inference_log_dropped``), and the first drop of a streak is
+logged, not every one. An unreachable broker is retried in the background.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+import orjson
+
+from jobs.serve.metrics import Metrics
+
+log = logging.getLogger("fjord.serve.log")
+
+MODES = ("ALL", "PREDICTIONS", "MODEL_INPUTS", "NONE")
+
+
+def default_topic(model: str) -> str:
+    """The inference log topic of a model, unless configured otherwise."""
+    return f"{model}_inference_log"
+
+
+def _columns(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    out = {}
+    for name, array in arrays.items():
+        if array.dtype == object:
+            out[name] = [v.decode(errors="replace") if isinstance(v, bytes) else v for v in array.tolist()]
+        else:
+            out[name] = array.tolist()
+    return out
+
+
+class InferenceLogger:
+    """Sends inference records to Kafka from a background thread."""
+
+    def __init__(
+        self,
+        mode: str,
+        topic_for: Any,
+        metrics: Metrics,
+        *,
+        queue_size: int = 100_000,
+        bootstrap_servers: str | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"inference logging mode {mode!r}: one of {', '.join(MODES)}")
+        self.mode = mode
+        self.topic_for = topic_for
+        self.metrics = metrics
+        self.bootstrap_servers = bootstrap_servers
+        self._queue: deque[tuple[str, bytes, bytes]] = deque()
+        self._size = queue_size
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._dropping = False
+        self._topics: set[str] = set()
+        self._thread: threading.Thread | None = None
+        if mode != "NONE":
+            self._thread = threading.Thread(target=self._send_loop, name="inference-log", daemon=True)
+            self._thread.start()
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "NONE"
+
+    def log(
+        self,
+        inference_id: str,
+        model: str,
+        version: int,
+        signature: str,
+        api: str,
+        started: float,
+        inputs: dict[str, np.ndarray] | None,
+        outputs: dict[str, np.ndarray] | None,
+        http_code: int,
+        error: str | None = None,
+    ) -> None:
+        """Queue the records of one call (``started``: its wall-clock start, in seconds)."""
+        if self.mode == "NONE":
+            return
+        now = time.time()
+        head = {
+            "inferenceId": inference_id,
+            "modelName": model,
+            "modelVersion": version,
+            "signatureName": signature,
+            "api": api,
+            "requestTimestamp": int(started * 1000),
+        }
+        topic, key = self.topic_for(model), inference_id.encode()
+        if self.mode in ("ALL", "MODEL_INPUTS") and inputs is not None:
+            self._put(topic, key, {**head, "type": "request", "inputs": _columns(inputs)})
+        if self.mode in ("ALL", "PREDICTIONS"):
+            response: dict[str, Any] = {
+                **head,
+                "type": "response",
+                "responseTimestamp": int(now * 1000),
+                "latencyMs": round((now - started) * 1000, 3),
+                "httpCode": http_code,
+            }
+            if outputs is not None:
+                response["outputs"] = _columns(outputs)
+            if error is not None:
+                response["error"] = error
+            self._put(topic, key, response)
+
+    def _put(self, topic: str, key: bytes, record: dict[str, Any]) -> None:
+        if len(self._queue) >= self._size:
+            self._drop(1, "the log queue is full (the broker is slow or unreachable)")
+            return
+        self._queue.append((topic, key, orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)))
+        self._wake.set()
+
+    def _drop(self, count: int, why: str) -> None:
+        self.metrics.log_dropped.inc(count)
+        if not self._dropping:
+            self._dropping = True
+            log.warning("inference log: dropping records: %s", why)
+
+    def _producer(self) -> Any:
+        from kafka import KafkaProducer
+
+        from fjord import kafka
+
+        servers = self.bootstrap_servers or kafka.bootstrap_servers()
+        # acks=1: the leader has the record; delivery failures are counted, never raised to a caller.
+        return KafkaProducer(
+            bootstrap_servers=servers,
+            **{**kafka.PRODUCER_DEFAULTS, "acks": 1, "linger_ms": 20, "max_block_ms": 2_000, "retries": 3},
+        )
+
+    def _ensure_topic(self, topic: str) -> None:
+        if topic in self._topics:
+            return
+        from fjord import kafka
+
+        try:
+            kafka.ensure_topic(topic, partitions=1, retention_ms=7 * 86_400_000)
+            self._topics.add(topic)
+        except Exception as exc:  # the broker auto-creates it on the first send anyway
+            log.debug("inference log: cannot create %s yet: %s", topic, exc)
+
+    def _sent(self, _metadata: Any) -> None:
+        self.metrics.log_sent.inc()
+        self._dropping = False
+
+    def _failed(self, exc: Exception) -> None:
+        self._drop(1, f"the broker refused or did not answer ({type(exc).__name__})")
+
+    def _send_loop(self) -> None:
+        producer = None
+        while not (self._stop.is_set() and not self._queue):
+            if producer is None:
+                try:
+                    producer = self._producer()
+                except Exception as exc:
+                    if len(self._queue) >= self._size:
+                        self._drop(0, f"no broker ({type(exc).__name__})")
+                    self._stop.wait(2.0)
+                    if self._stop.is_set():
+                        self._drop(len(self._queue), "stopping without a broker")
+                        self._queue.clear()
+                    continue
+            if not self._queue:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            while self._queue:
+                topic, key, value = self._queue.popleft()
+                self._ensure_topic(topic)
+                try:
+                    future = producer.send(topic, key=key, value=value)
+                except Exception as exc:  # metadata or buffer wait ran out: the broker is away
+                    self._failed(exc)
+                    continue
+                future.add_callback(self._sent)
+                future.add_errback(self._failed)
+        if producer is not None:
+            producer.flush(timeout=10)
+            producer.close(timeout=5)
+
+    def close(self) -> None:
+        """Send what is queued (up to a few seconds), then stop."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=20)

@@ -1,0 +1,264 @@
+"""The model server: ``python -m jobs.serve.server`` with tensorflow_model_server's flags.
+
+    python -m jobs.serve.server --port=8500 --rest_api_port=8501 \\
+        --model_name=fraud --model_base_path=/data/Projects/fraud/Models/fraud
+    python -m jobs.serve.server --model_config_file=models.config \\
+        --model_config_file_poll_wait_seconds=2 --enable_batching \\
+        --batching_parameters_file=batching.config --monitoring_config_file=monitoring.config
+
+Any TF Serving client (REST or gRPC) talks to it unchanged, and on a cluster the real
+``tensorflow/serving`` image serves the same directory with the same config file. Fjord's own flags:
+``--bind_address`` (loopback by default), ``--auth_token_file`` (bearer token for REST),
+``--model_backend`` (auto, savedmodel, tflite), ``--inference_logging`` (ALL, PREDICTIONS,
+MODEL_INPUTS, NONE) with ``--kafka_bootstrap_servers`` and ``--kafka_topic``, and
+``--feature_view`` (fill requests' features from the online store; docs/serving.md).
+
+Exit codes: 0 after a clean stop (SIGTERM, SIGINT), 2 for bad flags or config files (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from fjord.errors import ConfigError, FjordError
+from jobs.serve.backends import BACKEND_CHOICES
+from jobs.serve.config import (
+    ModelConfig,
+    read_batching_parameters,
+    read_model_config,
+    read_monitoring_path,
+)
+from jobs.serve.inference_log import MODES, InferenceLogger, default_topic
+
+log = logging.getLogger("fjord.serve")
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.serve.server",
+        description="A TensorFlow-Serving-compatible model server (REST and gRPC).",
+    )
+    add = p.add_argument
+    add("--port", type=int, default=8500, help="gRPC port (0: no gRPC server)")
+    add("--rest_api_port", type=int, default=8501, help="REST port")
+    add("--rest_api_num_threads", type=int, default=4, help="threads running model calls")
+    add("--rest_api_timeout_in_ms", type=int, default=30_000, help="deadline of a REST call")
+    add("--model_name", default="default", help="name of the one model (with --model_base_path)")
+    add("--model_base_path", default=None, help="directory of the model's numbered versions")
+    add("--model_config_file", type=Path, default=None, help="ModelServerConfig text file")
+    add("--model_config_file_poll_wait_seconds", type=float, default=0, help="re-read the config (0: never)")
+    add("--file_system_poll_wait_seconds", type=float, default=1, help="look for new versions (0: once)")
+    add("--enable_batching", type=_bool, nargs="?", const=True, default=False, help="dynamic batching")
+    add("--batching_parameters_file", type=Path, default=None, help="BatchingParameters text file")
+    add("--monitoring_config_file", type=Path, default=None, help="MonitoringConfig (Prometheus) text file")
+    add("--bind_address", default="127.0.0.1", help="address both servers bind (Fjord)")
+    add("--auth_token_file", type=Path, default=None, help="file holding the REST bearer token (Fjord)")
+    add("--model_backend", choices=BACKEND_CHOICES, default="auto", help="what runs the model (Fjord)")
+    add("--completion_marker", default="_SUCCESS", help="file a version needs before it loads ('' none)")
+    add("--inference_logging", choices=MODES, default="NONE", help="what goes to Kafka (Fjord)")
+    add("--kafka_bootstrap_servers", default=None, help="default: kafka.bootstrap_servers (Fjord)")
+    add("--kafka_topic", default=None, help="inference log topic (default: <model>_inference_log)")
+    add("--max_body_bytes", type=int, default=64 * 1024 * 1024, help="largest REST body accepted")
+    add("--feature_view", default=None, help="PROJECT/VIEW[/VERSION]: fill features online (Fjord)")
+    add("--log_level", default="WARNING", help="Python log level")
+    return p
+
+
+def model_configs(args: argparse.Namespace) -> list[ModelConfig]:
+    if args.model_config_file is not None:
+        if args.model_base_path is not None:
+            raise ConfigError("give --model_config_file or --model_base_path, not both")
+        return read_model_config(args.model_config_file)
+    if args.model_base_path is None:
+        raise ConfigError("no model to serve: give --model_base_path or --model_config_file")
+    return [ModelConfig(args.model_name, args.model_base_path)]
+
+
+class ModelServer:
+    """The REST and gRPC servers over one model manager, in one process."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from jobs.serve.handlers import Handlers
+        from jobs.serve.metrics import Metrics
+        from jobs.serve.models import ModelManager
+
+        self.args = args
+        self.configs = model_configs(args)  # bad flags and files fail before anything loads
+        batching = read_batching_parameters(args.batching_parameters_file) if args.enable_batching else None
+        self.metrics_path = read_monitoring_path(args.monitoring_config_file)
+        token = None
+        if args.auth_token_file is not None:
+            try:
+                token = args.auth_token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"{args.auth_token_file}: cannot read the token ({exc.strerror})") from None
+            if not token:
+                raise ConfigError(f"{args.auth_token_file} is empty")
+        self.token = token
+        self.metrics = Metrics()
+        self.manager = ModelManager(
+            backend=args.model_backend,
+            batching=batching,
+            threads=args.rest_api_num_threads,
+            completion_marker=args.completion_marker,
+            metrics=self.metrics,
+        )
+        topic = args.kafka_topic
+        self.logger = InferenceLogger(
+            args.inference_logging,
+            (lambda _model: topic) if topic else default_topic,
+            self.metrics,
+            bootstrap_servers=args.kafka_bootstrap_servers,
+        )
+        enrich = None
+        if args.feature_view:
+            from jobs.serve.features import FeatureEnricher
+
+            enrich = FeatureEnricher.from_flag(args.feature_view, self.metrics)
+        self.handlers = Handlers(
+            self.manager,
+            self.metrics,
+            self.logger,
+            timeout_s=args.rest_api_timeout_in_ms / 1000,
+            enrich=enrich,
+        )
+        self._stop = asyncio.Event()
+        self._config_mtime = self._mtime()
+
+    def _mtime(self) -> float | None:
+        path = self.args.model_config_file
+        try:
+            return path.stat().st_mtime if path is not None else None
+        except OSError:
+            return None
+
+    def reload_proto(self, config: Any) -> None:
+        """HandleReloadConfigRequest: serve the models of a ModelServerConfig proto."""
+        import tempfile
+
+        from google.protobuf import text_format
+
+        with tempfile.NamedTemporaryFile("w", suffix=".config") as handle:
+            handle.write(text_format.MessageToString(config))
+            handle.flush()
+            self.manager.configure(read_model_config(Path(handle.name)))
+
+    def _watch_config(self) -> None:
+        wait = self.args.model_config_file_poll_wait_seconds
+        while not self._stopped.wait(wait):
+            mtime = self._mtime()
+            if mtime is None or mtime == self._config_mtime:
+                continue
+            self._config_mtime = mtime
+            try:
+                self.manager.configure(read_model_config(self.args.model_config_file))
+                log.warning("model config %s reloaded", self.args.model_config_file)
+            except FjordError as exc:
+                log.error("model config not reloaded, the old one stays: %s", exc.one_line())
+
+    async def serve(self) -> None:
+        import grpc
+        import uvicorn
+
+        from jobs.serve.grpc_api import servicers
+        from jobs.serve.rest import RestApp
+
+        args = self.args
+        self.manager.configure(self.configs)
+        self.manager.start(args.file_system_poll_wait_seconds)
+        self._stopped = threading.Event()
+        if args.model_config_file is not None and args.model_config_file_poll_wait_seconds > 0:
+            threading.Thread(target=self._watch_config, name="config-watcher", daemon=True).start()
+        app = RestApp(
+            self.handlers,
+            token=self.token,
+            metrics_path=self.metrics_path,
+            max_body_bytes=args.max_body_bytes,
+        )
+        rest = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=args.bind_address,
+                port=args.rest_api_port,
+                loop="none",
+                http="httptools",
+                lifespan="off",
+                log_level="warning",
+                access_log=False,
+                timeout_keep_alive=30,
+                backlog=2048,
+            )
+        )
+        rest.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        grpc_server = None
+        if args.port:
+            grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", args.max_body_bytes)])
+            for servicer, add in servicers(self.handlers, self.reload_proto):
+                add(servicer, grpc_server)
+            grpc_server.add_insecure_port(f"{args.bind_address}:{args.port}")
+            await grpc_server.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        sock = socket.socket(socket.AF_INET6 if ":" in args.bind_address else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((args.bind_address, args.rest_api_port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot bind {args.bind_address}:{args.rest_api_port}: {exc.strerror}"
+            ) from None
+        rest_task = asyncio.create_task(rest.serve(sockets=[sock]))
+        print(
+            f"serving {', '.join(self.manager.model_names())}: REST http://{args.bind_address}:{args.rest_api_port}"
+            + (f", gRPC {args.bind_address}:{args.port}" if args.port else ""),
+            flush=True,
+        )
+        stop_task = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait({rest_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if rest_task in done and rest_task.exception() is not None:
+            raise ConfigError(f"REST server failed: {rest_task.exception()}")
+        rest.should_exit = True
+        await rest_task
+        if grpc_server is not None:
+            await grpc_server.stop(grace=5)
+        self._stopped.set()
+        self.manager.stop()
+        self.logger.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        server = ModelServer(args)
+        import uvloop
+
+        uvloop.run(server.serve())
+    except FjordError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
