@@ -21,6 +21,7 @@ from jobs.serve.errors import Code, ServingError, invalid
 from jobs.serve.inference_log import InferenceLogger
 from jobs.serve.metrics import Metrics
 from jobs.serve.models import Loaded, ModelManager
+from jobs.serve.tensors import TensorSpec
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -66,6 +67,7 @@ class Handlers:
     async def run(
         self, loaded: Loaded, signature: str, inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
+        check_shapes(loaded.backend.signatures[signature].inputs, inputs)
         rows = max((a.shape[0] for a in inputs.values() if a.ndim), default=1)
         if rows > self.max_rows:
             raise invalid(f"Task size {rows} is larger than maximum input batch size {self.max_rows}")
@@ -143,6 +145,27 @@ class Handlers:
                 ]
             )
         return results
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def check_shapes(specs: dict[str, TensorSpec], inputs: dict[str, np.ndarray]) -> None:
+    """Refuse an input whose rank or fixed dimensions differ from its signature's (a 400, before the
+    model is called: TensorFlow's restored signatures broadcast some mismatches silently)."""
+    for name, array in inputs.items():
+        spec = specs.get(name)
+        if spec is None or spec.shape is None:
+            continue
+        fits = len(array.shape) == len(spec.shape) and all(
+            want < 0 or want == got for want, got in zip(spec.shape, array.shape, strict=True)
+        )
+        if not fits:
+            raise invalid(
+                f"input {name}: shape {_shape_text(array.shape)} does not match the signature's "
+                f"{_shape_text(spec.shape)} (-1: any size)"
+            )
 
 
 def examples_from_json(doc: dict[str, Any]) -> list[bytes]:

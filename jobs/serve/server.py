@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -206,7 +207,8 @@ class ModelServer:
                 backlog=2048,
             )
         )
-        rest.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # This process owns SIGTERM/SIGINT (one clean stop of both servers); uvicorn would re-raise them.
+        rest.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
         grpc_server = None
         if args.port:
             grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", args.max_body_bytes)])

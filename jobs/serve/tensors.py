@@ -385,9 +385,9 @@ def _scalar(writer: PrettyWriter, value: Any, as_bytes: bool) -> None:
         writer.string(str(value))
 
 
-def _values(writer: PrettyWriter, array: np.ndarray, as_bytes: bool) -> None:
-    if array.ndim == 0:
-        _scalar(writer, array[()], as_bytes)
+def _values(writer: PrettyWriter, array: Any, as_bytes: bool) -> None:
+    if not isinstance(array, np.ndarray) or array.ndim == 0:
+        _scalar(writer, array[()] if isinstance(array, np.ndarray) else array, as_bytes)
         return
     writer.start_array()
     for item in array:

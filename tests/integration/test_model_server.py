@@ -1,0 +1,245 @@
+"""The model server against TF Serving's REST and gRPC clients' expectations: real TensorFlow,
+real SavedModels, real sockets; versions swapped while it serves; bad input answered 4xx."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+
+from jobs.serve.config import ModelConfig, VersionPolicy, write_model_config
+from tests.integration.serving_server import ServerProcess, wait_for
+from tests.serving_models import write_corrupt_version, write_version
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("models") / "m"
+    write_version(base, 1)
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    monitoring = tmp_path_factory.mktemp("conf") / "monitoring.config"
+    monitoring.write_text('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }')
+    process = ServerProcess(
+        "--model_name=m", f"--model_base_path={model_dir}", f"--monitoring_config_file={monitoring}",
+        log=tmp_path_factory.mktemp("logs") / "server.log",
+    )  # fmt: skip
+    process.wait_ready("m")
+    yield process
+    assert process.stop() == 0
+
+
+def post(server, path, body, **kwargs):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{server.url}{path}", content=data, timeout=30, **kwargs)
+
+
+def test_status_and_metadata_as_tf_serving_answers(server):
+    status = httpx.get(f"{server.url}/v1/models/m")
+    assert status.status_code == 200 and status.headers["content-type"] == "application/json"
+    assert status.json() == {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
+    assert httpx.get(f"{server.url}/v1/models/m/versions/1").json() == status.json()
+    metadata = httpx.get(f"{server.url}/v1/models/m/metadata").json()
+    assert metadata["model_spec"] == {"name": "m", "version": "1", "signature_name": ""}
+    signatures = metadata["metadata"]["signature_def"]["signature_def"]
+    assert set(signatures["serving_default"]["inputs"]) == {"x", "y"}
+    assert signatures["serving_default"]["outputs"]["sum"]["dtype"] == "DT_FLOAT"
+    assert signatures["serving_default"]["method_name"] == "tensorflow/serving/predict"
+
+
+def test_predict_row_and_columnar_with_named_outputs(server):
+    row = post(server, "/v1/models/m:predict", {"instances": [{"x": 1, "y": 2}, {"x": 3, "y": 0.5}]})
+    assert row.status_code == 200, row.text
+    assert row.json() == {"predictions": [{"diff": -1.0, "sum": 3.0}, {"diff": 2.5, "sum": 3.5}]}
+    columnar = post(server, "/v1/models/m/versions/1:predict", b'{"inputs": {"x": [1, NaN], "y": [2, 1]}}')
+    assert columnar.status_code == 200
+    assert '"sum": [\n            3.0,\n            NaN\n        ]' in columnar.text  # NaN out as TF Serving
+    echo = post(
+        server,
+        "/v1/models/m:predict",
+        {"signature_name": "echo", "instances": [{"b64": base64.b64encode(b"\x00\xffab").decode()}, "hey"]},
+    )
+    assert echo.json()["predictions"][0] == {"length": 4, "same_bytes": {"b64": "AP9hYg=="}}
+    assert echo.json()["predictions"][1]["length"] == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/v1/models/m:predict", b"{oops", 400, "JSON Parse error"),
+        (
+            "/v1/models/m:predict",
+            {"instances": [1], "inputs": [1]},
+            400,
+            "only one of 'inputs' or 'instances'",
+        ),
+        ("/v1/models/m:predict", {"signature": "x"}, 400, "Missing 'inputs' or 'instances' key"),
+        ("/v1/models/m:predict", {"instances": [{"x": "a", "y": 1}]}, 400, "is not of expected type: float"),
+        ("/v1/models/m:predict", {"inputs": {"x": [[1]], "y": [1]}}, 400, "shape [1,1] does not match"),
+        ("/v1/models/m:predict", {"signature_name": "nope", "instances": [1]}, 400, 'name: "nope" not found'),
+        ("/v1/models/m:predict", {"signature_name": "echo", "instances": [{"b64": "@@"}]}, 400, "base64"),
+        ("/v1/models/nope:predict", {"instances": [1]}, 404, "Servable not found for request: Latest(nope)"),
+        ("/v1/models/m/versions/9:predict", {"instances": [1]}, 404, "Specific(m, 9)"),
+        (
+            "/v1/models/m/labels/gold:predict",
+            {"instances": [1]},
+            400,
+            "Unrecognized servable version label: gold",
+        ),
+        ("/v1/models/m:explain", {"instances": [1]}, 400, "Malformed request: POST /v1/models/m:explain"),
+        ("/v1/models/m:classify", {"examples": [{"x": 1.0}]}, 400, "Expected classification signature"),
+        ("/v1/models/m:regress", {"examples": []}, 400, "'examples' value is an empty array"),
+        ("/v1/models/m:predict", {"instances": [{"x": 1.0, "y": 1.0}] * 100_001}, 400, "Task size 100001"),
+    ],
+)
+def test_bad_requests_get_a_4xx_with_an_error(server, path, body, status, message):
+    answer = post(server, path, body)
+    assert answer.status_code == status, answer.text
+    assert message in answer.json()["error"]
+
+
+def test_unknown_models_and_versions_in_status(server):
+    assert httpx.get(f"{server.url}/v1/models/nope").status_code == 404
+    missing = httpx.get(f"{server.url}/v1/models/m/versions/7")
+    assert missing.status_code == 404 and missing.json() == {"error": "Could not find version 7 of model m"}
+    assert httpx.get(f"{server.url}/v1/models").json() == {"error": "Missing model name in request."}
+
+
+def test_prometheus_metrics_under_tf_serving_names(server):
+    post(server, "/v1/models/m:predict", {"instances": [{"x": 1, "y": 2}]})
+    text = httpx.get(f"{server.url}/monitoring/prometheus/metrics").text
+    assert ':tensorflow:serving:request_count{model_name="m",status="OK"}' in text
+    assert ":tensorflow:serving:request_latency_bucket{" in text
+
+
+def test_grpc_clients_work_unchanged(server):
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import (
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    with grpc.insecure_channel(server.grpc) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "m"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0, 2.0], dtype=np.float32)))
+        request.inputs["y"].CopyFrom(tf.make_tensor_proto(np.array([0.5, 0.5], dtype=np.float32)))
+        request.output_filter.append("sum")
+        response = stub.Predict(request, timeout=30)
+        assert list(response.outputs) == ["sum"] and response.model_spec.version.value == 1
+        assert tf.make_ndarray(response.outputs["sum"]).tolist() == [1.5, 2.5]
+        request.model_spec.name = "nope"
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(request, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        status = get_model_status_pb2.GetModelStatusRequest()
+        status.model_spec.name = "m"
+        answer = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status, timeout=30)
+        assert [(v.version, v.state) for v in answer.model_version_status] == [(1, 30)]
+
+
+def _versions(server, model="m"):
+    return {
+        int(v["version"]): v["state"]
+        for v in httpx.get(f"{server.url}/v1/models/{model}").json().get("model_version_status", [])
+    }
+
+
+def test_versions_swap_only_when_complete_and_a_corrupt_one_never_replaces_a_good_one(server, model_dir):
+    write_version(model_dir, 2, scale=10.0, marker=False)
+    assert _versions(server) == {1: "AVAILABLE"}  # no _SUCCESS yet: not a candidate
+    (model_dir / "2" / "_SUCCESS").write_text("{}")
+    wait_for(lambda: _versions(server) == {1: "END", 2: "AVAILABLE"}, what="version 2 to replace 1")
+    answer = post(server, "/v1/models/m:predict", {"instances": [{"x": 1, "y": 2}]})
+    assert answer.json()["predictions"][0]["sum"] == 30.0
+    write_corrupt_version(model_dir, 3)
+    wait_for(lambda: _versions(server).get(3) == "END", what="version 3 to fail")
+    status = httpx.get(f"{server.url}/v1/models/m/versions/3").json()["model_version_status"][0]
+    assert status["status"]["error_code"] == "UNKNOWN" and status["status"]["error_message"]
+    assert _versions(server)[2] == "AVAILABLE"
+    assert post(server, "/v1/models/m:predict", {"instances": [{"x": 1, "y": 2}]}).status_code == 200
+    shutil.rmtree(model_dir / "3")
+
+
+def test_a_config_file_with_labels_a_token_and_batching(tmp_path):
+    base = tmp_path / "models" / "m"
+    write_version(base, 1)
+    write_version(base, 2, scale=10.0)
+    config = tmp_path / "models.config"
+    write_model_config(
+        config, [ModelConfig("m", str(base), VersionPolicy("specific", specific=(1,)), {"stable": 1})]
+    )
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 32 }\nbatch_timeout_micros { value: 5000 }\n")
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    server = ServerProcess(
+        f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=0.3", "--enable_batching",
+        f"--batching_parameters_file={batching}", f"--auth_token_file={token}",
+        "--monitoring_config_file=/dev/null", log=tmp_path / "server.log",
+    )  # fmt: skip
+    try:
+        auth = {"Authorization": "Bearer s3cret"}
+        wait_for(
+            lambda: httpx.get(f"{server.url}/v1/models/m", headers=auth).status_code == 200, 120, "ready"
+        )
+        assert httpx.get(f"{server.url}/v1/models/m").status_code == 401
+        assert (
+            httpx.get(f"{server.url}/v1/models/m", headers={"Authorization": "Bearer nope"}).status_code
+            == 401
+        )
+        body = {"instances": [{"x": 1, "y": 2}]}
+        assert post(server, "/v1/models/m/labels/stable:predict", body, headers=auth).json() == {
+            "predictions": [{"diff": -1.0, "sum": 3.0}]
+        }
+        write_model_config(
+            config,
+            [
+                ModelConfig(
+                    "m", str(base), VersionPolicy("specific", specific=(1, 2)), {"stable": 1, "canary": 2}
+                )
+            ],
+        )
+        wait_for(
+            lambda: post(server, "/v1/models/m/labels/canary:predict", body, headers=auth).status_code == 200,
+            what="the canary label",
+        )
+        assert (
+            post(server, "/v1/models/m/labels/canary:predict", body, headers=auth).json()["predictions"][0][
+                "sum"
+            ]
+            == 30.0
+        )
+        # Concurrent requests share batches.
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: post(server, "/v1/models/m/versions/1:predict", body, headers=auth), range(64)
+                )
+            )
+        assert all(a.status_code == 200 for a in answers)
+        big = post(server, "/v1/models/m:predict", {"instances": [{"x": 1, "y": 1}] * 33}, headers=auth)
+        assert (
+            big.status_code == 400 and "Task size 33 is larger than maximum input batch size 32" in big.text
+        )
+    finally:
+        assert server.stop() == 0

@@ -1,0 +1,42 @@
+"""Small SavedModels in TF Serving's layout for the serving tests (built in seconds, no training)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def write_version(base: Path, version: int, *, scale: float = 1.0, marker: bool = True) -> Path:
+    """``base/<version>/``: ``serving_default`` (x, y float32 [-1] -> sum = scale*(x+y), diff = x-y)
+    and ``echo`` (text_bytes string [-1] -> length int32, same_bytes string); ``_SUCCESS`` last."""
+    import tensorflow as tf
+
+    class Model(tf.Module):
+        @tf.function(
+            input_signature=[tf.TensorSpec([None], tf.float32, "x"), tf.TensorSpec([None], tf.float32, "y")]
+        )
+        def serve(self, x, y):
+            return {"sum": scale * (x + y), "diff": x - y}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, "text_bytes")])
+        def echo(self, text_bytes):
+            return {"length": tf.strings.length(text_bytes), "same_bytes": text_bytes}
+
+    model = Model()
+    path = base / str(version)
+    tf.saved_model.save(model, str(path), signatures={"serving_default": model.serve, "echo": model.echo})
+    if marker:
+        (path / "_SUCCESS").write_text(json.dumps({"files": 0}))
+    return path
+
+
+def write_corrupt_version(base: Path, version: int) -> Path:
+    """A version directory whose ``saved_model.pb`` is garbage, with its marker: it must never load."""
+    path = base / str(version)
+    path.mkdir(parents=True)
+    (path / "saved_model.pb").write_bytes(b"\x00not a SavedModel\xff" * 10)
+    (path / "_SUCCESS").write_text("{}")
+    return path
