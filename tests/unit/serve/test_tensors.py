@@ -35,7 +35,8 @@ def test_half_plus_two_answers_as_tf_serving_does():
 def test_named_outputs_are_objects_per_row():
     outputs = {"b": np.array([[1, 2]], dtype=np.int64), "a": np.array([0.5], dtype=np.float32)}
     assert predict_response(outputs, ROW) == (
-        '{\n    "predictions": [\n        {\n            "a": 0.5,\n            "b": [1, 2]\n        }\n    ]\n}'
+        '{\n    "predictions": [\n        {\n            "a": 0.5,\n'
+        '            "b": [1, 2]\n        }\n    ]\n}'
     )
     assert predict_response(outputs, COLUMNAR) == (
         '{\n    "outputs": {\n        "a": [\n            0.5\n        ],\n        "b": [\n            [\n'
