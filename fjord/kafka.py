@@ -14,6 +14,7 @@ with their partitions and retention by :func:`ensure_topic`, which is idempotent
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,6 +65,20 @@ def bootstrap_servers(settings: Settings | None = None) -> str:
     return kafka_bootstrap_servers(settings or get_settings())
 
 
+def _check_reachable(servers: str, timeout_s: float = 3.0) -> None:
+    """Fail in one line when no bootstrap server accepts a connection (kafka-python would retry for
+    30 s, logging every attempt)."""
+    errors = []
+    for server in servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()
+            return
+        except (OSError, ValueError) as exc:
+            errors.append(exc)
+    raise _unreachable(servers, errors[0])
+
+
 def _unreachable(servers: str, exc: Exception) -> KafkaError:
     return KafkaError(
         f"Kafka at {servers} is unreachable: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
@@ -77,6 +92,7 @@ def producer(settings: Settings | None = None, **overrides: Any) -> Any:
     from kafka.errors import KafkaError as ClientError
 
     servers = bootstrap_servers(settings)
+    _check_reachable(servers)
     try:
         return KafkaProducer(bootstrap_servers=servers, **{**PRODUCER_DEFAULTS, **overrides})
     except (ClientError, OSError) as exc:
@@ -89,6 +105,7 @@ def consumer(*topics: str, settings: Settings | None = None, **overrides: Any) -
     from kafka.errors import KafkaError as ClientError
 
     servers = bootstrap_servers(settings)
+    _check_reachable(servers)
     try:
         return KafkaConsumer(*topics, bootstrap_servers=servers, **{**CONSUMER_DEFAULTS, **overrides})
     except (ClientError, OSError) as exc:
@@ -101,6 +118,7 @@ def admin(settings: Settings | None = None) -> Any:
     from kafka.errors import KafkaError as ClientError
 
     servers = bootstrap_servers(settings)
+    _check_reachable(servers)
     try:
         return KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=15_000)
     except (ClientError, OSError) as exc:

@@ -1,0 +1,84 @@
+"""Inference logging to the embedded Kafka, read back by an independent consumer: a request record
+and a response record per call, joined by key; a broker that stops and restarts under load fails no
+request, and logging resumes after it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+
+from fjord.services import service_at
+from tests.integration.serving_server import ServerProcess, wait_for
+from tests.integration.test_kafka import read_all
+from tests.serving_models import write_version
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_call_is_logged_and_a_broker_restart_fails_no_request(kafka_server, services_home, tmp_path):
+    write_version(tmp_path / "m", 1)
+    topic = f"m_log_{uuid.uuid4().hex[:6]}"
+    server = ServerProcess(
+        "--model_name=m", f"--model_base_path={tmp_path / 'm'}", "--inference_logging=ALL",
+        f"--kafka_bootstrap_servers={kafka_server}", f"--kafka_topic={topic}",
+        "--monitoring_config_file=/dev/null", log=tmp_path / "server.log",
+    )  # fmt: skip
+    try:
+        server.wait_ready("m")
+        url = f"{server.url}/v1/models/m:predict"
+        for i in range(10):
+            assert httpx.post(url, json={"instances": [{"x": i, "y": 1}]}).status_code == 200
+        assert httpx.post(url, json={"instances": [{"x": "bad", "y": 1}]}).status_code == 400
+        records = wait_for(
+            lambda: (r := read_all(kafka_server, topic, 1)) and len(r) >= 21 and r, what="records"
+        )
+        by_id: dict[str, dict[str, dict]] = {}
+        for record in records:
+            value = json.loads(record.value)
+            assert record.key.decode() == value["inferenceId"]
+            by_id.setdefault(value["inferenceId"], {})[value["type"]] = value
+        complete = [pair for pair in by_id.values() if set(pair) == {"request", "response"}]
+        assert len(complete) == 10  # the bad call never reached the model: a response record only
+        first = next(p for p in complete if p["request"]["inputs"]["x"] == [0.0])
+        assert first["response"]["outputs"]["sum"] == [1.0] and first["response"]["httpCode"] == 200
+        assert first["response"]["modelVersion"] == 1 and first["response"]["latencyMs"] >= 0
+        refused = [p["response"] for p in by_id.values() if set(p) == {"response"}]
+        assert refused[0]["httpCode"] == 400 and "not of expected type" in refused[0]["error"]
+
+        # Load while the broker goes away and comes back: every request answered 200.
+        failures, answered, stop = [], [0], threading.Event()
+
+        def load() -> None:
+            with httpx.Client() as client:
+                while not stop.is_set():
+                    answer = client.post(url, json={"instances": [{"x": 1, "y": 1}]})
+                    if answer.status_code != 200:
+                        failures.append(answer.status_code)
+                    answered[0] += 1
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        broker = service_at("kafka", services_home, preferred_ports=False)
+        time.sleep(1)
+        broker.stop()
+        time.sleep(3)
+        broker.start()
+        time.sleep(2)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert failures == [] and answered[0] > 100
+        before = len(read_all(kafka_server, topic, 1))
+        for _ in range(5):
+            httpx.post(url, json={"instances": [{"x": 2, "y": 2}]})
+        wait_for(lambda: len(read_all(kafka_server, topic, 1)) >= before + 10, what="logging to resume")
+        metrics = httpx.get(f"{server.url}/monitoring/prometheus/metrics")
+        assert metrics.status_code == 404  # /dev/null enables no Prometheus path
+    finally:
+        assert server.stop() == 0
