@@ -20,6 +20,7 @@ from fjord.cli import (
     featurestore_cmd,
     kafka_cmd,
     lineage_cmd,
+    model_cmd,
     project_cmd,
     run_cmd,
     services_cmd,
@@ -48,6 +49,12 @@ app.add_typer(experiment_cmd.app, name="experiment")
 app.add_typer(experiment_cmd.mlflow_app, name="mlflow")
 app.add_typer(services_cmd.app, name="services")
 app.add_typer(kafka_cmd.app, name="kafka")
+app.add_typer(model_cmd.app, name="model")
+app.command(
+    "serve",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)(model_cmd.serve)
 app.command("run")(run_cmd.run)
 
 

@@ -9,13 +9,19 @@ It runs every stage that exists, in pipeline order, and prints what a newcomer n
 7. the lineage of that training data, walked back to the landing batches,
 8. training: a random search with early stopping on Spark executors, the best configuration
    retrained, evaluated, optimized and registered in MLflow as the ``candidate``,
-9. the model's provenance: model version -> training run -> training dataset -> raw batches.
+9. the model's provenance: model version -> training run -> training dataset -> raw batches,
+10. deployment: the candidate blessed against the champion and served by the TF-Serving-compatible
+    model server (REST and gRPC), with the card features online for each request,
+11. predictions over REST for sample transactions (card, amount, time, place),
+12. their inference log records, read back from Kafka,
+13. the lineage of one prediction: served version -> model run -> training data -> raw batches.
 
-Serving and monitoring join here as they land, until the Airflow DAG runs it all.
+Monitoring joins here when it lands, until the Airflow DAG runs it all.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +32,7 @@ from fjord.cli.output import console, library_output_to
 from fjord.config import get_settings
 from fjord.envs import build_environment
 from fjord.experiment.tracking import tracking_uri
-from fjord.lineage import lineage_graph, raw_sources
+from fjord.lineage import lineage_graph, raw_sources, walk
 from fjord.projects import ensure_project
 from fjord.spark import get_spark
 
@@ -144,6 +150,8 @@ def run(
         console.print(f"   <- training dataset v{version} <- raw landing batches: {', '.join(landed)}")
         _done(t)
 
+        served = _serve(project, trained, proj, batches[-1])
+
         console.print(
             f"\n[bold]Next[/bold]: fjord featurestore list {project} · fjord featurestore statistics "
             f"{project} transactions_features · fjord lineage runs --project {project}"
@@ -153,4 +161,110 @@ def run(
             f"      experiments: fjord experiment list · fjord experiment show {trained.search} · "
             f"MLflow UI {tracking_uri()} (fjord mlflow stop)"
         )
-    console.print("[dim]Serving and monitoring join this job as they land.[/dim]")
+        console.print(
+            f"      serving: curl -s {served}/v1/models/{trained.model_name}:predict -d @request.json · "
+            f"fjord model list --project {project} · fjord kafka tail {trained.model_name}_inference_log · "
+            f"metrics {served}/monitoring/prometheus/metrics · stop: fjord model stop --project {project}"
+        )
+    console.print("[dim]The streaming monitor joins this job when it lands.[/dim]")
+
+
+SAMPLES = 5
+
+
+def _serve(project: str, trained: Any, proj: Any, batch: str) -> str:
+    """Steps 10-13: deploy through the gate, predict over REST, read the log back, walk a prediction's
+    lineage; the server's URL."""
+    import httpx
+    import pyarrow.parquet as pq
+
+    from fjord import kafka
+    from jobs.serve import serving
+    from jobs.serve.deploy import DeployRejected, DeploySpec
+    from jobs.serve.deploy import run as run_deploy
+
+    t = _step(
+        10, "Deployment: bless the candidate against the champion, serve it (REST + gRPC, TF Serving's API)"
+    )
+    try:
+        deployed = run_deploy(
+            DeploySpec(
+                project=project,
+                model_name=trained.model_name,
+                version=trained.model_version,
+                feature_view="fraud_serving",
+                transformer="jobs.serve.transformers:fraud_transactions",
+            )
+        )
+        console.print(f"   {deployed.summary()}")
+    except DeployRejected as exc:
+        console.print(f"   [yellow]not deployed[/yellow]: {exc}; the champion keeps serving")
+    url = serving.url(project=project)
+    _done(t)
+
+    t = _step(
+        11, "Predictions over REST: a transaction (card, amount, time, place) -> online features -> model"
+    )
+    with proj.fs.open(f"Resources/landing/{batch}/transactions.parquet") as handle:
+        frame = pq.read_table(handle).to_pandas().tail(SAMPLES)
+    instances = [
+        {"cc_num": int(r.cc_num), "amount": float(r.amount), "ts": r.ts.isoformat(), "lat": float(r.lat),
+         "lon": float(r.lon), "category": str(r.category)}
+        for r in frame.itertuples()
+    ]  # fmt: skip
+    answer = httpx.post(
+        f"{url}/v1/models/{trained.model_name}:predict", json={"instances": instances}, timeout=60
+    )
+    answer.raise_for_status()
+    inference_id = answer.headers["x-fjord-inference-id"]
+    status = serving.get_status(trained.model_name, project=project)
+    for instance, score in zip(instances, answer.json()["predictions"], strict=True):
+        console.print(
+            f"   card {instance['cc_num']} {instance['amount']:>9.2f} {instance['category']:<14} -> "
+            f"fraud probability {score:.4f}"
+        )
+    console.print(
+        f"   served by {trained.model_name} labels {status['labels']}, versions {status['versions']}"
+    )
+    _done(t, f"POST {url}/v1/models/{trained.model_name}:predict")
+
+    t = _step(12, "Inference log: the call's records, read back from Kafka")
+    topic = serving.get_kafka_topic(trained.model_name, project=project)
+    found = {}
+    for record in kafka.tail(topic, from_beginning=True, timeout_s=20):
+        value = json.loads(record.value)
+        if value["inferenceId"] == inference_id:
+            found[value["type"]] = value
+            if len(found) == 2:
+                break
+    for kind, value in sorted(found.items()):
+        shown = value.get("inputs") or value.get("outputs")
+        console.print(
+            f"   {topic} {kind:<8} id {inference_id[:12]} model {value['modelName']} v{value['modelVersion']}"
+            f" {', '.join(sorted(shown))[:80] if shown else ''}"
+        )
+    _done(t, f"{len(found)} records of inference {inference_id[:12]}")
+
+    t = _step(13, "Lineage of one prediction: served version -> model run -> training data -> raw batches")
+    version = found.get("response", {}).get("modelVersion", trained.model_version)
+    deployment = lineage_graph(serving.serving_uri(project, trained.model_name), str(version))
+    deployed_by = deployment.run.run_id if deployment.run else "?"
+    console.print(
+        f"   prediction {inference_id[:12]} <- served {trained.model_name} v{version} <- deploy run {deployed_by}"
+    )
+    commits = []
+    for node in walk(deployment):
+        name, made_by = node.artifact.uri.rsplit("/", 1)[-1], node.run.run_id if node.run else "?"
+        if node.artifact.kind == "model":
+            console.print(f"   <- model {trained.model_name} v{node.artifact.version} <- train run {made_by}")
+        elif node.artifact.kind == "training_dataset":
+            console.print(
+                f"   <- training dataset {node.artifact.uri.rsplit('/', 2)[-2]} v{node.artifact.version}"
+            )
+        elif node.artifact.kind == "feature_group":
+            commits.append(f"{name} commit {node.artifact.version}")
+    console.print(f"   <- feature group commits: {', '.join(commits)}")
+    landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(deployment)})
+    console.print(f"   <- raw landing batches: {', '.join(landed)}")
+    _done(t)
+    return url

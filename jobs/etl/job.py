@@ -14,9 +14,10 @@
 4. validates every record with Great Expectations (suites in ``jobs/etl/expectations/``); results and
    HTML Data Docs go to the project's ``Logs/validation/<run_id>/``;
 5. publishes only a batch that passes: one commit each to ``transactions_features``,
-   ``profile_features`` and ``fraud_labels``, in one publish: all three become visible together or
-   none does. Recorded in the run's lineage with the landing files' checksums. Re-running a batch
-   finds the same rows already published and adds no commit.
+   ``profile_features``, ``fraud_labels`` and ``card_features`` (each card's latest state, for the
+   model server's online lookups), in one publish: all four become visible together or none does.
+   Recorded in the run's lineage with the landing files' checksums. Re-running a batch finds the same
+   rows already published and adds no commit.
 """
 
 from __future__ import annotations
@@ -316,6 +317,49 @@ def transaction_features(batch: DataFrame, history: DataFrame | None) -> DataFra
     return rows.where("_in_batch").drop("_in_batch", "_prev_ts")
 
 
+def card_features(features: DataFrame, history: DataFrame | None) -> DataFrame:
+    """Each card's state as of its last transaction in the batch: what the model server needs to
+    compute a new transaction's window features from the card number alone (``card_features``, the
+    per-card online group). Counts and sums are those of the windows ending at that transaction;
+    ``category_counts_7d`` is a JSON map of the card's categories over the 7 days before it."""
+    latest = Window.partitionBy("cc_num").orderBy(F.col("ts").desc(), F.col("tid").desc())
+    last = (
+        features.withColumn("_n", F.row_number().over(latest))
+        .where("_n = 1")
+        .select(
+            "cc_num",
+            "ts",
+            F.col("ts").cast("double").alias("last_ts"),
+            F.col("lat").alias("last_lat"),
+            F.col("lon").alias("last_lon"),
+            "tx_count_1h",
+            "tx_count_24h",
+            "amount_sum_24h",
+            "tx_count_7d",
+            "amount_sum_7d",
+        )
+    )
+    rows = features.select("cc_num", "ts", "category")
+    if history is not None:
+        rows = rows.unionByName(history.select("cc_num", "ts", "category"))
+    edge = last.select("cc_num", F.col("ts").alias("_last"))
+    recent = rows.join(edge, "cc_num").where(
+        (F.col("ts") <= F.col("_last"))
+        & (F.col("ts") > F.col("_last") - F.expr(f"INTERVAL {WINDOWS['7d']} SECONDS"))
+    )
+    counts = (
+        recent.groupBy("cc_num", "category")
+        .count()
+        .groupBy("cc_num")
+        .agg(
+            F.to_json(F.map_from_entries(F.collect_list(F.struct("category", "count")))).alias(
+                "category_counts_7d"
+            )
+        )
+    )
+    return last.join(counts, "cc_num", "left")
+
+
 def profile_features(profiles: DataFrame, batch_start: datetime) -> DataFrame:
     day = F.lit(batch_start.date())
     return profiles.select(
@@ -483,7 +527,8 @@ def run(spec: EtlSpec) -> EtlResult:
                     f"critical expectation(s) failed ({failed}); report {result.report_uri}"
                 )
 
-        features = transaction_features(transactions, _history(store, spark, start))
+        context = _history(store, spark, start)
+        features = transaction_features(transactions, context).cache()
         labels = good["labels"]
         groups = {
             "transactions_features": (
@@ -498,6 +543,12 @@ def run(spec: EtlSpec) -> EtlResult:
                 ["cc_num"],
                 "as_of",
                 "Card holder age and card expiry",
+            ),
+            "card_features": (
+                card_features(features, context),
+                ["cc_num"],
+                "ts",
+                "Each card's latest state: window counts and sums, place, categories (serving-time features)",
             ),
         }
         # One publish: the three groups' commits become visible together, or not at all.
@@ -515,6 +566,6 @@ def run(spec: EtlSpec) -> EtlResult:
                     result.commits[name] = publish.insert(group, frame)
         result.unchanged = [ref.split(".", 1)[1].rsplit("_", 1)[0] for ref in publish.unchanged]
         seconds["commit and online write"] -= sum(v for k, v in seconds.items() if k.startswith("insert "))
-        for frame in (transactions, *raw.values()):
+        for frame in (transactions, features, *raw.values()):
             frame.unpersist()
     return result

@@ -75,7 +75,28 @@ FRAUD_DEMO = ViewDefinition(
         Selection(group="profile_features", keys=["cc_num"], features=["age_years", "days_to_expiry"]),
     ],
 )
-BUILT_IN = {FRAUD_DEMO.name: FRAUD_DEMO}
+# What the model server reads online for a card: its latest state (card_features) and its holder's
+# profile, both keyed by cc_num; jobs/serve/transformers.py turns them and a request into model inputs.
+FRAUD_SERVING = ViewDefinition(
+    name="fraud_serving",
+    description="Card fraud at serving time: each card's latest state and its holder's profile, by cc_num",
+    base=Selection(
+        group="card_features",
+        features=[
+            "last_ts",
+            "last_lat",
+            "last_lon",
+            "tx_count_1h",
+            "tx_count_24h",
+            "amount_sum_24h",
+            "tx_count_7d",
+            "amount_sum_7d",
+            "category_counts_7d",
+        ],
+    ),
+    joins=[Selection(group="profile_features", keys=["cc_num"], features=["age_years", "days_to_expiry"])],
+)
+BUILT_IN = {view.name: view for view in (FRAUD_DEMO, FRAUD_SERVING)}
 
 
 def load_definition(path: Path) -> ViewDefinition:

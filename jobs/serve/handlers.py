@@ -48,7 +48,7 @@ class Handlers:
         *,
         timeout_s: float = 30.0,
         max_rows: int = 100_000,
-        enrich: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+        enrich: Callable[[str, dict[str, Any], list[str]], dict[str, Any]] | None = None,
     ) -> None:
         self.manager = manager
         self.metrics = metrics

@@ -34,6 +34,7 @@ STATUS = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.I
 )
 log = logging.getLogger("fjord.serve")
+INFERENCE_ID_HEADER = b"x-fjord-inference-id"
 JSON_HEADERS = [(b"content-type", b"application/json")]
 MAX_VERSION = 2**63 - 1
 
@@ -87,15 +88,18 @@ class RestApp:
                 send, 401, error_response("Unauthenticated: a valid bearer token is required").encode()
             )
             return
+        headers = JSON_HEADERS
         try:
             body = await self._body(receive, scope)
-            status, text = await self._route(method, path, body)
+            status, text, inference_id = await self._route(method, path, body)
+            if inference_id:  # which inference log records are this call's (the body stays TF Serving's)
+                headers = [*JSON_HEADERS, (INFERENCE_ID_HEADER, inference_id.encode())]
         except ServingError as exc:
             status, text = exc.code.http, error_response(exc.message)
         except Exception as exc:  # a bug: answered, logged, and the server goes on
             log.exception("internal error answering %s %s", method, path)
             status, text = 500, error_response(f"Internal: {type(exc).__name__}: {exc}")
-        await _reply(send, status, text.encode())
+        await _reply(send, status, text.encode(), headers)
 
     def _authorized(self, scope: dict[str, Any]) -> bool:
         for name, value in scope["headers"]:
@@ -118,31 +122,31 @@ class RestApp:
             if not message.get("more_body"):
                 return b"".join(chunks)
 
-    async def _route(self, method: str, path: str, body: bytes) -> tuple[int, str]:
+    async def _route(self, method: str, path: str, body: bytes) -> tuple[int, str, str | None]:
         if method == "POST" and (match := PREDICTION.fullmatch(path)):
             name, version, label, verb = match.groups()
             call = Call(name, _version(version), label, "", "rest")
             verb = verb.lower()
             if verb == "predict":
-                return 200, await self._predict(call, body)
+                return 200, *(await self._predict(call, body))
             doc = parse_body(body)
             call.signature = read_signature_name(doc)
             results = await self.handlers.classify_or_regress(
                 call, examples_from_json(doc), verb == "classify"
             )
-            return 200, results_response(results, verb == "classify")
+            return 200, results_response(results, verb == "classify"), None
         if method == "GET" and (match := STATUS.fullmatch(path)):
             name, version, label, metadata = match.groups()
             if not name:
                 raise invalid("Missing model name in request.")
             if metadata:
-                return 200, metadata_json(self.handlers.manager, name, _version(version), label)
-            return 200, status_json(self.handlers.manager, name, _version(version), label)
+                return 200, metadata_json(self.handlers.manager, name, _version(version), label), None
+            return 200, status_json(self.handlers.manager, name, _version(version), label), None
         if path.lower().startswith("/v1/"):
             raise invalid(f"Malformed request: {method} {path}")
         raise ServingError(Code.NOT_FOUND, f"Not found: {method} {path}")
 
-    async def _predict(self, call: Call, body: bytes) -> str:
+    async def _predict(self, call: Call, body: bytes) -> tuple[str, str]:
         started, wall = time.perf_counter(), time.time()
         loaded, inputs, outputs = None, None, None
         try:
@@ -150,15 +154,14 @@ class RestApp:
             call.signature = read_signature_name(doc)
             loaded, signature = self.handlers.servable(call)
             if self.handlers.enrich is not None:
-                doc = self.handlers.enrich(call.model, doc)
+                doc = self.handlers.enrich(call.model, doc, list(loaded.backend.signatures[signature].inputs))
             inputs, fmt = predict_inputs(doc, loaded.backend.signatures[signature].inputs)
             outputs = await self.handlers.run(loaded, signature, inputs)
             text = predict_response(outputs, fmt)
         except ServingError as exc:
             self.handlers.record(call, loaded, started, wall, inputs, None, exc)
             raise
-        self.handlers.record(call, loaded, started, wall, inputs, outputs, None)
-        return text
+        return text, self.handlers.record(call, loaded, started, wall, inputs, outputs, None)
 
 
 async def _reply(

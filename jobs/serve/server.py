@@ -78,6 +78,7 @@ def parser() -> argparse.ArgumentParser:
     add("--kafka_topic", default=None, help="inference log topic (default: <model>_inference_log)")
     add("--max_body_bytes", type=int, default=64 * 1024 * 1024, help="largest REST body accepted")
     add("--feature_view", default=None, help="PROJECT/VIEW[/VERSION]: fill features online (Fjord)")
+    add("--transformer", default=None, help="module:function turning looked-up rows into model inputs")
     add("--log_level", default="WARNING", help="Python log level")
     return p
 
@@ -132,7 +133,7 @@ class ModelServer:
         if args.feature_view:
             from jobs.serve.features import FeatureEnricher
 
-            enrich = FeatureEnricher.from_flag(args.feature_view, self.metrics)
+            enrich = FeatureEnricher.from_flag(args.feature_view, self.metrics, args.transformer)
         self.handlers = Handlers(
             self.manager,
             self.metrics,

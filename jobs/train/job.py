@@ -208,7 +208,7 @@ def run(spec: TrainSpec) -> TrainResult:
             record.params["metrics"], record.params["optimization"] = finite(metrics), optimization
             model_version, model_uri = _register(
                 spec, project, local / "model", final.best.mlflow_run_id, uri, record.run_id, version,
-                metrics, optimization, best,
+                metrics, optimization, best, splits.x_test.head(5),
             )  # fmt: skip
         record.add_output(model_uri, str(model_version), kind="model")
         counts = {s: sum(t.status == s for t in search.trials) for s in ("succeeded", "stopped", "failed")}
@@ -226,6 +226,36 @@ def run(spec: TrainSpec) -> TrainResult:
         )
 
 
+def _log_mlflow_model(uri: str, mlflow_run_id: str | None, model_dir: Path, example: Any) -> Any:
+    """Log the SavedModel as an MLflow pyfunc model (jobs/train/mlflow_model.py) in the trial's run;
+    its ModelInfo (``model_uri``, ``model_id``)."""
+    import mlflow
+    import pandas as pd
+    import tensorflow as tf
+    from mlflow.models import infer_signature
+
+    from jobs.train.model import OUTPUT, predict_saved_model
+
+    example = example.astype("float64")  # the schema MLflow checks: JSON numbers and pandas floats pass
+    predictions = pd.DataFrame({OUTPUT: predict_saved_model(model_dir, example)})
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=mlflow_run_id):
+        info = mlflow.pyfunc.log_model(
+            name="mlflow_model",
+            python_model=str(Path(__file__).with_name("mlflow_model.py")),
+            artifacts={"saved_model": str(model_dir)},
+            signature=infer_signature(example, predictions),
+            input_example=example,
+            # Stated, not inferred: inference would load the model once more to trace its imports.
+            pip_requirements=[
+                f"tensorflow=={tf.__version__}",
+                f"pandas=={pd.__version__}",
+                f"mlflow=={mlflow.__version__}",
+            ],
+        )
+    return info
+
+
 def _register(
     spec: TrainSpec,
     project: Any,
@@ -237,9 +267,11 @@ def _register(
     metrics: dict[str, float],
     optimization: dict[str, Any] | None,
     params: dict[str, Any],
+    example: Any,
 ) -> tuple[int, str]:
-    """A new model version: registered in MLflow, published to ``Models/<name>/<version>/`` (the
-    TensorFlow Serving layout), then given the ``candidate`` alias. A failure deletes the version."""
+    """A new model version: logged as an MLflow model (pyfunc, with its signature and an input
+    example) and registered, published to ``Models/<name>/<version>/`` (the TensorFlow Serving
+    layout), then given the ``candidate`` alias. A failure deletes the version."""
     from mlflow.exceptions import MlflowException
 
     client = mlflow_client(uri)
@@ -254,9 +286,10 @@ def _register(
         client.get_registered_model(spec.model_name)
     except MlflowException:
         client.create_registered_model(spec.model_name, description="Fjord: card fraud probability")
-    # The trial's MLflow run holds the model among its artifacts: the version points there.
+    # The final trial's MLflow run holds the model: MLflow's own tools load and serve the version.
+    logged = _log_mlflow_model(uri, mlflow_run_id, model_dir, example)
     registered = client.create_model_version(
-        spec.model_name, f"runs:/{mlflow_run_id}/model", run_id=mlflow_run_id, tags=tags
+        spec.model_name, logged.model_uri, run_id=mlflow_run_id, tags=tags, model_id=logged.model_id
     )
     version = int(registered.version)
     try:

@@ -16,7 +16,7 @@ from jobs.etl.job import BatchRejected, EtlError, EtlSpec, run
 from jobs.etl.main import main
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
-GROUPS = ("transactions_features", "fraud_labels", "profile_features")
+GROUPS = ("transactions_features", "fraud_labels", "profile_features", "card_features")
 
 
 @pytest.fixture

@@ -1,0 +1,120 @@
+"""``fjord model deploy|rollback|list|status|start|stop`` and ``fjord serve``: registered models, their
+servings and the project's model server (the stage is jobs/serve, loaded only when a command runs)."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from fjord.cli.output import console, print_json
+
+app = typer.Typer(help="Deploy, roll back and inspect served models (TF-Serving-compatible REST/gRPC).")
+
+PROJECT = typer.Option(None, "--project", "-p", help="The project (default: the project setting).")
+
+
+def _project(project: str | None) -> str:
+    from fjord.config import get_settings
+    from fjord.errors import ConfigError
+
+    name = project or get_settings().project
+    if not name:
+        raise ConfigError("no project given", hint="--project NAME, or set FJORD_PROJECT")
+    return name
+
+
+@app.command()
+def deploy(
+    model: str = typer.Argument(..., help="The registered model (MLflow name)."),
+    project: str | None = PROJECT,
+    version: int | None = typer.Option(None, min=1, help="Default: the MLflow candidate."),
+    tolerance: float = typer.Option(0.005, min=0, help="Largest ROC AUC drop against the champion."),
+    canary: bool = typer.Option(False, "--canary", help="Serve it as the canary beside the stable version."),
+    force: bool = typer.Option(False, "--force", help="Deploy even if it is not blessed."),
+    inference_logging: str = typer.Option("ALL", help="ALL, PREDICTIONS, MODEL_INPUTS or NONE."),
+    feature_view: str | None = typer.Option(None, help="VIEW[/VERSION]: fill request features online."),
+) -> None:
+    """Bless the candidate against the champion, serve it, smoke-test it, make it the champion."""
+    from jobs.serve.deploy import DeploySpec, run
+
+    result = run(
+        DeploySpec(
+            project=_project(project), model_name=model, version=version, tolerance=tolerance, canary=canary,
+            force=force, inference_logging=inference_logging, feature_view=feature_view,
+        )
+    )  # fmt: skip
+    console.print(result.summary())
+
+
+@app.command()
+def rollback(
+    serving_name: str = typer.Argument(..., metavar="SERVING", help="The serving (named as its model)."),
+    project: str | None = PROJECT,
+) -> None:
+    """Point the serving's stable label back at the version deployed before."""
+    from jobs.serve.deploy import RollbackSpec, rollback
+
+    console.print(rollback(RollbackSpec(project=_project(project), serving=serving_name)).summary())
+
+
+@app.command("list")
+def list_models(
+    project: str | None = PROJECT, as_json: bool = typer.Option(False, "--json", help="Machine-readable.")
+) -> None:
+    """The project's servings: model, labels and versions, state, inference log topic."""
+    from jobs.serve import serving
+
+    name = _project(project)
+    rows = [serving.get_status(s.name, project=name) for s in serving.get_servings(project=name)]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("serving", "model", "labels", "state", "versions", "topic")
+    for row in rows:
+        labels = ", ".join(f"{k} v{v}" for k, v in sorted(row["labels"].items()))
+        versions = ", ".join(f"v{k} {v}" for k, v in sorted(row["versions"].items()))
+        table.add_row(row["name"], row["model"], labels, row["state"], versions, row["topic"])
+    console.print(table)
+
+
+@app.command()
+def status(
+    serving_name: str = typer.Argument(..., metavar="SERVING"),
+    project: str | None = PROJECT,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable."),
+) -> None:
+    """One serving: its labels, each version's state, its URL and topic."""
+    from jobs.serve import serving
+
+    name = _project(project)
+    row = serving.get_status(serving_name, project=name)
+    state = serving.server_state(name)
+    row["url"] = state["url"] if state else None
+    if as_json:
+        print_json(row)
+        return
+    for key, value in row.items():
+        console.print(f"{key:<9} {value}")
+
+
+@app.command()
+def start(project: str | None = PROJECT) -> None:
+    """Start the project's model server (it serves every serving of the project)."""
+    from jobs.serve import serving
+
+    console.print(serving.start(project=_project(project)))
+
+
+@app.command()
+def stop(project: str | None = PROJECT) -> None:
+    """Stop the project's model server."""
+    from jobs.serve import serving
+
+    console.print("stopped" if serving.stop(project=_project(project)) else "not running")
+
+
+def serve(ctx: typer.Context) -> None:
+    """Run the model server in the foreground: tensorflow_model_server's flags (see --help)."""
+    from jobs.serve.server import main
+
+    raise typer.Exit(main(list(ctx.args)))

@@ -1,0 +1,274 @@
+"""The deployment job: a validated push of a registered model version to its serving (TFX's
+Evaluator + Pusher), and the rollback.
+
+``run(DeploySpec(project="fraud", model_name="fraud"))``:
+
+1. takes the MLflow ``candidate`` (or ``version``) and the current ``champion``;
+2. blesses: both versions predict the candidate's held-out test split (the time-ordered last part of
+   its training dataset, the data its own evaluation used); the candidate is deployed only if its
+   ROC AUC is not below the champion's by more than ``tolerance``. The decision and both figures go to
+   the run record and to the version's MLflow tags, deployed or not (a refusal exits 3);
+3. writes the project's ``models.config`` atomically: the candidate under the label ``stable`` (or
+   ``canary`` with ``canary=True``, the stable version staying), specific versions only;
+4. starts the project's model server unless it runs, waits until the version is AVAILABLE, and sends
+   a smoke request of real held-out rows; a failure puts the old config back;
+5. moves the MLflow alias ``champion`` (not for a canary) and records the deployment in the lineage:
+   served version -> model version -> training run -> training dataset -> feature commits -> batches.
+
+``rollback(RollbackSpec(...))`` points ``stable`` back at the version deployed before and moves
+``champion`` with it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from fjord.errors import FjordError, NotFoundError
+from fjord.experiment.tracking import client as mlflow_client
+from fjord.experiment.tracking import tracking_uri
+from fjord.jobspec import JobSpec
+from fjord.lineage import get_run, track_run
+from fjord.projects import Project, get_project
+from jobs.serve import serving
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+_CODE = [Path(__file__).parent]
+
+
+class DeployError(FjordError):
+    """The deployment cannot run as specified (no candidate, a version that does not exist)."""
+
+    exit_code = 2
+
+
+class DeployRejected(FjordError):
+    """The candidate is worse than the champion beyond the tolerance: nothing was deployed."""
+
+    exit_code = 3
+
+
+class DeploySpec(JobSpec):
+    project: str
+    model_name: str = "fraud"
+    version: int | None = Field(default=None, ge=1, description="default: the MLflow candidate")
+    serving: str | None = Field(default=None, description="the serving's name (default: the model's)")
+    tolerance: float = Field(default=0.005, ge=0, description="largest ROC AUC drop accepted")
+    canary: bool = Field(default=False, description="serve it as the canary beside the stable version")
+    force: bool = Field(default=False, description="deploy without the blessing")
+    inference_logging: str = Field(default="ALL", description="ALL, PREDICTIONS, MODEL_INPUTS or NONE")
+    feature_view: str | None = Field(default=None, description="VIEW[/VERSION] to fill request features from")
+    transformer: str | None = Field(
+        default=None, description="module:function: looked-up rows -> model inputs"
+    )
+    timeout_s: float = Field(default=300, gt=0, description="how long to wait for the version to load")
+
+
+class RollbackSpec(JobSpec):
+    project: str
+    serving: str = "fraud"
+
+
+@dataclass
+class DeployResult:
+    run_id: str
+    serving: str
+    model_name: str
+    version: int
+    label: str
+    previous: int | None
+    blessing: dict[str, Any]
+    url: str
+    topic: str
+
+    def summary(self) -> str:
+        b = self.blessing
+        if b["decision"] == "rollback":
+            return f"serving {self.serving}: stable rolled back from v{self.previous} to v{self.version}"
+        figures = (
+            f"candidate ROC AUC {b['candidate']:.4f} vs champion v{b['champion_version']} {b['champion']:.4f}"
+            if b.get("champion") is not None
+            else "no champion yet"
+        )
+        return (
+            f"deployed {self.model_name} v{self.version} as {self.label} of serving {self.serving} "
+            f"({b['decision']}: {figures}, tolerance {b['tolerance']}); "
+            f"REST {self.url}/v1/models/{self.serving}; "
+            f"inference log topic {self.topic}"
+        )
+
+
+def _version_of(client: Any, name: str, alias: str) -> int | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def _held_out(project: Project, client: Any, name: str, version: int) -> tuple[Any, Any]:
+    """(x_test, y_test) of ``version``'s training run: the data its own evaluation used."""
+    from mlflow.exceptions import MlflowException
+
+    from jobs.train.model import load_splits
+
+    try:
+        tags = client.get_model_version(name, str(version)).tags
+    except MlflowException:
+        raise DeployError(f"model {name} has no version {version} in MLflow") from None
+    if "fjord.run_id" not in tags:
+        raise DeployError(f"model {name} v{version} was not registered by the training job (no fjord.run_id)")
+    params = get_run(tags["fjord.run_id"]).params
+    splits = load_splits(
+        project.name, params["feature_view"], params["feature_view_version"],
+        int(tags["fjord.training_dataset"].rsplit("/", 1)[1]), params["test_size"], params["val_size"],
+    )  # fmt: skip
+    return splits.x_test, splits.y_test
+
+
+def _auc(project: Project, model: str, version: int, x: Any, y: Any) -> float | None:
+    """ROC AUC of the served files of ``version`` on (x, y); None when the version reads other features."""
+    import tempfile
+
+    from jobs.serve.backends import read_signature_defs, signatures_of
+    from jobs.train.model import predict_saved_model, roc_auc
+
+    with tempfile.TemporaryDirectory(prefix="fjord-bless-") as tmp:
+        local = Path(tmp) / "model"
+        project.fs.download(f"Models/{model}/{version}", local)
+        inputs = set(signatures_of(read_signature_defs(local))["serving_default"].inputs)
+        if not inputs <= set(x.columns):
+            return None
+        return roc_auc(y, predict_saved_model(local, x[sorted(inputs)]))
+
+
+def _ensure_view(project: str, spec: str) -> None:
+    """The serving's feature view exists: a built-in definition is created over the project's groups."""
+    import featurestore
+    from jobs.features.job import build_query
+    from jobs.features.views import BUILT_IN
+
+    name, _, version = spec.partition("/")
+    store = featurestore.connect(project)
+    definition = BUILT_IN.get(name)
+    if definition is None:
+        store.get_feature_view(name, int(version) if version.isdigit() else 1)
+        return
+    store.get_or_create_feature_view(
+        definition.name, definition.version, query=build_query(store, definition), labels=definition.labels,
+        description=definition.description,
+    )  # fmt: skip
+
+
+def _smoke(serving_name: str, version: int, project: str, x: Any) -> None:
+    rows = x.head(3).astype("float32")
+    instances = [{k: float(v) for k, v in row.items()} for row in rows.to_dict(orient="records")]
+    answer = serving.predict(serving_name, {"instances": instances}, project=project, version=version)
+    predictions = answer["predictions"]
+    values = [next(iter(p.values())) if isinstance(p, dict) else p for p in predictions]
+    if len(values) != len(instances) or not all(isinstance(v, float) and math.isfinite(v) for v in values):
+        raise DeployError(f"the smoke request to v{version} answered {answer}")
+
+
+def run(spec: DeploySpec) -> DeployResult:
+    """Bless, deploy, wait, smoke-test, move the champion; :class:`DeployRejected` when not blessed."""
+    project = get_project(spec.project)
+    name = spec.serving or spec.model_name
+    client = mlflow_client(tracking_uri())
+    version = spec.version or _version_of(client, spec.model_name, CANDIDATE)
+    if version is None:
+        raise DeployError(
+            f"model {spec.model_name} has no {CANDIDATE}", hint="train one: python -m jobs.train.main"
+        )
+    if not project.fs.is_published(f"Models/{spec.model_name}/{version}"):
+        raise NotFoundError(f"model {spec.model_name} has no published version {version} in {project.name}")
+    champion = _version_of(client, spec.model_name, CHAMPION)
+    previous = (
+        serving.get_serving(name, project=project.name)
+        if serving.exists(name, project=project.name)
+        else None
+    )
+    model_uri = project.fs.uri(f"Models/{spec.model_name}/{version}")  # as the training job records it
+    with track_run(
+        project, "deploy", params=spec.model_dump(mode="json"), code=_CODE, **spec.run_tree()
+    ) as record:
+        record.add_input(model_uri, str(version), kind="model")
+        x, y = _held_out(project, client, spec.model_name, version)
+        candidate_auc = _auc(project, spec.model_name, version, x, y)
+        champion_auc = (
+            _auc(project, spec.model_name, champion, x, y) if champion not in (None, version) else None
+        )
+        blessed = champion_auc is None or (candidate_auc or 0) >= champion_auc - spec.tolerance
+        decision = "blessed" if blessed else ("forced" if spec.force else "rejected")
+        blessing = {
+            "metric": "roc_auc", "candidate": candidate_auc, "champion": champion_auc,
+            "champion_version": champion, "tolerance": spec.tolerance, "decision": decision,
+            "rows": len(y),
+        }  # fmt: skip
+        record.params["blessing"] = blessing
+        for key, value in blessing.items():
+            client.set_model_version_tag(spec.model_name, str(version), f"fjord.blessing.{key}", str(value))
+        if decision == "rejected":
+            raise DeployRejected(
+                f"{spec.model_name} v{version} not deployed: ROC AUC {candidate_auc:.4f} on {len(y):,} "
+                "held-out "
+                f"rows is below champion v{champion}'s {champion_auc:.4f} by more than {spec.tolerance}",
+                hint="--force deploys it anyway",
+            )
+        label = serving.CANARY if spec.canary else serving.STABLE
+        if spec.feature_view:
+            _ensure_view(project.name, spec.feature_view)
+        updated = serving.create_or_update(
+            name, version, project=project.name, model_name=spec.model_name, label=label,
+            inference_logging=spec.inference_logging,
+            feature_view=spec.feature_view or (previous.feature_view if previous else None),
+            transformer=spec.transformer or (previous.transformer if previous else None),
+        )  # fmt: skip
+        try:
+            url = serving.start(project=project.name)
+            serving.wait_available(name, version, project=project.name, timeout_s=spec.timeout_s)
+            _smoke(name, version, project.name, x)
+        except BaseException:
+            if previous is not None:
+                serving.set_labels(name, previous.labels, project=project.name, history=previous.history)
+            raise
+        if not spec.canary:
+            client.set_registered_model_alias(spec.model_name, CHAMPION, str(version))
+        record.add_output(serving.serving_uri(project.name, name), str(version), kind="deployment")
+        return DeployResult(
+            record.run_id, name, spec.model_name, version, label,
+            previous.labels.get(serving.STABLE) if previous else None, blessing, url, updated.topic,
+        )  # fmt: skip
+
+
+def rollback(spec: RollbackSpec) -> DeployResult:
+    """Point ``stable`` back at the version deployed before the current one."""
+    project = get_project(spec.project)
+    current = serving.get_serving(spec.serving, project=project.name)
+    history = [v for v in current.history if v != current.labels.get(serving.STABLE)]
+    if not history:
+        raise DeployError(f"serving {spec.serving} has no earlier version to roll back to")
+    target = history[-1]
+    client = mlflow_client(tracking_uri())
+    with track_run(
+        project, "rollback", params=spec.model_dump(mode="json"), code=_CODE, **spec.run_tree()
+    ) as record:
+        record.add_input(project.fs.uri(f"Models/{current.model_name}/{target}"), str(target), kind="model")
+        labels = {**current.labels, serving.STABLE: target}
+        history = current.history[: len(current.history) - current.history[::-1].index(target)]
+        serving.set_labels(spec.serving, labels, project=project.name, history=history)
+        url = serving.start(project=project.name)
+        serving.wait_available(spec.serving, target, project=project.name)
+        client.set_registered_model_alias(current.model_name, CHAMPION, str(target))
+        record.add_output(
+            project.fs.uri(f"{serving.SERVING_DIR}/{spec.serving}"), str(target), kind="deployment"
+        )
+        return DeployResult(
+            record.run_id, spec.serving, current.model_name, target, serving.STABLE,
+            current.labels.get(serving.STABLE), {"decision": "rollback", "tolerance": 0}, url, current.topic,
+        )  # fmt: skip

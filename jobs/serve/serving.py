@@ -1,0 +1,330 @@
+"""The serving API, in the shape of HopsML's ``hops.serving``: servings of a project, their server,
+predictions, and the Kafka topic their inference log goes to.
+
+>>> from jobs.serve import serving
+>>> serving.create_or_update("fraud", 3, project="fraud")          # doctest: +SKIP
+>>> serving.start(project="fraud")                                 # doctest: +SKIP
+'http://127.0.0.1:8501'
+>>> serving.predict("fraud", {"instances": [{...}]}, project="fraud")  # doctest: +SKIP
+>>> serving.get_kafka_topic("fraud", project="fraud")              # doctest: +SKIP
+'fraud_inference_log'
+
+A project's servings are two files under ``Models/serving/`` on the shared filesystem:
+``models.config``, the ModelServerConfig that this server, or tensorflow_model_server on a cluster,
+reads (specific versions, labels ``stable``/``canary``), and ``servings.json``, what Fjord keeps
+beside it (inference logging mode, topic, feature view). Both are replaced atomically. One server
+process per project serves them all (``python -m jobs.serve.server --model_config_file=...``,
+re-reading the file every second); its pid, ports and log are under ``$FJORD_HOME/serving/<project>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fjord.config import get_settings
+from fjord.errors import FjordError, NotFoundError
+from fjord.fs.backends import local_path
+from fjord.projects import Project, get_project
+from fjord.services.process import alive, free_port, log_tail, port_open, spawn, stop_group, wait_until
+from jobs.serve.config import ModelConfig, VersionPolicy, read_model_config, write_model_config
+from jobs.serve.inference_log import MODES, default_topic
+
+SERVING_DIR = "Models/serving"
+CONFIG_FILE = f"{SERVING_DIR}/models.config"
+SERVINGS_FILE = f"{SERVING_DIR}/servings.json"
+STABLE, CANARY = "stable", "canary"
+START_TIMEOUT_S = 180.0
+
+
+class ServingError(FjordError):
+    """A serving cannot be created, started or asked as requested."""
+
+    exit_code = 2
+
+
+@dataclass
+class Serving:
+    """One served model of a project."""
+
+    name: str
+    model_name: str
+    labels: dict[str, int]  # stable (and canary) -> version
+    inference_logging: str = "ALL"
+    kafka_topic: str | None = None
+    feature_view: str | None = None  # VIEW[/VERSION] of the project, looked up for each request
+    transformer: str | None = None  # module:function turning looked-up rows into model inputs
+    history: list[int] = field(default_factory=list)  # versions labelled stable, oldest first
+
+    @property
+    def topic(self) -> str:
+        return self.kafka_topic or default_topic(self.name)
+
+
+def _project(project: str | None) -> Project:
+    name = project or get_settings().project
+    if not name:
+        raise ServingError("no project given", hint="pass project=... or set FJORD_PROJECT")
+    return get_project(name)
+
+
+def _read(project: Project) -> dict[str, Serving]:
+    if not project.fs.exists(SERVINGS_FILE):
+        return {}
+    return {k: Serving(**v) for k, v in json.loads(project.fs.read_text(SERVINGS_FILE)).items()}
+
+
+def serving_uri(project: str, name: str) -> str:
+    """The URI a deployment of serving ``name`` is recorded under in the lineage (version: the served one)."""
+    return get_project(project).fs.uri(f"{SERVING_DIR}/{name}")
+
+
+def _base_path(project: Project, model_name: str) -> str:
+    uri = project.fs.uri(f"Models/{model_name}")
+    return local_path(uri) or uri  # a plain path where the disk is local: what TF Serving reads too
+
+
+def _write(project: Project, servings: dict[str, Serving]) -> None:
+    """servings.json, then models.config (the file the server watches), each replaced atomically."""
+    project.fs.write_text(SERVINGS_FILE, json.dumps({k: asdict(v) for k, v in servings.items()}, indent=2))
+    models = [
+        ModelConfig(
+            s.name,
+            _base_path(project, s.model_name),
+            VersionPolicy("specific", specific=tuple(sorted(set(s.labels.values())))),
+            dict(s.labels),
+        )
+        for s in servings.values()
+    ]
+    write_model_config(config_path(project), models)
+
+
+def config_path(project: Project) -> Path:
+    """Where the server reads the project's models.config: in place on a local disk, else a local copy."""
+    uri = project.fs.uri(CONFIG_FILE)
+    local = local_path(uri)
+    return Path(local) if local else _state_dir(project) / "models.config"
+
+
+def create_or_update(
+    name: str,
+    model_version: int,
+    *,
+    project: str | None = None,
+    model_name: str | None = None,
+    label: str = STABLE,
+    inference_logging: str = "ALL",
+    kafka_topic: str | None = None,
+    feature_view: str | None = None,
+    transformer: str | None = None,
+) -> Serving:
+    """Serve ``model_version`` of ``model_name`` (default: ``name``) under ``label``. A version is
+    served only if it was published whole (``Models/<model>/<version>/_SUCCESS``)."""
+    proj = _project(project)
+    model_name = model_name or name
+    if label not in (STABLE, CANARY):
+        raise ServingError(f"label {label!r}: one of {STABLE}, {CANARY}")
+    if inference_logging not in MODES:
+        raise ServingError(f"inference_logging {inference_logging!r}: one of {', '.join(MODES)}")
+    if not proj.fs.is_published(f"Models/{model_name}/{model_version}"):
+        raise NotFoundError(
+            f"model {model_name} has no published version {model_version} in project {proj.name}"
+        )
+    servings = _read(proj)
+    current = servings.get(name)
+    labels = dict(current.labels) if current else {}
+    labels[label] = model_version
+    history = list(current.history) if current else []
+    if label == STABLE and (not history or history[-1] != model_version):
+        history.append(model_version)
+    if label == STABLE and labels.get(CANARY) == model_version:
+        labels.pop(CANARY)  # a promoted canary is the stable version now
+    servings[name] = Serving(
+        name, model_name, labels, inference_logging, kafka_topic, feature_view, transformer, history
+    )
+    _write(proj, servings)
+    return servings[name]
+
+
+def set_labels(
+    name: str, labels: dict[str, int], *, project: str | None = None, history: list[int] | None = None
+) -> Serving:
+    """Point a serving's labels at other versions (a rollback, or undoing a failed deployment)."""
+    proj = _project(project)
+    servings = _read(proj)
+    serving = get_serving(name, project=proj.name)
+    serving.labels = dict(labels)
+    if history is not None:
+        serving.history = list(history)
+    servings[name] = serving
+    _write(proj, servings)
+    return serving
+
+
+def get_serving(name: str, *, project: str | None = None) -> Serving:
+    proj = _project(project)
+    servings = _read(proj)
+    if name not in servings:
+        raise NotFoundError(
+            f"no serving {name!r} in project {proj.name}", hint="fjord model deploy creates one"
+        )
+    return servings[name]
+
+
+def get_servings(*, project: str | None = None) -> list[Serving]:
+    return list(_read(_project(project)).values())
+
+
+def exists(name: str, *, project: str | None = None) -> bool:
+    return name in _read(_project(project))
+
+
+def get_kafka_topic(name: str, *, project: str | None = None) -> str:
+    """The topic the serving's inference log goes to."""
+    return get_serving(name, project=project).topic
+
+
+# -- the project's server -------------------------------------------------------------------------
+
+
+def _state_dir(project: Project) -> Path:
+    path = get_settings().home / "serving" / project.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def server_state(project: str | None = None) -> dict[str, Any] | None:
+    """The running server's record (pid, ports, URL, log), or None."""
+    state = _state_dir(_project(project)) / "state.json"
+    if not state.exists():
+        return None
+    record: dict[str, Any] = json.loads(state.read_text())
+    return record if alive(record["pid"]) else None
+
+
+def start(*, project: str | None = None, batching: bool = True) -> str:
+    """Start the project's model server unless it runs; its REST URL."""
+    proj = _project(project)
+    running = server_state(proj.name)
+    if running:
+        return str(running["url"])
+    servings = _read(proj)
+    if not servings:
+        raise ServingError(f"project {proj.name} has no serving", hint="fjord model deploy creates one")
+    directory = _state_dir(proj)
+    config = config_path(proj)
+    if config.parent == directory:  # a remote filesystem: the server reads a local copy
+        config.write_text(proj.fs.read_text(CONFIG_FILE))
+    batching_file = directory / "batching.config"
+    batching_file.write_text(
+        "max_batch_size { value: 256 }\nbatch_timeout_micros { value: 1000 }\n"
+        "num_batch_threads { value: 2 }\nmax_enqueued_batches { value: 64 }\n"
+    )
+    monitoring = directory / "monitoring.config"
+    monitoring.write_text('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n')
+    rest_port, grpc_port = free_port(8501), free_port(8500)
+    modes = {s.inference_logging for s in servings.values()}
+    mode = "ALL" if "ALL" in modes or len(modes) > 1 else modes.pop()
+    views = [s for s in servings.values() if s.feature_view]
+    argv = [
+        sys.executable, "-m", "jobs.serve.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+        f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1",
+        f"--monitoring_config_file={monitoring}", f"--inference_logging={mode}",
+        *(["--enable_batching", f"--batching_parameters_file={batching_file}"] if batching else []),
+        *([f"--feature_view={proj.name}/{views[0].feature_view}"] if views else []),
+        *([f"--transformer={views[0].transformer}"] if views and views[0].transformer else []),
+    ]  # fmt: skip
+    log = directory / "server.log"
+    pid = spawn(argv, log, cwd=Path(__file__).resolve().parents[2])
+    url = f"http://127.0.0.1:{rest_port}"
+    wait_until(
+        lambda: port_open(rest_port), what="the model server", pid=pid, log=log, timeout=START_TIMEOUT_S
+    )
+    record = {
+        "pid": pid, "url": url, "grpc": f"127.0.0.1:{grpc_port}", "log": str(log), "config": str(config),
+        "started": time.time(),
+    }  # fmt: skip
+    (directory / "state.json").write_text(json.dumps(record))
+    return url
+
+
+def stop(*, project: str | None = None) -> bool:
+    """Stop the project's model server; False if it was not running."""
+    proj = _project(project)
+    state = _state_dir(proj) / "state.json"
+    record = server_state(proj.name)
+    state.unlink(missing_ok=True)
+    return bool(record) and stop_group(record["pid"], signal.SIGTERM)  # type: ignore[index]
+
+
+def url(*, project: str | None = None) -> str:
+    record = server_state(project)
+    if record is None:
+        raise ServingError("the model server is not running", hint="serving.start() or fjord model start")
+    return str(record["url"])
+
+
+def _get(path: str, project: str | None) -> tuple[int, Any]:
+    import httpx
+
+    answer = httpx.get(f"{url(project=project)}{path}", timeout=30)
+    return answer.status_code, answer.json()
+
+
+def get_status(name: str, *, project: str | None = None) -> dict[str, Any]:
+    """The serving's state: ``Running`` with each version's TF Serving state, or ``Stopped``."""
+    serving = get_serving(name, project=project)
+    status: dict[str, Any] = {"name": name, "model": serving.model_name, "labels": serving.labels,
+                              "topic": serving.topic, "state": "Stopped", "versions": {}}  # fmt: skip
+    if server_state(project) is None:
+        return status
+    code, body = _get(f"/v1/models/{name}", project)
+    status["state"] = "Running"
+    if code == 200:
+        status["versions"] = {int(v["version"]): v["state"] for v in body["model_version_status"]}
+    return status
+
+
+def wait_available(name: str, version: int, *, project: str | None = None, timeout_s: float = 300) -> None:
+    """Wait until the server has ``version`` of serving ``name`` AVAILABLE (and its labels on it)."""
+    record = server_state(project)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        versions = get_status(name, project=project)["versions"]
+        if versions.get(version) == "AVAILABLE":
+            return
+        if versions.get(version) == "END":
+            raise ServingError(
+                f"serving {name}: version {version} failed to load ({record and record['log']})"
+            )
+        if server_state(project) is None:
+            raise ServingError(
+                f"the model server stopped: {log_tail(Path(record['log']), 2) if record else ''}"
+            )
+        time.sleep(0.5)
+    raise ServingError(f"serving {name}: version {version} not AVAILABLE after {timeout_s:.0f} s")
+
+
+def predict(
+    name: str, data: dict[str, Any], *, project: str | None = None, version: int | None = None,
+    label: str | None = None, verb: str = "predict",
+) -> dict[str, Any]:  # fmt: skip
+    """POST ``data`` (TF Serving's JSON: ``instances`` or ``inputs``) to the serving; the answer."""
+    import httpx
+
+    where = f"/versions/{version}" if version is not None else f"/labels/{label}" if label else ""
+    answer = httpx.post(f"{url(project=project)}/v1/models/{name}{where}:{verb}", json=data, timeout=60)
+    body = answer.json()
+    if answer.status_code != 200:
+        raise ServingError(f"serving {name} answered {answer.status_code}: {body.get('error')}")
+    return dict(body)
+
+
+def read_config(*, project: str | None = None) -> list[ModelConfig]:
+    """The models.config the server reads."""
+    return read_model_config(config_path(_project(project)))
