@@ -64,8 +64,10 @@ def wrk(url: str, body: dict[str, Any], connections: int, seconds: int) -> dict[
         )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     os.unlink(script.name)
 
     def ms(label: str) -> float:
@@ -87,14 +89,24 @@ def wrk(url: str, body: dict[str, Any], connections: int, seconds: int) -> dict[
 
 def open_loop(url: str, body: dict[str, Any], rate: int, seconds: int) -> dict[str, float]:
     """Open loop: requests at ``rate`` per second whatever the answers (vegeta)."""
-    target = json.dumps({"method": "POST", "url": url, "body": _b64(json.dumps(body)),
-                         "header": {"Content-Type": ["application/json"]}})  # fmt: skip
+    target = json.dumps(
+        {
+            "method": "POST",
+            "url": url,
+            "body": _b64(json.dumps(body)),
+            "header": {"Content-Type": ["application/json"]},
+        }
+    )
     attack = subprocess.run(
         [vegeta(), "attack", "-format=json", f"-rate={rate}", f"-duration={seconds}s", "-max-workers=256"],
-        input=target.encode(), capture_output=True, check=True,
-    ).stdout  # fmt: skip
+        input=target.encode(),
+        capture_output=True,
+        check=True,
+    ).stdout
     report = json.loads(
-        subprocess.run([vegeta(), "report", "-type=json"], input=attack, capture_output=True, check=True).stdout
+        subprocess.run(
+            [vegeta(), "report", "-type=json"], input=attack, capture_output=True, check=True
+        ).stdout
     )
     return {
         "rate": rate,
@@ -114,7 +126,9 @@ def _b64(text: str) -> str:
 def _median(runs: list[dict[str, float]]) -> dict[str, Any]:
     keys = runs[0].keys()
     out: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in keys}
-    out["spread"] = {k: [min(r[k] for r in runs), max(r[k] for r in runs)] for k in ("rps", "p99_ms") if k in keys}
+    out["spread"] = {
+        k: [min(r[k] for r in runs), max(r[k] for r in runs)] for k in ("rps", "p99_ms") if k in keys
+    }
     out["runs"] = runs
     return out
 
@@ -125,9 +139,13 @@ class Server:
     def __init__(self, argv: list[str], ready: str, log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
         self.process = subprocess.Popen(
-            argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})},
+            argv,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
             start_new_session=True,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -150,16 +168,39 @@ class Server:
 
 def ours(model_dir: Path, log: Path, *flags: str, env: dict[str, str] | None = None) -> tuple[Server, str]:
     port = _free_port()
-    argv = [sys.executable, "-m", "jobs.serve.server", "--port=0", f"--rest_api_port={port}", "--model_name=fraud",
-            f"--model_base_path={model_dir}", *flags]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "jobs.serve.server",
+        "--port=0",
+        f"--rest_api_port={port}",
+        "--model_name=fraud",
+        f"--model_base_path={model_dir}",
+        *flags,
+    ]
     base = f"http://127.0.0.1:{port}"
     return Server(argv, f"{base}/v1/models/fraud", log, env), f"{base}/v1/models/fraud:predict"
 
 
 def mlflow_peer(model_uri: str, tracking: str, log: Path) -> tuple[Server, str]:
     port = _free_port()
-    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-            "-h", "127.0.0.1", "-p", str(port), "--workers", "2"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--workers",
+        "2",
+    ]
     base = f"http://127.0.0.1:{port}"
     return Server(argv, f"{base}/ping", log, {"MLFLOW_TRACKING_URI": tracking}), f"{base}/invocations"
 
@@ -184,9 +225,23 @@ def in_process(model_dir: Path, row: dict[str, float], seconds: float) -> dict[s
     return out
 
 
+def under_load(url: str, body: dict[str, Any], seconds: int, during: Any) -> dict[str, Any]:
+    """wrk at 16 connections for ``seconds`` while ``during()`` runs in this thread; wrk's figures."""
+    import threading
+
+    outcome: dict[str, Any] = {}
+    load = threading.Thread(target=lambda: outcome.update(wrk(url, body, 16, seconds)))
+    load.start()
+    extra = during()
+    load.join()
+    return {**outcome, **(extra or {})}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, default=Path(os.environ.get("FJORD_HOME", "~/.fjord")).expanduser())
+    parser.add_argument(
+        "--home", type=Path, default=Path(os.environ.get("FJORD_HOME", "~/.fjord")).expanduser()
+    )
     parser.add_argument("--project", default="fraud")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
@@ -206,14 +261,22 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     features = json.loads((model_dir / "fjord-model.json").read_text())
-    example = pq.read_table(next(iter(sorted((args.home / "fs").rglob("TrainingDatasets/fraud_demo_1/1/*.parquet")))))
+    example = pq.read_table(
+        next(iter(sorted((args.home / "fs").rglob("TrainingDatasets/fraud_demo_1/1/*.parquet"))))
+    )
     frame = example.to_pandas().tail(1)
     inputs = sorted(n for n in frame.columns if n not in ("tid", "ts", "cc_num", "is_fraud"))
     row = {n: float(frame[n].iloc[0]) if frame[n].iloc[0] == frame[n].iloc[0] else 0.0 for n in inputs}
     ours_body = {"instances": [row]}
     peer_body = {"dataframe_records": [row]}
-    results: dict[str, Any] = {"machine": os.uname().nodename, "cores": os.cpu_count(), "model_version": version,
-                               "seconds_per_run": args.seconds, "runs": args.runs, "card": features.get("metrics")}
+    results: dict[str, Any] = {
+        "machine": os.uname().nodename,
+        "cores": os.cpu_count(),
+        "model_version": version,
+        "seconds_per_run": args.seconds,
+        "runs": args.runs,
+        "card": features.get("metrics"),
+    }
 
     def closed(url: str, body: dict[str, Any], label: str) -> None:
         for connections in (1, 16, 64):
@@ -224,7 +287,9 @@ def main() -> None:
     peer, peer_url = mlflow_peer(f"models:/fraud/{version}", tracking, logs / "mlflow.log")
     try:
         closed(peer_url, peer_body, "mlflow_serve")
-        results["mlflow_serve"]["open_loop"] = [open_loop(peer_url, peer_body, r, args.seconds) for r in (300, 500)]
+        results["mlflow_serve"]["open_loop"] = [
+            open_loop(peer_url, peer_body, r, args.seconds) for r in (300, 500)
+        ]
     finally:
         peer.stop()
     for label, flags in (
@@ -238,9 +303,16 @@ def main() -> None:
         finally:
             server.stop()
     batching = logs / "batching.config"
-    batching.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 500 }\nnum_batch_threads { value: 2 }\n")
-    server, url = ours(model_base, logs / "batching.log", "--model_backend=savedmodel", "--enable_batching",
-                       f"--batching_parameters_file={batching}")  # fmt: skip
+    batching.write_text(
+        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 500 }\nnum_batch_threads { value: 2 }\n"
+    )
+    server, url = ours(
+        model_base,
+        logs / "batching.log",
+        "--model_backend=savedmodel",
+        "--enable_batching",
+        f"--batching_parameters_file={batching}",
+    )
     try:
         closed(url, ours_body, "fjord_savedmodel_batching")
     finally:
@@ -252,26 +324,28 @@ def main() -> None:
     broker = service("kafka")
     bootstrap = broker.start()
     for mode in ("NONE", "ALL"):
-        server, url = ours(model_base, logs / f"log-{mode}.log", f"--inference_logging={mode}",
-                           f"--kafka_bootstrap_servers={bootstrap}", "--kafka_topic=bench_inference_log")  # fmt: skip
+        server, url = ours(
+            model_base,
+            logs / f"log-{mode}.log",
+            f"--inference_logging={mode}",
+            f"--kafka_bootstrap_servers={bootstrap}",
+            "--kafka_topic=bench_inference_log",
+        )
         try:
             runs = [wrk(url, ours_body, 16, args.seconds) for _ in range(args.runs)]
             results.setdefault("logging", {})[mode] = _median(runs)
             if mode == "ALL":
                 dropped = httpx.get(url.replace("/v1/models/fraud:predict", "/monitoring/prometheus/metrics"))
                 results["logging"]["metrics_status"] = dropped.status_code
-                # A broker stop and restart under load: the requests answered meanwhile.
-                import threading
 
-                outcome: dict[str, Any] = {}
-                load = threading.Thread(target=lambda: outcome.update(wrk(url, ours_body, 16, 20)))
-                load.start()
-                time.sleep(4)
-                broker.stop()
-                time.sleep(5)
-                broker.start()
-                load.join()
-                results["broker_restart_under_load"] = outcome
+                # A broker stop and restart under load: the requests answered meanwhile.
+                def restart() -> None:
+                    time.sleep(4)
+                    broker.stop()
+                    time.sleep(5)
+                    broker.start()
+
+                results["broker_restart_under_load"] = under_load(url, ours_body, 20, restart)
         finally:
             server.stop()
 
@@ -280,21 +354,19 @@ def main() -> None:
     shutil.copytree(model_dir, switch_base / "1")
     server, url = ours(switch_base, logs / "switch.log", "--file_system_poll_wait_seconds=0.5")
     try:
-        import threading
 
-        outcome = {}
-        load = threading.Thread(target=lambda: outcome.update(wrk(url, ours_body, 16, 30)))
-        load.start()
-        time.sleep(3)
-        shutil.copytree(model_dir, switch_base / "2")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            status = httpx.get(url.replace(":predict", "")).json()["model_version_status"]
-            if {(s["version"], s["state"]) for s in status} >= {("2", "AVAILABLE")}:
-                break
-            time.sleep(0.5)
-        load.join()
-        outcome["switched"] = status
+        def switch() -> dict[str, Any]:
+            time.sleep(3)
+            shutil.copytree(model_dir, switch_base / "2")
+            deadline, status = time.monotonic() + 60, []
+            while time.monotonic() < deadline:
+                status = httpx.get(url.replace(":predict", "")).json()["model_version_status"]
+                if ("2", "AVAILABLE") in {(s["version"], s["state"]) for s in status}:
+                    break
+                time.sleep(0.5)
+            return {"switched": status}
+
+        outcome = under_load(url, ours_body, 30, switch)
         results["version_switch_under_load"] = outcome
     finally:
         server.stop()
@@ -302,10 +374,24 @@ def main() -> None:
     # The online feature lookup: the same model called with a transaction (cc_num, amount, ts, place)
     # against the project's running serving, which fills the rest from the online store.
     url = serving.url(project=args.project)
-    landing = sorted((args.home / "fs" / "Projects" / args.project / "Resources" / "landing").glob("*/transactions.parquet"))
+    landing = sorted(
+        (args.home / "fs" / "Projects" / args.project / "Resources" / "landing").glob(
+            "*/transactions.parquet"
+        )
+    )
     tx = pq.read_table(landing[-1]).to_pandas().tail(1).iloc[0]
-    transaction = {"instances": [{"cc_num": int(tx.cc_num), "amount": float(tx.amount), "ts": tx.ts.isoformat(),
-                                  "lat": float(tx.lat), "lon": float(tx.lon), "category": str(tx.category)}]}  # fmt: skip
+    transaction = {
+        "instances": [
+            {
+                "cc_num": int(tx.cc_num),
+                "amount": float(tx.amount),
+                "ts": tx.ts.isoformat(),
+                "lat": float(tx.lat),
+                "lon": float(tx.lon),
+                "category": str(tx.category),
+            }
+        ]
+    }
     predict = f"{url}/v1/models/fraud:predict"
     results["feature_lookup"] = {
         "features": _median([wrk(predict, ours_body, 16, args.seconds) for _ in range(args.runs)]),

@@ -250,7 +250,8 @@ def _serve(project: str, trained: Any, proj: Any, batch: str) -> str:
     deployment = lineage_graph(serving.serving_uri(project, trained.model_name), str(version))
     deployed_by = deployment.run.run_id if deployment.run else "?"
     console.print(
-        f"   prediction {inference_id[:12]} <- served {trained.model_name} v{version} <- deploy run {deployed_by}"
+        f"   prediction {inference_id[:12]} <- served {trained.model_name} v{version} "
+        f"<- deploy run {deployed_by}"
     )
     commits = []
     for node in walk(deployment):
