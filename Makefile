@@ -58,6 +58,7 @@ bench: $(STAMP) $(JARS)
 	$(VENV)/bin/python -m bench.featurestore
 	$(VENV)/bin/python -m bench.etl
 	$(VENV)/bin/python -m bench.experiment
+	$(VENV)/bin/python -m bench.serve
 
 clean:
 	rm -rf $(VENV) .jvm .pytest_cache

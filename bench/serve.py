@@ -99,7 +99,7 @@ def open_loop(url: str, body: dict[str, Any], rate: int, seconds: int) -> dict[s
     )
     attack = subprocess.run(
         [vegeta(), "attack", "-format=json", f"-rate={rate}", f"-duration={seconds}s", "-max-workers=256"],
-        input=target.encode(),
+        input=(target + "\n").encode(),
         capture_output=True,
         check=True,
     ).stdout
@@ -202,7 +202,9 @@ def mlflow_peer(model_uri: str, tracking: str, log: Path) -> tuple[Server, str]:
         "2",
     ]
     base = f"http://127.0.0.1:{port}"
-    return Server(argv, f"{base}/ping", log, {"MLFLOW_TRACKING_URI": tracking}), f"{base}/invocations"
+    # MLflow runs `uvicorn` from PATH: the venv's.
+    env = {"MLFLOW_TRACKING_URI": tracking, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return Server(argv, f"{base}/ping", log, env), f"{base}/invocations"
 
 
 def in_process(model_dir: Path, row: dict[str, float], seconds: float) -> dict[str, float]:
@@ -255,17 +257,20 @@ def main() -> None:
     tracking = tracking_uri()
     champion = client(tracking).get_model_version_by_alias("fraud", "champion")
     version = int(champion.version)
-    model_base = Path(serving._base_path(serving._project(args.project), "fraud"))
+    served = Path(serving._base_path(serving._project(args.project), "fraud")) / str(version)
+    # The champion alone in a base path of its own: the servers load exactly the model MLflow serves.
+    model_base = Path(tempfile.mkdtemp(prefix="bench-model-")) / "fraud"
+    shutil.copytree(served, model_base / str(version))
     model_dir = model_base / str(version)
     logs = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     import pyarrow.parquet as pq
 
     features = json.loads((model_dir / "fjord-model.json").read_text())
-    example = pq.read_table(
-        next(iter(sorted((args.home / "fs").rglob("TrainingDatasets/fraud_demo_1/1/*.parquet"))))
-    )
-    frame = example.to_pandas().tail(1)
-    inputs = sorted(n for n in frame.columns if n not in ("tid", "ts", "cc_num", "is_fraud"))
+    from jobs.serve.backends import read_signature_defs, signatures_of
+
+    inputs = sorted(signatures_of(read_signature_defs(model_dir))["serving_default"].inputs)
+    dataset = args.home / "fs" / "Projects" / args.project / "TrainingDatasets" / "fraud_demo_1" / "1"
+    frame = pq.read_table(sorted(dataset.rglob("*.parquet"))[0]).to_pandas().tail(1)
     row = {n: float(frame[n].iloc[0]) if frame[n].iloc[0] == frame[n].iloc[0] else 0.0 for n in inputs}
     ours_body = {"instances": [row]}
     peer_body = {"dataframe_records": [row]}

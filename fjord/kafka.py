@@ -188,15 +188,29 @@ def list_topics(settings: Settings | None = None, *, internal: bool = False) -> 
         reader.close()
 
 
+def end_offsets(topic: str, settings: Settings | None = None) -> dict[int, int]:
+    """Each partition's next offset: where records produced from now on will start."""
+    from kafka import TopicPartition
+
+    reader = consumer(settings=settings)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or [])]
+        return {tp.partition: offset for tp, offset in reader.end_offsets(parts).items()}
+    finally:
+        reader.close()
+
+
 def tail(
     topic: str,
     *,
     from_beginning: bool = False,
+    start: dict[int, int] | None = None,
     limit: int | None = None,
     timeout_s: float | None = None,
     settings: Settings | None = None,
 ) -> Iterator[Any]:
-    """The records of ``topic`` as they arrive (from its start with ``from_beginning``), until
+    """The records of ``topic`` as they arrive (from its start with ``from_beginning``, or from the
+    ``start`` offsets of :func:`end_offsets`), until
     ``limit`` records or ``timeout_s`` seconds without one; partitions are assigned, not joined, so no
     group rebalance delays the first record and no offsets are committed."""
     from kafka import TopicPartition
@@ -212,6 +226,8 @@ def tail(
             reader.seek_to_beginning(*assigned)
         else:
             reader.seek_to_end(*assigned)
+        for partition, offset in (start or {}).items():
+            reader.seek(TopicPartition(topic, partition), offset)
         seen, last = 0, time.monotonic()
         while limit is None or seen < limit:
             batch = reader.poll(timeout_ms=500, max_records=limit - seen if limit else 500)

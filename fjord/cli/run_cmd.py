@@ -212,6 +212,9 @@ def _serve(project: str, trained: Any, proj: Any, batch: str) -> str:
          "lon": float(r.lon), "category": str(r.category)}
         for r in frame.itertuples()
     ]  # fmt: skip
+    topic = serving.get_kafka_topic(trained.model_name, project=project)
+    kafka.ensure_topic(topic, retention_ms=7 * 86_400_000)
+    before = kafka.end_offsets(topic)  # step 12 reads from here, however long the topic is
     answer = httpx.post(
         f"{url}/v1/models/{trained.model_name}:predict", json={"instances": instances}, timeout=60
     )
@@ -229,9 +232,8 @@ def _serve(project: str, trained: Any, proj: Any, batch: str) -> str:
     _done(t, f"POST {url}/v1/models/{trained.model_name}:predict")
 
     t = _step(12, "Inference log: the call's records, read back from Kafka")
-    topic = serving.get_kafka_topic(trained.model_name, project=project)
     found = {}
-    for record in kafka.tail(topic, from_beginning=True, timeout_s=20):
+    for record in kafka.tail(topic, start=before, timeout_s=20):
         value = json.loads(record.value)
         if value["inferenceId"] == inference_id:
             found[value["type"]] = value

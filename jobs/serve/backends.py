@@ -82,6 +82,7 @@ class ModelBackend(ABC):
     """Runs one loaded model version's signatures on NumPy arrays."""
 
     name = ""
+    inline = False  # True: a call is cheaper than handing it to a thread; run it on the caller's
 
     def __init__(self, path: Path, signatures: dict[str, Signature]) -> None:
         self.path = path
@@ -129,6 +130,7 @@ class TFLiteBackend(ModelBackend):
     """The version's ``model.tflite`` through the TFLite interpreter, one interpreter per thread."""
 
     name = "tflite"
+    inline = True
 
     def __init__(self, path: Path, signatures: dict[str, Signature]) -> None:
         super().__init__(path, signatures)

@@ -1,8 +1,10 @@
-"""How a loaded version runs requests: at once on a thread pool, or batched across concurrent requests.
+"""How a loaded version runs requests: at once, or batched across concurrent requests.
 
-:class:`DirectRunner` runs each request's arrays on a thread pool (no global lock: TensorFlow and the
-per-thread TFLite interpreters run in parallel). :class:`Batcher` is TF Serving's dynamic batching
-(``--enable_batching``): requests of the same signature and inner shapes queue together; a batch
+:class:`DirectRunner` runs each request's arrays on a thread pool (no global lock: TensorFlow runs
+calls in parallel, releasing the GIL), or, for a backend whose call costs less than the hop to a
+thread (the TFLite interpreter: about 0.09 ms a row), on the caller's own thread.
+
+:class:`Batcher` is TF Serving's dynamic batching (``--enable_batching``): requests of the same signature and inner shapes queue together; a batch
 closes at ``max_batch_size`` rows or ``batch_timeout_micros`` after its first request, is padded up
 to the next ``allowed_batch_sizes`` entry, runs on one of ``num_batch_threads`` threads, and each
 request gets its own rows back. A request larger than a batch is refused (400), and a full queue
@@ -33,7 +35,15 @@ class DirectRunner:
         self.pool = pool
 
     def submit(self, signature: str, inputs: dict[str, np.ndarray]) -> Future[dict[str, np.ndarray]]:
-        return self.pool.submit(self.backend.run, signature, inputs)
+        if not self.backend.inline:
+            return self.pool.submit(self.backend.run, signature, inputs)
+        # A call cheaper than a thread hop runs on the caller's thread: no queue, no GIL hand-over.
+        done: Future[dict[str, np.ndarray]] = Future()
+        try:
+            done.set_result(self.backend.run(signature, inputs))
+        except BaseException as exc:
+            done.set_exception(exc)
+        return done
 
     def stop(self) -> None:
         """Nothing of its own to stop: the pool is the server's."""

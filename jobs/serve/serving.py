@@ -207,8 +207,10 @@ def server_state(project: str | None = None) -> dict[str, Any] | None:
     return record if alive(record["pid"]) else None
 
 
-def start(*, project: str | None = None, batching: bool = True) -> str:
-    """Start the project's model server unless it runs; its REST URL."""
+def start(*, project: str | None = None, batching: bool = False) -> str:
+    """Start the project's model server unless it runs; its REST URL. ``batching`` pays off for the
+    SavedModel backend under concurrent load; the TFLite backend answers faster without it
+    (docs/benchmarks.md)."""
     proj = _project(project)
     running = server_state(proj.name)
     if running:

@@ -156,11 +156,28 @@ def _shape_of(value: Any) -> list[int]:
     return shape
 
 
+def _floats(value: Any, dtype: str) -> np.ndarray | None:
+    """The common case at once: a flat list of JSON floats for a float tensor (checked as the slow
+    path checks them); None for anything else."""
+    if dtype not in _FLOAT_DIGITS or not isinstance(value, list) or not value:
+        return None
+    if not all(type(v) is float for v in value):  # ints need the precision check, bools are refused
+        return None
+    array = np.asarray(value, dtype=np.float64)
+    limit = _FLOAT_MAX.get(dtype)
+    if limit is not None and np.any(np.abs(array[np.isfinite(array)]) > limit):
+        return None  # let the slow path name the value
+    return array.astype(DTYPES[dtype], copy=False)
+
+
 def to_array(value: Any, dtype: str) -> np.ndarray:
     """A dense tensor from nested JSON lists (FillTensorProto): every leaf at the same depth, every
     list at a level of the same length as the first."""
     if dtype not in DTYPES:
         raise ServingError(Code.UNIMPLEMENTED, f"Conversion of JSON Value to type: {dtype}")
+    fast = _floats(value, dtype)
+    if fast is not None:
+        return fast
     shape = _shape_of(value)
     rank = len(shape)
     flat: list[Any] = []

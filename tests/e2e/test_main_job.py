@@ -68,6 +68,21 @@ def test_main_job_runs_every_landed_stage_and_reruns_cleanly(fjord_home, embedde
     assert served["state"] == "Running" and served["labels"]["stable"] in (1, 2)
     _a_worse_model_is_refused_and_nothing_changes(served)
     _mlflow_loads_the_champion()
+    _rollback_returns_to_the_version_before(served)
+
+
+def _rollback_returns_to_the_version_before(served: dict) -> None:
+    if served["labels"]["stable"] != 2:  # v2 was refused by the gate: deploy it anyway
+        forced = run_fjord("model", "deploy", "fraud", "--project", "fraud", "--version", "2", "--force")
+        assert forced.returncode == 0 and "deployed fraud v2 as stable" in forced.stdout, forced.stderr[
+            -2000:
+        ]
+    rolled = run_fjord("model", "rollback", "fraud", "--project", "fraud")
+    assert rolled.returncode == 0 and "stable rolled back from v2 to v1" in rolled.stdout, rolled.stderr[
+        -2000:
+    ]
+    status = json.loads(run_fjord("model", "status", "fraud", "--project", "fraud", "--json").stdout)
+    assert status["labels"] == {"stable": 1} and status["versions"].get("1") == "AVAILABLE"
 
 
 def _a_worse_model_is_refused_and_nothing_changes(served: dict) -> None:

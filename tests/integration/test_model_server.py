@@ -103,6 +103,7 @@ def test_predict_row_and_columnar_with_named_outputs(server):
         ("/v1/models/m:classify", {"examples": [{"x": 1.0}]}, 400, "Expected classification signature"),
         ("/v1/models/m:regress", {"examples": []}, 400, "'examples' value is an empty array"),
         ("/v1/models/m:predict", {"instances": [{"x": 1.0, "y": 1.0}] * 100_001}, 400, "Task size 100001"),
+        ("/v1/models/..%2F..%2Fm:predict", {"instances": [1]}, 404, "Servable not found"),
     ],
 )
 def test_bad_requests_get_a_4xx_with_an_error(server, path, body, status, message):
@@ -241,5 +242,38 @@ def test_a_config_file_with_labels_a_token_and_batching(tmp_path):
         assert (
             big.status_code == 400 and "Task size 33 is larger than maximum input batch size 32" in big.text
         )
+    finally:
+        assert server.stop() == 0
+
+
+def test_warmup_requests_run_before_a_version_serves_and_a_bad_one_keeps_it_out(tmp_path):
+    """TF Serving's assets.extra/tf_serving_warmup_requests (a TFRecord of PredictionLogs): a version
+    whose warm-up fails never becomes AVAILABLE."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    def warmup(path, inputs):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "m"
+        for name, values in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(np.array(values, dtype=np.float32)))
+        log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+        (path / "assets.extra").mkdir(parents=True, exist_ok=True)
+        with tf.io.TFRecordWriter(str(path / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+            writer.write(log.SerializeToString())
+
+    base = tmp_path / "m"
+    good = write_version(base, 1, marker=False)
+    warmup(good, {"x": [1.0], "y": [2.0]})
+    (good / "_SUCCESS").write_text("{}")
+    bad = write_version(base, 2, marker=False)
+    warmup(bad, {"x": [1.0]})  # no y: the warm-up request fails
+    (bad / "_SUCCESS").write_text("{}")
+    server = ServerProcess("--model_name=m", f"--model_base_path={base}", log=tmp_path / "server.log")
+    try:
+        server.wait_ready("m")
+        wait_for(lambda: _versions(server).get(2) == "END", what="version 2 to fail its warm-up")
+        assert _versions(server) == {1: "AVAILABLE", 2: "END"}
+        assert post(server, "/v1/models/m:predict", {"instances": [{"x": 1, "y": 2}]}).status_code == 200
     finally:
         assert server.stop() == 0

@@ -129,3 +129,9 @@ def test_the_cluster_hdfs_is_configured_as_the_embedded_one(tmp_path) -> None:
     storage_root = _fjord_env(SERVICES["spark-master"])["FJORD_STORAGE__ROOT"]
     assert storage_root.startswith(core["fs.defaultFS"])  # Fjord's root is on that HDFS, at its RPC port
     assert cluster["dfs.namenode.rpc-address"] == core["fs.defaultFS"].removeprefix("hdfs://")
+
+
+def test_tf_serving_reads_the_model_config_fjord_deploys() -> None:
+    command = SERVICES["tensorflow-serving"]["command"]
+    assert "--model_config_file=/models/serving/models.config" in command
+    assert any(flag.startswith("--model_config_file_poll_wait_seconds=") for flag in command)
