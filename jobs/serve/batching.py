@@ -4,11 +4,12 @@
 calls in parallel, releasing the GIL), or, for a backend whose call costs less than the hop to a
 thread (the TFLite interpreter: about 0.09 ms a row), on the caller's own thread.
 
-:class:`Batcher` is TF Serving's dynamic batching (``--enable_batching``): requests of the same signature and inner shapes queue together; a batch
-closes at ``max_batch_size`` rows or ``batch_timeout_micros`` after its first request, is padded up
-to the next ``allowed_batch_sizes`` entry, runs on one of ``num_batch_threads`` threads, and each
-request gets its own rows back. A request larger than a batch is refused (400), and a full queue
-(``max_enqueued_batches`` batches waiting) is answered 503, as TF Serving answers both.
+:class:`Batcher` is TF Serving's dynamic batching (``--enable_batching``): requests of the same
+signature and inner shapes queue together; a batch closes at ``max_batch_size`` rows or
+``batch_timeout_micros`` after its first request, is padded up to the next ``allowed_batch_sizes``
+entry, runs on one of ``num_batch_threads`` threads, and each request gets its own rows back. A
+request larger than a batch is refused (400), and a full queue (``max_enqueued_batches`` batches
+waiting) is answered 503, as TF Serving answers both.
 """
 
 from __future__ import annotations
