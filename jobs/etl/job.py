@@ -352,7 +352,7 @@ def card_features(features: DataFrame, history: DataFrame | None) -> DataFrame:
         .count()
         .groupBy("cc_num")
         .agg(
-            F.to_json(F.map_from_entries(F.collect_list(F.struct("category", "count")))).alias(
+            F.to_json(F.map_from_entries(F.array_sort(F.collect_list(F.struct("category", "count"))))).alias(
                 "category_counts_7d"
             )
         )
