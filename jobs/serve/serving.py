@@ -293,21 +293,22 @@ def get_status(name: str, *, project: str | None = None) -> dict[str, Any]:
 
 
 def wait_available(name: str, version: int, *, project: str | None = None, timeout_s: float = 300) -> None:
-    """Wait until the server has ``version`` of serving ``name`` AVAILABLE (and its labels on it)."""
+    """Wait until the server has ``version`` of serving ``name`` AVAILABLE; a load error fails at once."""
     record = server_state(project)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        versions = get_status(name, project=project)["versions"]
-        if versions.get(version) == "AVAILABLE":
-            return
-        if versions.get(version) == "END":
-            raise ServingError(
-                f"serving {name}: version {version} failed to load ({record and record['log']})"
-            )
         if server_state(project) is None:
             raise ServingError(
                 f"the model server stopped: {log_tail(Path(record['log']), 2) if record else ''}"
             )
+        code, body = _get(f"/v1/models/{name}/versions/{version}", project)
+        entry = body["model_version_status"][0] if code == 200 else {}
+        if entry.get("state") == "AVAILABLE":
+            return
+        failed = entry.get("status", {}).get("error_code", "OK") != "OK"
+        if failed:  # END with an error; END alone is a version unloaded before, about to load again
+            message = entry["status"]["error_message"]
+            raise ServingError(f"serving {name}: version {version} failed to load: {message}")
         time.sleep(0.5)
     raise ServingError(f"serving {name}: version {version} not AVAILABLE after {timeout_s:.0f} s")
 

@@ -103,7 +103,12 @@ def test_predict_row_and_columnar_with_named_outputs(server):
         ("/v1/models/m:classify", {"examples": [{"x": 1.0}]}, 400, "Expected classification signature"),
         ("/v1/models/m:regress", {"examples": []}, 400, "'examples' value is an empty array"),
         ("/v1/models/m:predict", {"instances": [{"x": 1.0, "y": 1.0}] * 100_001}, 400, "Task size 100001"),
-        ("/v1/models/..%2F..%2Fm:predict", {"instances": [1]}, 404, "Servable not found"),
+        (
+            "/v1/models/..%2F..%2Fm:predict",
+            {"instances": [1]},
+            400,
+            "Malformed request: POST /v1/models/../../m",
+        ),
     ],
 )
 def test_bad_requests_get_a_4xx_with_an_error(server, path, body, status, message):
@@ -277,3 +282,24 @@ def test_warmup_requests_run_before_a_version_serves_and_a_bad_one_keeps_it_out(
         assert post(server, "/v1/models/m:predict", {"instances": [{"x": 1, "y": 2}]}).status_code == 200
     finally:
         assert server.stop() == 0
+
+
+def _reload_over_grpc(server, base, auth):
+    """ModelService.HandleReloadConfigRequest: the server serves the new config's models at once."""
+    import grpc
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+    request = model_management_pb2.ReloadConfigRequest()
+    model = request.config.model_config_list.config.add()
+    model.name, model.base_path = "renamed", str(base)
+    with grpc.insecure_channel(server.grpc) as channel:
+        answer = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+            request, timeout=120
+        )
+    assert answer.status.error_code == 0, answer.status.error_message
+    assert httpx.get(f"{server.url}/v1/models/renamed", headers=auth).json()["model_version_status"][0] == {
+        "version": "2",
+        "state": "AVAILABLE",
+        "status": {"error_code": "OK", "error_message": ""},
+    }
+    assert httpx.get(f"{server.url}/v1/models/m", headers=auth).status_code == 404
