@@ -277,8 +277,10 @@ def test_warmup_requests_run_before_a_version_serves_and_a_bad_one_keeps_it_out(
     server = ServerProcess("--model_name=m", f"--model_base_path={base}", log=tmp_path / "server.log")
     try:
         server.wait_ready("m")
-        wait_for(lambda: _versions(server).get(2) == "END", what="version 2 to fail its warm-up")
-        assert _versions(server) == {1: "AVAILABLE", 2: "END"}
+        # Version 2, the latest, fails its warm-up; then the policy falls back to version 1.
+        wait_for(lambda: _versions(server) == {1: "AVAILABLE", 2: "END"}, what="2 to fail and 1 to serve")
+        status = httpx.get(f"{server.url}/v1/models/m/versions/2").json()["model_version_status"][0]
+        assert status["status"]["error_code"] == "UNKNOWN" and status["status"]["error_message"]
         assert post(server, "/v1/models/m:predict", {"instances": [{"x": 1, "y": 2}]}).status_code == 200
     finally:
         assert server.stop() == 0
