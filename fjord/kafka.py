@@ -86,43 +86,42 @@ def _unreachable(servers: str, exc: Exception) -> KafkaError:
     )
 
 
-def producer(settings: Settings | None = None, **overrides: Any) -> Any:
-    """A ``KafkaProducer`` for the configured cluster (acks=all, short linger); ``overrides`` win."""
-    from kafka import KafkaProducer
+def _client(make: Any, settings: Settings | None, servers: str | None) -> Any:
+    """``make(servers)`` for the configured cluster (or ``servers``); unreachable: one KafkaError."""
     from kafka.errors import KafkaError as ClientError
 
-    servers = bootstrap_servers(settings)
+    servers = servers or bootstrap_servers(settings)
     _check_reachable(servers)
     try:
-        return KafkaProducer(bootstrap_servers=servers, **{**PRODUCER_DEFAULTS, **overrides})
+        return make(servers)
     except (ClientError, OSError) as exc:
         raise _unreachable(servers, exc) from None
+
+
+def producer(settings: Settings | None = None, *, servers: str | None = None, **overrides: Any) -> Any:
+    """A ``KafkaProducer`` for the configured cluster, or ``servers`` (acks=all, short linger);
+    ``overrides`` win."""
+    from kafka import KafkaProducer
+
+    options = {**PRODUCER_DEFAULTS, **overrides}
+    return _client(lambda at: KafkaProducer(bootstrap_servers=at, **options), settings, servers)
 
 
 def consumer(*topics: str, settings: Settings | None = None, **overrides: Any) -> Any:
     """A ``KafkaConsumer`` (subscribed to ``topics`` if any are given; no auto-commit by default)."""
     from kafka import KafkaConsumer
-    from kafka.errors import KafkaError as ClientError
 
-    servers = bootstrap_servers(settings)
-    _check_reachable(servers)
-    try:
-        return KafkaConsumer(*topics, bootstrap_servers=servers, **{**CONSUMER_DEFAULTS, **overrides})
-    except (ClientError, OSError) as exc:
-        raise _unreachable(servers, exc) from None
+    options = {**CONSUMER_DEFAULTS, **overrides}
+    return _client(lambda at: KafkaConsumer(*topics, bootstrap_servers=at, **options), settings, None)
 
 
 def admin(settings: Settings | None = None) -> Any:
     """A ``KafkaAdminClient`` for the configured cluster."""
     from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError as ClientError
 
-    servers = bootstrap_servers(settings)
-    _check_reachable(servers)
-    try:
-        return KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=15_000)
-    except (ClientError, OSError) as exc:
-        raise _unreachable(servers, exc) from None
+    return _client(
+        lambda at: KafkaAdminClient(bootstrap_servers=at, request_timeout_ms=15_000), settings, None
+    )
 
 
 def ensure_topic(

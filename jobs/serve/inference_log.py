@@ -143,15 +143,11 @@ class InferenceLogger:
             log.warning("inference log: dropping records: %s", why)
 
     def _producer(self) -> Any:
-        from kafka import KafkaProducer
-
         from fjord import kafka
 
-        servers = self.bootstrap_servers or kafka.bootstrap_servers()
         # acks=1: the leader has the record; delivery failures are counted, never raised to a caller.
-        return KafkaProducer(
-            bootstrap_servers=servers,
-            **{**kafka.PRODUCER_DEFAULTS, "acks": 1, "linger_ms": 20, "max_block_ms": 2_000, "retries": 3},
+        return kafka.producer(
+            servers=self.bootstrap_servers, acks=1, linger_ms=20, max_block_ms=2_000, retries=3
         )
 
     def _ensure_topic(self, topic: str) -> None:
