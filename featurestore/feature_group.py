@@ -121,6 +121,20 @@ class FeatureGroup(Versioned):
             commit = publish.insert(self, data)
         return commit
 
+    def compact(self, *, run_id: str | None = None) -> Any:
+        """Rewrite the latest commit's small files into few large ones, as a new commit with the same
+        data (:mod:`featurestore.maintenance`); a :class:`MaintenanceReport`."""
+        from featurestore.maintenance import compact
+
+        return compact(self, run_id)
+
+    def vacuum(self, retention_hours: float = 168.0) -> Any:
+        """Delete files no kept commit reads (every commit a training dataset names, and the latest)
+        that were removed more than ``retention_hours`` ago; a :class:`MaintenanceReport`."""
+        from featurestore.maintenance import vacuum
+
+        return vacuum(self, retention_hours)
+
     def exists(self) -> bool:
         """Whether the group has a commit."""
         return self._store.registry.latest_commit(self.id) is not None

@@ -223,15 +223,22 @@ class FeatureView(Versioned):
 
     # -- batch and online ----------------------------------------------------------------------------
 
+    def latest_commits(self) -> dict[str, int]:
+        """Each of the view's feature groups' latest commit (group ref -> commit id): pass it to
+        :meth:`get_batch_data` to read, and record, exactly those."""
+        return self.query.plan()[1]
+
     def get_batch_data(
         self,
         start_time: datetime | None = None,
         end_time: datetime | None = None,
         *,
+        commits: dict[str, int] | None = None,
         engine: str | None = None,
     ) -> pd.DataFrame:
-        """Features (no labels) of the left group's rows with start_time <= event time < end_time."""
-        plan, _ = self.query.plan(exclude=self.labels, start_time=start_time, end_time=end_time)
+        """Features (no labels) of the left group's rows with start_time <= event time < end_time, at
+        ``commits`` (default: each group's latest)."""
+        plan, _ = self.query.plan(commits, exclude=self.labels, start_time=start_time, end_time=end_time)
         return join_engine(engine).to_arrow(plan).to_pandas()
 
     def get_feature_vector(self, entry: dict[str, Any], *, return_type: str = "list") -> Any:

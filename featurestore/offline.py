@@ -257,6 +257,32 @@ class DeltaOfflineStore:
         """Every commit, newest first: version, timestamp, operation, metrics, Fjord's metadata."""
         return self._table().history()
 
+    def compact(self, metadata: dict[str, str], target_size: int | None = None) -> dict[str, Any]:
+        """Rewrite the latest version's small files into few large ones, as one commit (delta-rs
+        ``optimize.compact``); the data is unchanged. Its metrics, with the new ``version`` (``None``
+        when there was nothing to compact, and so no commit)."""
+        table = self._table()
+        before = table.version()
+        metrics = table.optimize.compact(
+            target_size=target_size, commit_properties=CommitProperties(custom_metadata=metadata)
+        )
+        after = self._table().version()
+        return {**metrics, "version": after if after != before else None}
+
+    def vacuum(self, keep_versions: list[int], retention_hours: float) -> list[str]:
+        """Delete the files no version in ``keep_versions`` (nor the latest) reads that were removed
+        more than ``retention_hours`` ago; the deleted files. Time travel to a kept version keeps
+        working; to other versions it may not."""
+        table = self._table()
+        return list(
+            table.vacuum(
+                retention_hours=int(retention_hours),
+                dry_run=False,
+                enforce_retention_duration=False,
+                keep_versions=sorted({*keep_versions, table.version()}),
+            )
+        )
+
 
 def _files_overlapping(table: DeltaTable, event_time: str, lo: Any, hi: Any) -> list[dict[str, Any]]:
     """The table's files whose event times may fall in [lo, hi]: an upsert can only match rows with

@@ -36,6 +36,8 @@ from fjord.plugins import PluginConfig
 
 ENV_PREFIX = "FJORD_"
 CONFIG_FILE_ENV = "FJORD_CONFIG"
+# Not a setting: where a stage job writes its result for the orchestrator's hook (fjord/jobmain.py).
+RESULT_FILE_ENV = "FJORD_RESULT_FILE"
 DEFAULT_CONFIG_FILE = "fjord.yaml"
 
 
@@ -130,10 +132,20 @@ class ServicesSettings(_Section):
         default=True,
         description="Take the well-known ports (5432, 6379, 9092, 8020, 8333) when free; else any free port.",
     )
+    up: list[str] = Field(
+        default_factory=lambda: ["kafka"],
+        description="The embedded services `fjord up` starts (postgres, redis, s3, hdfs, kafka).",
+    )
 
 
 class AirflowSettings(_Section):
+    """Airflow: the embedded one (``fjord up``) unless ``api_url`` names a running one."""
+
     api_url: str | None = Field(default=None, description="Airflow REST API. Default: the embedded one.")
+    username: str = Field(default="admin", description="The user the platform's own calls log in as.")
+    password: str | None = Field(default=None, description="Default: the embedded Airflow's, from its home.")
+    parallelism: int = Field(default=4, ge=1, description="Task slots of the embedded Airflow.")
+    dags_folder: Path | None = Field(default=None, description="Default: dags/ in the checkout.")
 
 
 class SQLiteOnlineStoreConfig(PluginConfig):
@@ -299,7 +311,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def _reject_unknown_variables(environ: Mapping[str, str]) -> None:
     # pydantic-settings ignores unknown top-level FJORD_* variables; a typo there must not pass silently.
-    known = {name.upper() for name in Settings.model_fields} | {CONFIG_FILE_ENV[len(ENV_PREFIX) :]}
+    known = {name.upper() for name in Settings.model_fields} | {
+        name[len(ENV_PREFIX) :] for name in (CONFIG_FILE_ENV, RESULT_FILE_ENV)
+    }
     known.add("CRASH_AT")  # not a setting: fjord.faults' test hook
     for name in sorted(environ):
         if name.startswith(ENV_PREFIX):

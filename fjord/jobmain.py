@@ -6,20 +6,27 @@
 
 Every field of the spec becomes an option (``--samples``, ``--no-optimize`` for a boolean); the
 result's ``summary()`` is printed. A bad spec or a :class:`FjordError` prints one line and exits
-non-zero (a traceback only with ``--debug``).
+non-zero (a traceback only with ``--debug``). When ``FJORD_RESULT_FILE`` is set (an orchestrator's
+hook sets it), the result's fields are also written there as JSON: the small references (URIs,
+versions, run ids) a DAG passes to its next task.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from fjord.config import RESULT_FILE_ENV
 from fjord.errors import FjordError
 
+RESULT_FILE = RESULT_FILE_ENV
 INTERNAL_ERROR = 70  # a bug (EX_SOFTWARE), as the CLI answers one
 
 
@@ -69,4 +76,14 @@ def run_job(
         print(f"internal error: {type(exc).__name__}: {message} (--debug: traceback)", file=sys.stderr)
         return INTERNAL_ERROR
     print(result.summary())
+    if os.environ.get(RESULT_FILE):
+        write_result(result, os.environ[RESULT_FILE])
     return 0
+
+
+def write_result(result: Any, path: str) -> None:
+    """``result``'s fields and its summary, as JSON at ``path`` (values JSON cannot hold are strings)."""
+    fields = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else {}
+    document = {"summary": result.summary(), **fields}
+    with open(path, "w") as out:
+        json.dump(document, out, default=str)

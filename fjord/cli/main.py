@@ -24,6 +24,7 @@ from fjord.cli import (
     project_cmd,
     run_cmd,
     services_cmd,
+    stack_cmd,
 )
 from fjord.cli.output import console, err_console, state
 from fjord.errors import FjordError
@@ -56,6 +57,10 @@ app.command(
     add_help_option=False,
 )(model_cmd.serve)
 app.command("run")(run_cmd.run)
+app.command("up")(stack_cmd.up)
+app.command("down")(stack_cmd.down)
+app.command("status")(stack_cmd.status)
+app.command("logs")(stack_cmd.logs)
 
 
 def _show_version(value: bool) -> None:

@@ -1,22 +1,20 @@
-"""``fjord run``: the platform's main job on the configured stack (``make run``).
+"""``fjord run``: the platform's main job on the configured stack (``make run``), through Airflow.
 
-It runs every stage that exists, in pipeline order, and prints what a newcomer needs to see:
-
-1. the demo project, 2. its Python environment, 3. a Spark session in that environment,
+1. the local stack (``fjord up``): Kafka, the MLflow tracking server, Airflow's four processes,
+2. the demo project, 3. its Python environment,
 4. demo data: daily batches of card transactions landing in ``Resources/landing/``,
-5. the Spark ETL and Great Expectations validation job, publishing each batch to the feature store,
-6. the feature pipeline job: a feature view, point-in-time training data, an online feature vector,
-7. the lineage of that training data, walked back to the landing batches,
-8. training: a random search with early stopping on Spark executors, the best configuration
-   retrained, evaluated, optimized and registered in MLflow as the ``candidate``,
-9. the model's provenance: model version -> training run -> training dataset -> raw batches,
-10. deployment: the candidate blessed against the champion and served by the TF-Serving-compatible
-    model server (REST and gRPC), with the card features online for each request,
-11. predictions over REST for sample transactions (card, amount, time, place),
-12. their inference log records, read back from Kafka,
-13. the lineage of one prediction: served version -> model run -> training data -> raw batches.
+5. ``fraud_training_pipeline`` unpaused and triggered through Airflow's REST API, then followed in
+   the terminal, a line per task with its duration and result: wait for the batches -> Spark ETL +
+   Great Expectations validation (one task per batch) -> training dataset -> search + train +
+   evaluate + optimize + register -> the blessing gate -> deployment,
+6. the model's provenance: model version -> training run -> training data -> raw batches,
+7. predictions over REST for sample transactions (card, amount, time, place),
+8. their inference log records, read back from Kafka,
+9. the lineage of one prediction: served version -> model run -> training data -> raw batches,
+and the URLs of the Airflow UI, the MLflow UI and the validation reports. The stack stays up.
 
-Monitoring joins here when it lands, until the Airflow DAG runs it all.
+``fjord run --local`` runs the same stage jobs in this process instead (as TFX's LocalDagRunner
+does), for debugging: no Airflow, the same code.
 """
 
 from __future__ import annotations
@@ -54,22 +52,20 @@ def _done(started: float, text: str = "") -> None:
     console.print(f"   [green]ok[/green] {text} [dim]({time.perf_counter() - started:.1f} s)[/dim]")
 
 
+PIPELINE = "fraud_training_pipeline"
+SEARCH = {"samples": 4, "epochs": 2}
+
+
 def run(
     project: str = typer.Option("fraud", help="Project to run the pipeline in (created if missing)."),
+    local: bool = typer.Option(
+        False, "--local", help="Run the stage jobs in this process instead of through Airflow (debugging)."
+    ),
 ) -> None:
-    """Run the platform's main job on the configured stack (the embedded defaults unless configured)."""
-    import featurestore  # stages: the CLI loads them only when the job runs
-    from jobs.etl.demo_data import DemoSpec, generate
-    from jobs.etl.job import EtlSpec
-    from jobs.etl.job import run as run_etl
-    from jobs.features.job import FeaturesSpec
-    from jobs.features.job import run as run_features
-    from jobs.train.job import TrainSpec
-    from jobs.train.job import run as run_train
-
+    """Run the platform's main job: the stack, demo data, and the training pipeline through Airflow."""
     settings = get_settings()
     log = settings.home / "logs" / f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
-    console.print("[bold]Fjord main job[/bold]")
+    console.print(f"[bold]Fjord main job[/bold]{' (--local: in this process)' if local else ''}")
     console.print(f"   library output     {log} (--debug shows it here)")
     console.print(f"   shared filesystem  {settings.storage.root}")
     console.print(f"   spark master       {settings.spark.master}")
@@ -78,120 +74,219 @@ def run(
         f"   feature store      join engine {settings.featurestore.join_engine.type}, "
         f"online store {settings.featurestore.online_store.type}"
     )
-
     with library_output_to(log):
-        t = _step(1, f"Project '{project}'")
-        proj = ensure_project(project, description="Card fraud detection (the flagship demo)")
-        _done(t, proj.root_uri)
+        if local:
+            _run_local(project)
+        else:
+            _run_airflow(project, settings, log)
 
-        t = _step(2, "Project Python environment (platform packages + the project's spec)")
-        env = build_environment(proj)
-        _done(t, f"{env.key}, lock {env.lock_hash}, additions: {', '.join(env.additions) or 'none'}")
 
-        t = _step(3, "Spark session in the project environment")
-        spark = get_spark(proj, app_name="fjord-main")
-        _done(t, f"Spark {spark.version} on {spark.sparkContext.master}")
+def _prepare(project: str, first_step: int) -> tuple[Any, list[str]]:
+    """The project, its environment and the landed demo batches (the steps both paths share)."""
+    from jobs.etl.demo_data import DemoSpec, generate
 
-        t = _step(4, "Demo data: daily batches of card transactions land in Resources/landing/")
-        batches = generate(proj.fs, DemoSpec(rows=DEMO_ROWS, days=DEMO_DAYS, seed=42))
-        _done(t, f"{len(batches)} batches, {DEMO_ROWS:,} transactions: {batches[0]} .. {batches[-1]}")
+    t = _step(first_step, f"Project '{project}'")
+    proj = ensure_project(project, description="Card fraud detection (the flagship demo)")
+    _done(t, proj.root_uri)
 
-        t = _step(5, "Spark ETL + Great Expectations validation -> feature store (one commit per group)")
-        for batch in batches:
-            console.print(f"   {run_etl(EtlSpec(project=project, batch=batch)).summary()}")
-        _done(t)
+    t = _step(first_step + 1, "Project Python environment (platform packages + the project's spec)")
+    env = build_environment(proj)
+    _done(t, f"{env.key}, lock {env.lock_hash}, additions: {', '.join(env.additions) or 'none'}")
 
-        t = _step(
-            6, "Feature pipeline job: feature view, point-in-time training data, an online feature vector"
+    t = _step(first_step + 2, "Demo data: daily batches of card transactions land in Resources/landing/")
+    batches = generate(proj.fs, DemoSpec(rows=DEMO_ROWS, days=DEMO_DAYS, seed=42))
+    _done(t, f"{len(batches)} batches, {DEMO_ROWS:,} transactions: {batches[0]} .. {batches[-1]}")
+    return proj, batches
+
+
+def _run_airflow(project: str, settings: Any, log: Any) -> None:
+    from fjord.airflow.client import AirflowClient, PipelineFailed
+    from fjord.cli.stack_cmd import start_stack
+
+    t = _step(1, "The local stack: Kafka, MLflow, Airflow (api-server, scheduler, dag-processor, triggerer)")
+    urls = start_stack(settings, lambda line: console.print(f"   {line}"))
+    _done(t)
+    proj, batches = _prepare(project, 2)
+
+    t = _step(5, f"Airflow: unpause and trigger {PIPELINE} (REST API), then follow it")
+    client = AirflowClient.connect(settings)
+    client.wait_for_dag(PIPELINE)
+    client.unpause(PIPELINE)
+    dag_run = client.trigger(PIPELINE, conf={"project": project, "batches": batches, **SEARCH})
+    run_id = dag_run["dag_run_id"]
+    console.print(f"   run {run_id}: {client.url}/dags/{PIPELINE}/runs/{run_id}")
+    results: dict[str, Any] = {}
+    durations: dict[str, float] = {}
+
+    def report(task: Any) -> None:
+        if task.state == "running":
+            console.print(f"   [dim]..[/dim] {task.name}")
+        elif task.state in ("success", "skipped", "failed", "upstream_failed"):
+            durations[task.name] = round(task.duration_s or 0.0, 1)
+            colour = {"success": "green", "skipped": "yellow"}.get(task.state, "red")
+            result = client.xcom(PIPELINE, run_id, task) if task.state == "success" else None
+            summary = result.get("summary", "") if isinstance(result, dict) else ""
+            if isinstance(result, dict):
+                results[task.task_id] = result
+            shown = f"[{colour}]{task.state:<7}[/{colour}]"
+            console.print(f"   {shown} {task.name:<26} {task.duration_s or 0:6.1f} s  {summary}")
+            if task.state == "failed":
+                tail = client.task_log(PIPELINE, run_id, task).strip().splitlines()[-12:]
+                console.print("\n".join(f"      | {line[:200]}" for line in tail), markup=False)
+
+    state = client.follow(PIPELINE, run_id, report)
+    (log.with_suffix(".tasks.json")).write_text(
+        json.dumps({"run_id": run_id, "state": state, "tasks": durations})
+    )
+    if state != "success":
+        raise PipelineFailed(
+            f"{PIPELINE} run {run_id} failed",
+            hint=f"the failed task's log: {client.url}/dags/{PIPELINE}/runs/{run_id}; "
+            f"validation reports: {proj.fs.uri('Logs/validation')}",
         )
-        features = run_features(FeaturesSpec(project=project))
-        console.print(f"   {features.summary()}")
-        fs = featurestore.connect(project)
-        view = fs.get_feature_view(features.view, features.view_version)
-        sample = fs.get_feature_group("fraud_labels", 1).read().iloc[0]
-        tid, cc_num = int(sample.tid), int(sample.cc_num)
-        vector = view.get_feature_vector({"tid": tid, "cc_num": cc_num}, return_type="dict")
-        _done(t, f"online vector of tid {tid}: {_rounded(vector)}")
-        version = features.training_dataset_version
+    _done(t, f"{PIPELINE} {state}; task durations in {log.with_suffix('.tasks.json')}")
 
-        t = _step(7, "Provenance: walk back from the training dataset to the landing batches")
-        graph = lineage_graph(features.uri, str(version))
-        for node in graph.inputs:
-            made_by = node.run.stage if node.run else "?"
-            console.print(
-                f"   training dataset v{version} <- {node.artifact.uri.rsplit('/', 1)[-1]} commit "
-                f"{node.artifact.version} <- {made_by} run"
-            )
-        landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(graph)})
-        console.print(f"   raw landing batches: {', '.join(landed)}")
-        _done(t)
+    trained = results["model.train"]
+    _model_provenance(6, trained["model_name"], trained["model_version"], trained["model_uri"],
+                      trained["training_dataset_version"])  # fmt: skip
+    if "model.deploy" not in results:
+        console.print("   [yellow]the gate kept the champion[/yellow]: the candidate was not deployed")
+    from jobs.serve import serving
 
-        t = _step(
-            8, "Training: random search with early stopping on Spark, retrain, evaluate, optimize, register"
-        )
-        trained = run_train(
-            TrainSpec(
-                project=project,
-                feature_view=features.view,
-                feature_view_version=features.view_version,
-                training_dataset_version=version,
-                samples=4,
-                epochs=2,
-            )
-        )
-        console.print(f"   {trained.summary()}")
-        _done(t)
+    url = serving.url(project=project)
+    _predict_and_trace(7, project, trained["model_name"], trained["model_version"], proj, batches[-1], url)
+    console.print(
+        f"\n[bold]Airflow UI[/bold]  {urls.get('airflow', client.url)}  (login: {_login(settings)})"
+    )
+    console.print(f"[bold]MLflow UI[/bold]   {tracking_uri()}")
+    console.print(f"validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
+    console.print(
+        f"serving: curl -s {url}/v1/models/{trained['model_name']}:predict -d @request.json · "
+        f"fjord kafka tail {trained['model_name']}_inference_log · "
+        f"metrics {url}/monitoring/prometheus/metrics"
+    )
+    console.print(
+        "[dim]The stack stays up for its UIs and clients: `fjord status`; stop it with `fjord down`.[/dim]"
+    )
 
-        t = _step(9, "Provenance of the model: model version -> training run -> training data -> raw batches")
-        model = lineage_graph(trained.model_uri, str(trained.model_version))
-        made_by = model.run.run_id if model.run else "?"
-        console.print(f"   model {trained.model_name} v{trained.model_version} <- train run {made_by}")
-        landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(model)})
-        console.print(f"   <- training dataset v{version} <- raw landing batches: {', '.join(landed)}")
-        _done(t)
 
-        served = _serve(project, trained, proj, batches[-1])
+def _login(settings: Any) -> str:
+    if settings.airflow.api_url:
+        return f"user {settings.airflow.username}"
+    from fjord.airflow.stack import airflow_service
 
+    return f"user {settings.airflow.username}, password {airflow_service(settings).password()}"
+
+
+def _model_provenance(step: int, name: str, version: int, uri: str, dataset_version: int) -> None:
+    t = _step(step, "Provenance of the model: model version -> training run -> training data -> raw batches")
+    model = lineage_graph(uri, str(version))
+    made_by = model.run.run_id if model.run else "?"
+    console.print(f"   model {name} v{version} <- train run {made_by}")
+    landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(model)})
+    console.print(f"   <- training dataset v{dataset_version} <- raw landing batches: {', '.join(landed)}")
+    _done(t)
+
+
+def _run_local(project: str) -> None:
+    """The stages in this process, in pipeline order (``--local``)."""
+    import featurestore  # stages: the CLI loads them only when the job runs
+    from jobs.etl.job import EtlSpec
+    from jobs.etl.job import run as run_etl
+    from jobs.features.job import FeaturesSpec
+    from jobs.features.job import run as run_features
+    from jobs.train.job import TrainSpec
+    from jobs.train.job import run as run_train
+
+    proj, batches = _prepare(project, 1)
+
+    t = _step(4, "Spark session in the project environment")
+    spark = get_spark(proj, app_name="fjord-main")
+    _done(t, f"Spark {spark.version} on {spark.sparkContext.master}")
+
+    t = _step(5, "Spark ETL + Great Expectations validation -> feature store (one commit per group)")
+    for batch in batches:
+        console.print(f"   {run_etl(EtlSpec(project=project, batch=batch)).summary()}")
+    _done(t)
+
+    t = _step(6, "Feature pipeline job: feature view, point-in-time training data, an online feature vector")
+    features = run_features(FeaturesSpec(project=project))
+    console.print(f"   {features.summary()}")
+    fs = featurestore.connect(project)
+    view = fs.get_feature_view(features.view, features.view_version)
+    sample = fs.get_feature_group("fraud_labels", 1).read().iloc[0]
+    tid, cc_num = int(sample.tid), int(sample.cc_num)
+    vector = view.get_feature_vector({"tid": tid, "cc_num": cc_num}, return_type="dict")
+    _done(t, f"online vector of tid {tid}: {_rounded(vector)}")
+    version = features.training_dataset_version
+
+    t = _step(7, "Provenance: walk back from the training dataset to the landing batches")
+    graph = lineage_graph(features.uri, str(version))
+    for node in graph.inputs:
+        made_by = node.run.stage if node.run else "?"
         console.print(
-            f"\n[bold]Next[/bold]: fjord featurestore list {project} · fjord featurestore statistics "
-            f"{project} transactions_features · fjord lineage runs --project {project}"
+            f"   training dataset v{version} <- {node.artifact.uri.rsplit('/', 1)[-1]} commit "
+            f"{node.artifact.version} <- {made_by} run"
         )
-        console.print(f"      validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
-        console.print(
-            f"      experiments: fjord experiment list · fjord experiment show {trained.search} · "
-            f"MLflow UI {tracking_uri()} (fjord mlflow stop)"
+    landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(graph)})
+    console.print(f"   raw landing batches: {', '.join(landed)}")
+    _done(t)
+
+    t = _step(
+        8, "Training: random search with early stopping on Spark, retrain, evaluate, optimize, register"
+    )
+    trained = run_train(
+        TrainSpec(
+            project=project,
+            feature_view=features.view,
+            feature_view_version=features.view_version,
+            training_dataset_version=version,
+            samples=4,
+            epochs=2,
         )
-        console.print(
-            f"      serving: curl -s {served}/v1/models/{trained.model_name}:predict -d @request.json · "
-            f"fjord model list --project {project} · fjord kafka tail {trained.model_name}_inference_log · "
-            f"metrics {served}/monitoring/prometheus/metrics · stop: fjord model stop --project {project}"
-        )
-    console.print("[dim]The streaming monitor joins this job when it lands.[/dim]")
+    )
+    console.print(f"   {trained.summary()}")
+    _done(t)
+
+    _model_provenance(9, trained.model_name, trained.model_version, trained.model_uri, version)
+
+    served = _deploy(10, project, trained.model_name, trained.model_version)
+    _predict_and_trace(11, project, trained.model_name, trained.model_version, proj, batches[-1], served)
+
+    console.print(
+        f"\n[bold]Next[/bold]: fjord featurestore list {project} · fjord featurestore statistics "
+        f"{project} transactions_features · fjord lineage runs --project {project}"
+    )
+    console.print(f"      validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
+    console.print(
+        f"      experiments: fjord experiment list · fjord experiment show {trained.search} · "
+        f"MLflow UI {tracking_uri()} (fjord mlflow stop)"
+    )
+    console.print(
+        f"      serving: curl -s {served}/v1/models/{trained.model_name}:predict -d @request.json · "
+        f"fjord model list --project {project} · fjord kafka tail {trained.model_name}_inference_log · "
+        f"metrics {served}/monitoring/prometheus/metrics · stop: fjord model stop --project {project}"
+    )
 
 
 SAMPLES = 5
 
 
-def _serve(project: str, trained: Any, proj: Any, batch: str) -> str:
-    """Steps 10-13: deploy through the gate, predict over REST, read the log back, walk a prediction's
-    lineage; the server's URL."""
-    import httpx
-    import pyarrow.parquet as pq
-
-    from fjord import kafka
+def _deploy(step: int, project: str, model_name: str, version: int) -> str:
+    """Deploy through the gate (``--local``); the model server's URL."""
     from jobs.serve import serving
     from jobs.serve.deploy import DeployRejected, DeploySpec
     from jobs.serve.deploy import run as run_deploy
 
     t = _step(
-        10, "Deployment: bless the candidate against the champion, serve it (REST + gRPC, TF Serving's API)"
+        step, "Deployment: bless the candidate against the champion, serve it (REST + gRPC, TF Serving's API)"
     )
     try:
         deployed = run_deploy(
             DeploySpec(
                 project=project,
-                model_name=trained.model_name,
-                version=trained.model_version,
+                model_name=model_name,
+                version=version,
                 feature_view="fraud_serving",
                 transformer="jobs.serve.transformers:fraud_transactions",
             )
@@ -199,11 +294,22 @@ def _serve(project: str, trained: Any, proj: Any, batch: str) -> str:
         console.print(f"   {deployed.summary()}")
     except DeployRejected as exc:
         console.print(f"   [yellow]not deployed[/yellow]: {exc}; the champion keeps serving")
-    url = serving.url(project=project)
     _done(t)
+    return serving.url(project=project)
+
+
+def _predict_and_trace(
+    step: int, project: str, model_name: str, model_version: int, proj: Any, batch: str, url: str
+) -> None:
+    """Predict over REST, read the calls' records back from Kafka, walk one prediction's lineage."""
+    import httpx
+    import pyarrow.parquet as pq
+
+    from fjord import kafka
+    from jobs.serve import serving
 
     t = _step(
-        11, "Predictions over REST: a transaction (card, amount, time, place) -> online features -> model"
+        step, "Predictions over REST: a transaction (card, amount, time, place) -> online features -> model"
     )
     with proj.fs.open(f"Resources/landing/{batch}/transactions.parquet") as handle:
         frame = pq.read_table(handle).to_pandas().tail(SAMPLES)
@@ -212,26 +318,22 @@ def _serve(project: str, trained: Any, proj: Any, batch: str) -> str:
          "lon": float(r.lon), "category": str(r.category)}
         for r in frame.itertuples()
     ]  # fmt: skip
-    topic = serving.get_kafka_topic(trained.model_name, project=project)
+    topic = serving.get_kafka_topic(model_name, project=project)
     kafka.ensure_topic(topic, retention_ms=7 * 86_400_000)
     before = kafka.end_offsets(topic)  # step 12 reads from here, however long the topic is
-    answer = httpx.post(
-        f"{url}/v1/models/{trained.model_name}:predict", json={"instances": instances}, timeout=60
-    )
+    answer = httpx.post(f"{url}/v1/models/{model_name}:predict", json={"instances": instances}, timeout=60)
     answer.raise_for_status()
     inference_id = answer.headers["x-fjord-inference-id"]
-    status = serving.get_status(trained.model_name, project=project)
+    status = serving.get_status(model_name, project=project)
     for instance, score in zip(instances, answer.json()["predictions"], strict=True):
         console.print(
             f"   card {instance['cc_num']} {instance['amount']:>9.2f} {instance['category']:<14} -> "
             f"fraud probability {score:.4f}"
         )
-    console.print(
-        f"   served by {trained.model_name} labels {status['labels']}, versions {status['versions']}"
-    )
-    _done(t, f"POST {url}/v1/models/{trained.model_name}:predict")
+    console.print(f"   served by {model_name} labels {status['labels']}, versions {status['versions']}")
+    _done(t, f"POST {url}/v1/models/{model_name}:predict")
 
-    t = _step(12, "Inference log: the call's records, read back from Kafka")
+    t = _step(step + 1, "Inference log: the call's records, read back from Kafka")
     found = {}
     for record in kafka.tail(topic, start=before, timeout_s=20):
         value = json.loads(record.value)
@@ -247,19 +349,20 @@ def _serve(project: str, trained: Any, proj: Any, batch: str) -> str:
         )
     _done(t, f"{len(found)} records of inference {inference_id[:12]}")
 
-    t = _step(13, "Lineage of one prediction: served version -> model run -> training data -> raw batches")
-    version = found.get("response", {}).get("modelVersion", trained.model_version)
-    deployment = lineage_graph(serving.serving_uri(project, trained.model_name), str(version))
+    t = _step(
+        step + 2, "Lineage of one prediction: served version -> model run -> training data -> raw batches"
+    )
+    version = found.get("response", {}).get("modelVersion", model_version)
+    deployment = lineage_graph(serving.serving_uri(project, model_name), str(version))
     deployed_by = deployment.run.run_id if deployment.run else "?"
     console.print(
-        f"   prediction {inference_id[:12]} <- served {trained.model_name} v{version} "
-        f"<- deploy run {deployed_by}"
+        f"   prediction {inference_id[:12]} <- served {model_name} v{version} <- deploy run {deployed_by}"
     )
     commits = []
     for node in walk(deployment):
         name, made_by = node.artifact.uri.rsplit("/", 1)[-1], node.run.run_id if node.run else "?"
         if node.artifact.kind == "model":
-            console.print(f"   <- model {trained.model_name} v{node.artifact.version} <- train run {made_by}")
+            console.print(f"   <- model {model_name} v{node.artifact.version} <- train run {made_by}")
         elif node.artifact.kind == "training_dataset":
             console.print(
                 f"   <- training dataset {node.artifact.uri.rsplit('/', 2)[-2]} v{node.artifact.version}"
@@ -270,4 +373,3 @@ def _serve(project: str, trained: Any, proj: Any, batch: str) -> str:
     landed = sorted({source.uri.rsplit("/", 2)[-2] for source in raw_sources(deployment)})
     console.print(f"   <- raw landing batches: {', '.join(landed)}")
     _done(t)
-    return url

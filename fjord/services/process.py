@@ -121,10 +121,12 @@ def spawn(
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def run_once(argv: Sequence[str], what: str) -> None:
+def run_once(argv: Sequence[str], what: str, *, env: Mapping[str, str] | None = None) -> None:
     """Run a set-up command to its end (``initdb``, a storage format); :class:`ServiceError` naming
-    ``what`` with its last error line if it fails."""
-    result = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    ``what`` with its last error line if it fails. ``env`` is added to this process's environment."""
+    result = subprocess.run(
+        list(argv), capture_output=True, text=True, check=False, env={**os.environ, **(env or {})}
+    )
     if result.returncode != 0:
         lines = (result.stderr + "\n" + result.stdout).strip().splitlines()
         errors = [line for line in lines if "ERROR" in line] or lines or ["no output"]

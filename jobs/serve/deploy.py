@@ -60,6 +60,7 @@ class DeploySpec(JobSpec):
     tolerance: float = Field(default=0.005, ge=0, description="largest ROC AUC drop accepted")
     canary: bool = Field(default=False, description="serve it as the canary beside the stable version")
     force: bool = Field(default=False, description="deploy without the blessing")
+    bless_only: bool = Field(default=False, description="decide and record the blessing, deploy nothing")
     inference_logging: str = Field(default="ALL", description="ALL, PREDICTIONS, MODEL_INPUTS or NONE")
     feature_view: str | None = Field(default=None, description="VIEW[/VERSION] to fill request features from")
     transformer: str | None = Field(
@@ -84,6 +85,7 @@ class DeployResult:
     blessing: dict[str, Any]
     url: str
     topic: str
+    deployed: bool = True
 
     def summary(self) -> str:
         b = self.blessing
@@ -94,6 +96,11 @@ class DeployResult:
             if b.get("champion") is not None
             else "no champion yet"
         )
+        if not self.deployed:
+            return (
+                f"{self.model_name} v{self.version} {b['decision']} for serving {self.serving} "
+                f"({figures}, tolerance {b['tolerance']}); not deployed (--bless-only)"
+            )
         return (
             f"deployed {self.model_name} v{self.version} as {self.label} of serving {self.serving} "
             f"({b['decision']}: {figures}, tolerance {b['tolerance']}); "
@@ -219,6 +226,10 @@ def run(spec: DeploySpec) -> DeployResult:
                 "held-out "
                 f"rows is below champion v{champion}'s {champion_auc:.4f} by more than {spec.tolerance}",
                 hint="--force deploys it anyway",
+            )
+        if spec.bless_only:
+            return DeployResult(
+                record.run_id, name, spec.model_name, version, "", None, blessing, "", "", deployed=False
             )
         label = serving.CANARY if spec.canary else serving.STABLE
         if spec.feature_view:

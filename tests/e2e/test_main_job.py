@@ -12,63 +12,198 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def embedded_mlflow(fjord_home):
-    """The job starts the embedded MLflow server, the model server and Kafka in this home; stop them."""
+def stack(fjord_home):
+    """The job leaves the whole stack up (Airflow, MLflow, Kafka, the model server): `fjord down` must
+    stop every process of it, children included."""
     yield
-    run_fjord("model", "stop", "--project", "fraud")
-    run_fjord("mlflow", "stop")
-    run_fjord("services", "stop")
+    before = _stack_processes()
+    down = run_fjord("down")
+    assert down.returncode == 0, down.stderr[-2000:]
+    _assert_gone(before)
 
 
-def test_main_job_runs_every_landed_stage_and_reruns_cleanly(fjord_home, embedded_mlflow) -> None:
+def _stack_processes() -> set[int]:
+    """Every live process of the stack: the recorded pids and all their descendants."""
+    import psutil
+
+    status = json.loads(run_fjord("status", "--json").stdout)
+    pids: set[int] = set()
+    for component in status:
+        for pid in component["pids"].values():
+            try:
+                root = psutil.Process(pid)
+                pids |= {root.pid, *(child.pid for child in root.children(recursive=True))}
+            except psutil.NoSuchProcess:
+                pass
+    return pids
+
+
+def _assert_gone(pids: set[int]) -> None:
+    import psutil
+
+    left = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not left, [psutil.Process(p).cmdline()[:3] for p in left]
+
+
+def test_main_job_runs_the_pipeline_through_airflow(fjord_home, stack) -> None:
     first = run_fjord("run")
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     for text in (
-        "Spark 4.1",
+        "airflow       http://127.0.0.1:",
         "2 batches, 20,000 transactions",
+        "run manual__",
+        "success ingest.wait_for_batch[0]",
+        "success ingest.etl[1]",
         "batch 2026-11-01:",
         "0 quarantined",
         "published transactions_features commit 0",
         "training dataset v1",
-        "online vector of tid",
-        "raw landing batches: 2026-11-01, 2026-11-02",
         "model fraud v1 (candidate) from training dataset v1",
-        "model fraud v1 <- train run train-",
+        "blessed for serving fraud (no champion yet",
         "deployed fraud v1 as stable of serving fraud (blessed: no champion yet",
+        "fraud_training_pipeline success",
+        "model fraud v1 <- train run train-af-",
         "-> fraud probability 0.",
         "fraud_inference_log request",
         "fraud_inference_log response",
         "2 records of inference",
-        "<- served fraud v1 <- deploy run deploy-",
-        "<- model fraud v1 <- train run train-",
+        "<- served fraud v1 <- deploy run deploy-af-",
+        "<- model fraud v1 <- train run train-af-",
         "<- training dataset fraud_demo_1 v1",
         "card_features_1 commit",
         "<- raw landing batches: 2026-11-01, 2026-11-02",
+        "Airflow UI",
+        "MLflow UI",
+        "fjord down",
     ):
         assert text in out, text
     assert re.search(r"label rate \d\.\d+%", out)
-    # library noise (log4j, absl, GX) goes to the run's log file, not the terminal
+    # library noise (log4j, absl, GX) goes to the run's log file or the task logs, not the terminal
     assert first.stderr == "", first.stderr[-2000:]
-    log = re.search(r"library output\s+(\S+)", out).group(1)
-    assert "WARN" in Path(log).read_text()
-    assert "<- featurestore.publish run" in out  # the training data leads back through the publishes
-    second = run_fjord("run")
-    assert second.returncode == 0, second.stderr[-3000:]
-    # the same batches again: already published, so no new commit (a scheduler's retry is harmless)
-    assert "published transactions_features commit 1 (unchanged)" in second.stdout
-    assert "model fraud v2 (candidate) from training dataset v2" in second.stdout
     auc = float(re.search(r"test ROC AUC (\d\.\d+)", out).group(1))
     assert auc > 0.75  # engineered features make fraud learnable (raw amount alone: about 0.69)
-    listing = run_fjord("featurestore", "list", "fraud")
-    assert "transactions_features" in listing.stdout and "1, 2" in listing.stdout  # two training datasets
-    # v2 went through the gate against the champion v1: deployed, or refused with both figures
-    assert re.search(r"deployed fraud v2 as stable|not deployed.*v2 not deployed: ROC AUC", second.stdout)
+    timings = json.loads(Path(re.search(r"task durations in (\S+)", out).group(1)).read_text())
+    assert timings["state"] == "success" and timings["tasks"]["model.train"] > 0
+
+    again = run_fjord("up")  # harmless: everything is found running
+    assert again.returncode == 0 and "airflow" in again.stdout, again.stderr[-2000:]
+
+    run_id = re.search(r"run (manual__\S+):", out).group(1)
+    published = _published_state()
+    _a_cleared_run_survives_a_scheduler_crash_and_changes_nothing(run_id, published)
+    _a_bad_batch_stops_at_validation_and_nothing_changes(published)
+    _a_drift_event_starts_a_retraining_run()
+
     served = json.loads(run_fjord("model", "status", "fraud", "--project", "fraud", "--json").stdout)
-    assert served["state"] == "Running" and served["labels"]["stable"] in (1, 2)
+    assert served["state"] == "Running" and served["labels"]["stable"] == 1
     _a_worse_model_is_refused_and_nothing_changes(served)
     _mlflow_loads_the_champion()
     _rollback_returns_to_the_version_before(served)
+
+
+PIPELINE = "fraud_training_pipeline"
+
+
+def _published_state() -> dict:
+    """What a rerun must leave as it is: commits, training datasets, model versions, served labels."""
+    import featurestore
+    from fjord.experiment.tracking import client, tracking_uri
+
+    fs = featurestore.connect("fraud")
+    groups = ("transactions_features", "fraud_labels", "profile_features", "card_features")
+    commits = {g: sorted(fs.get_feature_group(g, 1).commit_details()) for g in groups}
+    view = fs.get_feature_view("fraud_demo", 1)
+    versions = sorted(int(v.version) for v in client(tracking_uri()).search_model_versions("name='fraud'"))
+    status = json.loads(run_fjord("model", "status", "fraud", "--project", "fraud", "--json").stdout)
+    return {
+        "commits": commits,
+        "datasets": sorted(view.get_training_dataset_versions()),
+        "model_versions": versions,
+        "labels": status["labels"],
+    }
+
+
+def _a_cleared_run_survives_a_scheduler_crash_and_changes_nothing(run_id: str, published: dict) -> None:
+    """Clear the whole DAG run and kill the scheduler (its workers and tasks with it) while the rerun
+    runs; `fjord up` starts it again, the run resumes and ends, and every task reuses its recorded
+    result: no commit, training dataset, model version or deployment is added."""
+    from fjord.airflow.client import AirflowClient
+    from fjord.airflow.stack import airflow_service
+    from fjord.services.process import kill_group
+
+    client = AirflowClient.connect()
+    client.request("POST", f"/dags/{PIPELINE}/dagRuns/{run_id}/clear", json={"dry_run": False})
+    _wait(lambda: any(t.state == "running" for t in client.task_states(PIPELINE, run_id)), 120)
+    scheduler = airflow_service().pids()["scheduler"]
+    kill_group(scheduler)
+    restarted = run_fjord("up")
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    assert airflow_service().pids()["scheduler"] != scheduler
+    client = AirflowClient.connect()
+    assert client.follow(PIPELINE, run_id, timeout_s=900) == "success"
+    assert _published_state() == published
+
+
+def _a_bad_batch_stops_at_validation_and_nothing_changes(published: dict) -> None:
+    """A batch whose rows are from another day fails its freshness expectations: the ETL task fails
+    at once (no retry helps), with the report's path; nothing downstream runs or changes."""
+    from fjord.airflow.client import AirflowClient
+    from fjord.projects import get_project
+
+    fs = get_project("fraud").fs
+    for name in ("transactions.parquet", "labels.parquet", "profiles.parquet"):
+        fs.write_bytes(
+            f"Resources/landing/2026-11-20/{name}", fs.read_bytes(f"Resources/landing/2026-11-02/{name}")
+        )
+    fs.write_text("Resources/landing/2026-11-20/_SUCCESS", "{}")
+    client = AirflowClient.connect()
+    run = client.trigger(PIPELINE, conf={"project": "fraud", "batches": ["2026-11-20"]})
+    assert client.follow(PIPELINE, run["dag_run_id"], timeout_s=900) == "failed"
+    tasks = {t.name: t for t in client.task_states(PIPELINE, run["dag_run_id"])}
+    assert tasks["ingest.etl[0]"].state == "failed" and tasks["ingest.etl[0]"].try_number == 1
+    assert tasks["training_dataset"].state == "upstream_failed"
+    log = client.task_log(PIPELINE, run["dag_run_id"], tasks["ingest.etl[0]"])
+    assert "batch 2026-11-20 rejected, nothing published" in log and "Logs/validation/" in log
+    assert _published_state() == published
+
+
+def _a_drift_event_starts_a_retraining_run() -> None:
+    """An event posted on the drift asset through the REST API starts fraud_retrain, whose first task
+    records the event as the run's cause."""
+    from fjord.airflow.client import AirflowClient
+    from fjord.airflow.hook import dag_run_record_id
+    from fjord.lineage import get_run
+
+    client = AirflowClient.connect()
+    client.wait_for_dag("fraud_retrain")
+    client.unpause("fraud_retrain")
+    extra = {"window_end": "2026-11-03T00:00:00+00:00", "psi": {"amount": 0.41}}
+    client.post_asset_event("fjord://drift/fraud", extra)
+    triggered = _wait(
+        lambda: [r for r in client.dag_runs("fraud_retrain") if r["run_type"] == "asset_triggered"], 120
+    )
+    run_id = triggered[0]["dag_run_id"]
+    _wait(lambda: _task_state(client, "fraud_retrain", run_id, "cause") == "success", 180)
+    cause = get_run(dag_run_record_id("fraud_retrain", run_id)).params["cause"]
+    assert cause["trigger"] == "asset event" and cause["events"][0]["extra"] == extra
+    assert cause["start_time"].startswith("2026-08-05")  # window_end - 90 days
+    client.request("PATCH", f"/dags/fraud_retrain/dagRuns/{run_id}", json={"state": "failed"})
+
+
+def _task_state(client, dag_id: str, run_id: str, task_id: str) -> str | None:
+    return {t.task_id: t.state for t in client.task_states(dag_id, run_id)}.get(task_id)
+
+
+def _wait(condition, timeout: float):
+    """Poll ``condition()`` until it returns something true; that value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(1)
+    return value
 
 
 def _rollback_returns_to_the_version_before(served: dict) -> None:

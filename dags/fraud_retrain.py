@@ -1,0 +1,65 @@
+"""fraud_retrain: when the monitor reports drift (an event on the Asset ``fjord://drift/fraud``), and
+weekly: a training dataset over a recent window, a new model, and a deployment only through the same
+blessing gate. A run started by an asset event records the event (its window and scores) as the
+cause, in the DAG run's record (``fjord lineage show``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
+
+from fjord.airflow.defaults import DEFAULT_ARGS
+from fjord.airflow.tasks import train_bless_deploy, training_dataset
+
+DRIFT = Asset("fjord://drift/fraud", group="monitoring")
+
+with DAG(
+    dag_id="fraud_retrain",
+    description="Retrain the fraud model on a recent window when its inputs drift, and weekly",
+    doc_md=__doc__,
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC"), assets=DRIFT),
+    start_date=datetime(2026, 11, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["fjord", "fraud", "retraining"],
+    params={
+        "project": Param("fraud", type="string", description="the Fjord project"),
+        "window_days": Param(90, type="integer", minimum=1, description="days of data to retrain on"),
+        "samples": Param(4, type="integer", minimum=1, description="random-search trials"),
+        "epochs": Param(2, type="integer", minimum=1, description="epochs per trial"),
+        "feature_view": Param("fraud_demo", type="string", description="the view to train on"),
+    },
+) as dag:
+
+    @task(doc_md="Why this run started (the drift event, or the weekly schedule) and the data window.")
+    def cause(params: dict[str, Any] | None = None, triggering_asset_events: Any = None,
+              dag_run: Any = None) -> dict[str, Any]:  # fmt: skip
+        from fjord.airflow.hook import record_dag_run_cause
+
+        events = []
+        for asset_events in (triggering_asset_events or {}).values():
+            for event in asset_events:
+                events.append({
+                    "asset": event.asset.uri, "id": getattr(event, "id", None),
+                    "timestamp": event.timestamp.isoformat(), "extra": dict(event.extra or {}),
+                })  # fmt: skip
+        params = params or {}
+        ends = [e["extra"].get("window_end") for e in events if e["extra"].get("window_end")]
+        end = datetime.fromisoformat(max(ends)) if ends else datetime.now(UTC)
+        start = end - timedelta(days=int(params["window_days"]))
+        reason = {
+            "trigger": "asset event" if events else "schedule",
+            "events": events,
+            "start_time": start.isoformat(),
+            "end_time": end.isoformat(),
+        }
+        record_dag_run_cause(params["project"], dag_run.dag_id, dag_run.run_id, reason)
+        return reason
+
+    why = cause()
+    dataset = training_dataset(start_time="{{ ti.xcom_pull(task_ids='cause')['start_time'] }}")
+    model = train_bless_deploy()
+    why >> dataset >> model

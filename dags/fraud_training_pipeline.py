@@ -1,0 +1,70 @@
+"""fraud_training_pipeline: landing batches -> ETL + validation -> training data -> train -> bless ->
+deploy. Daily, or triggered with conf (``{"project": "fraud", "batches": ["2026-11-01"]}``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Param, TaskGroup, task
+
+from fjord.airflow.defaults import DEFAULT_ARGS
+from fjord.airflow.operators import FjordJobOperator
+from fjord.airflow.sensors import SharedFileSensor
+from fjord.airflow.tasks import train_bless_deploy, training_dataset
+
+LANDING = "Resources/landing"
+
+with DAG(
+    dag_id="fraud_training_pipeline",
+    description="Land, validate, featurize, train, bless and deploy the fraud model",
+    doc_md=__doc__,
+    schedule="@daily",
+    start_date=datetime(2026, 11, 1),
+    catchup=False,
+    # A scheduled run may wait hours for its day's batch (deferred, holding no slot): triggered runs
+    # go ahead meanwhile.
+    max_active_runs=3,
+    default_args=DEFAULT_ARGS,
+    tags=["fjord", "fraud", "training"],
+    params={
+        "project": Param("fraud", type="string", description="the Fjord project"),
+        "batches": Param(
+            [], type="array", description="landing batches (YYYY-MM-DD), oldest first; default: the run's day"
+        ),
+        "samples": Param(4, type="integer", minimum=1, description="random-search trials"),
+        "epochs": Param(2, type="integer", minimum=1, description="epochs per trial"),
+        "feature_view": Param("fraud_demo", type="string", description="the view to train on"),
+    },
+) as dag:
+
+    @task(doc_md="The batches this run ingests: `batches` from the conf, else the day before the run.")
+    def batches_to_ingest(params: dict | None = None, dag_run: Any = None) -> list[dict[str, str]]:
+        params = params or {}
+        chosen = list(params.get("batches") or [(dag_run.run_after - timedelta(days=1)).date().isoformat()])
+        return [{"project": params["project"], "batch": batch} for batch in sorted(chosen)]
+
+    with TaskGroup("ingest", tooltip="wait for each batch, then ETL + validation, one task per batch"):
+        wanted = batches_to_ingest()
+        landed = SharedFileSensor.partial(
+            task_id="wait_for_batch",
+            doc_md="Deferrable: waits on the triggerer for the batch's `_SUCCESS` marker.",
+            poke_interval=10,
+            timeout=6 * 3600,
+            retries=1,
+        ).expand_kwargs(
+            wanted.map(lambda b: {"project": b["project"], "path": f"{LANDING}/{b['batch']}/_SUCCESS"})
+        )
+        etl = FjordJobOperator.partial(
+            task_id="etl",
+            stage="etl",
+            doc_md="Spark ETL + Great Expectations validation, publishing one commit per feature group. "
+            "A batch that fails validation stops the run here, with its report's path.",
+            max_active_tis_per_dagrun=1,  # in date order: each batch's windows read the previous ones
+        ).expand(args=wanted)
+        landed >> etl
+
+    dataset = training_dataset()
+    model = train_bless_deploy()
+
+    etl >> dataset >> model

@@ -1,0 +1,281 @@
+"""Airflow 3's REST API, as the platform calls it: log in, unpause, trigger, follow, post asset events.
+
+It speaks plain HTTP (no Airflow import), so the CLI and the monitor use it without loading Airflow::
+
+    client = AirflowClient.connect()                    # airflow.api_url, else the embedded Airflow
+    client.unpause("fraud_training_pipeline")
+    run = client.trigger("fraud_training_pipeline", conf={"project": "fraud"})
+    final = client.follow("fraud_training_pipeline", run["dag_run_id"], on_change=print)
+
+The facts it is built on (measured here, ``../shared/STACK_NOTES.md``): a token comes from ``POST
+/auth/token``; new DAGs are paused (``PATCH /api/v2/dags/{id}``); a trigger needs ``"logical_date":
+null``; an asset is addressed by its integer id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from fjord.config import Settings, get_settings
+from fjord.errors import FjordError
+
+FINISHED = {"success", "failed"}
+TASK_DONE = {"success", "failed", "skipped", "upstream_failed", "removed"}
+
+
+class AirflowError(FjordError):
+    """Airflow is unreachable, refuses a call, or a DAG cannot run."""
+
+    exit_code = 14
+
+
+class PipelineFailed(FjordError):
+    """A DAG run ended ``failed``; the message names the task, the hint its log."""
+
+    exit_code = 15
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """One task instance of a DAG run, as the follower reports it."""
+
+    task_id: str
+    map_index: int
+    state: str | None
+    try_number: int
+    duration_s: float | None
+    queued_since: str | None
+
+    @property
+    def name(self) -> str:
+        return self.task_id if self.map_index < 0 else f"{self.task_id}[{self.map_index}]"
+
+
+class AirflowClient:
+    """A logged-in session with one Airflow's REST API."""
+
+    def __init__(self, url: str, username: str, password: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._username, self._password = username, password
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._token: str | None = None
+
+    @classmethod
+    def connect(cls, settings: Settings | None = None) -> AirflowClient:
+        """The configured Airflow (``airflow.api_url``), else the embedded one, which must be running."""
+        settings = settings or get_settings()
+        airflow = settings.airflow
+        if airflow.api_url:
+            if not airflow.password:
+                raise AirflowError("airflow.api_url is set but airflow.password is not")
+            return cls(airflow.api_url, airflow.username, airflow.password)
+        from fjord.airflow.stack import airflow_service
+
+        service = airflow_service(settings)
+        address = service.address()
+        if address is None:
+            raise AirflowError("the embedded Airflow is not running", hint="start the stack with `fjord up`")
+        return cls(address, airflow.username, service.password())
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    def _login(self) -> str:
+        try:
+            answer = self._http.post(
+                "/auth/token", json={"username": self._username, "password": self._password}
+            )
+        except httpx.HTTPError as exc:
+            raise AirflowError(f"Airflow at {self.url} is unreachable: {exc}") from None
+        if answer.status_code != 201 and answer.status_code != 200:
+            raise AirflowError(f"Airflow at {self.url} refused the login of {self._username!r}: "
+                               f"{answer.status_code} {_detail(answer)}")  # fmt: skip
+        return str(answer.json()["access_token"])
+
+    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
+        """Call ``/api/v2{path}`` logged in; the JSON answer. :class:`AirflowError` on any other status."""
+        for attempt in range(2):
+            if self._token is None:
+                self._token = self._login()
+            try:
+                answer = self._http.request(
+                    method, f"/api/v2{path}", headers={"Authorization": f"Bearer {self._token}"}, **kwargs
+                )
+            except httpx.HTTPError as exc:
+                raise AirflowError(f"Airflow at {self.url} is unreachable: {exc}") from None
+            if answer.status_code == 401 and attempt == 0:
+                self._token = None  # expired: log in again once
+                continue
+            if answer.status_code not in ok:
+                raise AirflowError(f"{method} /api/v2{path}: {answer.status_code} {_detail(answer)}")
+            return answer.json() if answer.content else None
+        raise AssertionError("unreachable")
+
+    # -- DAGs and runs ---------------------------------------------------------------------------
+
+    def dag(self, dag_id: str) -> dict[str, Any] | None:
+        """The DAG as the API shows it, or ``None`` while it is not (yet) serialized."""
+        try:
+            return dict(self.request("GET", f"/dags/{quote(dag_id)}"))
+        except AirflowError as exc:
+            if ": 404 " in str(exc):
+                return None
+            raise
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/importErrors", params={"limit": 100})["import_errors"])
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Wait until the dag-processor has serialized ``dag_id``: triggering it before fails."""
+        deadline = time.monotonic() + timeout
+        while True:
+            dag = self.dag(dag_id)
+            if dag is not None:
+                return dag
+            errors = [e for e in self.import_errors() if dag_id.split("_")[0] in e.get("filename", "")]
+            if errors:
+                first = errors[0]
+                message = " ".join(str(first.get("stack_trace", "")).split())[-300:]
+                raise AirflowError(f"DAG file {first.get('filename')} does not import: {message}")
+            if time.monotonic() > deadline:
+                raise AirflowError(
+                    f"DAG {dag_id!r} is not known to Airflow after {timeout:.0f} s",
+                    hint="is the dag-processor running (fjord status) and is dags_folder right?",
+                )
+            time.sleep(1)
+
+    def unpause(self, dag_id: str) -> None:
+        self.request("PATCH", f"/dags/{quote(dag_id)}", json={"is_paused": False})
+
+    def trigger(
+        self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> dict[str, Any]:
+        """Start a DAG run now (``logical_date: null``); the run as the API shows it."""
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+        if run_id:
+            body["dag_run_id"] = run_id
+        return dict(self.request("POST", f"/dags/{quote(dag_id)}/dagRuns", json=body))
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}"))
+
+    def dag_runs(self, dag_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        answer = self.request(
+            "GET", f"/dags/{quote(dag_id)}/dagRuns", params={"limit": limit, "order_by": "-run_after"}
+        )
+        return list(answer["dag_runs"])
+
+    def task_states(self, dag_id: str, run_id: str) -> list[TaskState]:
+        answer = self.request(
+            "GET", f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances", params={"limit": 500}
+        )
+        return [
+            TaskState(
+                ti["task_id"], ti.get("map_index", -1), ti.get("state"), ti.get("try_number", 0),
+                ti.get("duration"), ti.get("queued_when") if ti.get("state") == "queued" else None,
+            )
+            for ti in answer["task_instances"]
+        ]  # fmt: skip
+
+    def task_log(self, dag_id: str, run_id: str, task: TaskState) -> str:
+        """The text of the task's last try's log."""
+        answer = self.request(
+            "GET",
+            f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances/{quote(task.task_id)}"
+            f"/logs/{max(task.try_number, 1)}",
+            params={"map_index": task.map_index, "full_content": True},
+            headers={"Accept": "application/json"},
+        )
+        content = answer.get("content", [])
+        if isinstance(content, str):
+            return content
+        lines = []
+        for entry in content:
+            event = entry.get("event", "") if isinstance(entry, dict) else str(entry)
+            lines.append(str(event))
+        return "\n".join(lines)
+
+    def xcom(self, dag_id: str, run_id: str, task: TaskState) -> Any:
+        """The task's return value (``None`` when it returned nothing)."""
+        try:
+            answer = self.request(
+                "GET",
+                f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances/{quote(task.task_id)}"
+                "/xcomEntries/return_value",
+                params={"map_index": task.map_index, "deserialize": True},
+            )
+        except AirflowError as exc:
+            if ": 404 " in str(exc):
+                return None
+            raise
+        return answer.get("value")
+
+    def follow(
+        self,
+        dag_id: str,
+        run_id: str,
+        on_change: Callable[[TaskState], None] | None = None,
+        *,
+        poll_s: float = 2.0,
+        timeout_s: float = 3600.0,
+        stuck_queued_s: float = 180.0,
+    ) -> str:
+        """Poll the run until it ends, calling ``on_change`` for each task whose state changes; the
+        run's final state. A task queued longer than ``stuck_queued_s`` is the classic misconfiguration
+        (the worker cannot reach the execution API): :class:`AirflowError` saying so."""
+        seen: dict[str, str | None] = {}
+        queued_at: dict[str, float] = {}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for task in self.task_states(dag_id, run_id):
+                if seen.get(task.name) != task.state:
+                    seen[task.name] = task.state
+                    if on_change:
+                        on_change(task)
+                if task.state == "queued":
+                    since = queued_at.setdefault(task.name, time.monotonic())
+                    if time.monotonic() - since > stuck_queued_s:
+                        raise AirflowError(
+                            f"task {task.name} of {dag_id} has been queued for {stuck_queued_s:.0f} s",
+                            hint="the workers cannot reach the execution API or sign with another JWT "
+                            "secret: run `fjord status` and `fjord logs airflow`",
+                        )
+                else:
+                    queued_at.pop(task.name, None)
+            state = str(self.dag_run(dag_id, run_id)["state"])
+            if state in FINISHED:
+                return state
+            if time.monotonic() > deadline:
+                raise AirflowError(f"DAG run {run_id} of {dag_id} did not finish in {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+    # -- assets ----------------------------------------------------------------------------------
+
+    def asset_id(self, uri: str) -> int:
+        """The integer id of the asset at ``uri`` (a DAG scheduled on it must exist)."""
+        answer = self.request("GET", "/assets", params={"uri_pattern": uri, "limit": 100})
+        for asset in answer["assets"]:
+            if asset["uri"] == uri:
+                return int(asset["id"])
+        raise AirflowError(f"Airflow knows no asset {uri!r}", hint="no DAG is scheduled on it yet")
+
+    def post_asset_event(self, uri: str, extra: dict[str, Any]) -> dict[str, Any]:
+        """Record an event on the asset (``extra`` travels to the runs it triggers)."""
+        body = {"asset_id": self.asset_id(uri), "extra": extra}
+        return dict(self.request("POST", "/assets/events", json=body))
+
+
+def _detail(answer: httpx.Response) -> str:
+    try:
+        detail = answer.json().get("detail", answer.text)
+    except ValueError:
+        detail = answer.text
+    return " ".join(str(detail).split())[:300]

@@ -1,0 +1,54 @@
+"""What every Fjord task has: retries with exponential back-off, a timeout, and a failure callback
+that writes why the task failed into its run record (so ``fjord lineage`` shows Airflow's reason
+beside the job's own, even when the job never got to write one: a timeout, a killed worker)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fjord.errors import NotFoundError
+from fjord.lineage import get_run, new_record, save_run
+from fjord.projects import get_project
+
+
+def record_failure(context: Any) -> None:
+    """``on_failure_callback``: mark the task's run record failed, with the exception and the try."""
+    from fjord.airflow.hook import dag_run_record_id, task_run_id
+
+    task, ti = context["task"], context["ti"]
+    stage = getattr(task, "stage", None)
+    args = getattr(task, "args", None) or {}
+    if stage is None or "project" not in args:
+        return  # a sensor or a plain task: Airflow's own log is the record
+    project = get_project(str(args["project"]))
+    run_id = task_run_id(stage, ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
+    try:
+        record = get_run(run_id)
+    except NotFoundError:
+        record = new_record(
+            project, stage, run_id=run_id, parent_run_id=dag_run_record_id(ti.dag_id, ti.run_id)
+        )
+    exception = context.get("exception")
+    record.status = "failed"
+    record.error = " ".join(str(exception).split())[:1000] if exception else "failed in Airflow"
+    record.ended_at = datetime.now(UTC)
+    record.params["airflow"] = {
+        "dag_id": ti.dag_id,
+        "dag_run_id": ti.run_id,
+        "task_id": ti.task_id,
+        "map_index": ti.map_index,
+        "try_number": ti.try_number,
+    }
+    save_run(project, record)
+
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "fjord",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(hours=1),
+    "on_failure_callback": record_failure,
+}

@@ -1,0 +1,214 @@
+"""The hook every Fjord task uses: run one stage job as its own process, idempotently.
+
+A Spark stage (ETL, the features job, training, batch scoring) is submitted with ``spark-submit``
+against ``spark.master``, with the same configuration :func:`fjord.spark.spark_conf` gives an
+interactive session: the project's environment (shipped as an archive on a cluster master), the
+event log, the storage settings and the jars. A stage without Spark (deployment, maintenance) runs
+as ``python -m``. The job's output goes to the task's log.
+
+Idempotency: the task's run id is derived from the DAG, the DAG run, the task and its map index
+(:func:`task_run_id`), and the job's run record carries it. A task that already succeeded under that
+id (the task was cleared, or the scheduler died after the job finished) returns the recorded result
+instead of running again: no second commit, model version or deployment. The result, the job's small
+references (URIs, versions, run ids), is kept beside the run records on the shared filesystem
+(``Logs/tasks/<run id>.json``) and is what the task pushes to XCom.
+
+Exit codes become Airflow's outcomes: bad input (2) and a rejected batch (the ETL stage's 3) fail
+the task at once, since a retry cannot help; a candidate the gate refuses (the bless stage's 3) skips
+what follows; anything else is retried with back-off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+
+from fjord.config import get_settings
+from fjord.errors import NotFoundError
+from fjord.jobmain import RESULT_FILE
+from fjord.lineage import get_run
+from fjord.projects import get_project
+
+REPO = Path(__file__).resolve().parents[2]
+TASK_RESULTS = "Logs/tasks"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage job: its module, whether it is a Spark application, and what exit 3 means."""
+
+    module: str
+    spark: bool
+    on_exit_3: str = "retry"  # "fail" (no retry helps) or "skip" (a decision, not an error)
+
+
+STAGES: dict[str, Stage] = {
+    "etl": Stage("jobs.etl.main", spark=True, on_exit_3="fail"),
+    "features": Stage("jobs.features.main", spark=True),
+    "train": Stage("jobs.train.main", spark=True),
+    "bless": Stage("jobs.serve.main", spark=False, on_exit_3="skip"),
+    "deploy": Stage("jobs.serve.main", spark=False),
+    "batch_inference": Stage("jobs.batch.main", spark=True),
+    "maintenance": Stage("jobs.features.maintenance", spark=False),
+}
+
+
+def task_run_id(stage: str, dag_id: str, dag_run_id: str, task_id: str, map_index: int = -1) -> str:
+    """The stable run id of one task of one DAG run (the same on every try and every clear)."""
+    digest = hashlib.sha1(f"{dag_id}/{dag_run_id}/{task_id}/{map_index}".encode()).hexdigest()[:16]
+    return f"{stage}-af-{digest}"
+
+
+def dag_run_record_id(dag_id: str, dag_run_id: str) -> str:
+    """The id every task's run record names as its parent: the DAG run as one node of the run tree."""
+    digest = hashlib.sha1(f"{dag_id}/{dag_run_id}".encode()).hexdigest()[:16]
+    return f"dagrun-{digest}"
+
+
+class FjordJobHook(BaseHook):
+    """Runs a stage job for a task; see the module docstring."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+    def run(self, stage: str, args: dict[str, Any], *, run_id: str, parent_run_id: str) -> dict[str, Any]:
+        """Run ``stage`` with ``args`` (its spec's fields) under ``run_id``; the job's result."""
+        if stage not in STAGES:
+            raise AirflowFailException(f"no stage {stage!r} (stages: {', '.join(STAGES)})")
+        project = get_project(str(args["project"]))
+        done = self._recorded_result(project, run_id)
+        if done is not None:
+            self.log.info("run %s already succeeded: reusing its result, running nothing", run_id)
+            return done
+        spec = STAGES[stage]
+        argv = self.command(stage, spec, project) + _options(
+            {**args, "run_id": run_id, "parent_run_id": parent_run_id}
+        )
+        with tempfile.TemporaryDirectory(prefix="fjord-task-") as tmp:
+            result_file = Path(tmp) / "result.json"
+            code, tail = self._execute(argv, {RESULT_FILE: str(result_file), **self._environment(spec)})
+            if code != 0:
+                raise _outcome(stage, spec, code, tail)
+            result = json.loads(result_file.read_text())
+        project.fs.write_text(f"{TASK_RESULTS}/{run_id}.json", json.dumps(result, default=str))
+        return dict(result)
+
+    # -- pieces ----------------------------------------------------------------------------------
+
+    def command(self, stage: str, spec: Stage, project: Any) -> list[str]:
+        """``spark-submit ... main.py`` for a Spark stage, ``python -m module`` otherwise."""
+        if not spec.spark:
+            return [sys.executable, "-m", spec.module]
+        from fjord.spark import check_java, spark_conf
+
+        check_java()
+        conf, _python = spark_conf(get_settings(), project)
+        submit = [_spark_submit(), "--master", conf.pop("spark.master"), "--name", f"fjord-{stage}"]
+        submit += ["--driver-memory", conf.pop("spark.driver.memory")]
+        for key, value in conf.items():
+            submit += ["--conf", f"{key}={value}"]
+        return [*submit, str(REPO / (spec.module.replace(".", "/") + ".py"))]
+
+    def _environment(self, spec: Stage) -> dict[str, str]:
+        env = {"PYTHONUNBUFFERED": "1", "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")}
+        if spec.spark:
+            env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+            env.setdefault("PYSPARK_PYTHON", sys.executable)  # the job's session sets the project's
+        return env
+
+    def _execute(self, argv: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
+        """Run ``argv``, its output line by line into the task log; the exit code and the last lines."""
+        self.log.info("running %s", " ".join(argv))
+        tail: deque[str] = deque(maxlen=40)
+        with subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env},
+            cwd=REPO,
+            text=True,
+            errors="replace",
+        ) as process:
+            assert process.stdout is not None
+            try:
+                for line in process.stdout:
+                    line = line.rstrip()
+                    tail.append(line)
+                    self.log.info("%s", line)
+            except BaseException:  # the task is being killed (timeout, mark failed): take the job along
+                process.kill()
+                raise
+            return process.wait(), list(tail)
+
+    def _recorded_result(self, project: Any, run_id: str) -> dict[str, Any] | None:
+        try:
+            record = get_run(run_id)
+        except NotFoundError:
+            return None
+        path = f"{TASK_RESULTS}/{run_id}.json"
+        if record.status != "succeeded" or not project.fs.exists(path):
+            return None
+        return dict(json.loads(project.fs.read_text(path)))
+
+
+def _spark_submit() -> str:
+    import pyspark
+
+    return str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
+
+
+def _options(args: dict[str, Any]) -> list[str]:
+    """A spec's fields as the job's command-line options (``--no-x`` for a false boolean)."""
+    argv: list[str] = []
+    for name, value in args.items():
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _error_line(tail: list[str]) -> str:
+    for line in reversed(tail):
+        if line.startswith(("error:", "internal error:")):
+            return line.split(":", 1)[1].strip() if line.startswith("error:") else line
+    return tail[-1] if tail else "no output"
+
+
+def _outcome(stage: str, spec: Stage, code: int, tail: list[str]) -> AirflowException:
+    """The Airflow exception an exit code means (see the module docstring)."""
+    message = f"{stage} job exited {code}: {_error_line(tail)}"
+    if code == 2 or (code == 3 and spec.on_exit_3 == "fail"):
+        return AirflowFailException(message)
+    if code == 3 and spec.on_exit_3 == "skip":
+        return AirflowSkipException(message)
+    return AirflowException(message)
+
+
+def record_dag_run_cause(project_name: str, dag_id: str, dag_run_id: str, cause: dict[str, Any]) -> str:
+    """Write the DAG run's own run record (the parent of its tasks' runs) with why it started; its id."""
+    from fjord.lineage import new_record, save_run
+
+    project = get_project(project_name)
+    record = new_record(
+        project, "dag_run", params={"dag_id": dag_id, "dag_run_id": dag_run_id, "cause": cause},
+        run_id=dag_run_record_id(dag_id, dag_run_id),
+    )  # fmt: skip
+    record.status = "succeeded"
+    save_run(project, record)
+    return record.run_id

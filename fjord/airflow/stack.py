@@ -1,0 +1,265 @@
+"""The embedded Airflow 3: api-server, scheduler, dag-processor and triggerer, on loopback.
+
+Each runs as its own process (``airflow standalone`` leaves children behind on SIGTERM), started in
+that order, each healthy before the next: the api-server answers ``/api/v2/monitor/health``, and the
+others show a recent heartbeat there. All four get their configuration from one place,
+:meth:`AirflowService.environment`, so the two failure modes users hit most cannot happen here:
+
+- tasks stuck in *queued* because a worker calls the execution API at a different URL
+  (``[core] execution_api_server_url`` defaults to localhost:8080), or
+- tasks rejected because the api-server and the scheduler sign their JWTs with different secrets
+  (``[api_auth] jwt_secret`` is generated per process unless set).
+
+The secrets are made once per Fjord home and kept in ``secrets.json`` (mode 600); the ``admin``
+user's password is in ``simple_auth_manager_passwords.json``. The metadata database is SQLite
+under ``$FJORD_HOME/services/airflow/`` with the LocalExecutor, or a ``airflow`` database beside
+Fjord's own when ``metadata.url`` is PostgreSQL. Parallelism is ``airflow.parallelism`` (4: two
+cores, and each Spark task is a JVM).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from fjord.config import Settings, get_settings
+from fjord.errors import ServiceError
+from fjord.services.base import Process, Service
+from fjord.services.process import log_tail, run_once
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS_FOLDER = REPO / "dags"
+USER = "admin"
+# A component is healthy while its heartbeat is younger than this (Airflow's own checks use 30-60 s).
+HEARTBEAT_S = 60
+COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
+LABELS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def _airflow() -> str:
+    """The ``airflow`` console script of this environment."""
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+class AirflowService(Service):
+    """Airflow 3 as four processes sharing one configuration (see the module docstring)."""
+
+    name = "airflow"
+    ports: ClassVar[dict[str, int]] = {"api": 8080, "worker_logs": 8793, "trigger_logs": 8794}
+    start_timeout_s = 180.0
+
+    def __init__(self, home: Path, *, preferred_ports: bool = True, settings: Settings | None = None) -> None:
+        super().__init__(home, preferred_ports=preferred_ports)
+        self.settings = settings or get_settings()
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    def address_for(self, ports: dict[str, int]) -> str:
+        return f"http://127.0.0.1:{ports['api']}"
+
+    def environment(self, ports: dict[str, int]) -> dict[str, str]:
+        """The configuration every Airflow process of this home runs with (and ``airflow`` CLI calls)."""
+        keys = self._secrets()
+        base = self.address_for(ports)
+        parallelism = self.settings.airflow.parallelism
+        return {
+            "AIRFLOW_HOME": str(self.dir),
+            "FJORD_HOME": str(self.settings.home),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.settings.airflow.dags_folder or DAGS_FOLDER),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(parallelism),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
+            "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+            "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+            "AIRFLOW__API__SECRET_KEY": keys["api_secret"],
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(ports["api"]),
+            "AIRFLOW__API__BASE_URL": base,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_logs"]),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports["trigger_logs"]),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url(),
+            # New DAG files show up within 30 s, not 5 minutes; one parser process on two cores.
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        }
+
+    def database_url(self) -> str:
+        """SQLite in this directory, or database ``airflow`` on the server ``metadata.url`` names."""
+        url = self.settings.metadata.url
+        if url and url.startswith("postgresql"):
+            from sqlalchemy.engine import make_url
+
+            return make_url(url).set(database="airflow").render_as_string(hide_password=False)
+        return f"sqlite:///{self.dir / 'airflow.db'}"
+
+    @property
+    def passwords_file(self) -> Path:
+        return self.dir / "simple_auth_manager_passwords.json"
+
+    def password(self) -> str:
+        """The ``admin`` user's password (made on the first start)."""
+        return str(json.loads(self.passwords_file.read_text())[USER])
+
+    def _secrets(self) -> dict[str, str]:
+        path = self.dir / "secrets.json"
+        if not path.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            values = {
+                "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+                "jwt_secret": secrets.token_urlsafe(32),
+                "api_secret": secrets.token_urlsafe(32),
+            }
+            _write_private(path, json.dumps(values))
+        return dict(json.loads(path.read_text()))
+
+    def prepare(self, ports: dict[str, int]) -> None:
+        if not self.passwords_file.exists():
+            _write_private(self.passwords_file, json.dumps({USER: secrets.token_urlsafe(12)}) + "\n")
+        if self.database_url().startswith("postgresql"):
+            _create_database(self.database_url())
+        marker = self.dir / "migrated"
+        if marker.exists() and marker.read_text() == _airflow_version():
+            return
+        run_once(
+            [_airflow(), "db", "migrate"],
+            "migrating Airflow's metadata database",
+            env=self.environment(ports),
+        )
+        marker.write_text(_airflow_version())
+
+    def processes(self, ports: dict[str, int]) -> list[Process]:
+        env = self.environment(ports)
+        commands = {  # LABELS, in start order
+            "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(ports["api"])],
+            "scheduler": ["scheduler"],
+            "dag-processor": ["dag-processor"],
+            "triggerer": ["triggerer"],
+        }
+        return [Process(label, [_airflow(), *argv], env) for label, argv in commands.items()]
+
+    def start(self) -> str:
+        """Start the processes (the api-server first, then the other three at once); the API's URL once
+        every component reports a heartbeat."""
+        address = super().start()
+        try:
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return address
+
+    def ready(self, label: str, ports: dict[str, int]) -> bool:
+        # The scheduler, dag-processor and triggerer need only the database and start side by side:
+        # wait_healthy() then waits for all three heartbeats at once.
+        return label != "api-server" or self.health(ports) is not None
+
+    def wait_healthy(self, timeout: float | None = None) -> dict[str, Any]:
+        """Wait until every component reports a recent heartbeat; the health document.
+
+        :class:`ServiceError` with the log's tail when a process exits or the time runs out.
+        """
+        deadline = time.monotonic() + (timeout or self.start_timeout_s)
+        while True:
+            health = self.health() or {}
+            late = [part for part in COMPONENTS if not _healthy(health, part)]
+            if not late:
+                return health
+            pids = self.status().pids
+            dead = [label for label in LABELS if label not in pids]
+            if dead:
+                label = dead[0]
+                raise ServiceError(
+                    f"airflow {label} is not running: {log_tail(self.log(label), 2)} (log: {self.log(label)})"
+                )
+            if time.monotonic() > deadline:
+                label = "api-server" if late[0] == "metadatabase" else late[0].replace("_", "-")
+                raise ServiceError(
+                    f"airflow {label} sent no heartbeat: {log_tail(self.log(label))} (log: {self.log(label)})"
+                )
+            time.sleep(0.5)
+
+    def health(self, ports: dict[str, int] | None = None) -> dict[str, Any] | None:
+        """``/api/v2/monitor/health`` (no login needed), or ``None`` when the api-server is down."""
+        import httpx
+
+        ports = ports or self._state_ports()
+        if not ports:
+            return None
+        try:
+            answer = httpx.get(f"{self.address_for(ports)}/api/v2/monitor/health", timeout=5)
+        except httpx.HTTPError:
+            return None
+        return dict(answer.json()) if answer.status_code == 200 else None
+
+    def _state_ports(self) -> dict[str, int]:
+        from fjord.services.process import read_state
+
+        return dict(read_state(self._state_file).get("ports") or {})
+
+
+def _healthy(health: dict[str, Any], part: str) -> bool:
+    info = health.get(part) or {}
+    if part == "metadatabase":
+        return info.get("status") == "healthy"
+    return info.get("status") == "healthy" and _age_s(info.get(f"latest_{part}_heartbeat")) < HEARTBEAT_S
+
+
+def _age_s(stamp: str | None) -> float:
+    if not stamp:
+        return float("inf")
+    from datetime import UTC, datetime
+
+    return (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
+
+
+def _airflow_version() -> str:
+    from importlib.metadata import version
+
+    return version("apache-airflow")
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def _create_database(url: str) -> None:
+    """Create the ``airflow`` database on the PostgreSQL server unless it exists."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
+            ).first()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    except Exception as exc:  # any driver error is the same answer to the user
+        raise ServiceError(f"cannot create Airflow's database on {target.host}: {exc}") from None
+    finally:
+        admin.dispose()
+
+
+def airflow_service(settings: Settings | None = None) -> AirflowService:
+    """The embedded Airflow of this Fjord home (not started)."""
+    settings = settings or get_settings()
+    return AirflowService(settings.home, preferred_ports=settings.services.preferred_ports, settings=settings)

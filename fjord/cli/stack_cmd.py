@@ -1,0 +1,180 @@
+"""``fjord up | down | status | logs``: the whole local stack on loopback, in one command each.
+
+``up`` starts, in order, the embedded services ``services.up`` names (Kafka by default), the MLflow
+tracking server, Airflow (api-server, scheduler, dag-processor, triggerer) and the model server of
+every project that has a serving; each is found running if it already is, so ``up`` twice is
+harmless. It prints every URL and how to log in to Airflow. ``down`` stops all of them, the last
+started first, with every process they forked. Servers configured elsewhere (``mlflow.tracking_uri``,
+``airflow.api_url``, ``kafka.bootstrap_servers``) are used, not started.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from fjord.cli.output import console, print_json
+from fjord.config import Settings, get_settings
+
+
+@dataclass
+class Component:
+    """One line of ``fjord status``."""
+
+    name: str
+    running: bool
+    url: str | None = None
+    pids: dict[str, int] = field(default_factory=dict)
+    logs: list[Path] = field(default_factory=list)
+    detail: str = ""
+
+
+def _servings() -> list[str]:
+    """The projects with a serving (their model servers are part of the stack)."""
+    from fjord.projects import list_projects
+    from jobs.serve import serving
+
+    return [p.name for p in list_projects() if serving.get_servings(project=p.name)]
+
+
+def _airflow_login(settings: Settings) -> str:
+    from fjord.airflow.stack import airflow_service
+
+    service = airflow_service(settings)
+    return f"user {settings.airflow.username}, password {service.password()} (in {service.passwords_file})"
+
+
+def start_stack(settings: Settings, echo: Callable[[str], None]) -> dict[str, str]:
+    """Start every component that is not running; name -> URL."""
+    from fjord.airflow.stack import airflow_service
+    from fjord.experiment.tracking import start_server
+    from fjord.services import services
+
+    urls: dict[str, str] = {}
+
+    def started(name: str, url: str, began: float) -> None:
+        urls[name] = url
+        echo(f"{name:<13} {url}  ({time.monotonic() - began:.1f} s)")
+
+    for service in services(settings.services.up, settings):
+        began = time.monotonic()
+        started(service.name, service.start(), began)
+    if not settings.mlflow.tracking_uri:
+        began = time.monotonic()
+        started("mlflow", start_server(settings), began)
+    if not settings.airflow.api_url:
+        began = time.monotonic()
+        started("airflow", airflow_service(settings).start(), began)
+    from jobs.serve import serving
+
+    for project in _servings():
+        began = time.monotonic()
+        started(f"model-server/{project}", serving.start(project=project), began)
+    return urls
+
+
+def up() -> None:
+    """Start the local stack (Kafka, MLflow, Airflow, model servers) and print every URL."""
+    settings = get_settings()
+    console.print(f"[bold]Fjord stack[/bold] in {settings.home}")
+    urls = start_stack(settings, console.print)
+    if "airflow" in urls:
+        console.print(f"\nAirflow UI    {urls['airflow']}  ({_airflow_login(settings)})")
+    if "mlflow" in urls:
+        console.print(f"MLflow UI     {urls['mlflow']}")
+    console.print("stop it all:  fjord down     ·     state: fjord status     ·     logs: fjord logs NAME")
+
+
+def _components(settings: Settings) -> list[Component]:
+    from fjord.airflow.stack import airflow_service
+    from fjord.experiment.tracking import server_status
+    from fjord.services import SERVICE_NAMES, services
+    from jobs.serve import serving
+
+    found: list[Component] = []
+    for service in services(list(SERVICE_NAMES), settings):
+        s = service.status()
+        found.append(
+            Component(s.name, s.running, s.address, s.pids, sorted(s.state_dir.glob("*.log")), s.detail)
+        )
+    mlflow = server_status(settings)
+    mlflow_dir = settings.home / "mlflow"
+    found.append(
+        Component("mlflow", mlflow is not None, (mlflow or {}).get("uri"),
+                  {"server": mlflow["pid"]} if mlflow else {}, sorted(mlflow_dir.glob("*.log")))
+    )  # fmt: skip
+    airflow = airflow_service(settings)
+    s = airflow.status()
+    detail = s.detail
+    if s.running:
+        health = airflow.health() or {}
+        late = [k for k, v in health.items() if (v or {}).get("status") != "healthy"]
+        detail = f"unhealthy: {', '.join(late)}" if late else ""
+    found.append(
+        Component("airflow", s.running, s.address, s.pids, sorted(s.state_dir.glob("*.log")), detail)
+    )
+    for project in _servings():
+        state = serving.server_state(project)
+        log = settings.home / "serving" / project / "server.log"
+        found.append(
+            Component(f"model-server/{project}", state is not None, (state or {}).get("url"),
+                      {"server": state["pid"]} if state else {}, [log] if log.exists() else [])
+        )  # fmt: skip
+    return found
+
+
+def down() -> None:
+    """Stop every component of the local stack; no process is left behind."""
+    from fjord.airflow.stack import airflow_service
+    from fjord.experiment.tracking import stop_server
+    from fjord.services import SERVICE_NAMES, services
+    from jobs.serve import serving
+
+    settings = get_settings()
+    for project in _servings():
+        console.print(
+            f"{'model-server/' + project:<20} {'stopped' if serving.stop(project=project) else 'not running'}"
+        )
+    steps: list[tuple[str, Callable[[], bool]]] = [
+        ("airflow", airflow_service(settings).stop),
+        ("mlflow", lambda: stop_server(settings)),
+    ]
+    steps += [(s.name, s.stop) for s in reversed(services(list(SERVICE_NAMES), settings))]
+    for name, stop in steps:
+        console.print(f"{name:<20} {'stopped' if stop() else 'not running'}")
+
+
+def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """What runs, where, as which processes."""
+    components = _components(get_settings())
+    if as_json:
+        print_json([{**c.__dict__, "logs": [str(p) for p in c.logs]} for c in components])
+        return
+    table = Table("component", "state", "url", "pids")
+    for c in components:
+        state = "running" if c.running and not c.detail else (c.detail or "stopped")
+        table.add_row(c.name, state, c.url or "", ", ".join(f"{k} {v}" for k, v in c.pids.items()))
+    console.print(table)
+
+
+def logs(
+    name: str = typer.Argument(..., help="A component of `fjord status` (airflow, mlflow, kafka, ...)."),
+    lines: int = typer.Option(40, "--lines", "-n", min=1, help="How many lines of each log."),
+) -> None:
+    """The last lines of a component's logs."""
+    from fjord.errors import NotFoundError
+
+    components = {c.name: c for c in _components(get_settings())}
+    if name not in components:
+        raise NotFoundError(f"no component {name!r}", hint=f"components: {', '.join(components)}")
+    if not components[name].logs:
+        console.print(f"{name} has no logs yet")
+    for log in components[name].logs:
+        text = log.read_text(errors="replace").splitlines()[-lines:]
+        console.print(f"[bold]==> {log} <==[/bold]")
+        console.print("\n".join(text), markup=False)

@@ -1,0 +1,1 @@
+"""Batch inference: score a feature view's batch data with the champion, as a versioned dataset."""

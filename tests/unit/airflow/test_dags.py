@@ -1,0 +1,130 @@
+"""The DAG files as Airflow's DagBag loads them: no import errors or warnings, and the structure the
+platform promises (dependencies, retries with back-off, timeouts, docs, failure callbacks, schedules).
+
+The DagBag is filled in a subprocess with its own AIRFLOW_HOME, as the dag-processor would, and the
+structure comes back as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+_INSPECT = r"""
+import json, sys, warnings
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+    from airflow.dag_processing.dagbag import DagBag
+    bag = DagBag(dag_folder=sys.argv[1])
+def uris(condition):
+    if condition is None:
+        return []
+    if hasattr(condition, "uri"):
+        return [condition.uri]
+    return [uri for part in getattr(condition, "objects", []) for uri in uris(part)]
+dags = {}
+for dag_id, dag in bag.dags.items():
+    tasks = {}
+    for t in dag.tasks:
+        tasks[t.task_id] = {
+            "type": type(t).__name__,
+            "upstream": sorted(t.upstream_task_ids),
+            "retries": t.retries,
+            "backoff": bool(t.retry_exponential_backoff),
+            "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
+            "doc": bool(t.doc_md),
+            "on_failure": bool(t.on_failure_callback),
+        }
+    dags[dag_id] = {
+        "doc": bool(dag.doc_md), "tags": sorted(dag.tags), "schedule": repr(dag.timetable),
+        "assets": sorted(uris(getattr(dag.timetable, "asset_condition", None))),
+        "summary": getattr(dag.timetable, "summary", ""), "params": sorted(dag.params.keys()), "tasks": tasks,
+    }
+print(json.dumps({"errors": bag.import_errors, "warnings": [str(w.message) for w in caught
+                  if "dags/" in str(w.filename)], "dags": dags}))
+"""
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FJORD_"))},
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "FJORD_HOME": str(home / "fjord"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _INSPECT, str(REPO / "dags")],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_every_dag_file_imports_without_errors_or_warnings(dagbag: dict) -> None:
+    assert dagbag["errors"] == {}
+    assert dagbag["warnings"] == []
+    files = sorted(p.stem for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_"))
+    assert sorted(dagbag["dags"]) == files  # one DAG per file, named as the file
+
+
+def test_every_task_retries_with_backoff_times_out_and_is_documented(dagbag: dict) -> None:
+    for dag_id, dag in dagbag["dags"].items():
+        assert dag["doc"] and "fjord" in dag["tags"], dag_id
+        for task_id, task in dag["tasks"].items():
+            where = f"{dag_id}.{task_id}"
+            assert task["retries"] >= 1 and task["backoff"], where
+            assert task["timeout_s"] and task["timeout_s"] <= 3 * 3600, where
+            assert task["doc"], where
+            assert task["on_failure"], where
+
+
+def _upstream(dag: dict, task_id: str) -> list[str]:
+    return dag["tasks"][task_id]["upstream"]
+
+
+def test_training_pipeline_waits_validates_trains_blesses_then_deploys(dagbag: dict) -> None:
+    dag = dagbag["dags"]["fraud_training_pipeline"]
+    assert _upstream(dag, "ingest.wait_for_batch") == ["ingest.batches_to_ingest"]
+    assert _upstream(dag, "ingest.etl") == ["ingest.batches_to_ingest", "ingest.wait_for_batch"]
+    assert _upstream(dag, "training_dataset") == ["ingest.etl"]
+    assert _upstream(dag, "model.train") == ["training_dataset"]
+    assert _upstream(dag, "model.bless") == ["model.train"]
+    assert _upstream(dag, "model.deploy") == ["model.bless"]
+    assert dag["tasks"]["ingest.wait_for_batch"]["type"] == "MappedOperator"  # one per batch
+    assert "expression='0 0 * * *'" in dag["schedule"]  # @daily
+    assert {"project", "batches", "samples", "epochs"} <= set(dag["params"])
+
+
+def test_retrain_runs_on_the_drift_asset_and_weekly_through_the_same_gate(dagbag: dict) -> None:
+    dag = dagbag["dags"]["fraud_retrain"]
+    assert dag["assets"] == ["fjord://drift/fraud"]
+    assert "AssetOrTimeSchedule" in dag["schedule"]
+    assert _upstream(dag, "training_dataset") == ["cause"]
+    assert _upstream(dag, "model.deploy") == ["model.bless"]
+
+
+def test_dags_import_no_stage_job(dagbag: dict) -> None:
+    """Wiring only: a DAG file names stages by their job, it does not import their code."""
+    for path in (REPO / "dags").glob("*.py"):
+        text = path.read_text()
+        assert "from jobs" not in text and "import jobs" not in text, path.name
+        assert "from featurestore" not in text, path.name
+    assert Path(REPO / "dags" / "README.md").exists()
+
+
+def test_batch_inference_and_maintenance_run_their_stage_jobs_on_schedule(dagbag: dict) -> None:
+    scoring = dagbag["dags"]["fraud_batch_inference"]
+    assert list(scoring["tasks"]) == ["score"] and "0 4 * * *" in scoring["schedule"]
+    upkeep = dagbag["dags"]["featurestore_maintenance"]
+    assert list(upkeep["tasks"]) == ["compact_and_vacuum"] and "0 2 * * 6" in upkeep["schedule"]
