@@ -83,7 +83,8 @@ def run_job(
 
 def write_result(result: Any, path: str) -> None:
     """``result``'s fields and its summary, as JSON at ``path`` (values JSON cannot hold are strings)."""
-    fields = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else {}
+    is_instance = dataclasses.is_dataclass(result) and not isinstance(result, type)
+    fields = dataclasses.asdict(result) if is_instance else {}
     document = {"summary": result.summary(), **fields}
     with open(path, "w") as out:
         json.dump(document, out, default=str)

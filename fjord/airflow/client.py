@@ -235,7 +235,9 @@ class AirflowClient:
         queued_at: dict[str, float] = {}
         deadline = time.monotonic() + timeout_s
         while True:
-            for task in self.task_states(dag_id, run_id):
+            # what ended before what started, so the terminal reads in the order things happened
+            states = sorted(self.task_states(dag_id, run_id), key=lambda t: t.state not in TASK_DONE)
+            for task in states:
                 if seen.get(task.name) != task.state:
                     seen[task.name] = task.state
                     if on_change:

@@ -29,6 +29,7 @@ class FjordJobOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
-        run_id = task_run_id(self.stage, ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
+        map_index = ti.map_index if ti.map_index is not None else -1
+        run_id = task_run_id(self.stage, ti.dag_id, ti.run_id, ti.task_id, map_index)
         parent = dag_run_record_id(ti.dag_id, ti.run_id)
         return FjordJobHook().run(self.stage, self.args, run_id=run_id, parent_run_id=parent)

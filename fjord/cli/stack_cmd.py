@@ -50,31 +50,35 @@ def _airflow_login(settings: Settings) -> str:
 
 
 def start_stack(settings: Settings, echo: Callable[[str], None]) -> dict[str, str]:
-    """Start every component that is not running; name -> URL."""
+    """Start every component that is not running; name -> URL.
+
+    The embedded services, MLflow and Airflow do not need one another to start, so they start side by
+    side (each mostly waits on its own process); the model servers follow."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     from fjord.airflow.stack import airflow_service
     from fjord.experiment.tracking import start_server
     from fjord.services import services
-
-    urls: dict[str, str] = {}
-
-    def started(name: str, url: str, began: float) -> None:
-        urls[name] = url
-        echo(f"{name:<13} {url}  ({time.monotonic() - began:.1f} s)")
-
-    for service in services(settings.services.up, settings):
-        began = time.monotonic()
-        started(service.name, service.start(), began)
-    if not settings.mlflow.tracking_uri:
-        began = time.monotonic()
-        started("mlflow", start_server(settings), began)
-    if not settings.airflow.api_url:
-        began = time.monotonic()
-        started("airflow", airflow_service(settings).start(), began)
     from jobs.serve import serving
 
+    starts: dict[str, Callable[[], str]] = {s.name: s.start for s in services(settings.services.up, settings)}
+    if not settings.mlflow.tracking_uri:
+        starts["mlflow"] = lambda: start_server(settings)
+    if not settings.airflow.api_url:
+        starts["airflow"] = airflow_service(settings).start
+    urls: dict[str, str] = {}
+    began = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(starts) or 1) as pool:
+        futures = {pool.submit(start): name for name, start in starts.items()}
+        for future in as_completed(futures):
+            name = futures[future]
+            urls[name] = future.result()  # the first failure is raised; the others still finish
+            echo(f"{name:<13} {urls[name]}  ({time.monotonic() - began:.1f} s)")
     for project in _servings():
         began = time.monotonic()
-        started(f"model-server/{project}", serving.start(project=project), began)
+        name = f"model-server/{project}"
+        urls[name] = serving.start(project=project)
+        echo(f"{name:<13} {urls[name]}  ({time.monotonic() - began:.1f} s)")
     return urls
 
 

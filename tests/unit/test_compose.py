@@ -23,6 +23,7 @@ REQUIRED = {
     "airflow-apiserver",
     "airflow-scheduler",
     "airflow-dag-processor",
+    "airflow-triggerer",
     "airflow-worker",
 }
 
@@ -135,3 +136,19 @@ def test_tf_serving_reads_the_model_config_fjord_deploys() -> None:
     command = SERVICES["tensorflow-serving"]["command"]
     assert "--model_config_file=/models/serving/models.config" in command
     assert any(flag.startswith("--model_config_file_poll_wait_seconds=") for flag in command)
+
+
+def test_every_airflow_process_shares_the_execution_api_url_and_jwt_secret() -> None:
+    """The two ways tasks hang in "queued": a worker calling another execution API URL, or signing
+    with another JWT secret than the api-server. One anchor gives every Airflow service the same."""
+    airflow = {n: s for n, s in SERVICES.items() if n.startswith("airflow-")}
+    keys = (
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__CORE__DAGS_FOLDER",
+    )
+    values = {n: tuple(s["environment"].get(k) for k in keys) for n, s in airflow.items()}
+    assert len(set(values.values())) == 1 and all(values["airflow-scheduler"]), values
+    assert values["airflow-scheduler"][0].startswith("http://airflow-apiserver:8080/")
+    env = airflow["airflow-worker"]["environment"]
+    assert env["FJORD_AIRFLOW__PASSWORD"] and "PASSWORDS_FILE" in " ".join(airflow["airflow-init"]["command"])
