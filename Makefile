@@ -59,6 +59,7 @@ bench: $(STAMP) $(JARS)
 	$(VENV)/bin/python -m bench.etl
 	$(VENV)/bin/python -m bench.experiment
 	$(VENV)/bin/python -m bench.serve
+	$(VENV)/bin/python -m bench.orchestration
 
 clean:
 	rm -rf $(VENV) .jvm .pytest_cache

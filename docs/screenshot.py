@@ -18,7 +18,9 @@ from fjord.airflow.client import AirflowClient
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dag", default="fraud_training_pipeline")
     parser.add_argument("--run", required=True, help="the DAG run id")
     parser.add_argument("--out", type=Path, required=True)

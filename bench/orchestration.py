@@ -1,0 +1,115 @@
+"""`make run`'s job through Airflow, timed per task, beside the same stage jobs run in one process.
+
+    python -m bench.orchestration [--runs 1] [--skip-local]
+
+Each run starts in a new, empty ``FJORD_HOME`` (the checkout's ``.venv`` and ``.jvm`` exist, the
+stack is stopped), so it measures what a newcomer's first ``make run`` costs once set-up is done:
+
+- ``airflow cold``: ``fjord run``: the stack's start (Kafka, MLflow, Airflow side by side), the
+  project, its environment, the demo data, the DAG run task by task, the predictions and lineage;
+- ``airflow warm``: ``fjord run`` again in the same home with the stack up: the same batches (the ETL
+  publishes nothing new), a new training dataset and model, and the gate;
+- ``local``: ``fjord run --local`` in its own new home: the same stage jobs in one process (one JVM,
+  one TensorFlow import), the peer that shows what running each task as its own process costs.
+
+Wall times come from this process; task durations from Airflow (``run-<time>.tasks.json``). Raw
+results go to ``bench/results/orchestration.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results" / "orchestration.json"
+FJORD = str(Path(sys.executable).with_name("fjord"))
+
+
+def _fjord(home: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FJORD_")}
+    began = time.monotonic()
+    done = subprocess.run(
+        [FJORD, *args], capture_output=True, text=True, env={**env, "FJORD_HOME": str(home)}, check=False
+    )
+    return round(time.monotonic() - began, 1), done
+
+
+def _steps(stdout: str) -> dict[str, float]:
+    """The seconds each numbered step of ``fjord run`` took, as it printed them."""
+    steps, current = {}, None
+    for line in stdout.splitlines():
+        if match := re.match(r"^(\d+)\. (.+)$", line):
+            current = f"{match.group(1)}. {match.group(2)[:60]}"
+        elif current and (match := re.search(r"^\s+ok .*\((\d+\.\d) s\)$", line)):
+            steps[current] = float(match.group(1))
+    return steps
+
+
+def _airflow_run(home: Path) -> dict[str, Any]:
+    wall, done = _fjord(home, "run")
+    if done.returncode != 0:
+        raise SystemExit(f"fjord run failed ({done.returncode}): {done.stderr[-2000:]}")
+    timings = json.loads(Path(re.search(r"task durations in (\S+)", done.stdout).group(1)).read_text())  # type: ignore[union-attr]
+    return {"wall_s": wall, "steps_s": _steps(done.stdout), "tasks_s": timings["tasks"]}
+
+
+def run_once(skip_local: bool) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    home = Path(tempfile.mkdtemp(prefix="fjord-bench-orch-"))
+    try:
+        result["airflow cold"] = _airflow_run(home)
+        print(f"airflow cold: {result['airflow cold']['wall_s']} s", flush=True)
+        result["airflow warm"] = _airflow_run(home)
+        print(f"airflow warm: {result['airflow warm']['wall_s']} s", flush=True)
+    finally:
+        _fjord(home, "down")
+        shutil.rmtree(home, ignore_errors=True)
+    if not skip_local:
+        home = Path(tempfile.mkdtemp(prefix="fjord-bench-local-"))
+        try:
+            wall, done = _fjord(home, "run", "--local")
+            if done.returncode != 0:
+                raise SystemExit(f"fjord run --local failed: {done.stderr[-2000:]}")
+            result["local"] = {"wall_s": wall, "steps_s": _steps(done.stdout)}
+            print(f"local: {wall} s", flush=True)
+        finally:
+            _fjord(home, "down")
+            shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--skip-local", action="store_true")
+    args = parser.parse_args(argv)
+    runs = [run_once(args.skip_local) for _ in range(args.runs)]
+    summary = {
+        kind: {
+            "wall_s_median": statistics.median(r[kind]["wall_s"] for r in runs),
+            "wall_s_range": [min(r[kind]["wall_s"] for r in runs), max(r[kind]["wall_s"] for r in runs)],
+        }
+        for kind in runs[0]
+    }
+    RESULTS.write_text(
+        json.dumps({"machine": os.uname().nodename, "runs": runs, "summary": summary}, indent=2)
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
