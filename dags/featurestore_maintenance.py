@@ -5,11 +5,9 @@ names and of the latest commit, so time travel to any dataset's inputs keeps wor
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from airflow.sdk import DAG, Param
 
-from fjord.airflow.defaults import DEFAULT_ARGS
+from fjord.airflow.defaults import dag_arguments
 from fjord.airflow.operators import FjordJobOperator
 
 with DAG(
@@ -17,11 +15,7 @@ with DAG(
     description="Compact and vacuum the feature groups' Delta tables",
     doc_md=__doc__,
     schedule="0 2 * * 6",
-    start_date=datetime(2026, 11, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=["fjord", "featurestore", "maintenance"],
+    **dag_arguments(tags=["featurestore", "maintenance"]),
     params={
         "project": Param("fraud", type="string", description="the Fjord project"),
         "retention_hours": Param(168, type="number", minimum=0, description="keep removed files this long"),

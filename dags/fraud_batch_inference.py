@@ -4,11 +4,9 @@ feature commits). A rerun of the same day, model and commits publishes nothing n
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from airflow.sdk import DAG, Param
 
-from fjord.airflow.defaults import DEFAULT_ARGS
+from fjord.airflow.defaults import dag_arguments
 from fjord.airflow.operators import FjordJobOperator
 
 with DAG(
@@ -16,11 +14,7 @@ with DAG(
     description="Daily batch scoring of the fraud feature view with the champion",
     doc_md=__doc__,
     schedule="0 4 * * *",
-    start_date=datetime(2026, 11, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=["fjord", "fraud", "inference"],
+    **dag_arguments(tags=["fraud", "inference"]),
     params={
         "project": Param("fraud", type="string", description="the Fjord project"),
         "feature_view": Param("fraud_demo", type="string", description="the view whose batch data is scored"),

@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
-from fjord.airflow.defaults import DEFAULT_ARGS
+from fjord.airflow.defaults import dag_arguments
 from fjord.airflow.tasks import train_bless_deploy, training_dataset
 
 DRIFT = Asset("fjord://drift/fraud", group="monitoring")
@@ -20,11 +20,7 @@ with DAG(
     description="Retrain the fraud model on a recent window when its inputs drift, and weekly",
     doc_md=__doc__,
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC"), assets=DRIFT),
-    start_date=datetime(2026, 11, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=["fjord", "fraud", "retraining"],
+    **dag_arguments(tags=["fraud", "retraining"]),
     params={
         "project": Param("fraud", type="string", description="the Fjord project"),
         "window_days": Param(90, type="integer", minimum=1, description="days of data to retrain on"),

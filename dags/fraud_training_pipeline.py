@@ -3,12 +3,12 @@ deploy. Daily, or triggered with conf (``{"project": "fraud", "batches": ["2026-
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup, task
 
-from fjord.airflow.defaults import DEFAULT_ARGS
+from fjord.airflow.defaults import dag_arguments
 from fjord.airflow.operators import FjordJobOperator
 from fjord.airflow.sensors import SharedFileSensor
 from fjord.airflow.tasks import train_bless_deploy, training_dataset
@@ -20,13 +20,9 @@ with DAG(
     description="Land, validate, featurize, train, bless and deploy the fraud model",
     doc_md=__doc__,
     schedule="@daily",
-    start_date=datetime(2026, 11, 1),
-    catchup=False,
     # A scheduled run may wait hours for its day's batch (deferred, holding no slot): triggered runs
     # go ahead meanwhile.
-    max_active_runs=3,
-    default_args=DEFAULT_ARGS,
-    tags=["fjord", "fraud", "training"],
+    **dag_arguments(tags=["fraud", "training"], max_active_runs=3),
     params={
         "project": Param("fraud", type="string", description="the Fjord project"),
         "batches": Param(

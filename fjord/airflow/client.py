@@ -100,14 +100,25 @@ class AirflowClient:
                                f"{answer.status_code} {_detail(answer)}")  # fmt: skip
         return str(answer.json()["access_token"])
 
-    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Call ``/api/v2{path}`` logged in; the JSON answer. :class:`AirflowError` on any other status."""
         for attempt in range(2):
             if self._token is None:
                 self._token = self._login()
             try:
                 answer = self._http.request(
-                    method, f"/api/v2{path}", headers={"Authorization": f"Bearer {self._token}"}, **kwargs
+                    method,
+                    f"/api/v2{path}",
+                    headers={**(headers or {}), "Authorization": f"Bearer {self._token}"},
+                    **kwargs,
                 )
             except httpx.HTTPError as exc:
                 raise AirflowError(f"Airflow at {self.url} is unreachable: {exc}") from None

@@ -52,3 +52,17 @@ DEFAULT_ARGS: dict[str, Any] = {
     "execution_timeout": timedelta(hours=1),
     "on_failure_callback": record_failure,
 }
+
+
+def dag_arguments(**overrides: Any) -> dict[str, Any]:
+    """What every Fjord DAG shares: the start date, no catch-up, one run at a time, the task defaults
+    above, and the ``fjord`` tag (``overrides`` win; ``tags`` are added to it)."""
+    tags = ["fjord", *overrides.pop("tags", [])]
+    return {
+        "start_date": datetime(2026, 11, 1),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": DEFAULT_ARGS,
+        "tags": tags,
+        **overrides,
+    }

@@ -90,20 +90,27 @@ class AirflowService(Service):
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_logs"]),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports["trigger_logs"]),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url(),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": self.database_url(asynchronous=True),
             # New DAG files show up within 30 s, not 5 minutes; one parser process on two cores.
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         }
 
-    def database_url(self) -> str:
-        """SQLite in this directory, or database ``airflow`` on the server ``metadata.url`` names."""
+    def database_url(self, *, asynchronous: bool = False) -> str:
+        """SQLite in this directory, or database ``airflow`` on the server ``metadata.url`` names.
+
+        ``asynchronous``: the URL of the API server's async engine. Through psycopg 3 (the driver the
+        platform already has) rather than asyncpg, which Airflow would otherwise assume."""
         url = self.settings.metadata.url
         if url and url.startswith("postgresql"):
             from sqlalchemy.engine import make_url
 
-            return make_url(url).set(database="airflow").render_as_string(hide_password=False)
-        return f"sqlite:///{self.dir / 'airflow.db'}"
+            target = make_url(url).set(database="airflow")
+            if asynchronous:
+                target = target.set(drivername="postgresql+psycopg_async")
+            return target.render_as_string(hide_password=False)
+        return f"sqlite{'+aiosqlite' if asynchronous else ''}:///{self.dir / 'airflow.db'}"
 
     @property
     def passwords_file(self) -> Path:

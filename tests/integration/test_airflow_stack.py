@@ -1,0 +1,62 @@
+"""The embedded Airflow on the embedded PostgreSQL: four processes that agree, a protected REST API,
+the DAGs parsed by a real dag-processor, a second start that finds it running, and a stop that leaves
+no process behind."""
+
+from __future__ import annotations
+
+import httpx
+import psutil
+import pytest
+from sqlalchemy import create_engine, text
+
+from fjord.airflow.client import AirflowClient
+from fjord.airflow.stack import airflow_service
+from fjord.config import reset_settings
+
+pytestmark = pytest.mark.slow
+
+DAGS = {"fraud_training_pipeline", "fraud_retrain", "fraud_batch_inference", "featurestore_maintenance"}
+
+
+def _tree(pids: dict[str, int]) -> set[int]:
+    found: set[int] = set()
+    for pid in pids.values():
+        root = psutil.Process(pid)
+        found |= {root.pid, *(c.pid for c in root.children(recursive=True))}
+    return found
+
+
+def test_airflow_on_postgresql_starts_once_serves_the_dags_and_stops_clean(
+    postgres_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FJORD_METADATA__URL", postgres_server)
+    monkeypatch.setenv("FJORD_SERVICES__PREFERRED_PORTS", "false")
+    reset_settings()
+    service = airflow_service()
+    env = service.environment(service._choose_ports({}))
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("/airflow")
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"].startswith("postgresql+psycopg_async://")
+    url = service.start()
+    try:
+        pids = service.pids()
+        assert set(pids) == {"api-server", "scheduler", "dag-processor", "triggerer"}
+        processes = _tree(pids)
+        assert service.start() == url and service.pids() == pids  # found running: nothing started
+        assert httpx.get(f"{url}/api/v2/dags", timeout=10).status_code == 401  # no token, no answer
+        client = AirflowClient.connect()
+        for dag_id in sorted(DAGS):
+            assert client.wait_for_dag(dag_id, timeout=180)["dag_id"] == dag_id
+        assert client.import_errors() == []
+        engine = create_engine(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+        with engine.connect() as conn:  # Airflow's metadata is in PostgreSQL, not a SQLite file
+            stored = {row[0] for row in conn.execute(text("SELECT dag_id FROM dag"))}
+        engine.dispose()
+        assert stored >= DAGS
+        assert not (service.dir / "airflow.db").exists()
+    finally:
+        assert service.stop()
+    left = [
+        p for p in processes if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert left == []
+    assert service.address() is None
