@@ -82,9 +82,16 @@ def run_job(
 
 
 def write_result(result: Any, path: str) -> None:
-    """``result``'s fields and its summary, as JSON at ``path`` (values JSON cannot hold are strings)."""
+    """``result``'s fields and its summary, as JSON at ``path``."""
     is_instance = dataclasses.is_dataclass(result) and not isinstance(result, type)
     fields = dataclasses.asdict(result) if is_instance else {}
     document = {"summary": result.summary(), **fields}
     with open(path, "w") as out:
-        json.dump(document, out, default=str)
+        json.dump(document, out, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    """What JSON cannot hold as it is: pydantic models as their JSON data, the rest as strings."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return str(value)

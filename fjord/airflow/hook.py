@@ -59,7 +59,7 @@ STAGES: dict[str, Stage] = {
     "train": Stage("jobs.train.main", spark=True),
     "bless": Stage("jobs.serve.main", spark=False, on_exit_3="skip"),
     "deploy": Stage("jobs.serve.main", spark=False),
-    "batch_inference": Stage("jobs.batch.main", spark=True),
+    "batch_inference": Stage("jobs.batch.main", spark=False),
     "maintenance": Stage("jobs.features.maintenance", spark=False),
 }
 

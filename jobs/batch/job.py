@@ -62,7 +62,7 @@ class BatchInferenceResult:
     dataset_version: int
     uri: str
     rows: int
-    positive_rate: float
+    mean_score: float
     commits: dict[str, int]
     reused: bool
 
@@ -70,7 +70,7 @@ class BatchInferenceResult:
         again = " (already scored: unchanged)" if self.reused else ""
         return (
             f"scored {self.rows:,} rows with {self.model_name} v{self.model_version}: predictions "
-            f"v{self.dataset_version}{again}, mean score {self.positive_rate:.4f}, from commits "
+            f"v{self.dataset_version}{again}, mean score {self.mean_score:.4f}, from commits "
             f"{self.commits}; {self.uri}"
         )
 

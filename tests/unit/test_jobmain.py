@@ -89,3 +89,22 @@ def test_run_ids_are_checked() -> None:
     assert JobSpec(run_id="manual__2026-12-01T00:00:00+00:00").run_id.startswith("manual__")
     with pytest.raises(ValueError, match="is not a run id"):
         JobSpec(parent_run_id="../etc")
+
+
+def test_the_result_goes_to_the_orchestrators_file_when_asked(capsys, tmp_path, monkeypatch):
+    """A hook sets FJORD_RESULT_FILE (not a setting, so the strict settings accept it) and reads the
+    result's fields back as JSON; a failed job writes none."""
+    import json
+
+    target = tmp_path / "result.json"
+    monkeypatch.setenv("FJORD_RESULT_FILE", str(target))
+    from fjord.config import load_settings
+
+    load_settings()  # an unknown FJORD_* variable would be a ConfigError
+    assert run_job(Spec, run, "doc", ["--project", "fraud", "--samples", "2"]) == 0
+    written = json.loads(target.read_text())
+    assert written["summary"] == "ran fraud samples=2 optimize=True"
+    assert written["spec"] == {"project": "fraud", "samples": 2, "optimize": True}
+    target.unlink()
+    assert run_job(Spec, run, "doc", ["--project", "missing"]) == 3
+    assert not target.exists()
