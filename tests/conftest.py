@@ -55,7 +55,7 @@ def spark(spark_session):
     return fjord_spark.get_spark(app_name="fjord-tests")
 
 
-def run_fjord(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+def run_fjord(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600):
     """Run the installed ``fjord`` console script in a subprocess, as a user would."""
     import subprocess
 
@@ -66,7 +66,7 @@ def run_fjord(*args: str, env: dict[str, str] | None = None, cwd: Path | None = 
         text=True,
         env={**os.environ, **(env or {})},
         cwd=cwd,
-        timeout=600,
+        timeout=timeout,
     )
 
 

@@ -10,6 +10,7 @@ started first, with every process they forked. Servers configured elsewhere (``m
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -140,14 +141,10 @@ def down() -> None:
     from jobs.serve import serving
 
     settings = get_settings()
-    for project in _servings():
-        console.print(
-            f"{'model-server/' + project:<20} {'stopped' if serving.stop(project=project) else 'not running'}"
-        )
-    steps: list[tuple[str, Callable[[], bool]]] = [
-        ("airflow", airflow_service(settings).stop),
-        ("mlflow", lambda: stop_server(settings)),
-    ]
+    # Airflow first: a task still running could otherwise start a model server after its stop.
+    steps: list[tuple[str, Callable[[], bool]]] = [("airflow", airflow_service(settings).stop)]
+    steps += [(f"model-server/{p}", functools.partial(serving.stop, project=p)) for p in _servings()]
+    steps.append(("mlflow", lambda: stop_server(settings)))
     steps += [(s.name, s.stop) for s in reversed(services(list(SERVICE_NAMES), settings))]
     for name, stop in steps:
         console.print(f"{name:<20} {'stopped' if stop() else 'not running'}")

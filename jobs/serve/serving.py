@@ -213,7 +213,11 @@ def start(*, project: str | None = None, batching: bool = False) -> str:
     (docs/benchmarks.md)."""
     proj = _project(project)
     running = server_state(proj.name)
-    if running:
+    if running:  # perhaps still starting, in another process: wait until it answers
+        port = int(str(running["url"]).rsplit(":", 1)[1])
+        log = Path(running["log"])
+        wait_until(lambda: port_open(port), what="the model server", pid=running["pid"], log=log,
+                   timeout=START_TIMEOUT_S)  # fmt: skip
         return str(running["url"])
     servings = _read(proj)
     if not servings:
@@ -244,14 +248,21 @@ def start(*, project: str | None = None, batching: bool = False) -> str:
     log = directory / "server.log"
     pid = spawn(argv, log, cwd=Path(__file__).resolve().parents[2])
     url = f"http://127.0.0.1:{rest_port}"
-    wait_until(
-        lambda: port_open(rest_port), what="the model server", pid=pid, log=log, timeout=START_TIMEOUT_S
-    )
     record = {
         "pid": pid, "url": url, "grpc": f"127.0.0.1:{grpc_port}", "log": str(log), "config": str(config),
         "started": time.time(),
     }  # fmt: skip
-    (directory / "state.json").write_text(json.dumps(record))
+    # Recorded at once, not once it answers: whoever stops the stack meanwhile finds it (no orphan).
+    state = directory / "state.json"
+    state.write_text(json.dumps(record))
+    try:
+        wait_until(
+            lambda: port_open(rest_port), what="the model server", pid=pid, log=log, timeout=START_TIMEOUT_S
+        )
+    except BaseException:
+        stop_group(pid, signal.SIGKILL, timeout=10)
+        state.unlink(missing_ok=True)
+        raise
     return url
 
 

@@ -46,7 +46,7 @@ def _assert_gone(pids: set[int]) -> None:
 
 
 def test_main_job_runs_the_pipeline_through_airflow(fjord_home, stack) -> None:
-    first = run_fjord("run")
+    first = run_fjord("run", timeout=2400)  # about 10 minutes on 2 cores
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     for text in (
