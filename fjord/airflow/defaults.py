@@ -55,11 +55,14 @@ DEFAULT_ARGS: dict[str, Any] = {
 
 
 def dag_arguments(**overrides: Any) -> dict[str, Any]:
-    """What every Fjord DAG shares: the start date, no catch-up, one run at a time, the task defaults
-    above, and the ``fjord`` tag (``overrides`` win; ``tags`` are added to it)."""
+    """What every Fjord DAG shares: no catch-up, one run at a time, the task defaults above, and the
+    ``fjord`` tag (``overrides`` win; ``tags`` are added to it).
+
+    No ``start_date``: with one, unpausing a DAG runs its most recent past interval at once (a whole
+    retraining the moment ``fraud_retrain`` is switched on); without, a cron schedule's first run is
+    its next time (``run_immediately=False``)."""
     tags = ["fjord", *overrides.pop("tags", [])]
     return {
-        "start_date": datetime(2026, 11, 1),
         "catchup": False,
         "max_active_runs": 1,
         "default_args": DEFAULT_ARGS,
