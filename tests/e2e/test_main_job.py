@@ -45,6 +45,7 @@ def _assert_gone(pids: set[int]) -> None:
     assert not left, [psutil.Process(p).cmdline()[:3] for p in left]
 
 
+@pytest.mark.timeout(3000)  # about 20 minutes on 2 cores: six DAG runs, one of them the whole pipeline
 def test_main_job_runs_the_pipeline_through_airflow(fjord_home, stack) -> None:
     first = run_fjord("run", timeout=2400)  # about 10 minutes on 2 cores
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
