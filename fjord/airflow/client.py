@@ -34,6 +34,10 @@ class AirflowError(FjordError):
 
     exit_code = 14
 
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status  # the HTTP status Airflow answered, when it answered
+
 
 class PipelineFailed(FjordError):
     """A DAG run ended ``failed``; the message names the task, the hint its log."""
@@ -95,7 +99,7 @@ class AirflowClient:
             )
         except httpx.HTTPError as exc:
             raise AirflowError(f"Airflow at {self.url} is unreachable: {exc}") from None
-        if answer.status_code != 201 and answer.status_code != 200:
+        if answer.status_code not in (200, 201):
             raise AirflowError(f"Airflow at {self.url} refused the login of {self._username!r}: "
                                f"{answer.status_code} {_detail(answer)}")  # fmt: skip
         return str(answer.json()["access_token"])
@@ -126,7 +130,10 @@ class AirflowClient:
                 self._token = None  # expired: log in again once
                 continue
             if answer.status_code not in ok:
-                raise AirflowError(f"{method} /api/v2{path}: {answer.status_code} {_detail(answer)}")
+                raise AirflowError(
+                    f"{method} /api/v2{path}: {answer.status_code} {_detail(answer)}",
+                    status=answer.status_code,
+                )
             return answer.json() if answer.content else None
         raise AssertionError("unreachable")
 
@@ -137,7 +144,7 @@ class AirflowClient:
         try:
             return dict(self.request("GET", f"/dags/{quote(dag_id)}"))
         except AirflowError as exc:
-            if ": 404 " in str(exc):
+            if exc.status == 404:
                 return None
             raise
 
@@ -224,7 +231,7 @@ class AirflowClient:
                 params={"map_index": task.map_index, "deserialize": True},
             )
         except AirflowError as exc:
-            if ": 404 " in str(exc):
+            if exc.status == 404:
                 return None
             raise
         return answer.get("value")

@@ -79,9 +79,6 @@ def dag_run_record_id(dag_id: str, dag_run_id: str) -> str:
 class FjordJobHook(BaseHook):
     """Runs a stage job for a task; see the module docstring."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-
     def run(self, stage: str, args: dict[str, Any], *, run_id: str, parent_run_id: str) -> dict[str, Any]:
         """Run ``stage`` with ``args`` (its spec's fields) under ``run_id``; the job's result."""
         if stage not in STAGES:

@@ -101,7 +101,7 @@ def _prepare(project: str, first_step: int) -> tuple[Any, list[str]]:
 
 def _run_airflow(project: str, settings: Any, log: Any) -> None:
     from fjord.airflow.client import AirflowClient, PipelineFailed
-    from fjord.cli.stack_cmd import start_stack
+    from fjord.cli.stack_cmd import airflow_login, start_stack
 
     t = _step(1, "The local stack: Kafka, MLflow, Airflow (api-server, scheduler, dag-processor, triggerer)")
     urls = start_stack(settings, lambda line: console.print(f"   {line}"))
@@ -156,7 +156,7 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
     url = serving.url(project=project)
     _predict_and_trace(7, project, trained["model_name"], trained["model_version"], proj, batches[-1], url)
     console.print(
-        f"\n[bold]Airflow UI[/bold]  {urls.get('airflow', client.url)}  (login: {_login(settings)})"
+        f"\n[bold]Airflow UI[/bold]  {urls.get('airflow', client.url)}  (login: {airflow_login(settings)})"
     )
     console.print(f"[bold]MLflow UI[/bold]   {tracking_uri()}")
     console.print(f"validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
@@ -168,14 +168,6 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
     console.print(
         "[dim]The stack stays up for its UIs and clients: `fjord status`; stop it with `fjord down`.[/dim]"
     )
-
-
-def _login(settings: Any) -> str:
-    if settings.airflow.api_url:
-        return f"user {settings.airflow.username}"
-    from fjord.airflow.stack import airflow_service
-
-    return f"user {settings.airflow.username}, password {airflow_service(settings).password()}"
 
 
 def _model_provenance(step: int, name: str, version: int, uri: str, dataset_version: int) -> None:

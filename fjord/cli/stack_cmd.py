@@ -43,7 +43,10 @@ def _servings() -> list[str]:
     return [p.name for p in list_projects() if serving.get_servings(project=p.name)]
 
 
-def _airflow_login(settings: Settings) -> str:
+def airflow_login(settings: Settings) -> str:
+    """How to log in to the Airflow UI: the configured user, and the embedded Airflow's password."""
+    if settings.airflow.api_url:
+        return f"user {settings.airflow.username}"
     from fjord.airflow.stack import airflow_service
 
     service = airflow_service(settings)
@@ -89,7 +92,7 @@ def up() -> None:
     console.print(f"[bold]Fjord stack[/bold] in {settings.home}")
     urls = start_stack(settings, console.print)
     if "airflow" in urls:
-        console.print(f"\nAirflow UI    {urls['airflow']}  ({_airflow_login(settings)})")
+        console.print(f"\nAirflow UI    {urls['airflow']}  ({airflow_login(settings)})")
     if "mlflow" in urls:
         console.print(f"MLflow UI     {urls['mlflow']}")
     console.print("stop it all:  fjord down     ·     state: fjord status     ·     logs: fjord logs NAME")
