@@ -23,15 +23,18 @@ from featurestore.engines import join_engine
 from featurestore.errors import FeatureStoreError
 from featurestore.online_keys import encode_key
 from featurestore.registry import TrainingDatasetRecord, ViewRecord
+from featurestore.statistics import reference_statistics
 from featurestore.versioned import Versioned
 from fjord.errors import NotFoundError
 from fjord.lineage import RunRecord, track_run
 
 if TYPE_CHECKING:
+    from fjord.fs import SharedFS
     from featurestore.query import Query
     from featurestore.store import FeatureStore
 
 TRAINING_DATASETS_DIR = "TrainingDatasets"
+STATISTICS_FILE = "_statistics.json"
 DATA_FORMATS = ("parquet", "tfrecord")
 _CODE = [Path(__file__).parent]
 
@@ -122,6 +125,11 @@ class FeatureView(Versioned):
                         from featurestore.formats import write_tfrecords
 
                         write_tfrecords(out.sub("parquet"), out.sub("tfrecord"))
+                    table = _read_parquet_dir(out, "parquet")
+                    out.write_text(
+                        STATISTICS_FILE,
+                        json.dumps(reference_statistics(table, self.features + self.labels)),
+                    )
                     out.write_text(
                         "_feature_view.json",
                         json.dumps(
@@ -173,10 +181,21 @@ class FeatureView(Versioned):
     def read_training_dataset(self, version: int) -> pa.Table:
         """All columns of training dataset ``version`` (keys, event time, features, labels)."""
         self._dataset(version)
+        return _read_parquet_dir(self._store.project.fs, f"{self._location(version)}/parquet")
+
+    def get_training_dataset_statistics(self, version: int) -> dict[str, Any]:
+        """The statistics of training dataset ``version``'s features and labels, computed when it was
+        created (:func:`featurestore.statistics.reference_statistics`): what the streaming monitor
+        compares a served model's traffic with. A dataset created before statistics existed gets them
+        computed now (not stored: a published dataset is never rewritten)."""
+        self._dataset(version)
         fs = self._store.project.fs
-        rel = f"{self._location(version)}/parquet"
-        files = [f for f in fs.backend.fs.find(fs.path(rel)) if f.endswith(".parquet")]
-        return ds.dataset(sorted(files), filesystem=fs.backend.fs, format="parquet").to_table()
+        rel = f"{self._location(version)}/{STATISTICS_FILE}"
+        if fs.exists(rel):
+            stats = json.loads(fs.read_text(rel))
+        else:
+            stats = reference_statistics(self.read_training_dataset(version), self.features + self.labels)
+        return {"feature_view": self.name, "feature_view_version": self.version, "version": version, **stats}
 
     def get_training_data(
         self, training_dataset_version: int, *, primary_keys: bool = False, event_time: bool = False
@@ -302,6 +321,11 @@ class _OnlinePart:
     keys: tuple[tuple[str, str], ...]
     features: tuple[tuple[str, str], ...]  # (feature, output name)
     timestamps: frozenset[str]
+
+
+def _read_parquet_dir(fs: SharedFS, rel: str) -> pa.Table:
+    files = [f for f in fs.backend.fs.find(fs.path(rel)) if f.endswith(".parquet")]
+    return ds.dataset(sorted(files), filesystem=fs.backend.fs, format="parquet").to_table()
 
 
 def _entry_value(entry: dict[str, Any], left_key: str, right_key: str) -> Any:

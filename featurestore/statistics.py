@@ -74,3 +74,85 @@ def _categorical_stats(con: duckdb.DuckDBPyConnection, relation: str, col: str) 
         f"GROUP BY 1 ORDER BY n DESC, 1 LIMIT {TOP_K}"
     ).fetchall()
     return {"distinct": distinct, "top": [{"value": v, "count": n} for v, n in top]}
+
+
+# -- reference statistics of a training dataset: what the streaming monitor compares live traffic with --
+
+REFERENCE_PERCENTILES = 101  # 0%, 1%, ..., 100%: the grid live values are counted on
+PSI_QUANTILES = tuple(q / 10 for q in range(1, 10))  # PSI counts on the reference's decile bins
+MAX_DISCRETE = 100  # a numeric feature with at most this many distinct values is discrete
+MAX_CATEGORIES = 1_000
+
+
+def reference_statistics(table: pa.Table, columns: list[str]) -> dict[str, Any]:
+    """Per feature of a training dataset, what a drift test needs of the data a model learned from.
+
+    Numeric features: ``count`` (non-null), ``nulls``, ``mean``, ``std`` (population: what Evidently
+    normalises the Wasserstein distance by), ``min``, ``max``, and two grids over the values:
+
+    - ``edges``: the distinct values of a discrete feature (``kind`` "discrete"), else the 101
+      percentiles (``kind`` "continuous"), deduplicated; ``cdf``: the share of values <= each edge.
+      A live value ``x`` falls in grid bin ``i = #(edges < x)`` (``numpy.searchsorted(edges, x)``),
+      so bin 0 holds values up to the minimum and bin ``len(edges)`` those above the maximum;
+    - ``psi_edges``: the reference's deciles, deduplicated, a subset of ``edges``;
+      ``psi_counts``: the reference's counts in the bins they bound, ``(-inf, d1], (d1, d2], ...``.
+
+    Strings and booleans: ``count``, ``nulls``, ``frequencies`` (value -> count, the
+    ``MAX_CATEGORIES`` most frequent).
+    """
+    import numpy as np
+
+    features: dict[str, Any] = {}
+    for name in columns:
+        column = table.column(name)
+        nulls = column.null_count
+        if _numeric(column.type):
+            values = column.drop_null().to_numpy().astype("float64")
+            values = values[~np.isnan(values)]  # NaN is missing, as the model server logs it (null)
+            features[name] = {
+                "type": str(column.type),
+                "nulls": int(column.length() - len(values)),
+                **_numeric_reference(values),
+            }
+        else:
+            counts = column.drop_null().cast(pa.string()).value_counts().to_pylist()
+            counts.sort(key=lambda c: (-c["counts"], c["values"]))
+            features[name] = {
+                "type": str(column.type),
+                "kind": "categorical",
+                "count": int(column.length() - nulls),
+                "nulls": nulls,
+                "frequencies": {c["values"]: int(c["counts"]) for c in counts[:MAX_CATEGORIES]},
+            }
+    return {"rows": table.num_rows, "features": features}
+
+
+def _numeric_reference(values: Any) -> dict[str, Any]:
+    import numpy as np
+
+    if not len(values):
+        return {"kind": "continuous", "count": 0, "edges": [], "cdf": [], "psi_edges": [], "psi_counts": []}
+    distinct = np.unique(values)
+    discrete = len(distinct) <= MAX_DISCRETE
+    if discrete:
+        edges = distinct
+        psi_edges = np.unique(np.quantile(values, PSI_QUANTILES, method="inverted_cdf"))  # data values
+    else:
+        grid = np.quantile(values, np.linspace(0, 1, REFERENCE_PERCENTILES))
+        edges = np.unique(grid)
+        psi_edges = np.unique(grid[10:100:10])  # the deciles of the same grid: a subset of edges
+    ordered = np.sort(values)
+    cdf = np.searchsorted(ordered, edges, side="right") / len(values)
+    psi_counts = np.bincount(np.searchsorted(psi_edges, values), minlength=len(psi_edges) + 1)
+    return {
+        "kind": "discrete" if discrete else "continuous",
+        "count": len(values),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "min": float(ordered[0]),
+        "max": float(ordered[-1]),
+        "edges": edges.tolist(),
+        "cdf": cdf.tolist(),
+        "psi_edges": psi_edges.tolist(),
+        "psi_counts": psi_counts.tolist(),
+    }

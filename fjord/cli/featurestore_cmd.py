@@ -133,21 +133,32 @@ def statistics(
     name: str,
     version: int | None = typer.Option(None, "--version", "-v"),
     commit: int | None = typer.Option(None, help="Commit id (default: the latest)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON (histograms, quantiles)."),
+    training_dataset: int | None = typer.Option(
+        None, "--training-dataset", "-t", help="NAME is a feature view: the statistics of this dataset version."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (histograms, quantiles, bins)."),
 ) -> None:
-    """Show the statistics computed for a commit."""
-    stats = _group(project, name, version).get_statistics(commit)
+    """Show the statistics of a feature group's commit, or of a feature view's training dataset."""
+    if training_dataset is not None:
+        if commit is not None:
+            raise typer.BadParameter("--commit is a feature group's; a training dataset has its own version")
+        stats = _store(project).get_feature_view(name, version).get_training_dataset_statistics(training_dataset)
+        title = f"training dataset {name}_{stats['feature_view_version']} v{training_dataset}"
+    else:
+        stats = _group(project, name, version).get_statistics(commit)
+        title = f"commit {stats['commit_id']}"
     if as_json:
         print_json(stats)
         return
-    console.print(f"commit {stats['commit_id']}: {stats['rows']} rows")
+    console.print(f"{title}: {stats['rows']} rows")
     table = Table("feature", "type", "nulls", "min", "max", "mean", "std", "top")
 
     def fmt(value: Any) -> str:
         return f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value)
 
     for name_, s in stats["features"].items():
-        top = ", ".join(f"{t['value']} ({t['count']})" for t in s.get("top", [])[:3])
+        frequent = s.get("top") or [{"value": k, "count": n} for k, n in s.get("frequencies", {}).items()]
+        top = ", ".join(f"{t['value']} ({t['count']})" for t in frequent[:3])
         table.add_row(
             name_,
             s["type"],

@@ -279,6 +279,22 @@ def test_training_data_records_commits_and_lineage(fs, fv, label_fg, tx_fg) -> N
     assert fs.get_feature_view("fraud", 1).labels == ["is_fraud"]
 
 
+def test_training_dataset_statistics_are_stored_with_the_version(fs, fv) -> None:
+    version, _ = fv.create_training_data()
+    stats = fv.get_training_dataset_statistics(version)
+    assert stats["version"] == version and stats["rows"] == 4
+    assert set(stats["features"]) == {"amount_sum_4h", "tx_count_4h", "is_fraud"}
+    amount = stats["features"]["amount_sum_4h"]
+    X, _ = fv.get_training_data(version)
+    known = X.amount_sum_4h.dropna()  # a label older than every transaction joins nothing
+    assert amount["count"] == len(known) and amount["nulls"] == 4 - len(known) and amount["kind"] == "discrete"
+    assert amount["edges"] == sorted(set(known)) and amount["cdf"][-1] == 1.0
+    assert sum(amount["psi_counts"]) == len(known) and amount["std"] == pytest.approx(known.std(ddof=0))
+    assert fs.project.fs.exists(f"TrainingDatasets/fraud_1/{version}/_statistics.json")
+    with pytest.raises(NotFoundError, match="no training dataset version 9"):
+        fv.get_training_dataset_statistics(9)
+
+
 def test_training_data_is_rebuilt_bit_for_bit_after_new_commits(fv, tx_fg) -> None:
     version, _ = fv.create_training_data()
     tx_fg.insert(transactions().assign(amount_sum_4h=lambda d: d.amount_sum_4h * 100))  # same keys: updates
@@ -363,6 +379,12 @@ def test_cli_read_side(fs, fv, tx_fg, capsys) -> None:
     assert "featurestore.publish-" in capsys.readouterr().out
     assert main(["featurestore", "statistics", "fraud", "card_transactions_4h", "--json"]) == 0
     assert '"histogram"' in capsys.readouterr().out
+    assert main(["featurestore", "statistics", "fraud", "fraud", "-t", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "training dataset fraud_1 v1: 4 rows" in out and "is_fraud" in out
+    assert main(["featurestore", "statistics", "fraud", "fraud", "-t", "1", "--commit", "0"]) == 2
+    assert main(["featurestore", "statistics", "fraud", "fraud", "-t", "5"]) == 3
+    assert "no training dataset version 5" in capsys.readouterr().err
     assert main(["featurestore", "show", "fraud", "ghost"]) == 3
     assert "unknown feature group fraud.ghost" in capsys.readouterr().err
     assert main(["featurestore", "list", "nope"]) == 3
