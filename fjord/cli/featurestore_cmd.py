@@ -142,7 +142,8 @@ def statistics(
     if training_dataset is not None:
         if commit is not None:
             raise typer.BadParameter("--commit is a feature group's; a training dataset has its own version")
-        stats = _store(project).get_feature_view(name, version).get_training_dataset_statistics(training_dataset)
+        view = _store(project).get_feature_view(name, version or 1)
+        stats = view.get_training_dataset_statistics(training_dataset)
         title = f"training dataset {name}_{stats['feature_view_version']} v{training_dataset}"
     else:
         stats = _group(project, name, version).get_statistics(commit)
