@@ -92,8 +92,10 @@ def reference_statistics(table: pa.Table, columns: list[str]) -> dict[str, Any]:
 
     - ``edges``: the distinct values of a discrete feature (``kind`` "discrete"), else the 101
       percentiles (``kind`` "continuous"), deduplicated; ``cdf``: the share of values <= each edge.
-      A live value ``x`` falls in grid bin ``i = #(edges < x)`` (``numpy.searchsorted(edges, x)``),
-      so bin 0 holds values up to the minimum and bin ``len(edges)`` those above the maximum;
+      ``sums``: the sum of the values in each grid bin. A value ``x`` falls in grid bin
+      ``i = #(edges < x)`` (``numpy.searchsorted(edges, x)``): bin 0 holds the minimum, bin ``i``
+      the values in ``(edges[i-1], edges[i]]``; the monitor adds -1 and ``len(edges)`` for live values
+      below the minimum and above the maximum;
     - ``psi_edges``: the reference's deciles, deduplicated, a subset of ``edges``;
       ``psi_counts``: the reference's counts in the bins they bound, ``(-inf, d1], (d1, d2], ...``.
 
@@ -131,7 +133,8 @@ def _numeric_reference(values: Any) -> dict[str, Any]:
     import numpy as np
 
     if not len(values):
-        return {"kind": "continuous", "count": 0, "edges": [], "cdf": [], "psi_edges": [], "psi_counts": []}
+        return {"kind": "continuous", "count": 0, "edges": [], "cdf": [], "sums": [], "psi_edges": [],
+                "psi_counts": []}  # fmt: skip
     distinct = np.unique(values)
     discrete = len(distinct) <= MAX_DISCRETE
     if discrete:
@@ -143,6 +146,7 @@ def _numeric_reference(values: Any) -> dict[str, Any]:
         psi_edges = np.unique(grid[10:100:10])  # the deciles of the same grid: a subset of edges
     ordered = np.sort(values)
     cdf = np.searchsorted(ordered, edges, side="right") / len(values)
+    sums = np.bincount(np.searchsorted(edges, values, side="left"), weights=values, minlength=len(edges))
     psi_counts = np.bincount(np.searchsorted(psi_edges, values), minlength=len(psi_edges) + 1)
     return {
         "kind": "discrete" if discrete else "continuous",
@@ -153,6 +157,7 @@ def _numeric_reference(values: Any) -> dict[str, Any]:
         "max": float(ordered[-1]),
         "edges": edges.tolist(),
         "cdf": cdf.tolist(),
+        "sums": sums.tolist(),
         "psi_edges": psi_edges.tolist(),
         "psi_counts": psi_counts.tolist(),
     }
