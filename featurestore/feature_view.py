@@ -29,9 +29,9 @@ from fjord.errors import NotFoundError
 from fjord.lineage import RunRecord, track_run
 
 if TYPE_CHECKING:
-    from fjord.fs import SharedFS
     from featurestore.query import Query
     from featurestore.store import FeatureStore
+    from fjord.fs import SharedFS
 
 TRAINING_DATASETS_DIR = "TrainingDatasets"
 STATISTICS_FILE = "_statistics.json"

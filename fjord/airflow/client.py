@@ -292,6 +292,12 @@ class AirflowClient:
         body = {"asset_id": self.asset_id(uri), "extra": extra}
         return dict(self.request("POST", "/assets/events", json=body))
 
+    def asset_events(self, uri: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The asset's latest events, newest first, each with the DAG runs it created
+        (``created_dagruns``)."""
+        params = {"asset_id": self.asset_id(uri), "limit": limit, "order_by": "-timestamp"}
+        return list(self.request("GET", "/assets/events", params=params)["asset_events"])
+
 
 def _detail(answer: httpx.Response) -> str:
     try:

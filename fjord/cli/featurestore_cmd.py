@@ -134,7 +134,10 @@ def statistics(
     version: int | None = typer.Option(None, "--version", "-v"),
     commit: int | None = typer.Option(None, help="Commit id (default: the latest)."),
     training_dataset: int | None = typer.Option(
-        None, "--training-dataset", "-t", help="NAME is a feature view: the statistics of this dataset version."
+        None,
+        "--training-dataset",
+        "-t",
+        help="NAME is a feature view: this training dataset version.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (histograms, quantiles, bins)."),
 ) -> None:

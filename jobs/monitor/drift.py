@@ -83,7 +83,9 @@ def psi_bin_counts(reference: Mapping[str, Any], grid: Mapping[int, int]) -> lis
     return counts
 
 
-def wasserstein_norm(reference: Mapping[str, Any], counts: Mapping[int, int], sums: Mapping[int, float]) -> float:
+def wasserstein_norm(
+    reference: Mapping[str, Any], counts: Mapping[int, int], sums: Mapping[int, float]
+) -> float:
     """W1 between the reference and a window given by its count and sum of values in each grid bin,
     divided by the reference's standard deviation.
 
@@ -109,5 +111,7 @@ def wasserstein_norm(reference: Mapping[str, Any], counts: Mapping[int, int], su
         return edges[1:] * cdf[1:] - edges[:-1] * cdf[:-1] - bin_sums
 
     ref_sums = np.asarray(reference["sums"][1:], dtype="float64") / reference["count"]
-    distance += float(np.abs(integrals(ref_cdf, ref_sums) - integrals(cur_cdf, total_sum[2 : n + 1] / total)).sum())
+    distance += float(
+        np.abs(integrals(ref_cdf, ref_sums) - integrals(cur_cdf, total_sum[2 : n + 1] / total)).sum()
+    )
     return distance / max(float(reference["std"]), 0.001)

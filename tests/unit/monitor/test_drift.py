@@ -47,13 +47,18 @@ def test_continuous_feature_agrees_with_evidently(current) -> None:
     grid, sums = _grid(reference, cur_values)
 
     ours = drift.wasserstein_norm(reference, grid, sums)
-    theirs, _ = _wasserstein_distance_norm(pd.Series(ref_values), pd.Series(cur_values), ColumnType.Numerical, 0.1)
+    theirs, _ = _wasserstein_distance_norm(
+        pd.Series(ref_values), pd.Series(cur_values), ColumnType.Numerical, 0.1
+    )
     assert ours == pytest.approx(theirs, rel=0.01, abs=0.003)  # same data: both are noise
 
     # PSI on the reference's deciles: Evidently's PSI of the same bins (given as categories)
     ours = drift.psi(reference["psi_counts"], drift.psi_bin_counts(reference, grid))
     theirs, _ = _psi(
-        _decile_labels(reference, ref_values), _decile_labels(reference, cur_values), ColumnType.Categorical, 0.2
+        _decile_labels(reference, ref_values),
+        _decile_labels(reference, cur_values),
+        ColumnType.Categorical,
+        0.2,
     )
     assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
 
@@ -63,7 +68,9 @@ def test_discrete_feature_is_exact() -> None:
     cur_values = np.where(RNG.random(4_000) < 0.3, 3.0, RNG.integers(0, 24, 4_000)).astype("float64")
     reference = _reference(hour=ref_values)["hour"]
     ours = drift.wasserstein_norm(reference, *_grid(reference, cur_values))
-    theirs, _ = _wasserstein_distance_norm(pd.Series(ref_values), pd.Series(cur_values), ColumnType.Numerical, 0.1)
+    theirs, _ = _wasserstein_distance_norm(
+        pd.Series(ref_values), pd.Series(cur_values), ColumnType.Numerical, 0.1
+    )
     assert ours == pytest.approx(theirs, rel=1e-9)
 
 

@@ -1,0 +1,213 @@
+"""The monitor's results on the shared filesystem: exactly once, whatever restarts.
+
+Under ``Resources/monitoring/<model>/`` of the project:
+
+- ``windows/``: a Delta table, one row per (model, version, window_start): the window's metrics and
+  its counters (``state``), updated by every micro-batch that sees the window, ``final`` once the
+  watermark passed its end;
+- ``alerts/``: a Delta table, one row per alert (``alert_id`` is model/version/window/kind);
+- ``dead_letters/batch=<id>/``: Parquet files of the records that could not be counted, with why;
+- ``checkpoint/``: the Spark query's checkpoint (its Kafka offsets).
+
+Exactly once: each micro-batch's commit to ``windows`` and ``alerts`` carries a Delta application
+transaction (``app_id`` = the streaming query's id, ``version`` = the batch id), in the same commit
+as the rows. Spark replays a batch whose offsets it had not yet marked done after a crash; the
+monitor then finds the batch id already committed and changes nothing. Dead letters are written
+per batch id with overwrite, so a replay rewrites the same files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
+from fjord.fs import SharedFS, object_store_options
+
+MONITORING = "Resources/monitoring"
+
+WINDOW_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()), ("version", pa.int64()),
+        ("window_start", pa.timestamp("us", tz="UTC")), ("window_end", pa.timestamp("us", tz="UTC")),
+        ("final", pa.bool_()), ("batch_id", pa.int64()), ("updated_at", pa.timestamp("us", tz="UTC")),
+        ("records", pa.int64()), ("requests", pa.int64()), ("errors", pa.int64()),
+        ("error_rate", pa.float64()), ("latency_p50_ms", pa.float64()), ("latency_p95_ms", pa.float64()),
+        ("latency_p99_ms", pa.float64()), ("latency_mean_ms", pa.float64()), ("predictions", pa.int64()),
+        ("positive_rate", pa.float64()), ("prediction_mean", pa.float64()), ("rows", pa.int64()),
+        ("late", pa.int64()), ("drift", pa.bool_()), ("drift_share", pa.float64()),
+        ("drifted_features", pa.string()), ("features", pa.string()), ("prediction_histogram", pa.string()),
+        ("max_event_ms", pa.int64()), ("state", pa.string()),
+    ]
+)  # fmt: skip
+ALERT_SCHEMA = pa.schema(
+    [
+        ("alert_id", pa.string()), ("model", pa.string()), ("version", pa.int64()),
+        ("window_start", pa.timestamp("us", tz="UTC")), ("kind", pa.string()), ("message", pa.string()),
+        ("detail", pa.string()), ("state", pa.string()), ("event_id", pa.int64()),
+        ("dag_run_id", pa.string()), ("created_at", pa.timestamp("us", tz="UTC")),
+        ("posted_at", pa.timestamp("us", tz="UTC")),
+    ]
+)  # fmt: skip
+JSON_COLUMNS = ("drifted_features", "features", "prediction_histogram", "detail")
+
+
+def _utc_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass
+class MonitorStore:
+    """The results of one model's monitor."""
+
+    fs: SharedFS  # the project's filesystem
+    model: str
+
+    @property
+    def base(self) -> str:
+        return f"{MONITORING}/{self.model}"
+
+    def uri(self, part: str) -> str:
+        return self.fs.uri(f"{self.base}/{part}")
+
+    def spark_uri(self, part: str) -> str:
+        return self.fs.spark_uri(f"{self.base}/{part}")
+
+    def _table(self, part: str) -> DeltaTable | None:
+        uri = self.uri(part)
+        options = object_store_options(uri)
+        if not DeltaTable.is_deltatable(uri, storage_options=options):
+            return None
+        return DeltaTable(uri, storage_options=options)
+
+    # -- exactly-once writes -------------------------------------------------------------------------
+
+    def committed_batch(self, part: str, app_id: str) -> int | None:
+        """The last batch id of ``app_id`` committed to table ``part`` (windows or alerts)."""
+        table = self._table(part)
+        return None if table is None else table.transaction_version(app_id)
+
+    def window_row(self, model: str, version: int, start_ms: int) -> dict[str, Any] | None:
+        """One window's row, with its counters."""
+        table = self._table("windows")
+        if table is None:
+            return None
+        filters = [("model", "=", model), ("version", "=", version), ("window_start", "=", _utc_ms(start_ms))]
+        rows = table.to_pyarrow_table(filters=filters).to_pylist()
+        return rows[0] if rows else None
+
+    def upsert(self, part: str, rows: list[dict[str, Any]], keys: tuple[str, ...], schema: pa.Schema,
+               transaction: tuple[str, int] | None = None) -> None:  # fmt: skip
+        """Insert or replace ``rows`` by ``keys``, in one commit (with the batch's transaction)."""
+        if not rows:
+            return
+        encoded = [
+            {
+                k: json.dumps(v) if k in JSON_COLUMNS and not isinstance(v, str | None) else v
+                for k, v in r.items()
+            }
+            for r in rows
+        ]
+        data = pa.Table.from_pylist(encoded, schema=schema)
+        properties = CommitProperties(
+            app_transactions=[Transaction(app_id=transaction[0], version=transaction[1])]
+            if transaction
+            else None
+        )
+        table = self._table(part)
+        if table is None:
+            write_deltalake(self.uri(part), data, mode="append", commit_properties=properties,
+                            storage_options=object_store_options(self.uri(part)))  # fmt: skip
+            return
+        predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        (
+            table.merge(data, predicate, source_alias="s", target_alias="t", commit_properties=properties)
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+
+    def compact(self) -> None:
+        """Merge the small files of every micro-batch; drop files no version needs after an hour."""
+        for part in ("windows", "alerts"):
+            table = self._table(part)
+            if table is not None:
+                table.optimize.compact()
+                table.vacuum(retention_hours=1, dry_run=False, enforce_retention_duration=False)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def windows(self, *, since_ms: int | None = None, final_only: bool = False) -> list[dict[str, Any]]:
+        """Window rows, oldest first, JSON columns decoded (``state`` left out)."""
+        table = self._table("windows")
+        if table is None:
+            return []
+        filters: list[tuple[str, str, Any]] = []
+        if since_ms is not None:
+            filters.append(("window_start", ">=", _utc_ms(since_ms)))
+        if final_only:
+            filters.append(("final", "=", True))
+        columns = [f.name for f in WINDOW_SCHEMA if f.name != "state"]
+        rows = table.to_pyarrow_table(columns=columns, filters=filters or None).to_pylist()
+        return sorted(
+            (_decoded(r) for r in rows), key=lambda r: (r["window_start"], r["model"], r["version"])
+        )
+
+    def open_windows(self) -> list[dict[str, Any]]:
+        """The rows (with their counters) of windows not final yet: a restarted monitor resumes them."""
+        table = self._table("windows")
+        if table is None:
+            return []
+        return table.to_pyarrow_table(filters=[("final", "=", False)]).to_pylist()
+
+    def max_event_ms(self) -> int | None:
+        table = self._table("windows")
+        if table is None:
+            return None
+        values = table.to_pyarrow_table(columns=["max_event_ms"]).column("max_event_ms").to_pylist()
+        return max(values) if values else None
+
+    def alerts(self) -> list[dict[str, Any]]:
+        table = self._table("alerts")
+        if table is None:
+            return []
+        return sorted(
+            (_decoded(r) for r in table.to_pyarrow_table().to_pylist()), key=lambda r: r["created_at"]
+        )
+
+    def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Dead-lettered records, with their reason and Kafka coordinates."""
+        import pyarrow.dataset as ds
+
+        rel = f"{self.base}/dead_letters"
+        if not self.fs.exists(rel):
+            return []
+        files = self.fs.find(rel, suffix=".parquet")
+        if not files:
+            return []
+        dataset = ds.dataset(
+            [self.fs.path(f) for f in files], filesystem=self.fs.backend.fs, format="parquet"
+        )
+        table = dataset.to_table()
+        rows = table.slice(0, limit).to_pylist() if limit else table.to_pylist()
+        return rows
+
+    def dead_letter_count(self) -> int:
+        import pyarrow.dataset as ds
+
+        rel = f"{self.base}/dead_letters"
+        files = self.fs.find(rel, suffix=".parquet") if self.fs.exists(rel) else []
+        if not files:
+            return 0
+        return ds.dataset([self.fs.path(f) for f in files], filesystem=self.fs.backend.fs).count_rows()
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    for column in JSON_COLUMNS:
+        if column in row and row[column] is not None:
+            row[column] = json.loads(row[column])
+    return row

@@ -1,0 +1,71 @@
+"""A monitored model for the monitor's tests: its training dataset (with reference statistics) in the
+feature store, and versions whose lineage points at it, as the training job records them; and
+inference log records sent through the model server's own logger."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import numpy as np
+import pandas as pd
+
+import featurestore
+from fjord.lineage import track_run
+from fjord.projects import Project, create_project
+from jobs.serve.inference_log import InferenceLogger
+from jobs.serve.metrics import Metrics
+
+MODEL = "m"
+
+
+def monitored_project(name: str = "mon", versions: tuple[int, ...] = (1, 2)) -> Project:
+    """Project ``name`` with training dataset m_view_1 v1 (x ~ N(0, 1), y in 0..9) and model ``m``
+    versions trained on it."""
+    project = create_project(name)
+    store = featurestore.connect(name)
+    rng = np.random.default_rng(3)
+    n = 5_000
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "ts": pd.Timestamp("2026-11-01", tz="UTC") + pd.to_timedelta(np.arange(n), unit="s"),
+            "x": rng.normal(0, 1, n),
+            "y": rng.integers(0, 10, n).astype("float64"),
+            "label": rng.integers(0, 2, n),
+        }
+    )
+    group = store.get_or_create_feature_group("m_inputs", 1, primary_key=["id"], event_time="ts")
+    group.insert(frame)
+    view = store.get_or_create_feature_view(
+        "m_view", 1, query=group.select(["x", "y", "label"]), labels=["label"]
+    )
+    dataset, _ = view.create_training_data()
+    for version in versions:
+        with track_run(project, "train", params={"feature_view": "m_view", "feature_view_version": 1}) as run:
+            run.add_input(view.training_dataset_uri(dataset), str(dataset), kind="training_dataset")
+        with project.fs.publish(f"Models/{MODEL}/{version}", overwrite=True) as out:
+            out.write_text("fjord-model.json", json.dumps({"run_id": run.run_id}))
+    return project
+
+
+class Traffic:
+    """Calls of model ``m`` as the model server logs them (its InferenceLogger, mode ALL)."""
+
+    def __init__(self, topic: str, bootstrap: str) -> None:
+        self.logger = InferenceLogger("ALL", lambda _model: topic, Metrics(), bootstrap_servers=bootstrap)
+        self.rng = np.random.default_rng(5)
+
+    def call(self, version: int, rows: int = 4, *, shift: float = 0.0, started: float | None = None,
+             error: bool = False) -> None:  # fmt: skip
+        x = self.rng.normal(shift, 1, rows).astype("float32")
+        y = self.rng.integers(0, 10, rows).astype("float32")
+        outputs = None if error else {"sum": (x + y) / 20, "diff": x - y}
+        self.logger.log(
+            uuid.uuid4().hex, MODEL, version, "serving_default", "rest", started or time.time(),
+            {"x": x, "y": y}, outputs, 500 if error else 200, "boom" if error else None,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.logger.close()

@@ -1,0 +1,182 @@
+"""The streaming monitor on the embedded Kafka and Spark: windows that add up to what an independent
+consumer reads, exactly once across a SIGKILL; dead letters that never stop the query; records
+attributed to the version that served them; drift against the training dataset's statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+
+import pytest
+
+from fjord.config import reset_settings
+from jobs.monitor.job import Monitor, MonitorError, MonitorSpec, run
+from jobs.monitor.store import MonitorStore
+from tests.conftest import REPO
+from tests.integration.monitor_setup import MODEL, Traffic, monitored_project
+from tests.integration.test_kafka import read_all
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+WINDOW_S = 2
+
+
+@pytest.fixture
+def broker(kafka_server, monkeypatch):
+    monkeypatch.setenv("FJORD_KAFKA__BOOTSTRAP_SERVERS", kafka_server)
+    reset_settings()
+    return kafka_server
+
+
+def _spec(topic: str, **overrides) -> MonitorSpec:
+    fields = {"project": "mon", "model_name": MODEL, "topic": topic, "window_seconds": WINDOW_S,
+              "lateness_seconds": 1, "min_rows": 100, "prediction_output": "sum", "notify_airflow": False,
+              "available_now": True}  # fmt: skip
+    return MonitorSpec(**{**fields, **overrides})
+
+
+def _expected(bootstrap: str, topic: str) -> tuple[Counter, int]:
+    """Response records per (version, window start ms), and malformed records: an independent count."""
+    per_window: Counter = Counter()
+    malformed = 0
+    for record in read_all(bootstrap, topic, 1):
+        try:
+            value = json.loads(record.value)
+        except ValueError:
+            malformed += 1
+            continue
+        if not isinstance(value, dict) or "modelName" not in value:
+            malformed += 1
+        elif value["type"] == "response":
+            ts = value["requestTimestamp"]
+            per_window[(value["modelVersion"], ts - ts % (WINDOW_S * 1000))] += 1
+    return per_window, malformed
+
+
+def _produce_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for value in values:
+        producer.send(topic, value=value)
+    producer.flush()
+    producer.close()
+
+
+def _send(traffic: Traffic, seconds: float, version: int, *, rate: int = 150, shift: float = 0.0) -> None:
+    end = time.time() + seconds
+    while time.time() < end:
+        for _ in range(rate // 10):
+            traffic.call(version, shift=shift)
+        time.sleep(0.1)
+
+
+def test_windows_add_up_exactly_once_across_a_kill(broker, tmp_path) -> None:
+    project = monitored_project()
+    topic = f"m_log_{uuid.uuid4().hex[:6]}"
+    from fjord import kafka
+
+    kafka.ensure_topic(topic)
+    traffic = Traffic(topic, broker)
+    _send(traffic, 3, version=1)
+    _produce_raw(broker, topic, [b"not json", b"[1, 2]", b'{"type": "request"}'] * 100)
+    _send(traffic, 3, version=2, shift=2.0)  # version 2 serves drifted inputs
+    traffic.call(1, started=time.time() - 30)  # late: its window closed long ago
+    time.sleep(3)
+    traffic.call(2)  # a later record moves the watermark past every window above
+    traffic.close()
+
+    # A monitor in its own process, small micro-batches, SIGKILLed once it committed some of them.
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in _spec(topic, available_now=False).model_dump().items()
+            if v is not None and not isinstance(v, bool)]  # fmt: skip
+    monitor = subprocess.Popen(
+        [sys.executable, "-m", "jobs.monitor.main", *args, "--max-records-per-trigger=400",
+         "--trigger-seconds=0.5", "--no-notify-airflow"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    store = MonitorStore(project.fs, MODEL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (
+        store.windows() and max(w["batch_id"] for w in store.windows()) >= 3
+    ):
+        assert monitor.poll() is None, monitor.stdout.read().decode()[-3000:]
+        time.sleep(0.5)
+    os.killpg(monitor.pid, signal.SIGKILL)
+    monitor.wait()
+    partial = store.windows()
+    assert partial and not all(w["final"] for w in partial)  # killed mid-stream
+
+    result = run(_spec(topic))  # the same checkpoint: resumes after the last committed batch
+    expected, malformed = _expected(broker, topic)
+    windows = store.windows()
+    counted = Counter(
+        {(w["version"], int(w["window_start"].timestamp() * 1000)): w["requests"] for w in windows}
+    )
+    late = {
+        k: w["late"]
+        for w in windows
+        if w["late"]
+        for k in [(w["version"], int(w["window_start"].timestamp() * 1000))]
+    }
+    assert list(late.values()) == [2]  # the late call's request and response, in its closed window
+    (late_key,) = late
+    assert counted[late_key] == 0 and expected[late_key] == 1
+    # every other response record counted once, in its window: none lost, none twice
+    assert counted == expected - Counter({late_key: 1})
+    assert malformed == 300 and store.dead_letter_count() == 300 and result.dead_letters == 300
+    reasons = Counter(d["reason"] for d in store.dead_letters())
+    assert reasons == {"not a JSON inference log record": 200, "no modelName": 100}
+
+    # attributed to the version that served them; only version 2's inputs drifted
+    finals = [w for w in windows if w["final"] and w["requests"] >= 100]
+    assert {w["version"] for w in finals} == {1, 2}
+    for w in finals:
+        assert w["error_rate"] == 0 and w["latency_p50_ms"] is not None and w["rows"] == 4 * w["requests"]
+        assert w["drift"] == (w["version"] == 2), w
+        assert w["features"]["x"]["drifted"] == (w["version"] == 2)
+        assert not w["features"]["y"]["drifted"]
+    alerts = store.alerts()
+    assert alerts and {a["kind"] for a in alerts} == {"drift"} and {a["version"] for a in alerts} == {2}
+    assert [a["state"] for a in alerts].count("pending") == 1  # the others within the cool-down
+    assert run(_spec(topic)).batches == 0  # nothing new: nothing processed, nothing changed
+    assert store.windows() == windows
+
+
+def test_a_replayed_batch_changes_nothing(broker, spark) -> None:
+    project = monitored_project(versions=(1,))
+    topic = f"m_log_{uuid.uuid4().hex[:6]}"
+    monitor = Monitor(_spec(topic), project, spark)
+    monitor.app_id, _ = "test-app", monitor.ready.set()
+    now = int(time.time() * 1000)
+    record = {"inferenceId": "a", "type": "response", "modelName": MODEL, "modelVersion": 1,
+              "requestTimestamp": now, "latencyMs": 1.5, "httpCode": 200,
+              "outputs": {"sum": [0.2]}}  # fmt: skip
+    batch = spark.createDataFrame(
+        [(topic, 0, i, None, json.dumps(record).encode()) for i in range(5)],
+        "topic string, partition int, offset long, timestamp timestamp, value binary",
+    )
+    monitor.process_batch(batch, 0)
+    table = MonitorStore(project.fs, MODEL)
+    first = table.windows()
+    assert first[0]["requests"] == 5
+    monitor.process_batch(batch, 0)  # Spark replays batch 0 after a crash
+    assert table.windows() == first
+    monitor.restore()  # a restarted process: the same
+    monitor.process_batch(batch, 0)
+    assert table.windows() == first
+    monitor.process_batch(batch, 1)
+    assert table.windows()[0]["requests"] == 10
+
+
+def test_bad_specs_and_an_unknown_topic(broker) -> None:
+    monitored_project(versions=(1,))
+    with pytest.raises(MonitorError, match="topic 'nope' does not exist"):
+        run(_spec("nope"))
+    with pytest.raises(ValueError, match="window_seconds"):
+        _spec("t", window_seconds=0)
