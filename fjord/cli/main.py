@@ -21,6 +21,7 @@ from fjord.cli import (
     kafka_cmd,
     lineage_cmd,
     model_cmd,
+    monitor_cmd,
     project_cmd,
     run_cmd,
     services_cmd,
@@ -51,6 +52,7 @@ app.add_typer(experiment_cmd.mlflow_app, name="mlflow")
 app.add_typer(services_cmd.app, name="services")
 app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(model_cmd.app, name="model")
+app.add_typer(monitor_cmd.app, name="monitor")
 app.command(
     "serve",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},

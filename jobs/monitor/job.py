@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from fjord.errors import FjordError
+from fjord.errors import FjordError, NotFoundError
 from fjord.jobspec import JobSpec
 from fjord.projects import Project, get_project
 from jobs.monitor import alerts as alerting
@@ -309,7 +309,7 @@ def run(spec: MonitorSpec) -> MonitorResult:
     project = get_project(spec.project)
     topic = _topic(spec)
     if topic not in {t.name for t in kafka.list_topics()}:
-        raise MonitorError(f"topic {topic!r} does not exist", hint="deploy the model with inference logging")
+        raise NotFoundError(f"topic {topic!r} does not exist", hint="deploy the model with inference logging")
     spark = get_spark(project, app_name=f"fjord-monitor-{spec.model_name}")
     spark.conf.set("spark.sql.shuffle.partitions", "4")
     monitor = Monitor(spec, project, spark)
@@ -381,4 +381,5 @@ def _start_query(spark: Any, spec: MonitorSpec, topic: str, monitor: Monitor) ->
     query = writer.queryName(f"fjord_monitor_{spec.model_name}").start()
     monitor.app_id = f"fjord-monitor-{query.id}"
     monitor.ready.set()
+    print(f"monitor: query started on {topic}, results {monitor.store.uri('windows')}", flush=True)
     return query

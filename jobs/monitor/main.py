@@ -7,10 +7,14 @@ Results: ``Resources/monitoring/<model>/`` (Delta tables ``windows`` and ``alert
 and the topic ``<model>_monitoring``.
 """
 
+import logging
 import sys
 
 from fjord.jobmain import run_job
 from jobs.monitor.job import MonitorSpec, run
 
 if __name__ == "__main__":
+    # One line per micro-batch in the monitor's log (``fjord logs`` / ``fjord monitor status``).
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fjord.monitor").setLevel(logging.INFO)
     sys.exit(run_job(MonitorSpec, run, __doc__))

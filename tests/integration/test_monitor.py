@@ -16,7 +16,8 @@ from collections import Counter
 import pytest
 
 from fjord.config import reset_settings
-from jobs.monitor.job import Monitor, MonitorError, MonitorSpec, run
+from fjord.errors import NotFoundError
+from jobs.monitor.job import Monitor, MonitorSpec, run
 from jobs.monitor.store import MonitorStore
 from tests.conftest import REPO
 from tests.integration.monitor_setup import MODEL, Traffic, monitored_project
@@ -176,7 +177,84 @@ def test_a_replayed_batch_changes_nothing(broker, spark) -> None:
 
 def test_bad_specs_and_an_unknown_topic(broker) -> None:
     monitored_project(versions=(1,))
-    with pytest.raises(MonitorError, match="topic 'nope' does not exist"):
+    with pytest.raises(NotFoundError, match="topic 'nope' does not exist"):
         run(_spec("nope"))
     with pytest.raises(ValueError, match="window_seconds"):
         _spec("t", window_seconds=0)
+
+
+def test_the_dashboard_shows_what_the_model_server_logged(broker, tmp_path, capsys) -> None:
+    """Calls through the real model server -> its inference log on Kafka -> the monitor -> the
+    dashboard in headless Chromium: the charts hold the windows' numbers; the CLI shows the same."""
+    import httpx
+    from playwright.sync_api import sync_playwright
+
+    from fjord.cli.main import main
+    from jobs.monitor import service
+    from tests.integration.serving_server import ServerProcess
+    from tests.serving_models import write_version
+
+    project = monitored_project(versions=(1,))
+    write_version(tmp_path / "m", 1)
+    topic = f"m_log_{uuid.uuid4().hex[:6]}"
+    server = ServerProcess(
+        "--model_name=m", f"--model_base_path={tmp_path / 'm'}", "--inference_logging=ALL",
+        f"--kafka_bootstrap_servers={broker}", f"--kafka_topic={topic}",
+        "--monitoring_config_file=/dev/null", log=tmp_path / "server.log",
+    )  # fmt: skip
+    calls = 0
+    try:
+        server.wait_ready("m")
+        url = f"{server.url}/v1/models/m:predict"
+        end = time.time() + 2 * WINDOW_S
+        with httpx.Client() as client:
+            while time.time() < end:
+                instances = [{"x": float(i % 7) / 7, "y": 0.1} for i in range(4)]
+                assert client.post(url, json={"instances": instances}).status_code == 200
+                calls += 1
+            time.sleep(WINDOW_S + 1.5)
+            assert client.post(url, json={"instances": [{"x": 0.0, "y": 0.0}]}).status_code == 200
+    finally:
+        server.stop()
+    time.sleep(2)  # the logger's last sends
+    run(_spec(topic, prediction_output="sum"))
+    store = MonitorStore(project.fs, MODEL)
+    windows = store.windows()
+    assert sum(w["requests"] for w in windows) == calls + 1
+
+    assert main(["monitor", "status", "-p", "mon", "-m", MODEL]) == 0
+    out = capsys.readouterr().out
+    assert "monitor of mon/m: stopped" in out and "dead letters: 0" in out
+    assert main(["monitor", "alerts", "-p", "mon", "-m", MODEL]) == 0  # y = 0.1 is not the 0..9 learned
+    assert "features drifted (x, y" in capsys.readouterr().out.replace("\n", " ").replace("│", " ").replace("  ", " ")
+    assert main(["monitor", "status", "-p", "mon", "-m", MODEL, "--last", "0"]) == 2  # usage error
+    assert main(["monitor", "status", "-p", "nope", "-m", MODEL]) == 3
+    assert "nope" in capsys.readouterr().err
+
+    address = service.dashboard_start()
+    try:
+        assert service.dashboard_start() == address  # found running
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            page.goto(f"{address}/?project=mon&model={MODEL}")
+            page.wait_for_function("window.fjordCharts.throughput && window.fjordCharts.histogram")
+            shown = page.evaluate(
+                "() => Object.fromEntries(Object.entries(window.fjordCharts).map(([k, c]) => [k, c.data]))"
+            )
+            assert page.locator("#served").inner_text().startswith("mon/m")
+            assert page.locator("#state").inner_text() == "monitor stopped"
+            assert page.locator("#alerts tbody tr").count() == len(store.alerts()) >= 1
+            assert "DRIFT" in page.locator("#tile-drift").inner_text()
+            browser.close()
+    finally:
+        assert service.dashboard_stop()
+    starts = [int(w["window_start"].timestamp()) for w in windows]
+    assert shown["throughput"][0] == starts
+    assert shown["throughput"][1] == pytest.approx([w["requests"] / WINDOW_S for w in windows])
+    assert shown["latency"][2] == pytest.approx([w["latency_p95_ms"] for w in windows])
+    assert shown["predictions"][1] == pytest.approx([w["positive_rate"] for w in windows])
+    last = [w for w in windows if w["final"]][-1]
+    assert shown["histogram"][1] == last["prediction_histogram"]
+    assert sum(last["prediction_histogram"]) == last["predictions"] == 4 * last["requests"]
+    assert shown["drift"][1:3] == [[w["features"].get(f, {}).get("psi") for w in windows] for f in ("x", "y")]

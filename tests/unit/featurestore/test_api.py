@@ -287,7 +287,9 @@ def test_training_dataset_statistics_are_stored_with_the_version(fs, fv) -> None
     amount = stats["features"]["amount_sum_4h"]
     X, _ = fv.get_training_data(version)
     known = X.amount_sum_4h.dropna()  # a label older than every transaction joins nothing
-    assert amount["count"] == len(known) and amount["nulls"] == 4 - len(known) and amount["kind"] == "discrete"
+    assert (
+        amount["count"] == len(known) and amount["nulls"] == 4 - len(known) and amount["kind"] == "discrete"
+    )
     assert amount["edges"] == sorted(set(known)) and amount["cdf"][-1] == 1.0
     assert sum(amount["psi_counts"]) == len(known) and amount["std"] == pytest.approx(known.std(ddof=0))
     assert fs.project.fs.exists(f"TrainingDatasets/fraud_1/{version}/_statistics.json")

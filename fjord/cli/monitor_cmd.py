@@ -1,0 +1,137 @@
+"""``fjord monitor start|stop|status|alerts|dashboard``: the streaming monitor of a served model and
+its dashboard (the stage is jobs/monitor, loaded only when a command runs)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from fjord.cli.model_cmd import PROJECT, _project
+from fjord.cli.output import console, print_json
+
+app = typer.Typer(help="Watch served models: windowed metrics and drift from the inference log, alerts.")
+
+MODEL = typer.Option("fraud", "--model", "-m", help="The served model.")
+
+
+@app.command()
+def start(
+    project: str | None = PROJECT,
+    model: str = MODEL,
+    window_seconds: int | None = typer.Option(None, min=1, help="Tumbling window (default 60 s)."),
+    lateness_seconds: int | None = typer.Option(None, min=0, help="Allowed lateness (default: a window)."),
+    trigger_seconds: float | None = typer.Option(None, min=0.1, help="Micro-batch interval (default 5 s)."),
+    numeric_test: str | None = typer.Option(None, help="psi (default) or wasserstein."),
+    min_rows: int | None = typer.Option(None, min=1, help="Values a feature needs to be scored (500)."),
+    cooldown_seconds: int | None = typer.Option(None, min=0, help="Between retraining alerts (3600)."),
+) -> None:
+    """Start the monitor of a served model in the background (it runs until `fjord monitor stop`)."""
+    from jobs.monitor import service
+
+    options = {k: v for k, v in {
+        "window_seconds": window_seconds, "lateness_seconds": lateness_seconds,
+        "trigger_seconds": trigger_seconds, "numeric_test": numeric_test, "min_rows": min_rows,
+        "cooldown_seconds": cooldown_seconds,
+    }.items() if v is not None}  # fmt: skip
+    record = service.start(_project(project), model, options)
+    console.print(f"monitor of {model} running (pid {record['pid']}); log {record['log']}")
+
+
+@app.command()
+def stop(project: str | None = PROJECT, model: str = MODEL) -> None:
+    """Stop the monitor (a batch it was processing is processed again at the next start)."""
+    from jobs.monitor import service
+
+    stopped = service.stop(_project(project), model)
+    console.print(f"monitor of {model} stopped" if stopped else f"the monitor of {model} was not running")
+
+
+def _time(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else str(value or "")
+
+
+def _fmt(value: Any, spec: str = ".3g") -> str:
+    return "" if value is None else format(value, spec)
+
+
+@app.command()
+def status(
+    project: str | None = PROJECT,
+    model: str = MODEL,
+    last: int = typer.Option(10, min=1, help="Windows shown."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """The monitor's state and its latest windows."""
+    from fjord.projects import get_project
+    from jobs.monitor import service
+    from jobs.monitor.store import MonitorStore
+
+    name = _project(project)
+    store = MonitorStore(get_project(name).fs, model)
+    record = service.state(name, model)
+    windows = store.windows()[-last:]
+    if as_json:
+        print_json({"running": record is not None, "pid": record and record["pid"],
+                    "dead_letters": store.dead_letter_count(), "windows": windows})  # fmt: skip
+        return
+    state = f"running (pid {record['pid']}, log {record['log']})" if record else "stopped"
+    console.print(f"monitor of {name}/{model}: {state}; results {store.uri('windows')}")
+    console.print(f"dead letters: {store.dead_letter_count()} ({store.uri('dead_letters')})")
+    table = Table(
+        "window", "v", "final", "requests", "errors", "p50 ms", "p95 ms", "positive", "drift", "late"
+    )
+    for w in windows:
+        drift = (
+            ", ".join(w["drifted_features"]) if w["drift"] else ("-" if w["drift_share"] is None else "no")
+        )
+        table.add_row(
+            _time(w["window_start"]), str(w["version"]), "yes" if w["final"] else "open", str(w["requests"]),
+            _fmt(w["error_rate"], ".1%"), _fmt(w["latency_p50_ms"]), _fmt(w["latency_p95_ms"]),
+            _fmt(w["positive_rate"], ".1%"), drift, str(w["late"]),
+        )  # fmt: skip
+    console.print(table if windows else "no windows yet")
+
+
+@app.command()
+def alerts(
+    project: str | None = PROJECT,
+    model: str = MODEL,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Every alert: its window, what crossed which threshold, and the retraining run it started."""
+    from fjord.projects import get_project
+    from jobs.monitor.store import MonitorStore
+
+    found = MonitorStore(get_project(_project(project)).fs, model).alerts()
+    if as_json:
+        print_json(json.loads(json.dumps(found, default=str)))
+        return
+    table = Table("window", "v", "kind", "what", "state", "retraining run")
+    for a in found:
+        table.add_row(_time(a["window_start"]), str(a["version"]), a["kind"], a["message"], a["state"],
+                      a["dag_run_id"] or "")  # fmt: skip
+    console.print(table if found else "no alerts")
+
+
+@app.command()
+def dashboard(
+    port: int | None = typer.Option(None, min=1, max=65535, help="Default: 8050 or a free port."),
+    foreground: bool = typer.Option(False, "--foreground", help="Serve in this process until Ctrl-C."),
+    stop_it: bool = typer.Option(False, "--stop", help="Stop the background dashboard."),
+) -> None:
+    """Start the monitoring dashboard (loopback) and print its URL."""
+    from jobs.monitor import dashboard as page
+    from jobs.monitor import service
+
+    if stop_it:
+        console.print("dashboard stopped" if service.dashboard_stop() else "the dashboard was not running")
+        return
+    if foreground:
+        console.print(f"dashboard on http://127.0.0.1:{port or 8050} (Ctrl-C stops it)")
+        page.main([f"--port={port or 8050}"])
+        return
+    console.print(f"dashboard {service.dashboard_start(port)}")

@@ -1,0 +1,146 @@
+"""The monitor's dashboard: one loopback page for every monitored model of this Fjord home.
+
+    python -m jobs.monitor.dashboard --port 8050        (or: fjord monitor dashboard)
+
+The page (``static/index.html``) polls ``/api/data`` every two seconds and draws, per window:
+throughput, latency percentiles, error rate, the positive rate and the score distribution, and each
+feature's drift score with its threshold; the alerts link to the retraining runs in the Airflow UI.
+Everything it reads comes from the monitor's results tables (:mod:`jobs.monitor.store`), so it shows
+the same numbers as ``fjord monitor status``. The chart library (uPlot) is vendored under
+``static/vendor``: nothing is fetched from elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from fjord.config import get_settings
+from fjord.errors import FjordError
+from fjord.projects import get_project, list_projects
+from jobs.monitor import service
+from jobs.monitor.store import MONITORING, MonitorStore
+
+STATIC = Path(__file__).parent / "static"
+WINDOWS_SHOWN = 360
+log = logging.getLogger("fjord.monitor.dashboard")
+
+
+def monitored() -> list[dict[str, Any]]:
+    """Every (project, model) with monitor results or a running monitor."""
+    running = {(r["project"], r["model"]): r for r in service.running()}
+    found = set(running)
+    for project in list_projects():
+        if project.fs.exists(MONITORING):
+            found |= {(project.name, model) for model in project.fs.listdir(MONITORING)}
+    return [
+        {"project": p, "model": m, "running": (p, m) in running,
+         "spec": running[(p, m)]["spec"] if (p, m) in running else None}
+        for p, m in sorted(found)
+    ]  # fmt: skip
+
+
+def _airflow_url() -> str | None:
+    settings = get_settings()
+    if settings.airflow.api_url:
+        return settings.airflow.api_url
+    from fjord.airflow.stack import airflow_service
+
+    return airflow_service(settings).address()
+
+
+def _serving(project: str, model: str) -> dict[str, Any] | None:
+    from jobs.serve import serving
+
+    try:
+        found = serving.get_serving(model, project=project)
+    except FjordError:
+        return None
+    return {"labels": found.labels, "topic": found.topic}
+
+
+def data(project: str, model: str) -> dict[str, Any]:
+    """What the page draws for one monitored model."""
+    from jobs.monitor.job import MonitorSpec
+
+    store = MonitorStore(get_project(project).fs, model)
+    windows = store.windows()[-WINDOWS_SHOWN:]
+    record = service.state(project, model)
+    spec = record["spec"] if record else MonitorSpec(project=project, model_name=model).model_dump()
+    return {
+        "project": project,
+        "model": model,
+        "running": record is not None,
+        "spec": spec,
+        "windows": windows,
+        "alerts": store.alerts(),
+        "dead_letters": store.dead_letter_count(),
+        "serving": _serving(project, model),
+        "airflow_url": _airflow_url(),
+        "generated_at": time.time(),
+    }
+
+
+async def index(_request: Request) -> FileResponse:
+    return FileResponse(STATIC / "index.html")
+
+
+async def api_monitors(_request: Request) -> JSONResponse:
+    return JSONResponse(monitored())
+
+
+async def api_data(request: Request) -> JSONResponse:
+    project, model = request.query_params.get("project"), request.query_params.get("model")
+    if not project or not model:
+        return JSONResponse({"error": "project and model are required"}, status_code=400)
+    try:
+        payload = data(project, model)
+    except FjordError as exc:
+        return JSONResponse({"error": exc.one_line()}, status_code=404)
+    return JSONResponse(_jsonable(payload))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, float) and value != value:  # NaN is no JSON
+        return None
+    return value
+
+
+def app() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/monitors", api_monitors),
+            Route("/api/data", api_data),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="Fjord's monitoring dashboard")
+    parser.add_argument("--port", type=int, default=8050)
+    parser.add_argument("--host", default="127.0.0.1", help="loopback by default")
+    args = parser.parse_args(argv)
+    uvicorn.run(app(), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The monitor and its dashboard as background processes of the local stack.
+
+``start`` spawns ``python -m jobs.monitor.main`` for one (project, model) and records it under
+``$FJORD_HOME/monitor/<project>/<model>/`` (pid, log, its options) at once, so a ``stop`` during the
+start finds it; it returns once the streaming query runs. ``dashboard_start`` spawns the dashboard
+(:mod:`jobs.monitor.dashboard`), one loopback port for every monitor of this home.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fjord.config import get_settings
+from fjord.services.process import alive, free_port, port_open, spawn, stop_group, wait_until
+
+READY_LINE = "monitor: query started"
+START_TIMEOUT_S = 240.0
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _dir(project: str, model: str) -> Path:
+    return get_settings().home / "monitor" / project / model
+
+
+def state(project: str, model: str) -> dict[str, Any] | None:
+    """The running monitor's record, or None."""
+    path = _dir(project, model) / "state.json"
+    if not path.exists():
+        return None
+    record: dict[str, Any] = json.loads(path.read_text())
+    return record if alive(record["pid"]) else None
+
+
+def running() -> list[dict[str, Any]]:
+    """Every running monitor of this home."""
+    root = get_settings().home / "monitor"
+    found = []
+    for path in sorted(root.glob("*/*/state.json")):
+        record = state(path.parent.parent.name, path.parent.name)
+        if record:
+            found.append(record)
+    return found
+
+
+def start(project: str, model: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Start the monitor of ``model`` unless it runs; its record."""
+    from jobs.monitor.job import MonitorSpec
+
+    existing = state(project, model)
+    if existing:
+        return existing
+    spec = MonitorSpec(project=project, model_name=model, **(options or {}))  # checked before spawning
+    directory = _dir(project, model)
+    directory.mkdir(parents=True, exist_ok=True)
+    log = directory / "monitor.log"
+    offset = log.stat().st_size if log.exists() else 0
+    argv = [sys.executable, "-m", "jobs.monitor.main", f"--project={project}", f"--model-name={model}"]
+    for name, value in (options or {}).items():
+        flag = "--" + name.replace("_", "-")
+        argv.append(flag if value is True else f"--no-{flag[2:]}" if value is False else f"{flag}={value}")
+    pid = spawn(argv, log, cwd=REPO)
+    record = {"pid": pid, "project": project, "model": model, "log": str(log), "started": time.time(),
+              "spec": spec.model_dump(mode="json")}  # fmt: skip
+    (directory / "state.json").write_text(json.dumps(record))
+
+    def ready() -> bool:
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            return READY_LINE.encode() in handle.read()
+
+    try:
+        wait_until(ready, what=f"the monitor of {model}", pid=pid, log=log, timeout=START_TIMEOUT_S)
+    except BaseException:
+        stop_group(pid, signal.SIGKILL, timeout=10)
+        (directory / "state.json").unlink(missing_ok=True)
+        raise
+    return record
+
+
+def stop(project: str, model: str) -> bool:
+    """Stop the monitor (its current micro-batch is replayed at the next start); False if not running."""
+    record = state(project, model)
+    (_dir(project, model) / "state.json").unlink(missing_ok=True)
+    return bool(record) and stop_group(record["pid"], signal.SIGTERM, timeout=60)  # type: ignore[index]
+
+
+# -- the dashboard ---------------------------------------------------------------------------------
+
+
+def _dashboard_file() -> Path:
+    return get_settings().home / "monitor" / "dashboard.json"
+
+
+def dashboard_state() -> dict[str, Any] | None:
+    path = _dashboard_file()
+    if not path.exists():
+        return None
+    record: dict[str, Any] = json.loads(path.read_text())
+    return record if alive(record["pid"]) else None
+
+
+def dashboard_start(port: int | None = None) -> str:
+    """Start the dashboard unless it runs; its URL."""
+    existing = dashboard_state()
+    if existing:
+        return str(existing["url"])
+    port = port or free_port(8050)
+    path = _dashboard_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = path.parent / "dashboard.log"
+    pid = spawn([sys.executable, "-m", "jobs.monitor.dashboard", f"--port={port}"], log, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    path.write_text(json.dumps({"pid": pid, "url": url, "log": str(log), "started": time.time()}))
+    try:
+        wait_until(lambda: port_open(port), what="the monitor dashboard", pid=pid, log=log, timeout=60)
+    except BaseException:
+        stop_group(pid, signal.SIGKILL, timeout=10)
+        path.unlink(missing_ok=True)
+        raise
+    return url
+
+
+def dashboard_stop() -> bool:
+    record = dashboard_state()
+    _dashboard_file().unlink(missing_ok=True)
+    return bool(record) and stop_group(record["pid"], signal.SIGTERM)  # type: ignore[index]

@@ -1,0 +1,161 @@
+// Fjord monitor dashboard: polls /api/data and draws the windows of one monitored model with uPlot.
+// window.fjordCharts holds each chart's uPlot instance (its .data is what is drawn); window.fjordData
+// the last payload. Both are what the browser test reads.
+"use strict";
+
+const POLL_MS = 2000;
+const COLORS = ["#1f6feb", "#d1242f", "#1a7f37", "#8250df", "#bf8700", "#0a7ea4", "#cf222e", "#6e7781",
+                "#953800", "#116329", "#0550ae", "#a40e26", "#4d2d00"];
+window.fjordCharts = {};
+window.fjordData = null;
+
+const params = new URLSearchParams(location.search);
+const select = document.getElementById("monitor");
+
+function seconds(w) { return Date.parse(w.window_start) / 1000; }
+function windowSeconds(w) { return (Date.parse(w.window_end) - Date.parse(w.window_start)) / 1000; }
+function pct(v) { return v == null ? "-" : (100 * v).toFixed(1) + " %"; }
+function fixed(v, d) { return v == null ? "-" : Number(v).toFixed(d); }
+
+function chart(id, series, data, opts = {}) {
+  const el = document.getElementById(id);
+  const width = Math.max(el.clientWidth, 300);
+  const existing = window.fjordCharts[id.replace("chart-", "")];
+  const key = JSON.stringify(series.map((s) => s.label));
+  if (existing && existing.fjordKey === key) {
+    existing.setData(data);
+    return existing;
+  }
+  if (existing) existing.destroy();
+  const plot = new uPlot({
+    width, height: 220,
+    scales: { x: { time: opts.time !== false }, ...(opts.scales || {}) },
+    axes: opts.axes,
+    series: [{ label: opts.xLabel || "window" }, ...series],
+    legend: { live: true },
+  }, data, el);
+  plot.fjordKey = key;
+  window.fjordCharts[id.replace("chart-", "")] = plot;
+  return plot;
+}
+
+function line(label, i, extra = {}) { return { label, stroke: COLORS[i % COLORS.length], width: 2, ...extra }; }
+
+function draw(payload) {
+  window.fjordData = payload;
+  const windows = payload.windows;
+  const closed = windows.filter((w) => w.final);
+  const last = closed[closed.length - 1] || windows[windows.length - 1];
+  const x = windows.map(seconds);
+  document.getElementById("state").textContent = payload.running ? "monitor running" : "monitor stopped";
+  document.getElementById("state").className = "pill " + (payload.running ? "running" : "stopped");
+  const versions = [...new Set(windows.map((w) => w.version))].sort((a, b) => a - b);
+  const labels = payload.serving ? Object.entries(payload.serving.labels).map(([k, v]) => `${k} v${v}`).join(", ") : "";
+  document.getElementById("served").textContent =
+    `${payload.project}/${payload.model}` + (labels ? ` · served: ${labels}` : "") +
+    (versions.length ? ` · versions in the log: ${versions.join(", ")}` : "");
+  document.getElementById("updated").textContent = "updated " + new Date(payload.generated_at * 1000).toLocaleTimeString();
+
+  const spec = payload.spec || {};
+  document.getElementById("window-note").textContent = last
+    ? `${windows.length} windows of ${windowSeconds(last)} s (event time); tiles show the last closed window, ` +
+      `${new Date(Date.parse(last.window_start)).toLocaleTimeString()}, version ${last.version}.`
+    : "No windows yet: is the model serving traffic with inference logging on?";
+  if (last) {
+    document.getElementById("tile-throughput").textContent = fixed(last.requests / windowSeconds(last), 1);
+    const errors = document.getElementById("tile-errors");
+    errors.textContent = pct(last.error_rate);
+    errors.className = "value " + (last.error_rate >= spec.error_rate_threshold ? "bad" : "ok");
+    document.getElementById("tile-p95").textContent = last.latency_p95_ms == null ? "-" : fixed(last.latency_p95_ms, 2) + " ms";
+    document.getElementById("tile-positive").textContent = pct(last.positive_rate);
+    const drift = document.getElementById("tile-drift");
+    drift.textContent = last.drift ? `DRIFT (${last.drifted_features.join(", ")})` : (last.drift_share == null ? "not scored" : "none");
+    drift.className = "value " + (last.drift ? "bad" : "ok");
+  }
+  document.getElementById("tile-records").textContent = windows.reduce((n, w) => n + w.records, 0).toLocaleString();
+  document.getElementById("tile-bad").textContent =
+    `${windows.reduce((n, w) => n + w.late, 0)} · ${payload.dead_letters}`;
+
+  chart("chart-throughput", [line("requests / s", 0)], [x, windows.map((w) => w.requests / windowSeconds(w))]);
+  chart("chart-latency", [line("p50", 0), line("p95", 4), line("p99", 1)],
+        [x, windows.map((w) => w.latency_p50_ms), windows.map((w) => w.latency_p95_ms), windows.map((w) => w.latency_p99_ms)]);
+  chart("chart-errors", [line("error rate", 1), line("threshold", 6, { dash: [6, 4], width: 1 })],
+        [x, windows.map((w) => w.error_rate), windows.map(() => spec.error_rate_threshold)]);
+  chart("chart-predictions", [line("positive rate", 3), line("mean score", 2)],
+        [x, windows.map((w) => w.positive_rate), windows.map((w) => w.prediction_mean)]);
+
+  const test = spec.numeric_test || "psi";
+  const threshold = test === "psi" ? spec.psi_threshold : spec.wasserstein_threshold;
+  const features = [...new Set(windows.flatMap((w) => Object.keys(w.features || {})))].sort();
+  const score = (w, f) => {
+    const s = (w.features || {})[f];
+    if (!s) return null;
+    return s.test === "js" ? s.js ?? null : s[s.test] ?? null;
+  };
+  document.getElementById("drift-caption").textContent =
+    `Drift per feature (${test.toUpperCase()} for numeric features, JS distance for categorical; threshold ${threshold})`;
+  chart("chart-drift", [...features.map((f, i) => line(f, i)), line("threshold", 7, { dash: [6, 4], width: 1 })],
+        [x, ...features.map((f) => windows.map((w) => score(w, f))), windows.map(() => threshold)]);
+
+  const hist = (last && last.prediction_histogram) || [];
+  const bins = hist.map((_, i) => (i + 0.5) / Math.max(hist.length, 1));
+  chart("chart-histogram", [{ label: "predictions", stroke: COLORS[0], fill: COLORS[0] + "55",
+                              paths: uPlot.paths.bars({ size: [0.9] }) }],
+        [bins, hist], { time: false, xLabel: "score" });
+
+  const body = document.querySelector("#alerts tbody");
+  body.innerHTML = "";
+  for (const a of [...payload.alerts].reverse()) {
+    const row = document.createElement("tr");
+    const cells = [new Date(Date.parse(a.window_start)).toLocaleString(), "v" + a.version, a.kind, a.message];
+    for (const text of cells) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      row.appendChild(td);
+    }
+    const state = document.createElement("td");
+    state.textContent = a.state;
+    state.className = "state-" + a.state;
+    row.appendChild(state);
+    const run = document.createElement("td");
+    if (a.dag_run_id && payload.airflow_url) {
+      const link = document.createElement("a");
+      link.href = `${payload.airflow_url}/dags/fraud_retrain/runs/${encodeURIComponent(a.dag_run_id)}`;
+      link.textContent = a.dag_run_id;
+      run.appendChild(link);
+    } else {
+      run.textContent = a.state === "posted" ? "starting..." : "";
+    }
+    row.appendChild(run);
+    body.appendChild(row);
+  }
+}
+
+async function poll() {
+  const [project, model] = (select.value || "/").split("/");
+  if (project && model) {
+    try {
+      const answer = await fetch(`/api/data?project=${encodeURIComponent(project)}&model=${encodeURIComponent(model)}`);
+      if (answer.ok) draw(await answer.json());
+    } catch (err) {
+      document.getElementById("updated").textContent = "dashboard server unreachable";
+    }
+  }
+  setTimeout(poll, POLL_MS);
+}
+
+async function init() {
+  const monitors = await (await fetch("/api/monitors")).json();
+  for (const m of monitors) {
+    const option = document.createElement("option");
+    option.value = `${m.project}/${m.model}`;
+    option.textContent = `${m.project} / ${m.model}` + (m.running ? "" : " (stopped)");
+    select.appendChild(option);
+  }
+  const wanted = params.get("project") && params.get("model") ? `${params.get("project")}/${params.get("model")}` : null;
+  if (wanted && monitors.some((m) => `${m.project}/${m.model}` === wanted)) select.value = wanted;
+  select.addEventListener("change", () => { for (const c of Object.values(window.fjordCharts)) c.destroy(); window.fjordCharts = {}; });
+  poll();
+}
+
+init();
