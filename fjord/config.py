@@ -148,6 +148,17 @@ class AirflowSettings(_Section):
     dags_folder: Path | None = Field(default=None, description="Default: dags/ in the checkout.")
 
 
+class MonitorSettings(_Section):
+    """The streaming monitors ``fjord up`` starts (one per served model) and their dashboard."""
+
+    enabled: bool = Field(default=True, description="fjord up starts a monitor per served model.")
+    window_seconds: int = Field(default=30, ge=1, description="Tumbling event-time windows.")
+    lateness_seconds: int = Field(default=5, ge=0, description="How late a log record may arrive.")
+    trigger_seconds: float = Field(default=5.0, gt=0, description="Micro-batch interval.")
+    cooldown_seconds: int = Field(default=3_600, ge=0, description="Between two retraining alerts.")
+    dashboard_port: int = Field(default=8050, ge=1, le=65_535, description="Preferred dashboard port.")
+
+
 class SQLiteOnlineStoreConfig(PluginConfig):
     """The embedded online store: one SQLite file."""
 
@@ -248,6 +259,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     environments: EnvironmentSettings = Field(default_factory=EnvironmentSettings)
     featurestore: FeatureStoreSettings = Field(default_factory=FeatureStoreSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)

@@ -11,7 +11,10 @@
 7. predictions over REST for sample transactions (card, amount, time, place),
 8. their inference log records, read back from Kafka,
 9. the lineage of one prediction: served version -> model run -> training data -> raw batches,
-and the URLs of the Airflow UI, the MLflow UI and the validation reports. The stack stays up.
+10. the model's streaming monitor: drifted traffic over REST raises a drift alert, whose Airflow
+    asset event starts ``fraud_retrain``,
+and the URLs of the Airflow UI, the monitoring dashboard, the MLflow UI and the validation reports.
+The stack stays up.
 
 ``fjord run --local`` runs the same stage jobs in this process instead (as TFX's LocalDagRunner
 does), for debugging: no Airflow, the same code.
@@ -155,9 +158,11 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
 
     url = serving.url(project=project)
     _predict_and_trace(7, project, trained["model_name"], trained["model_version"], proj, batches[-1], url)
+    dashboard = _monitor_drift(10, project, trained["model_name"], proj, batches[-1], url, client)
     console.print(
         f"\n[bold]Airflow UI[/bold]  {urls.get('airflow', client.url)}  (login: {airflow_login(settings)})"
     )
+    console.print(f"[bold]Monitoring[/bold]  {dashboard}/?project={project}&model={trained['model_name']}")
     console.print(f"[bold]MLflow UI[/bold]   {tracking_uri()}")
     console.print(f"validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
     console.print(
@@ -168,6 +173,91 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
     console.print(
         "[dim]The stack stays up for its UIs and clients: `fjord status`; stop it with `fjord down`.[/dim]"
     )
+
+
+RETRAIN = "fraud_retrain"
+DRIFT_TIMEOUT_S = 300.0
+
+
+def _monitor_drift(step: int, project: str, model: str, proj: Any, batch: str, url: str, client: Any) -> str:
+    """Start the model's monitor, send drifted traffic over REST until it raises a drift alert, and
+    show the retraining run the alert started in Airflow; the dashboard's URL."""
+    import threading
+
+    import httpx
+    import pyarrow.parquet as pq
+
+    from fjord.airflow.client import PipelineFailed
+    from fjord.cli.stack_cmd import start_monitors
+    from jobs.monitor.store import MonitorStore
+
+    t = _step(step, "Streaming monitor: drifted traffic over REST -> drift alert -> fraud_retrain in Airflow")
+    client.wait_for_dag(RETRAIN)
+    client.unpause(RETRAIN)  # an event on its asset starts a run only when it is switched on
+    urls = start_monitors(lambda line: console.print(f"   {line}"))
+    store = MonitorStore(proj.fs, model)
+    known = {a["alert_id"] for a in store.alerts()}
+    with proj.fs.open(f"Resources/landing/{batch}/transactions.parquet") as handle:
+        frame = pq.read_table(handle).to_pandas().head(2_000)
+    # A later world: amounts five times larger, spent 1,000 km from the card's last place, today.
+    drifted = [
+        {"cc_num": int(r.cc_num), "amount": float(r.amount) * 5, "ts": datetime.now(UTC).isoformat(),
+         "lat": float(r.lat) + 9, "lon": float(r.lon) + 9, "category": str(r.category)}
+        for r in frame.itertuples()
+    ]  # fmt: skip
+    stop, sent = threading.Event(), [0]
+
+    def send() -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                for start in range(0, len(drifted), 50):
+                    if stop.is_set():
+                        return
+                    http.post(
+                        f"{url}/v1/models/{model}:predict", json={"instances": drifted[start : start + 50]}
+                    )
+                    sent[0] += 1
+                    stop.wait(0.2)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    began = time.monotonic()
+    alert = None
+    try:
+        while alert is None:
+            if time.monotonic() - began > DRIFT_TIMEOUT_S:
+                raise PipelineFailed(f"no drift alert within {DRIFT_TIMEOUT_S:.0f} s of drifted traffic",
+                                          hint=f"fjord monitor status -p {project} -m {model}; fjord logs "
+                                               f"monitor/{project}/{model}")  # fmt: skip
+            time.sleep(2)
+            alert = next(
+                (a for a in store.alerts() if a["alert_id"] not in known and a["state"] == "posted"), None
+            )
+    finally:
+        stop.set()
+        sender.join(timeout=30)
+    console.print(f"   sent {sent[0]} requests of 50 drifted transactions")
+    console.print(f"   [red]alert[/red] {alert['kind']} in window {alert['window_start']:%H:%M:%S} "
+                  f"(v{alert['version']}): {alert['message']}")  # fmt: skip
+    console.print(f"   -> Airflow asset event {alert['event_id']} on fjord://drift/{model}")
+    run_id = alert["dag_run_id"] or _created_run(client, model, alert["alert_id"])
+    console.print(f"   -> {RETRAIN} run {run_id}: {client.url}/dags/{RETRAIN}/runs/{run_id}")
+    _done(t, f"drift alert {time.monotonic() - began:.0f} s after the first drifted request")
+    return urls["dashboard"]
+
+
+def _created_run(client: Any, model: str, alert_id: str, timeout_s: float = 120.0) -> str:
+    """The DAG run an alert's asset event created (the scheduler creates it within seconds)."""
+    from fjord.airflow.client import PipelineFailed
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for event in client.asset_events(f"fjord://drift/{model}"):
+            runs = event.get("created_dagruns") or []
+            if (event.get("extra") or {}).get("alert_id") == alert_id and runs:
+                return str(runs[0]["dag_run_id"])
+        time.sleep(2)
+    raise PipelineFailed(f"the alert's asset event started no {RETRAIN} run in {timeout_s:.0f} s")
 
 
 def _model_provenance(step: int, name: str, version: int, uri: str, dataset_version: int) -> None:

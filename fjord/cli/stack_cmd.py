@@ -1,8 +1,9 @@
 """``fjord up | down | status | logs``: the whole local stack on loopback, in one command each.
 
 ``up`` starts, in order, the embedded services ``services.up`` names (Kafka by default), the MLflow
-tracking server, Airflow (api-server, scheduler, dag-processor, triggerer) and the model server of
-every project that has a serving; each is found running if it already is, so ``up`` twice is
+tracking server, Airflow (api-server, scheduler, dag-processor, triggerer), the model server of
+every project that has a serving, a streaming monitor per served model that logs its inputs
+(``monitor.enabled``) and the monitoring dashboard; each is found running if it already is, so ``up`` twice is
 harmless. It prints every URL and how to log in to Airflow. ``down`` stops all of them, the last
 started first, with every process they forked. Servers configured elsewhere (``mlflow.tracking_uri``,
 ``airflow.api_url``, ``kafka.bootstrap_servers``) are used, not started.
@@ -41,6 +42,19 @@ def _servings() -> list[str]:
     from jobs.serve import serving
 
     return [p.name for p in list_projects() if serving.get_servings(project=p.name)]
+
+
+def _monitored() -> list[tuple[str, str]]:
+    """(project, serving) of every served model that logs its inputs: what ``up`` monitors."""
+    from fjord.projects import list_projects
+    from jobs.serve import serving
+
+    return [
+        (p.name, s.name)
+        for p in list_projects()
+        for s in serving.get_servings(project=p.name)
+        if s.inference_logging in ("ALL", "MODEL_INPUTS")
+    ]
 
 
 def airflow_login(settings: Settings) -> str:
@@ -83,6 +97,24 @@ def start_stack(settings: Settings, echo: Callable[[str], None]) -> dict[str, st
         name = f"model-server/{project}"
         urls[name] = serving.start(project=project)
         echo(f"{name:<13} {urls[name]}  ({time.monotonic() - began:.1f} s)")
+    if settings.monitor.enabled:
+        urls.update(start_monitors(echo))
+    return urls
+
+
+def start_monitors(echo: Callable[[str], None]) -> dict[str, str]:
+    """A streaming monitor per served model, and the dashboard; name -> URL (or log)."""
+    from jobs.monitor import service
+
+    urls = {}
+    for project, model in _monitored():
+        began = time.monotonic()
+        record = service.start(project, model)
+        urls[f"monitor/{project}/{model}"] = record["log"]
+        echo(f"monitor/{project}/{model}  running  ({time.monotonic() - began:.1f} s)")
+    began = time.monotonic()
+    urls["dashboard"] = service.dashboard_start()
+    echo(f"{'dashboard':<13} {urls['dashboard']}  ({time.monotonic() - began:.1f} s)")
     return urls
 
 
@@ -95,6 +127,8 @@ def up() -> None:
         console.print(f"\nAirflow UI    {urls['airflow']}  ({airflow_login(settings)})")
     if "mlflow" in urls:
         console.print(f"MLflow UI     {urls['mlflow']}")
+    if "dashboard" in urls:
+        console.print(f"Monitoring    {urls['dashboard']}")
     console.print("stop it all:  fjord down     ·     state: fjord status     ·     logs: fjord logs NAME")
 
 
@@ -133,6 +167,21 @@ def _components(settings: Settings) -> list[Component]:
             Component(f"model-server/{project}", state is not None, (state or {}).get("url"),
                       {"server": state["pid"]} if state else {}, [log] if log.exists() else [])
         )  # fmt: skip
+    from jobs.monitor import service
+
+    for project, model in _monitored():
+        record = service.state(project, model)
+        log = settings.home / "monitor" / project / model / "monitor.log"
+        found.append(
+            Component(f"monitor/{project}/{model}", record is not None, None,
+                      {"monitor": record["pid"]} if record else {}, [log] if log.exists() else [])
+        )  # fmt: skip
+    board = service.dashboard_state()
+    board_log = settings.home / "monitor" / "dashboard.log"
+    found.append(
+        Component("dashboard", board is not None, (board or {}).get("url"),
+                  {"server": board["pid"]} if board else {}, [board_log] if board_log.exists() else [])
+    )  # fmt: skip
     return found
 
 
@@ -144,8 +193,12 @@ def down() -> None:
     from jobs.serve import serving
 
     settings = get_settings()
+    from jobs.monitor import service
+
     # Airflow first: a task still running could otherwise start a model server after its stop.
     steps: list[tuple[str, Callable[[], bool]]] = [("airflow", airflow_service(settings).stop)]
+    steps += [(f"monitor/{p}/{m}", functools.partial(service.stop, p, m)) for p, m in _monitored()]
+    steps.append(("dashboard", service.dashboard_stop))
     steps += [(f"model-server/{p}", functools.partial(serving.stop, project=p)) for p in _servings()]
     steps.append(("mlflow", lambda: stop_server(settings)))
     steps += [(s.name, s.stop) for s in reversed(services(list(SERVICE_NAMES), settings))]

@@ -42,6 +42,7 @@ from jobs.monitor.windows import Thresholds, Window, summarise
 
 log = logging.getLogger("fjord.monitor")
 COMPACT_EVERY = 100  # micro-batches
+DELIVERY_INTERVAL_S = 10.0
 
 
 class MonitorError(FjordError):
@@ -128,6 +129,8 @@ class Monitor:
         self.ready = threading.Event()
         self.batches = self.records = 0
         self._producer: Any = None
+        # The query's thread commits alerts; the main thread delivers them while the stream is idle.
+        self._alerts_lock = threading.Lock()
         self.restore()
 
     def restore(self) -> None:
@@ -184,9 +187,10 @@ class Monitor:
         final = self._advance_watermark()
         window_rows, new_alerts = self._results(changed | final, final, batch_id)
         transaction = (self.app_id, batch_id)
-        alerts_committed = self.store.committed_batch("alerts", self.app_id)
-        if alerts_committed is None or batch_id > alerts_committed:
-            self.store.upsert("alerts", new_alerts, ("alert_id",), ALERT_SCHEMA, transaction)
+        with self._alerts_lock:
+            alerts_committed = self.store.committed_batch("alerts", self.app_id)
+            if alerts_committed is None or batch_id > alerts_committed:
+                self.store.upsert("alerts", new_alerts, ("alert_id",), ALERT_SCHEMA, transaction)
         self.store.upsert(
             "windows", window_rows, ("model", "version", "window_start"), WINDOW_SCHEMA, transaction
         )
@@ -196,7 +200,7 @@ class Monitor:
         self.batches += 1
         self.records += records
         self._publish(window_rows, new_alerts)
-        self._deliver()
+        self.deliver()
         if self.batches % COMPACT_EVERY == 0:
             self.store.compact()
         log.info("batch %d: %d records, %d windows updated, %d final, %d alerts, %d dead letters in %.2f s",
@@ -275,11 +279,13 @@ class Monitor:
             log.warning("could not publish to %s: %s", topic, exc)
             self._producer = None
 
-    def _deliver(self) -> None:
+    def deliver(self) -> None:
+        """Post pending alerts to Airflow and record the runs they started."""
         if self.notifier is None:
             return
-        updates = self.notifier.deliver(self.store.alerts())
-        self.store.upsert("alerts", updates, ("alert_id",), ALERT_SCHEMA)
+        with self._alerts_lock:
+            updates = self.notifier.deliver(self.store.alerts())
+            self.store.upsert("alerts", updates, ("alert_id",), ALERT_SCHEMA)
 
     def close(self) -> None:
         if self._producer is not None:
@@ -291,25 +297,33 @@ def _json(value: dict[str, Any]) -> bytes:
 
 
 def _topic(spec: MonitorSpec) -> str:
-    if spec.topic:
-        return spec.topic
+    """The inference log topic; created if the model is served (its server creates it on its first
+    call), so a monitor may start before any traffic."""
+    from fjord import kafka
     from jobs.serve import serving
     from jobs.serve.inference_log import default_topic
 
-    if serving.exists(spec.model_name, project=spec.project):
-        return serving.get_kafka_topic(spec.model_name, project=spec.project)
-    return default_topic(spec.model_name)
+    served = serving.exists(spec.model_name, project=spec.project)
+    topic = spec.topic or (
+        serving.get_kafka_topic(spec.model_name, project=spec.project)
+        if served
+        else default_topic(spec.model_name)
+    )
+    if topic not in {t.name for t in kafka.list_topics()}:
+        if not served or spec.topic:
+            raise NotFoundError(
+                f"topic {topic!r} does not exist", hint="deploy the model with inference logging"
+            )
+        kafka.ensure_topic(topic, retention_ms=7 * 86_400_000)
+    return topic
 
 
 def run(spec: MonitorSpec) -> MonitorResult:
     """Run the monitor until stopped (SIGTERM, ``run_seconds``, or ``available_now`` done)."""
-    from fjord import kafka
     from fjord.spark import get_spark
 
     project = get_project(spec.project)
     topic = _topic(spec)
-    if topic not in {t.name for t in kafka.list_topics()}:
-        raise NotFoundError(f"topic {topic!r} does not exist", hint="deploy the model with inference logging")
     spark = get_spark(project, app_name=f"fjord-monitor-{spec.model_name}")
     spark.conf.set("spark.sql.shuffle.partitions", "4")
     monitor = Monitor(spec, project, spark)
@@ -321,10 +335,14 @@ def run(spec: MonitorSpec) -> MonitorResult:
         while not stop.is_set():
             query = _start_query(spark, spec, topic, monitor)
             try:
+                last_delivery = time.monotonic()
                 while query.isActive and not stop.is_set():
                     if deadline and time.monotonic() > deadline:
                         stop.set()
                     query.awaitTermination(0.5)
+                    if time.monotonic() - last_delivery > DELIVERY_INTERVAL_S:
+                        monitor.deliver()  # retries and run ids, without waiting for traffic
+                        last_delivery = time.monotonic()
                 error = query.exception()
             finally:
                 query.stop()

@@ -54,13 +54,19 @@ def start(project: str, model: str, options: dict[str, Any] | None = None) -> di
     existing = state(project, model)
     if existing:
         return existing
-    spec = MonitorSpec(project=project, model_name=model, **(options or {}))  # checked before spawning
+    configured = get_settings().monitor
+    options = {
+        "window_seconds": configured.window_seconds, "lateness_seconds": configured.lateness_seconds,
+        "trigger_seconds": configured.trigger_seconds, "cooldown_seconds": configured.cooldown_seconds,
+        **(options or {}),
+    }  # fmt: skip
+    spec = MonitorSpec(project=project, model_name=model, **options)  # checked before spawning
     directory = _dir(project, model)
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / "monitor.log"
     offset = log.stat().st_size if log.exists() else 0
     argv = [sys.executable, "-m", "jobs.monitor.main", f"--project={project}", f"--model-name={model}"]
-    for name, value in (options or {}).items():
+    for name, value in options.items():
         flag = "--" + name.replace("_", "-")
         argv.append(flag if value is True else f"--no-{flag[2:]}" if value is False else f"{flag}={value}")
     pid = spawn(argv, log, cwd=REPO)
@@ -109,7 +115,7 @@ def dashboard_start(port: int | None = None) -> str:
     existing = dashboard_state()
     if existing:
         return str(existing["url"])
-    port = port or free_port(8050)
+    port = port or free_port(get_settings().monitor.dashboard_port)
     path = _dashboard_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     log = path.parent / "dashboard.log"

@@ -74,7 +74,12 @@ def test_main_job_runs_the_pipeline_through_airflow(fjord_home, stack) -> None:
         "<- training dataset fraud_demo_1 v1",
         "card_features_1 commit",
         "<- raw landing batches: 2026-11-01, 2026-11-02",
+        "monitor/fraud/fraud  running",
+        "alert drift in window",
+        "-> Airflow asset event",
+        "-> fraud_retrain run asset_triggered__",
         "Airflow UI",
+        "Monitoring  http://127.0.0.1:",
         "MLflow UI",
         "fjord down",
     ):
@@ -90,11 +95,11 @@ def test_main_job_runs_the_pipeline_through_airflow(fjord_home, stack) -> None:
     again = run_fjord("up")  # harmless: everything is found running
     assert again.returncode == 0 and "airflow" in again.stdout, again.stderr[-2000:]
 
+    _the_drift_alert_started_a_retraining_run(out)
     run_id = re.search(r"run (manual__\S+):", out).group(1)
     published = _published_state()
     _a_cleared_run_survives_a_scheduler_crash_and_changes_nothing(run_id, published)
     _a_bad_batch_stops_at_validation_and_nothing_changes(published)
-    _a_drift_event_starts_a_retraining_run()
     _batch_inference_scores_a_day_once()
     _maintenance_compacts_and_keeps_the_training_data_rebuildable()
 
@@ -171,28 +176,34 @@ def _a_bad_batch_stops_at_validation_and_nothing_changes(published: dict) -> Non
     assert _published_state() == published
 
 
-def _a_drift_event_starts_a_retraining_run() -> None:
-    """An event posted on the drift asset through the REST API starts fraud_retrain, whose first task
-    records the event as the run's cause."""
+def _the_drift_alert_started_a_retraining_run(out: str) -> None:
+    """`fjord run`'s drifted traffic made the monitor post an alert on the drift asset; the
+    fraud_retrain run it started records the alert as its cause, and the alert records the run."""
     from fjord.airflow.client import AirflowClient
     from fjord.airflow.hook import dag_run_record_id
     from fjord.lineage import get_run
+    from fjord.projects import get_project
+    from jobs.monitor.store import MonitorStore
 
+    run_id = re.search(r"-> fraud_retrain run (\S+):", out).group(1)
     client = AirflowClient.connect()
-    client.wait_for_dag("fraud_retrain")
-    client.unpause("fraud_retrain")
-    extra = {"window_end": "2026-11-03T00:00:00+00:00", "psi": {"amount": 0.41}}
-    client.post_asset_event("fjord://drift/fraud", extra)
-    triggered = _wait(
-        lambda: [r for r in client.dag_runs("fraud_retrain") if r["run_type"] == "asset_triggered"], 120
-    )
-    run_id = triggered[0]["dag_run_id"]
     _wait(lambda: _task_state(client, "fraud_retrain", run_id, "cause") == "success", 180)
     cause = get_run(dag_run_record_id("fraud_retrain", run_id)).params["cause"]
-    recorded = cause["events"][0]["extra"]  # Airflow adds from_rest_api: true
-    assert cause["trigger"] == "asset event" and {k: recorded[k] for k in extra} == extra
-    assert cause["start_time"].startswith("2026-08-05")  # window_end - 90 days
+    extra = cause["events"][0]["extra"]
+    assert cause["trigger"] == "asset event" and extra["kind"] == "drift" and extra["model"] == "fraud"
+    # the retraining window ends where the drifted window ends
+    assert extra["window_end"][:10] == cause["end_time"][:10]
     client.request("PATCH", f"/dags/fraud_retrain/dagRuns/{run_id}", json={"state": "failed"})
+
+    alerts = MonitorStore(get_project("fraud").fs, "fraud").alerts()
+    posted = [a for a in alerts if a["state"] == "posted"]
+    assert len(posted) == 1 and posted[0]["alert_id"] == extra["alert_id"]  # the cool-down holds the rest
+    store = MonitorStore(get_project("fraud").fs, "fraud")
+    _wait(lambda: [a["dag_run_id"] for a in store.alerts() if a["state"] == "posted"] == [run_id], 60)
+    status = run_fjord("monitor", "status", "--project", "fraud")
+    assert status.returncode == 0 and "running (pid" in status.stdout, status.stderr
+    shown = json.loads(run_fjord("monitor", "alerts", "--project", "fraud", "--json").stdout)
+    assert [a["dag_run_id"] for a in shown if a["state"] == "posted"] == [run_id]
 
 
 def _task_state(client, dag_id: str, run_id: str, task_id: str) -> str | None:
