@@ -226,7 +226,9 @@ def test_the_dashboard_shows_what_the_model_server_logged(broker, tmp_path, caps
     out = capsys.readouterr().out
     assert "monitor of mon/m: stopped" in out and "dead letters: 0" in out
     assert main(["monitor", "alerts", "-p", "mon", "-m", MODEL]) == 0  # y = 0.1 is not the 0..9 learned
-    assert "features drifted (x, y" in capsys.readouterr().out.replace("\n", " ").replace("│", " ").replace("  ", " ")
+    assert "features drifted (x, y" in capsys.readouterr().out.replace("\n", " ").replace("│", " ").replace(
+        "  ", " "
+    )
     assert main(["monitor", "status", "-p", "mon", "-m", MODEL, "--last", "0"]) == 2  # usage error
     assert main(["monitor", "status", "-p", "nope", "-m", MODEL]) == 3
     assert "nope" in capsys.readouterr().err
@@ -258,3 +260,45 @@ def test_the_dashboard_shows_what_the_model_server_logged(broker, tmp_path, caps
     assert shown["histogram"][1] == last["prediction_histogram"]
     assert sum(last["prediction_histogram"]) == last["predictions"] == 4 * last["requests"]
     assert shown["drift"][1:3] == [[w["features"].get(f, {}).get("psi") for w in windows] for f in ("x", "y")]
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(broker, services_home) -> None:
+    import threading
+
+    from fjord import kafka
+    from fjord.services import service_at
+
+    project = monitored_project(versions=(1,))
+    topic = f"m_log_{uuid.uuid4().hex[:6]}"
+    kafka.ensure_topic(topic)
+    traffic = Traffic(topic, broker)
+    _send(traffic, 2, version=1)
+    outcome: dict = {}
+    monitor = threading.Thread(
+        target=lambda: outcome.update(
+            result=run(_spec(topic, available_now=False, trigger_seconds=0.5, run_seconds=90))
+        ),
+        daemon=True,
+    )
+    monitor.start()
+    store = MonitorStore(project.fs, MODEL)
+    deadline = time.monotonic() + 120
+    while not store.windows() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert store.windows(), "the monitor committed nothing"
+    server = service_at("kafka", services_home, preferred_ports=False)
+    server.stop()
+    time.sleep(5)
+    server.start()
+    _send(traffic, 3, version=1)
+    time.sleep(3)
+    traffic.call(1)  # closes the windows above
+    traffic.close()
+    monitor.join(timeout=300)
+    assert "result" in outcome
+    run(_spec(topic))  # anything the first run had not reached
+    expected, _ = _expected(broker, topic)
+    counted = Counter(
+        {(w["version"], int(w["window_start"].timestamp() * 1000)): w["requests"] for w in store.windows()}
+    )
+    assert counted == expected and sum(w["late"] for w in store.windows()) == 0
