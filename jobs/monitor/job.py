@@ -103,6 +103,11 @@ class MonitorResult:
     alerts: int
     dead_letters: int
     results: str
+    busy_seconds: float  # from the first micro-batch's start to the last one's end
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.busy_seconds if self.busy_seconds else 0.0
 
     def summary(self) -> str:
         return (
@@ -128,6 +133,8 @@ class Monitor:
         self.app_id: str | None = None
         self.ready = threading.Event()
         self.batches = self.records = 0
+        self.first_batch_at: float | None = None
+        self.last_batch_end: float | None = None
         self._producer: Any = None
         # The query's thread commits alerts; the main thread delivers them while the stream is idle.
         self._alerts_lock = threading.Lock()
@@ -163,6 +170,7 @@ class Monitor:
         from pyspark.sql import functions as F
 
         started = time.monotonic()
+        self.first_batch_at = self.first_batch_at or started
         parsed = stream.parse(batch).persist()
         try:
             versions = (
@@ -203,6 +211,7 @@ class Monitor:
         self.deliver()
         if self.batches % COMPACT_EVERY == 0:
             self.store.compact()
+        self.last_batch_end = time.monotonic()
         log.info("batch %d: %d records, %d windows updated, %d final, %d alerts, %d dead letters in %.2f s",
                  batch_id, records, len(window_rows), len(final), len(new_alerts), sum(dead.values()),
                  time.monotonic() - started)  # fmt: skip

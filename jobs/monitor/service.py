@@ -49,8 +49,13 @@ def running() -> list[dict[str, Any]]:
 
 def start(project: str, model: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Start the monitor of ``model`` unless it runs; its record."""
+    from pydantic import ValidationError
+
+    from fjord.errors import ConfigError
+    from fjord.projects import get_project
     from jobs.monitor.job import MonitorSpec
 
+    get_project(project)  # an unknown project is one line here, not a dead process
     existing = state(project, model)
     if existing:
         return existing
@@ -60,7 +65,11 @@ def start(project: str, model: str, options: dict[str, Any] | None = None) -> di
         "trigger_seconds": configured.trigger_seconds, "cooldown_seconds": configured.cooldown_seconds,
         **(options or {}),
     }  # fmt: skip
-    spec = MonitorSpec(project=project, model_name=model, **options)  # checked before spawning
+    try:
+        spec = MonitorSpec(project=project, model_name=model, **options)  # checked before spawning
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ConfigError(f"monitor option {'.'.join(map(str, error['loc']))}: {error['msg']}") from None
     directory = _dir(project, model)
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / "monitor.log"

@@ -20,9 +20,11 @@ from jobs.serve.metrics import Metrics
 MODEL = "m"
 
 
-def monitored_project(name: str = "mon", versions: tuple[int, ...] = (1, 2)) -> Project:
-    """Project ``name`` with training dataset m_view_1 v1 (x ~ N(0, 1), y in 0..9) and model ``m``
-    versions trained on it."""
+def monitored_project(
+    name: str = "mon", versions: tuple[int, ...] = (1, 2), extra_features: int = 0
+) -> Project:
+    """Project ``name`` with training dataset m_view_1 v1 (x ~ N(0, 1), y in 0..9, and
+    ``extra_features`` more, f1.. ~ N(0, 1)) and model ``m`` versions trained on it."""
     project = create_project(name)
     store = featurestore.connect(name)
     rng = np.random.default_rng(3)
@@ -34,12 +36,14 @@ def monitored_project(name: str = "mon", versions: tuple[int, ...] = (1, 2)) -> 
             "x": rng.normal(0, 1, n),
             "y": rng.integers(0, 10, n).astype("float64"),
             "label": rng.integers(0, 2, n),
+            **{f"f{i}": rng.normal(0, 1, n) for i in range(1, extra_features + 1)},
         }
     )
+    features = ["x", "y", *(f"f{i}" for i in range(1, extra_features + 1))]
     group = store.get_or_create_feature_group("m_inputs", 1, primary_key=["id"], event_time="ts")
     group.insert(frame)
     view = store.get_or_create_feature_view(
-        "m_view", 1, query=group.select(["x", "y", "label"]), labels=["label"]
+        "m_view", 1, query=group.select([*features, "label"]), labels=["label"]
     )
     dataset, _ = view.create_training_data()
     for version in versions:

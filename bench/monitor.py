@@ -1,0 +1,266 @@
+"""The streaming monitor: sustained throughput, restart exactness, and drift-to-retraining latency.
+
+- **Throughput**: a topic pre-filled with ``--records`` inference log records of a model with 15
+  input features (a request and a response record per call, one row each, as the model server logs
+  them) is monitored to the end (``available_now``, ``maxOffsetsPerTrigger`` = ``--batch``), on the
+  embedded Kafka and Spark ``local[2]``. Records per second over the micro-batches (Spark's start is
+  not counted). **The limit**: the same client (Spark's Kafka source, the same batches) on the same
+  topic doing nothing but count the records.
+- **Restart**: a monitor process over a pre-filled topic is SIGKILLed ``--kills`` times at random
+  moments and started again; at the end each window's request count is compared with what was
+  produced into it: records lost and counted twice.
+- **Drift to retraining**: read from a ``fjord run`` log (``--run-log``, the ``.tasks.json`` the main
+  job writes): seconds from the first drifted request to the alert, and to the ``fraud_retrain``
+  run Airflow created.
+
+Run: ``python -m bench.monitor --repeat 3`` (``make bench``). Writes ``bench/results/monitor.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+WINDOW_S = 10
+FEATURES = ["x", "y", *(f"f{i}" for i in range(1, 14))]
+
+
+def produce(bootstrap: str, topic: str, records: int, seconds: float) -> Counter:
+    """``records`` log records (request + response per call) spread over ``seconds`` of event time
+    ending now; the response count per window start (ms)."""
+    import numpy as np
+    import orjson
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024, acks=1)
+    rng = np.random.default_rng(1)
+    end = int(time.time() * 1000)
+    start = end - int(seconds * 1000)
+    calls = records // 2
+    per_window: Counter = Counter()
+    stamps = np.sort(rng.integers(start, end, calls))
+    values = rng.normal(0, 1, (calls, len(FEATURES)))
+    for i in range(calls):
+        ts = int(stamps[i])
+        head = {
+            "inferenceId": uuid.uuid4().hex,
+            "modelName": "m",
+            "modelVersion": 1,
+            "signatureName": "serving_default",
+            "api": "rest",
+            "requestTimestamp": ts,
+        }
+        inputs = {name: [round(float(v), 4)] for name, v in zip(FEATURES, values[i], strict=True)}
+        producer.send(topic, orjson.dumps({**head, "type": "request", "inputs": inputs}))
+        response = {
+            **head,
+            "type": "response",
+            "responseTimestamp": ts + 2,
+            "latencyMs": 1.7,
+            "httpCode": 200,
+            "outputs": {"sum": [float(abs(values[i][0]) / 4)]},
+        }
+        producer.send(topic, orjson.dumps(response))
+        per_window[ts - ts % (WINDOW_S * 1000)] += 1
+    producer.flush()
+    producer.close()
+    return per_window
+
+
+def spark_consume_rate(
+    spark: Any, bootstrap: str, topic: str, batch: int, checkpoint: Path
+) -> dict[str, float]:
+    """The limit: Spark's Kafka source on the topic, counting each micro-batch and nothing else."""
+    counted, began = [0], [0.0]
+
+    def count(frame: Any, _batch_id: int) -> None:
+        began[0] = began[0] or time.monotonic()
+        counted[0] += frame.count()
+
+    query = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", str(batch))
+        .load()
+        .writeStream.foreachBatch(count)
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination()
+    seconds = time.monotonic() - began[0]
+    return {"records": counted[0], "seconds": seconds, "records_per_s": counted[0] / seconds}
+
+
+def bench_throughput(bootstrap: str, records: int, batch: int, repeat: int) -> dict[str, Any]:
+    from fjord.spark import get_spark
+    from jobs.monitor.job import MonitorSpec, run
+    from tests.integration.monitor_setup import monitored_project
+
+    monitored_project("bench", versions=(1,), extra_features=13)
+    runs, limits = [], []
+    for attempt in range(repeat):
+        topic = f"m_bench_{uuid.uuid4().hex[:6]}"
+        produce(bootstrap, topic, records, seconds=120)
+        spec = MonitorSpec(
+            project="bench",
+            model_name="m",
+            topic=topic,
+            window_seconds=WINDOW_S,
+            lateness_seconds=WINDOW_S,
+            max_records_per_trigger=batch,
+            available_now=True,
+            prediction_output="sum",
+            notify_airflow=False,
+        )
+        result = run(spec)
+        runs.append(
+            {
+                "records": result.records,
+                "batches": result.batches,
+                "seconds": result.busy_seconds,
+                "records_per_s": result.records_per_second,
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            limits.append(spark_consume_rate(get_spark(), bootstrap, topic, batch, Path(tmp) / "cp"))
+        print(
+            f"  run {attempt + 1}: monitor {runs[-1]['records_per_s']:,.0f} rec/s "
+            f"({result.batches} batches), Spark Kafka source alone {limits[-1]['records_per_s']:,.0f} rec/s",
+            flush=True,
+        )
+        # A new project per run would also do; the windows table is per model, so clear it between runs.
+        from fjord.projects import get_project
+
+        get_project("bench").fs.rm("Resources/monitoring/m", recursive=True)
+    return {"monitor": runs, "spark_kafka_source_count_only": limits}
+
+
+def bench_restart(bootstrap: str, records: int, kills: int) -> dict[str, Any]:
+    from fjord.projects import get_project
+    from jobs.monitor.store import MonitorStore
+
+    topic = f"m_restart_{uuid.uuid4().hex[:6]}"
+    expected = produce(bootstrap, topic, records, seconds=120)
+    argv = [
+        sys.executable,
+        "-m",
+        "jobs.monitor.main",
+        "--project=bench",
+        "--model-name=m",
+        f"--topic={topic}",
+        f"--window-seconds={WINDOW_S}",
+        f"--lateness-seconds={WINDOW_S}",
+        "--trigger-seconds=0.5",
+        "--max-records-per-trigger=5000",
+        "--prediction-output=sum",
+        "--no-notify-airflow",
+    ]
+    store = MonitorStore(get_project("bench").fs, "m")
+    rng = random.Random(7)
+    for kill in range(kills):
+        process = subprocess.Popen(
+            argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        batches = max((w["batch_id"] for w in store.windows()), default=-1)
+        while max((w["batch_id"] for w in store.windows()), default=-1) < batches + 2:
+            time.sleep(0.3)
+        time.sleep(rng.uniform(0, 2))  # anywhere inside a micro-batch
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        print(f"  killed the monitor mid-stream ({kill + 1}/{kills})", flush=True)
+    final = subprocess.run([*argv, "--available-now"], cwd=ROOT, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr[-2000:]
+    counted = Counter({int(w["window_start"].timestamp() * 1000): w["requests"] for w in store.windows()})
+    lost = sum((Counter(expected) - counted).values())
+    doubled = sum((counted - Counter(expected)).values())
+    return {
+        "records": records,
+        "kills": kills,
+        "responses_produced": sum(expected.values()),
+        "responses_counted": sum(counted.values()),
+        "lost": lost,
+        "double_counted": doubled,
+    }
+
+
+def drift_latency(run_log: Path | None) -> dict[str, Any] | None:
+    if run_log is None:
+        return None
+    tasks = json.loads(run_log.read_text())
+    return tasks.get("monitor")
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=400_000)
+    parser.add_argument("--batch", type=int, default=100_000, help="maxOffsetsPerTrigger")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--run-log", type=Path, default=None, help="a fjord run's .tasks.json")
+    args = parser.parse_args()
+
+    from fjord.services import service_at
+
+    with tempfile.TemporaryDirectory(prefix="bench-monitor-") as home:
+        kafka = service_at("kafka", Path(home), preferred_ports=False)
+        bootstrap = kafka.start()
+        os.environ.update(
+            {
+                "FJORD_HOME": str(Path(home) / "fjord"),
+                "FJORD_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+                "SPARK_LOCAL_IP": "127.0.0.1",
+            }
+        )
+        try:
+            print(
+                f"throughput: {args.records:,} records, micro-batches of {args.batch:,}, {args.repeat} runs"
+            )
+            throughput = bench_throughput(bootstrap, args.records, args.batch, args.repeat)
+            print(f"restart: {args.kills} SIGKILLs over {args.records // 4:,} records")
+            restart = bench_restart(bootstrap, args.records // 4, args.kills)
+        finally:
+            kafka.stop()
+    ours = [r["records_per_s"] for r in throughput["monitor"]]
+    limit = [r["records_per_s"] for r in throughput["spark_kafka_source_count_only"]]
+    result = {
+        "machine": f"{os.cpu_count()} cores",
+        "throughput": {
+            **throughput,
+            "monitor_records_per_s": _spread(ours),
+            "limit_records_per_s": _spread(limit),
+            "ratio_to_limit": statistics.median(ours) / statistics.median(limit),
+        },
+        "restart": restart,
+        "drift_to_retraining": drift_latency(args.run_log),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "monitor.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "throughput"}, indent=2))
+    print(f"monitor {statistics.median(ours):,.0f} rec/s (limit {statistics.median(limit):,.0f} rec/s)")
+
+
+if __name__ == "__main__":
+    main()
