@@ -25,6 +25,8 @@ REQUIRED = {
     "airflow-dag-processor",
     "airflow-triggerer",
     "airflow-worker",
+    "monitor",
+    "monitor-dashboard",
 }
 
 
