@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: run test lint bench venv jars check-java check-uv clean help
+.PHONY: run test lint bench venv jars check-java check-uv check-chromium clean help
 
 help:
 	@echo "make run    set up, then run the platform's main job on the embedded defaults"
@@ -37,6 +37,14 @@ check-java:
 	@command -v java >/dev/null 2>&1 || [ -x "$$JAVA_HOME/bin/java" ] || { \
 	  echo "error: Java is not installed; Spark needs Java 17 (Debian: apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 
+# The dashboard's browser test drives Debian's chromium (Playwright cannot download browsers here).
+check-chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get install -y -qq chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
+	  else echo "error: the browser tests need chromium (Debian: apt-get install chromium)" >&2; exit 1; fi; }
+
 check-uv:
 	@$(UV) --version >/dev/null 2>&1 || { echo "uv not found: installing it with pip"; \
 	  $(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet uv; }
@@ -44,7 +52,7 @@ check-uv:
 run: $(STAMP) $(JARS)
 	$(VENV)/bin/fjord run
 
-test: $(STAMP) $(JARS)
+test: $(STAMP) $(JARS) | check-chromium
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -60,6 +68,7 @@ bench: $(STAMP) $(JARS)
 	$(VENV)/bin/python -m bench.experiment
 	$(VENV)/bin/python -m bench.serve
 	$(VENV)/bin/python -m bench.orchestration
+	$(VENV)/bin/python -m bench.monitor
 
 clean:
 	rm -rf $(VENV) .jvm .pytest_cache

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -237,7 +238,9 @@ def test_the_dashboard_shows_what_the_model_server_logged(broker, tmp_path, caps
     try:
         assert service.dashboard_start() == address  # found running
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+            browser = p.chromium.launch(
+                executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=["--no-sandbox"]
+            )
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
             page.goto(f"{address}/?project=mon&model={MODEL}")
             page.wait_for_function("window.fjordCharts.throughput && window.fjordCharts.histogram")
