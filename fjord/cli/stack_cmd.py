@@ -167,16 +167,16 @@ def _components(settings: Settings) -> list[Component]:
             Component(f"model-server/{project}", state is not None, (state or {}).get("url"),
                       {"server": state["pid"]} if state else {}, [log] if log.exists() else [])
         )  # fmt: skip
-    from jobs.monitor import service
+    from jobs.monitor import service as monitors
 
     for project, model in _monitored():
-        record = service.state(project, model)
+        record = monitors.state(project, model)
         log = settings.home / "monitor" / project / model / "monitor.log"
         found.append(
             Component(f"monitor/{project}/{model}", record is not None, None,
                       {"monitor": record["pid"]} if record else {}, [log] if log.exists() else [])
         )  # fmt: skip
-    board = service.dashboard_state()
+    board = monitors.dashboard_state()
     board_log = settings.home / "monitor" / "dashboard.log"
     found.append(
         Component("dashboard", board is not None, (board or {}).get("url"),
