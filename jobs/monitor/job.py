@@ -46,9 +46,9 @@ DELIVERY_INTERVAL_S = 10.0
 
 
 class MonitorError(FjordError):
-    """The monitor cannot run as specified (no such project, model or topic)."""
+    """The monitor's streaming query keeps failing (the broker or the filesystem stays away)."""
 
-    exit_code = 2
+    exit_code = 16
 
 
 class MonitorSpec(JobSpec):
