@@ -271,7 +271,7 @@ def _created_run(client: Any, model: str, alert_id: str, timeout_s: float = 120.
         for event in client.asset_events(f"fjord://drift/{model}"):
             runs = event.get("created_dagruns") or []
             if (event.get("extra") or {}).get("alert_id") == alert_id and runs:
-                return str(runs[0]["dag_run_id"])
+                return str(runs[0]["run_id"])
         time.sleep(2)
     raise PipelineFailed(f"the alert's asset event started no {RETRAIN} run in {timeout_s:.0f} s")
 

@@ -137,7 +137,7 @@ class AirflowNotifier:
                                 event.get("id"), self.asset_uri)  # fmt: skip
                 if event is None:
                     continue
-                runs = [r.get("dag_run_id") for r in event.get("created_dagruns") or []]
+                runs = [r.get("run_id") for r in event.get("created_dagruns") or []]
                 update = {**alert, "state": "posted", "event_id": int(event["id"]),
                           "dag_run_id": runs[0] if runs else None,
                           "posted_at": alert["posted_at"] or datetime.now(UTC)}  # fmt: skip

@@ -378,6 +378,7 @@ def run(spec: MonitorSpec) -> MonitorResult:
         len(monitor.store.alerts()),
         monitor.store.dead_letter_count(),
         monitor.store.uri("windows"),
+        (monitor.last_batch_end or 0.0) - (monitor.first_batch_at or 0.0),
     )
 
 

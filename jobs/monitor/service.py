@@ -8,7 +8,9 @@ start finds it; it returns once the streaming query runs. ``dashboard_start`` sp
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -98,10 +100,23 @@ def start(project: str, model: str, options: dict[str, Any] | None = None) -> di
 
 
 def stop(project: str, model: str) -> bool:
-    """Stop the monitor (its current micro-batch is replayed at the next start); False if not running."""
+    """Stop the monitor; False if it was not running. The job gets SIGTERM alone first, so it stops
+    its query while its JVM still answers; then whatever is left of its process group goes. A batch
+    it was processing is processed again at the next start."""
     record = state(project, model)
     (_dir(project, model) / "state.json").unlink(missing_ok=True)
-    return bool(record) and stop_group(record["pid"], signal.SIGTERM, timeout=60)  # type: ignore[index]
+    if not record:
+        return False
+    pid = record["pid"]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop_group(pid, signal.SIGKILL, timeout=10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # the JVM, if the job exited before it
+    return True
 
 
 # -- the dashboard ---------------------------------------------------------------------------------

@@ -69,8 +69,11 @@ function draw(payload) {
     document.getElementById("tile-p95").textContent = last.latency_p95_ms == null ? "-" : fixed(last.latency_p95_ms, 2) + " ms";
     document.getElementById("tile-positive").textContent = pct(last.positive_rate);
     const drift = document.getElementById("tile-drift");
-    drift.textContent = last.drift ? `DRIFT (${last.drifted_features.join(", ")})` : (last.drift_share == null ? "not scored" : "none");
+    const scored = Object.values(last.features || {}).filter((f) => f.test in f).length;
+    drift.textContent = last.drift ? `DRIFT: ${last.drifted_features.length} of ${scored}`
+      : (last.drift_share == null ? "not scored" : `none of ${scored}`);
     drift.className = "value " + (last.drift ? "bad" : "ok");
+    document.getElementById("tile-drift-features").textContent = last.drifted_features.join(", ");
   }
   document.getElementById("tile-records").textContent = windows.reduce((n, w) => n + w.records, 0).toLocaleString();
   document.getElementById("tile-bad").textContent =
@@ -93,9 +96,12 @@ function draw(payload) {
     return s.test === "js" ? s.js ?? null : s[s.test] ?? null;
   };
   document.getElementById("drift-caption").textContent =
-    `Drift per feature (${test.toUpperCase()} for numeric features, JS distance for categorical; threshold ${threshold})`;
+    `Drift per feature, log scale (${test.toUpperCase()} for numeric features, JS distance for categorical; threshold ${threshold})`;
+  // A log scale: the threshold (0.2) and scores of 5 or more are both readable.
   chart("chart-drift", [...features.map((f, i) => line(f, i)), line("threshold", 7, { dash: [6, 4], width: 1 })],
-        [x, ...features.map((f) => windows.map((w) => score(w, f))), windows.map(() => threshold)]);
+        [x, ...features.map((f) => windows.map((w) => { const v = score(w, f); return v == null ? null : Math.max(v, 1e-3); })),
+         windows.map(() => threshold)],
+        { scales: { y: { distr: 3, log: 10 } } });
 
   const hist = (last && last.prediction_histogram) || [];
   const bins = hist.map((_, i) => (i + 0.5) / Math.max(hist.length, 1));
