@@ -46,6 +46,9 @@ def produce(bootstrap: str, topic: str, records: int, seconds: float) -> Counter
     import orjson
     from kafka import KafkaProducer
 
+    from fjord import kafka
+
+    kafka.ensure_topic(topic, partitions=1)  # as the model server creates its log topic
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024, acks=1)
     rng = np.random.default_rng(1)
     end = int(time.time() * 1000)
@@ -97,6 +100,7 @@ def spark_consume_rate(
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .option("maxOffsetsPerTrigger", str(batch))
+        .option("minPartitions", str(spark.sparkContext.defaultParallelism))
         .load()
         .writeStream.foreachBatch(count)
         .option("checkpointLocation", str(checkpoint))
@@ -222,18 +226,16 @@ def main() -> None:
     parser.add_argument("--run-log", type=Path, default=None, help="a fjord run's .tasks.json")
     args = parser.parse_args()
 
+    from fjord.config import reset_settings
     from fjord.services import service_at
 
     with tempfile.TemporaryDirectory(prefix="bench-monitor-") as home:
+        os.environ.update({"FJORD_HOME": str(Path(home) / "fjord"), "SPARK_LOCAL_IP": "127.0.0.1"})
+        reset_settings()
         kafka = service_at("kafka", Path(home), preferred_ports=False)
         bootstrap = kafka.start()
-        os.environ.update(
-            {
-                "FJORD_HOME": str(Path(home) / "fjord"),
-                "FJORD_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-                "SPARK_LOCAL_IP": "127.0.0.1",
-            }
-        )
+        os.environ["FJORD_KAFKA__BOOTSTRAP_SERVERS"] = bootstrap
+        reset_settings()
         try:
             print(
                 f"throughput: {args.records:,} records, micro-batches of {args.batch:,}, {args.repeat} runs"
