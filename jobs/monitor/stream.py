@@ -10,7 +10,7 @@ Why Python on the executors and not Spark SQL expressions: the per-value work is
 of a value in its feature's grid. Spark SQL offers it only as a lambda over the edges (``filter``),
 which Spark interprets per element, or as nested CASE expressions, which outgrow code generation at
 15 features x 100 edges. Measured on 100,000 records of 15 features on 2 cores: ``from_json`` and
-the lambda 19 s, the CASE tree 68 s, this (orjson + numpy ``searchsorted``) 2 s
+the lambda 19 s, the CASE tree 68 s, this (orjson + numpy ``searchsorted``) 2.8 s
 (docs/monitoring.md).
 """
 
