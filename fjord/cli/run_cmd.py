@@ -216,6 +216,7 @@ def _monitor_drift(
                 for start in range(0, len(drifted), 50):
                     if stop.is_set():
                         return
+                    first[0] = first[0] or time.time()
                     http.post(
                         f"{url}/v1/models/{model}:predict", json={"instances": drifted[start : start + 50]}
                     )
