@@ -1,11 +1,23 @@
 """A window's metrics as mergeable counters, and what they say once summarised.
 
 The monitor's Spark job turns every micro-batch into rows ``(model, version, window, metric, key, n,
-sum, min, max)``: the window's counters (:data:`METRICS`). Counters add up, so a window's state is
+sum, min, max)``: the window's counters (listed below). Counters add up, so a window's state is
 the sum over the micro-batches that saw it, whatever their number or order, and it is small
 (a few hundred counters) however many records the window holds. :func:`summarise` turns the counters
 into the metrics people read: throughput, error rate, latency percentiles, the prediction
 distribution, per-feature missing rates and drift scores.
+
+The metrics counted, and what a row's key, n, sum, min and max mean for each:
+
+- ``events``: records in the window (n), their first and last event times (min, max, in ms);
+- ``requests``: response records, the calls answered (n);
+- ``errors``: response records with an HTTP status of 400 or more (n);
+- ``latency``: key is the latency's log bucket (8 per doubling of ms); n, sum, min, max;
+- ``prediction``: key is the score's bin, 20 over [0, 1]; n, sum;
+- ``positive``: predictions at or above the positive threshold (n);
+- ``inputs``: request records (n) and their rows (sum);
+- ``late``: records that arrived after the window closed, not counted in it (n);
+- ``f:<feature>``: key is a numeric value's grid bin, or the category, or ``null``; n, sum.
 """
 
 from __future__ import annotations
@@ -17,18 +29,6 @@ from typing import Any
 
 from jobs.monitor import drift
 
-# metric -> what its counters are (key: what a row's key means)
-METRICS = {
-    "events": "records in the window (n); their first and last event times (min, max, ms)",
-    "requests": "response records: calls answered (n)",
-    "errors": "response records with an HTTP status of 400 or more (n)",
-    "latency": "key: log bucket of the latency (8 per doubling of ms); n, sum, min, max",
-    "prediction": "key: bin of the score, 20 over [0, 1]; n, sum",
-    "positive": "predictions at or above the positive threshold (n)",
-    "inputs": "request records (n) and their rows (sum)",
-    "late": "records that arrived after the window closed: not counted in it (n)",
-    "f:<feature>": "key: the grid bin of a numeric value, or the category, or 'null'; n, sum",
-}
 LATENCY_BUCKETS_PER_DOUBLING = 8
 PREDICTION_BINS = 20
 
