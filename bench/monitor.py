@@ -113,6 +113,7 @@ def spark_consume_rate(
 
 
 def bench_throughput(bootstrap: str, records: int, batch: int, repeat: int) -> dict[str, Any]:
+    from fjord.projects import get_project
     from fjord.spark import get_spark
     from jobs.monitor.job import MonitorSpec, run
     from tests.integration.monitor_setup import monitored_project
@@ -150,8 +151,6 @@ def bench_throughput(bootstrap: str, records: int, batch: int, repeat: int) -> d
             flush=True,
         )
         # A new project per run would also do; the windows table is per model, so clear it between runs.
-        from fjord.projects import get_project
-
         get_project("bench").fs.rm("Resources/monitoring/m", recursive=True)
     return {"monitor": runs, "spark_kafka_source_count_only": limits}
 

@@ -188,7 +188,6 @@ def _monitor_drift(
     import threading
 
     import httpx
-    import pyarrow.parquet as pq
 
     from fjord.airflow.client import PipelineFailed
     from fjord.cli.stack_cmd import start_monitors
@@ -200,14 +199,12 @@ def _monitor_drift(
     urls = start_monitors(lambda line: console.print(f"   {line}"))
     store = MonitorStore(proj.fs, model)
     known = {a["alert_id"] for a in store.alerts()}
-    with proj.fs.open(f"Resources/landing/{batch}/transactions.parquet") as handle:
-        frame = pq.read_table(handle).to_pandas().head(2_000)
     # A later world: amounts five times larger, spent 1,000 km from the card's last place, today.
+    now = datetime.now(UTC).isoformat()
     drifted = [
-        {"cc_num": int(r.cc_num), "amount": float(r.amount) * 5, "ts": datetime.now(UTC).isoformat(),
-         "lat": float(r.lat) + 9, "lon": float(r.lon) + 9, "category": str(r.category)}
-        for r in frame.itertuples()
-    ]  # fmt: skip
+        {**t, "amount": t["amount"] * 5, "ts": now, "lat": t["lat"] + 9, "lon": t["lon"] + 9}
+        for t in _landed_transactions(proj, batch, first=2_000)
+    ]
     stop, sent, first = threading.Event(), [0], [0.0]
 
     def send() -> None:
@@ -397,12 +394,25 @@ def _deploy(step: int, project: str, model_name: str, version: int) -> str:
     return serving.url(project=project)
 
 
+def _landed_transactions(proj: Any, batch: str, *, first: int = 0, last: int = 0) -> list[dict[str, Any]]:
+    """The ``first`` (or ``last``) transactions of a landed batch, as a client sends them to the model."""
+    import pyarrow.parquet as pq
+
+    with proj.fs.open(f"Resources/landing/{batch}/transactions.parquet") as handle:
+        frame = pq.read_table(handle).to_pandas()
+    frame = frame.head(first) if first else frame.tail(last)
+    return [
+        {"cc_num": int(r.cc_num), "amount": float(r.amount), "ts": r.ts.isoformat(), "lat": float(r.lat),
+         "lon": float(r.lon), "category": str(r.category)}
+        for r in frame.itertuples()
+    ]  # fmt: skip
+
+
 def _predict_and_trace(
     step: int, project: str, model_name: str, model_version: int, proj: Any, batch: str, url: str
 ) -> None:
     """Predict over REST, read the calls' records back from Kafka, walk one prediction's lineage."""
     import httpx
-    import pyarrow.parquet as pq
 
     from fjord import kafka
     from jobs.serve import serving
@@ -410,13 +420,7 @@ def _predict_and_trace(
     t = _step(
         step, "Predictions over REST: a transaction (card, amount, time, place) -> online features -> model"
     )
-    with proj.fs.open(f"Resources/landing/{batch}/transactions.parquet") as handle:
-        frame = pq.read_table(handle).to_pandas().tail(SAMPLES)
-    instances = [
-        {"cc_num": int(r.cc_num), "amount": float(r.amount), "ts": r.ts.isoformat(), "lat": float(r.lat),
-         "lon": float(r.lon), "category": str(r.category)}
-        for r in frame.itertuples()
-    ]  # fmt: skip
+    instances = _landed_transactions(proj, batch, last=SAMPLES)
     topic = serving.get_kafka_topic(model_name, project=project)
     kafka.ensure_topic(topic, retention_ms=7 * 86_400_000)
     before = kafka.end_offsets(topic)  # step 12 reads from here, however long the topic is

@@ -101,6 +101,11 @@ def event_extra(alert: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def undelivered(alert: dict[str, Any]) -> bool:
+    """Whether an alert still waits to be posted, or for the run its event started."""
+    return alert["state"] == "pending" or (alert["state"] == "posted" and not alert["dag_run_id"])
+
+
 class AirflowNotifier:
     """Posts pending alerts as asset events and finds the runs they started."""
 
@@ -119,9 +124,7 @@ class AirflowNotifier:
         """Post the pending alerts, resolve the runs of posted ones; the rows that changed."""
         from fjord.errors import FjordError
 
-        todo = [
-            a for a in alerts if a["state"] == "pending" or (a["state"] == "posted" and not a["dag_run_id"])
-        ]
+        todo = [a for a in alerts if undelivered(a)]
         if not todo:
             return []
         changed = []

@@ -138,6 +138,7 @@ class Monitor:
         self._producer: Any = None
         # The query's thread commits alerts; the main thread delivers them while the stream is idle.
         self._alerts_lock = threading.Lock()
+        self._undelivered = True  # unknown until the alerts table is read once
         self.restore()
         self.preload_references()
 
@@ -184,7 +185,7 @@ class Monitor:
             F.min("lo").alias("lo"),
             F.max("hi").alias("hi"),
         ]
-        return out.where(~F.col("dead")).groupBy(*stream.COUNTER_COLUMNS[:5]).agg(*sums).collect(), out
+        return out.where(~F.col("dead")).groupBy(*stream.COUNTER_KEY).agg(*sums).collect(), out
 
     def process_batch(self, batch: Any, batch_id: int) -> None:
         self.ready.wait()
@@ -216,14 +217,15 @@ class Monitor:
         finally:
             out.unpersist()
         counted = time.monotonic()
-        changed = self._count(rows)
+        changed, reopened = self._count(rows)
         final = self._advance_watermark()
-        window_rows, new_alerts = self._results(changed | final, final, batch_id)
+        window_rows, new_alerts = self._results(changed | final, final - reopened, batch_id)
         transaction = (self.app_id, batch_id)
         with self._alerts_lock:
             alerts_committed = self.store.committed_batch("alerts", self.app_id)
             if alerts_committed is None or batch_id > alerts_committed:
                 self.store.upsert("alerts", new_alerts, ("alert_id",), ALERT_SCHEMA, transaction)
+            self._undelivered = self._undelivered or bool(new_alerts)
         self.store.upsert(
             "windows", window_rows, ("model", "version", "window_start"), WINDOW_SCHEMA, transaction
         )
@@ -245,21 +247,27 @@ class Monitor:
             committed - counted,
         )  # fmt: skip
 
-    def _count(self, rows: list[Any]) -> set[tuple[str, int, int]]:
-        changed = set()
+    def _count(self, rows: list[Any]) -> tuple[set[tuple[str, int, int]], set[tuple[str, int, int]]]:
+        """Add the batch's counters to their windows; (the windows changed, those of them that had
+        closed before: they gain late records, and raised their alerts already)."""
+        changed, reopened = set(), set()
         for r in rows:
             key = (r["model"], int(r["version"]), int(r["window"]))
             window = self.open.get(key)
             if window is None:
-                stored = self.store.window_row(*key)  # a final window receiving late records
+                # A new window, or one closed before this batch that gains late records: only that
+                # one has a stored row to resume.
+                closed = key[2] + self.spec.window_ms <= self.watermark_ms
+                stored = self.store.window_row(*key) if closed else None
                 window = (Window.from_state(*key, json.loads(stored["state"])) if stored
                           else Window(*key))  # fmt: skip
                 self.open[key] = window
+                if closed:
+                    reopened.add(key)
             window.add(r["metric"], r["key"], r["n"], r["s"], r["lo"], r["hi"])
             changed.add(key)
-        events = [w.max_event_ms for k, w in self.open.items() if k in changed]
-        self.max_event_ms = max([self.max_event_ms, *events])
-        return changed
+        self.max_event_ms = max([self.max_event_ms, *(self.open[k].max_event_ms for k in changed)])
+        return changed, reopened
 
     def _advance_watermark(self) -> set[tuple[str, int, int]]:
         """The open windows the watermark has passed."""
@@ -276,10 +284,10 @@ class Monitor:
             summary = summarise(window, self.reference(model, version), self.thresholds)
             start = datetime.fromtimestamp(start_ms / 1000, UTC)
             end = start + timedelta(milliseconds=self.spec.window_ms)
-            is_final = key in final or end.timestamp() * 1000 <= self.watermark_ms
             rows.append({
                 "model": model, "version": version, "window_start": start, "window_end": end,
-                "final": is_final, "batch_id": batch_id, "updated_at": now,
+                "final": start_ms + self.spec.window_ms <= self.watermark_ms,
+                "batch_id": batch_id, "updated_at": now,
                 **{k: summary[k] for k in ("records", "requests", "errors", "error_rate", "latency_p50_ms",
                    "latency_p95_ms", "latency_p99_ms", "latency_mean_ms", "predictions", "positive_rate",
                    "prediction_mean", "rows", "late", "drift", "drift_share", "drifted_features", "features",
@@ -318,12 +326,16 @@ class Monitor:
             self._producer = None
 
     def deliver(self) -> None:
-        """Post pending alerts to Airflow and record the runs they started."""
-        if self.notifier is None:
+        """Post pending alerts to Airflow and record the runs they started. The alerts table is read
+        only while some alert still waits for either, not at every micro-batch."""
+        if self.notifier is None or not self._undelivered:
             return
         with self._alerts_lock:
-            updates = self.notifier.deliver(self.store.alerts())
+            alerts = {a["alert_id"]: a for a in self.store.alerts()}
+            updates = self.notifier.deliver(list(alerts.values()))
             self.store.upsert("alerts", updates, ("alert_id",), ALERT_SCHEMA)
+            alerts.update({a["alert_id"]: a for a in updates})
+            self._undelivered = any(alerting.undelivered(a) for a in alerts.values())
 
     def close(self) -> None:
         if self._producer is not None:

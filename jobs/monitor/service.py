@@ -29,13 +29,33 @@ def _dir(project: str, model: str) -> Path:
     return get_settings().home / "monitor" / project / model
 
 
-def state(project: str, model: str) -> dict[str, Any] | None:
-    """The running monitor's record, or None."""
-    path = _dir(project, model) / "state.json"
+def _running(path: Path) -> dict[str, Any] | None:
+    """The record at ``path`` if its process is alive."""
     if not path.exists():
         return None
     record: dict[str, Any] = json.loads(path.read_text())
     return record if alive(record["pid"]) else None
+
+
+def _launch(argv: list[str], log: Path, path: Path, record: dict[str, Any], ready: Any, what: str,
+            timeout: float) -> dict[str, Any]:  # fmt: skip
+    """Spawn ``argv``, record it at ``path`` at once (a stop during the start finds it), and wait
+    until ``ready()``; on failure nothing is left running or recorded."""
+    pid = spawn(argv, log, cwd=REPO)
+    record = {"pid": pid, "log": str(log), "started": time.time(), **record}
+    path.write_text(json.dumps(record))
+    try:
+        wait_until(ready, what=what, pid=pid, log=log, timeout=timeout)
+    except BaseException:
+        stop_group(pid, signal.SIGKILL, timeout=10)
+        path.unlink(missing_ok=True)
+        raise
+    return record
+
+
+def state(project: str, model: str) -> dict[str, Any] | None:
+    """The running monitor's record, or None."""
+    return _running(_dir(project, model) / "state.json")
 
 
 def running() -> list[dict[str, Any]]:
@@ -80,23 +100,15 @@ def start(project: str, model: str, options: dict[str, Any] | None = None) -> di
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
         argv.append(flag if value is True else f"--no-{flag[2:]}" if value is False else f"{flag}={value}")
-    pid = spawn(argv, log, cwd=REPO)
-    record = {"pid": pid, "project": project, "model": model, "log": str(log), "started": time.time(),
-              "spec": spec.model_dump(mode="json")}  # fmt: skip
-    (directory / "state.json").write_text(json.dumps(record))
 
     def ready() -> bool:
         with log.open("rb") as handle:
             handle.seek(offset)
             return READY_LINE.encode() in handle.read()
 
-    try:
-        wait_until(ready, what=f"the monitor of {model}", pid=pid, log=log, timeout=START_TIMEOUT_S)
-    except BaseException:
-        stop_group(pid, signal.SIGKILL, timeout=10)
-        (directory / "state.json").unlink(missing_ok=True)
-        raise
-    return record
+    record = {"project": project, "model": model, "spec": spec.model_dump(mode="json")}
+    return _launch(argv, log, directory / "state.json", record, ready, f"the monitor of {model}",
+                   START_TIMEOUT_S)  # fmt: skip
 
 
 def stop(project: str, model: str) -> bool:
@@ -127,11 +139,7 @@ def _dashboard_file() -> Path:
 
 
 def dashboard_state() -> dict[str, Any] | None:
-    path = _dashboard_file()
-    if not path.exists():
-        return None
-    record: dict[str, Any] = json.loads(path.read_text())
-    return record if alive(record["pid"]) else None
+    return _running(_dashboard_file())
 
 
 def dashboard_start(port: int | None = None) -> str:
@@ -143,16 +151,10 @@ def dashboard_start(port: int | None = None) -> str:
     path = _dashboard_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     log = path.parent / "dashboard.log"
-    pid = spawn([sys.executable, "-m", "jobs.monitor.dashboard", f"--port={port}"], log, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    path.write_text(json.dumps({"pid": pid, "url": url, "log": str(log), "started": time.time()}))
-    try:
-        wait_until(lambda: port_open(port), what="the monitor dashboard", pid=pid, log=log, timeout=60)
-    except BaseException:
-        stop_group(pid, signal.SIGKILL, timeout=10)
-        path.unlink(missing_ok=True)
-        raise
-    return url
+    argv = [sys.executable, "-m", "jobs.monitor.dashboard", f"--port={port}"]
+    record = _launch(argv, log, path, {"url": f"http://127.0.0.1:{port}"}, lambda: port_open(port),
+                     "the monitor dashboard", 60)  # fmt: skip
+    return str(record["url"])
 
 
 def dashboard_stop() -> bool:

@@ -141,18 +141,13 @@ class MonitorStore:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def windows(self, *, since_ms: int | None = None, final_only: bool = False) -> list[dict[str, Any]]:
+    def windows(self) -> list[dict[str, Any]]:
         """Window rows, oldest first, JSON columns decoded (``state`` left out)."""
         table = self._table("windows")
         if table is None:
             return []
-        filters: list[tuple[str, str, Any]] = []
-        if since_ms is not None:
-            filters.append(("window_start", ">=", _utc_ms(since_ms)))
-        if final_only:
-            filters.append(("final", "=", True))
         columns = [f.name for f in WINDOW_SCHEMA if f.name != "state"]
-        rows = table.to_pyarrow_table(columns=columns, filters=filters or None).to_pylist()
+        rows = table.to_pyarrow_table(columns=columns).to_pylist()
         return sorted(
             (_decoded(r) for r in rows), key=lambda r: (r["window_start"], r["model"], r["version"])
         )
@@ -179,31 +174,24 @@ class MonitorStore:
             (_decoded(r) for r in table.to_pyarrow_table().to_pylist()), key=lambda r: r["created_at"]
         )
 
-    def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Dead-lettered records, with their reason and Kafka coordinates."""
-        import pyarrow.dataset as ds
-
-        rel = f"{self.base}/dead_letters"
-        if not self.fs.exists(rel):
-            return []
-        files = self.fs.find(rel, suffix=".parquet")
-        if not files:
-            return []
-        dataset = ds.dataset(
-            [self.fs.path(f) for f in files], filesystem=self.fs.backend.fs, format="parquet"
-        )
-        table = dataset.to_table()
-        rows = table.slice(0, limit).to_pylist() if limit else table.to_pylist()
-        return rows
-
-    def dead_letter_count(self) -> int:
+    def _dead_letter_files(self) -> Any:
+        """The dead letters as one pyarrow dataset, or None when there are none."""
         import pyarrow.dataset as ds
 
         rel = f"{self.base}/dead_letters"
         files = self.fs.find(rel, suffix=".parquet") if self.fs.exists(rel) else []
         if not files:
-            return 0
-        return ds.dataset([self.fs.path(f) for f in files], filesystem=self.fs.backend.fs).count_rows()
+            return None
+        return ds.dataset([self.fs.path(f) for f in files], filesystem=self.fs.backend.fs, format="parquet")
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Dead-lettered records, with their reason and Kafka coordinates."""
+        dataset = self._dead_letter_files()
+        return [] if dataset is None else dataset.to_table().to_pylist()
+
+    def dead_letter_count(self) -> int:
+        dataset = self._dead_letter_files()
+        return 0 if dataset is None else dataset.count_rows()
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from jobs.monitor.drift import grid_bin
 from jobs.monitor.windows import LATENCY_BUCKETS_PER_DOUBLING, PREDICTION_BINS
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ OUTPUT = pa.schema(
         ("value", pa.string()), ("reason", pa.string()),
     ]
 )  # fmt: skip
-COUNTER_COLUMNS = ["model", "version", "window", "metric", "key", "n", "s", "lo", "hi"]
+COUNTER_KEY = ["model", "version", "window", "metric", "key"]  # a counter row's identity
 
 
 class _Counts:
@@ -48,15 +49,16 @@ class _Counts:
         self.rows: dict[tuple[str, int, int, str, str], list[float]] = {}
 
     def add(self, head: tuple[str, int, int], metric: str, key: str, n: int = 1, total: float = 0.0,
-            value: float | None = None) -> None:  # fmt: skip
+            low: float | None = None, high: float | None = None) -> None:  # fmt: skip
         row = self.rows.get((*head, metric, key))
         if row is None:
             row = self.rows[(*head, metric, key)] = [0, 0.0, math.inf, -math.inf]
         row[0] += n
         row[1] += total
-        if value is not None:
-            row[2] = min(row[2], value)
-            row[3] = max(row[3], value)
+        if low is not None:
+            row[2] = min(row[2], low)
+        if high is not None:
+            row[3] = max(row[3], high)
 
 
 def _int(value: Any) -> int | None:
@@ -186,17 +188,14 @@ def _add_bins(counts: _Counts, head: tuple[str, int, int], metric: str, bins: np
         np.minimum.at(lows, inverse, x)
         np.maximum.at(highs, inverse, x)
     for i, b in enumerate(found.tolist()):
-        counts.add(head, metric, str(b), n=int(n[i]), total=float(sums[i]),
-                   value=float(lows[i]) if with_extremes else None)  # fmt: skip
-        if with_extremes:
-            counts.add(head, metric, str(b), n=0, value=float(highs[i]))
+        low, high = (float(lows[i]), float(highs[i])) if with_extremes else (None, None)
+        counts.add(head, metric, str(b), n=int(n[i]), total=float(sums[i]), low=low, high=high)
 
 
 def _count_window(counts: _Counts, head: tuple[str, int, int], window: _Window,
                   reference: dict[str, Any] | None, positive_threshold: float) -> None:  # fmt: skip
     events = np.asarray(window.events)
-    counts.add(head, "events", "", n=len(events), value=float(events.min()))
-    counts.add(head, "events", "", n=0, value=float(events.max()))
+    counts.add(head, "events", "", n=len(events), low=float(events.min()), high=float(events.max()))
     if window.rows or window.values:
         counts.add(head, "inputs", "", n=len(events) - len(window.http), total=window.rows)
     if window.http:
@@ -240,9 +239,7 @@ def _count_feature(counts: _Counts, head: tuple[str, int, int], name: str, colum
     edges = reference.get("edges")
     if not len(x) or not edges:
         return
-    bins = np.searchsorted(np.asarray(edges), x, side="left")
-    bins[x < edges[0]] = -1
-    _add_bins(counts, head, metric, bins, x)
+    _add_bins(counts, head, metric, grid_bin(edges, x), x)
 
 
 def _rows(counts: _Counts, dead: list[tuple[str, int, int, str | None, str]]) -> pa.RecordBatch:
