@@ -101,10 +101,15 @@ class WriterLeases:
         if group_id in self.held:
             return
         deadline = time.monotonic() + self.wait
+        waiting = False
         while True:
             current = self._try_take(group_id)
             if current is None:
                 break
+            if not waiting and self.wait > 0:
+                waiting = True  # said once: a writer that waits in silence looks hung
+                log.info("feature group %s is being written by %s: waiting up to %g s for its lease",
+                         name, current.describe(), self.wait)  # fmt: skip
             if time.monotonic() >= deadline:
                 raise WriterBusyError(
                     f"feature group {name} is being written by {current.describe()}; waited {self.wait:g} s",

@@ -368,8 +368,9 @@ def _topic(spec: MonitorSpec) -> str:
     return topic
 
 
-def run(spec: MonitorSpec) -> MonitorResult:
-    """Run the monitor until stopped (SIGTERM, ``run_seconds``, or ``available_now`` done)."""
+def run(spec: MonitorSpec, stop: threading.Event | None = None) -> MonitorResult:
+    """Run the monitor until stopped: SIGTERM, ``run_seconds``, ``available_now`` done, or ``stop`` set
+    (a caller that runs it in a thread)."""
     from fjord.spark import get_spark
 
     project = get_project(spec.project)
@@ -377,7 +378,7 @@ def run(spec: MonitorSpec) -> MonitorResult:
     spark = get_spark(project, app_name=f"fjord-monitor-{spec.model_name}")
     spark.conf.set("spark.sql.shuffle.partitions", "4")
     monitor = Monitor(spec, project, spark)
-    stop = threading.Event()
+    stop = stop or threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if _main_thread() else None
     deadline = time.monotonic() + spec.run_seconds if spec.run_seconds else None
     failures = 0

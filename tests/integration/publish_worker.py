@@ -1,15 +1,16 @@
-"""A writer process for the publish tests: ``python -m tests.integration.publish_worker MODE DAY [HOLD]``.
+"""A writer process for the publish tests: ``python -m tests.integration.publish_worker MODE DAY [hold]``.
 
 MODE ``one`` inserts day DAY's rows into ``tx``; ``three`` publishes day DAY to ``tx``, ``labels``
-and ``profiles`` together. HOLD seconds are spent inside the publish, after the inserts (holding the
-leases). The environment says where (FJORD_HOME, FJORD_METADATA__URL) and where to crash
-(FJORD_CRASH_AT). Prints ``published <commits>`` on success.
+and ``profiles`` together. With ``hold`` it stays inside the publish after the inserts (holding the
+leases) until its stdin closes. The environment says where (FJORD_HOME, FJORD_METADATA__URL) and
+where to crash (FJORD_CRASH_AT). Prints ``published <commits>`` on success; a wait for a lease is
+logged on stderr.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
-import time
 
 import pandas as pd
 
@@ -39,16 +40,19 @@ def groups(fs: featurestore.FeatureStore) -> dict[str, featurestore.FeatureGroup
     }
 
 
-def main(mode: str, day: int, hold: float = 0.0) -> None:
+def main(mode: str, day: int, hold: bool = False) -> None:
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logging.getLogger("featurestore.lease").setLevel(logging.INFO)
     fs = featurestore.connect("fraud")
     targets = groups(fs)
     names = ["tx"] if mode == "one" else list(GROUPS)
     with fs.publish() as publish:
         for name in names:
             publish.insert(targets[name], rows(day))
-        time.sleep(hold)
+        if hold:
+            sys.stdin.read()
     print("published", publish.commits)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3:] == ["hold"])

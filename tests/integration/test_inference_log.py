@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 
 import httpx
 import pytest
 
 from fjord.services import service_at
-from tests.integration.serving_server import ServerProcess, wait_for
+from tests.integration.serving_server import ServerProcess
 from tests.integration.test_kafka import read_all
 from tests.serving_models import write_version
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -61,19 +61,24 @@ def test_every_call_is_logged_and_a_broker_restart_fails_no_request(kafka_server
                         failures.append(answer.status_code)
                     answered[0] += 1
 
+        def answers(more: int):
+            """Wait until ``more`` requests beyond the ones answered so far were answered."""
+            target = answered[0] + more
+            wait_for(lambda: answered[0] >= target or failures, 120, f"{more} more answers")
+
         threads = [threading.Thread(target=load) for _ in range(4)]
         for thread in threads:
             thread.start()
         broker = service_at("kafka", services_home, preferred_ports=False)
-        time.sleep(1)
+        answers(50)  # under load, with the broker up
         broker.stop()
-        time.sleep(3)
+        answers(50)  # with the broker gone
         broker.start()
-        time.sleep(2)
+        answers(50)  # after it came back
         stop.set()
         for thread in threads:
             thread.join()
-        assert failures == [] and answered[0] > 100
+        assert failures == [] and answered[0] >= 150
         before = len(read_all(kafka_server, topic, 1))
         for _ in range(5):
             httpx.post(url, json={"instances": [{"x": 2, "y": 2}]})

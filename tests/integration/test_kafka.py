@@ -24,14 +24,22 @@ def broker(kafka_server, monkeypatch):
     return kafka_server
 
 
-def read_all(bootstrap: str, topic: str, partitions: int) -> list:
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000
-    )
+def read_all(bootstrap: str, topic: str, partitions: int, timeout: float = 60) -> list:
+    """Every record ``topic`` holds now, read up to each partition's end offset by an independent
+    consumer (no idle timeout to sit out)."""
+    import time
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     parts = [TopicPartition(topic, p) for p in range(partitions)]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
-    records = list(consumer)
+    end = consumer.end_offsets(parts)
+    deadline = time.monotonic() + timeout
+    records = []
+    while any(consumer.position(p) < end[p] for p in parts):
+        assert time.monotonic() < deadline, f"{topic}: not read to its end offsets {end} in {timeout} s"
+        for batch in consumer.poll(timeout_ms=500).values():
+            records.extend(batch)
     consumer.close()
     return records
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from jobs.serve.config import ModelConfig, VersionPolicy, write_model_config
-from tests.integration.serving_server import ServerProcess, wait_for
+from tests.integration.serving_server import ServerProcess
 from tests.serving_models import write_corrupt_version, write_version
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -204,7 +205,10 @@ def test_a_config_file_with_labels_a_token_and_batching(tmp_path):
     try:
         auth = {"Authorization": "Bearer s3cret"}
         wait_for(
-            lambda: httpx.get(f"{server.url}/v1/models/m", headers=auth).status_code == 200, 120, "ready"
+            lambda: httpx.get(f"{server.url}/v1/models/m", headers=auth).status_code == 200,
+            120,
+            "ready",
+            ignore=(httpx.HTTPError,),
         )
         assert httpx.get(f"{server.url}/v1/models/m").status_code == 401
         assert (

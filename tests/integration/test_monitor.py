@@ -23,6 +23,7 @@ from jobs.monitor.store import MonitorStore
 from tests.conftest import REPO
 from tests.integration.monitor_setup import MODEL, Traffic, monitored_project
 from tests.integration.test_kafka import read_all
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 WINDOW_S = 2
@@ -70,12 +71,14 @@ def _produce_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
     producer.close()
 
 
-def _send(traffic: Traffic, seconds: float, version: int, *, rate: int = 150, shift: float = 0.0) -> None:
-    end = time.time() + seconds
-    while time.time() < end:
-        for _ in range(rate // 10):
-            traffic.call(version, shift=shift)
-        time.sleep(0.1)
+def _send(traffic: Traffic, start: float, seconds: float, version: int, *, rate: int = 150,
+          shift: float = 0.0) -> float:  # fmt: skip
+    """``rate`` calls a second of ``version`` for ``seconds``, stamped from ``start`` on; the end. The
+    monitor windows by the records' own timestamps (event time), so no test waits for the clock."""
+    calls = int(seconds * rate)
+    for i in range(calls):
+        traffic.call(version, shift=shift, started=start + i / rate)
+    return start + seconds
 
 
 def test_windows_add_up_exactly_once_across_a_kill(broker, tmp_path) -> None:
@@ -85,12 +88,11 @@ def test_windows_add_up_exactly_once_across_a_kill(broker, tmp_path) -> None:
 
     kafka.ensure_topic(topic)
     traffic = Traffic(topic, broker)
-    _send(traffic, 3, version=1)
+    now = _send(traffic, time.time() - 10, 3, version=1)
     _produce_raw(broker, topic, [b"not json", b"[1, 2]", b'{"type": "request"}'] * 100)
-    _send(traffic, 3, version=2, shift=2.0)  # version 2 serves drifted inputs
-    traffic.call(1, started=time.time() - 30)  # late: its window closed long ago
-    time.sleep(3)
-    traffic.call(2)  # a later record moves the watermark past every window above
+    now = _send(traffic, now, 3, version=2, shift=2.0)  # version 2 serves drifted inputs
+    traffic.call(1, started=now - 30)  # late: its window closed long ago
+    traffic.call(2, started=now + 3)  # a later record moves the watermark past every window above
     traffic.close()
 
     # A monitor in its own process, small micro-batches, SIGKILLed once it committed some of them.
@@ -103,12 +105,12 @@ def test_windows_add_up_exactly_once_across_a_kill(broker, tmp_path) -> None:
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     store = MonitorStore(project.fs, MODEL)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not (
-        store.windows() and max(w["batch_id"] for w in store.windows()) >= 3
-    ):
+
+    def committed_some() -> bool:
         assert monitor.poll() is None, monitor.stdout.read().decode()[-3000:]
-        time.sleep(0.5)
+        return bool(store.windows()) and max(w["batch_id"] for w in store.windows()) >= 3
+
+    wait_for(committed_some, 180, "the monitor to commit micro-batch 3", interval=0.5)
     os.killpg(monitor.pid, signal.SIGKILL)
     monitor.wait()
     partial = store.windows()
@@ -203,21 +205,21 @@ def test_the_dashboard_shows_what_the_model_server_logged(broker, tmp_path, caps
         f"--kafka_bootstrap_servers={broker}", f"--kafka_topic={topic}",
         "--monitoring_config_file=/dev/null", log=tmp_path / "server.log",
     )  # fmt: skip
-    calls = 0
+    calls = 300
     try:
         server.wait_ready("m")
         url = f"{server.url}/v1/models/m:predict"
-        end = time.time() + 2 * WINDOW_S
         with httpx.Client() as client:
-            while time.time() < end:
-                instances = [{"x": float(i % 7) / 7, "y": 0.1} for i in range(4)]
+            for _ in range(calls):
+                instances = [{"x": float(j % 7) / 7, "y": 0.1} for j in range(4)]
                 assert client.post(url, json={"instances": instances}).status_code == 200
-                calls += 1
-            time.sleep(WINDOW_S + 1.5)
-            assert client.post(url, json={"instances": [{"x": 0.0, "y": 0.0}]}).status_code == 200
     finally:
         server.stop()
-    time.sleep(2)  # the logger's last sends
+    # the server's last sends are on the topic, then a later call moves the watermark past them all
+    wait_for(lambda: len(read_all(broker, topic, 1)) >= 2 * calls, 60, "the server's inference log")
+    traffic = Traffic(topic, broker)
+    traffic.call(1, started=time.time() + WINDOW_S + 1.5)
+    traffic.close()
     run(_spec(topic, prediction_output="sum"))
     store = MonitorStore(project.fs, MODEL)
     windows = store.windows()
@@ -280,33 +282,39 @@ def test_a_broker_restart_mid_stream_loses_nothing(broker, services_home) -> Non
     topic = f"m_log_{uuid.uuid4().hex[:6]}"
     kafka.ensure_topic(topic)
     traffic = Traffic(topic, broker)
-    _send(traffic, 2, version=1)
-    outcome: dict = {}
+    now = _send(traffic, time.time() - 10, 2, version=1)
+    stop, outcome = threading.Event(), {}
     monitor = threading.Thread(
         target=lambda: outcome.update(
-            result=run(_spec(topic, available_now=False, trigger_seconds=0.5, run_seconds=90))
+            result=run(_spec(topic, available_now=False, trigger_seconds=0.5), stop=stop)
         ),
         daemon=True,
     )
     monitor.start()
     store = MonitorStore(project.fs, MODEL)
-    deadline = time.monotonic() + 120
-    while not store.windows() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert store.windows(), "the monitor committed nothing"
+    wait_for(store.windows, 120, "the monitor's first commit", interval=0.5)
     server = service_at("kafka", services_home, preferred_ports=False)
     server.stop()
-    time.sleep(5)
     server.start()
-    _send(traffic, 3, version=1)
-    time.sleep(3)
-    traffic.call(1)  # closes the windows above
+    now = _send(traffic, now, 3, version=1)
+    traffic.call(1, started=now + 3)  # closes the windows above
     traffic.close()
-    monitor.join(timeout=300)
-    assert "result" in outcome
-    run(_spec(topic))  # anything the first run had not reached
     expected, _ = _expected(broker, topic)
-    counted = Counter(
-        {(w["version"], int(w["window_start"].timestamp() * 1000)): w["requests"] for w in store.windows()}
-    )
-    assert counted == expected and sum(w["late"] for w in store.windows()) == 0
+
+    def counted() -> Counter:
+        return Counter(
+            {
+                (w["version"], int(w["window_start"].timestamp() * 1000)): w["requests"]
+                for w in store.windows()
+            }
+        )
+
+    def caught_up() -> bool:
+        assert monitor.is_alive(), "the monitor stopped on a broker restart"
+        return counted() == expected
+
+    wait_for(caught_up, 180, "every window to count what was produced", interval=1)
+    stop.set()
+    monitor.join(timeout=120)
+    assert "result" in outcome
+    assert counted() == expected and sum(w["late"] for w in store.windows()) == 0

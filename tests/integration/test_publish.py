@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -28,18 +27,28 @@ from fjord.projects import create_project
 from tests.conftest import REPO
 from tests.integration.publish_worker import GROUPS, groups, rows
 from tests.integration.publish_worker import main as publish_day
+from tests.waiting import wait_for
 
 
-def _writer(mode: str, day: int, *, crash: str | None = None, hold: float = 0.0, wait: float | None = None):
+def _writer(mode: str, day: int, *, crash: str | None = None, hold: bool = False, wait: float | None = None):
+    """A writer process; one that ``hold``s stays inside its publish until its stdin is closed."""
     env = {k: v for k, v in os.environ.items() if k != "FJORD_CRASH_AT"}
     if crash:
         env["FJORD_CRASH_AT"] = crash
     if wait is not None:
         env["FJORD_FEATURESTORE__WRITER_WAIT_SECONDS"] = str(wait)
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.publish_worker", mode, str(day), str(hold)],
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.publish_worker",
+            mode,
+            str(day),
+            *(["hold"] if hold else []),
+        ],
         cwd=REPO,
         env=env,
+        stdin=subprocess.PIPE if hold else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -134,23 +143,31 @@ def metadata(request, monkeypatch, fjord_home):
 
 
 def test_a_second_writer_waits_for_the_lease_then_fails_naming_the_holder(metadata) -> None:
-    holder = _writer("one", 1, hold=8)
+    holder = _writer("one", 1, hold=True)
     fs = featurestore.connect("fraud")
     tx = groups(fs)["tx"]
     leases = WriterLeases(fs.registry.engine, wait=0)
-    deadline = time.monotonic() + 60
-    while holder.poll() is None and time.monotonic() < deadline:  # until the holder has the lease
+
+    def busy() -> bool:  # true once the holder has the lease
+        assert holder.poll() is None, holder.communicate()[1][-2000:]
         try:
             leases.acquire(tx.id, tx.ref)
         except WriterBusyError as exc:
             assert f"pid {holder.pid}" in str(exc) and "waited 0 s" in str(exc)
-            break
+            return True
         leases.release()
-        time.sleep(0.1)
-    else:
-        pytest.fail("the holder never held the lease")
-    waiting = _run("one", 2, wait=120)  # waits for the holder, then publishes
-    assert holder.wait(timeout=120) == 0 and waiting.returncode == 0, waiting.stderr
+        return False
+
+    wait_for(busy, 120, "the holder to take the lease", interval=0.1)
+    waiting = _writer("one", 2, wait=120)
+    assert waiting.stderr is not None
+    while "waiting up to 120 s for its lease" not in (line := waiting.stderr.readline()):
+        assert line, f"the second writer ended without waiting: {waiting.communicate()}"
+    assert f"pid {holder.pid}" in line
+    holder.stdin.close()  # the holder publishes and lets go; the waiting writer goes on after it
+    assert holder.wait(timeout=120) == 0
+    _, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, err
     assert _state(["tx"])["tx"][:2] == (100, [0, 1])
 
 

@@ -67,7 +67,8 @@ def test_malformed_conda_specs(text: str, message: str) -> None:
     "pin", ["python", "python=3.11", "python>=3.10", "python>=3.10,<4", "python==3.11.*"]
 )
 def test_python_pins_the_platform_meets(pin: str) -> None:
-    parse_spec(f"dependencies:\n  - {pin}\n", "environment.yml")
+    """A python pin the platform's Python meets is accepted and asks pip for nothing."""
+    assert parse_spec(f"dependencies:\n  - {pin}\n  - pyjokes=0.6\n", "environment.yml") == ["pyjokes==0.6.*"]
 
 
 def test_a_concurrent_identical_build_keeps_the_winner(tmp_path: Path) -> None:

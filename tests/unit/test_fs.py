@@ -2,7 +2,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -127,26 +126,28 @@ def test_upload_streams_a_local_file(root: SharedFS, tmp_path: Path) -> None:
     assert root.read_bytes("Environments/big.bin") == local.read_bytes()
 
 
-_SLOW_WRITER = """
-import sys, time
+# Writes six files of a publish, says so, then waits for the kill mid-publish.
+_STALLED_WRITER = """
+import sys
 from fjord.fs import SharedFS
 root = SharedFS(sys.argv[1])
 with root.publish("data/batch") as out:
-    for i in range(1000):
+    for i in range(6):
         out.write_text(f"part-{i:04d}.csv", "x\\n" * 1000)
-        if i == 5:
-            print("writing", flush=True)
-        time.sleep(0.01)
+    print("writing", flush=True)
+    sys.stdin.read()
 """
 
 
 def test_killed_writer_leaves_no_visible_partial_data(root: SharedFS) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SLOW_WRITER, root.uri()], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _STALLED_WRITER, root.uri()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "writing"
-    time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     assert not root.exists("data/batch")

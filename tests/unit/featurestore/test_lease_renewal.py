@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from sqlalchemy import create_engine
 
 from featurestore.lease import WriterLeases
+from tests.waiting import wait_for
 
 
 def test_renewal_survives_a_database_error(tmp_path, caplog) -> None:
@@ -18,8 +18,9 @@ def test_renewal_survives_a_database_error(tmp_path, caplog) -> None:
     engine.dispose()
     (tmp_path / "meta.db").mkdir()  # and cannot be reopened
     with caplog.at_level(logging.WARNING, logger="featurestore.lease"):
-        time.sleep(0.5)
+        wait_for(lambda: "could not renew writer leases" in caplog.text, 30, "a failed renewal")
+        failures = caplog.text.count("could not renew writer leases")
+        wait_for(lambda: caplog.text.count("could not renew writer leases") > failures, 30, "a retry")
     assert leases._renewer is not None and leases._renewer.is_alive()
-    assert "could not renew writer leases" in caplog.text
     leases._stop.set()
     leases._renewer.join()
