@@ -14,11 +14,12 @@ PYTEST_ARGS ?=
 
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: run test lint bench venv jars check-java check-uv check-chromium clean help
+.PHONY: run test test-fast lint bench venv jars check-java check-uv check-chromium clean help
 
 help:
 	@echo "make run    set up, then run the platform's main job on the embedded defaults"
 	@echo "make test   set up, then run the whole test suite"
+	@echo "make test-fast   unit and contract tests only (the inner loop, about 2 minutes)"
 	@echo "make lint   ruff + mypy;  make bench   benchmarks (docs/benchmarks.md)"
 
 venv: $(STAMP)
@@ -54,6 +55,10 @@ run: $(STAMP) $(JARS)
 
 test: $(STAMP) $(JARS) | check-chromium
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The inner loop: unit and contract tests (the contract suites start the embedded servers they need).
+test-fast: $(STAMP) $(JARS)
+	$(VENV)/bin/pytest tests/unit tests/contract $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -145,6 +145,12 @@ class AirflowSettings(_Section):
     username: str = Field(default="admin", description="The user the platform's own calls log in as.")
     password: str | None = Field(default=None, description="Default: the embedded Airflow's, from its home.")
     parallelism: int = Field(default=4, ge=1, description="Task slots of the embedded Airflow.")
+    task_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="fjord run: a task running longer than this is stuck; the run is failed, naming the task "
+        "and its log (the demo's longest task takes about 3 minutes on 2 cores).",
+    )
     dags_folder: Path | None = Field(default=None, description="Default: dags/ in the checkout.")
 
 

@@ -56,18 +56,27 @@ def spark(spark_session):
 
 
 def run_fjord(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600):
-    """Run the installed ``fjord`` console script in a subprocess, as a user would."""
+    """Run the installed ``fjord`` console script in a subprocess, as a user would. A hang fails the test
+    with the command and the tail of what it printed (where it stopped, and its log's path)."""
     import subprocess
 
     fjord = Path(sys.executable).with_name("fjord")
-    return subprocess.run(
-        [str(fjord), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        timeout=timeout,
-    )
+    try:
+        return subprocess.run(
+            [str(fjord), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        printed = (
+            (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout
+        )
+        pytest.fail(
+            f"`fjord {' '.join(args)}` did not end in {timeout:.0f} s; it printed:\n{(printed or '')[-3000:]}"
+        )
 
 
 @pytest.fixture(scope="session")

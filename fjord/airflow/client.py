@@ -64,10 +64,17 @@ class TaskState:
 class AirflowClient:
     """A logged-in session with one Airflow's REST API."""
 
-    def __init__(self, url: str, username: str, password: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        username: str,
+        password: str,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self._username, self._password = username, password
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
         self._token: str | None = None
 
     @classmethod
@@ -245,37 +252,64 @@ class AirflowClient:
         poll_s: float = 2.0,
         timeout_s: float = 3600.0,
         stuck_queued_s: float = 180.0,
+        task_timeout_s: float | None = None,
     ) -> str:
         """Poll the run until it ends, calling ``on_change`` for each task whose state changes; the
-        run's final state. A task queued longer than ``stuck_queued_s`` is the classic misconfiguration
-        (the worker cannot reach the execution API): :class:`AirflowError` saying so."""
+        run's final state.
+
+        A hang fails fast, naming the task and its log: a task queued longer than ``stuck_queued_s`` is
+        the classic misconfiguration (the worker cannot reach the execution API), :class:`AirflowError`;
+        a task running longer than ``task_timeout_s`` is stuck: the run is marked failed (Airflow stops
+        its tasks) and :class:`PipelineFailed` is raised. A run not done in ``timeout_s`` raises
+        :class:`AirflowError` naming the tasks still running."""
         seen: dict[str, str | None] = {}
-        queued_at: dict[str, float] = {}
+        since: dict[tuple[str, str], float] = {}
         deadline = time.monotonic() + timeout_s
         while True:
             # what ended before what started, so the terminal reads in the order things happened
             states = sorted(self.task_states(dag_id, run_id), key=lambda t: t.state not in TASK_DONE)
+            now = time.monotonic()
             for task in states:
                 if seen.get(task.name) != task.state:
                     seen[task.name] = task.state
                     if on_change:
                         on_change(task)
-                if task.state == "queued":
-                    since = queued_at.setdefault(task.name, time.monotonic())
-                    if time.monotonic() - since > stuck_queued_s:
-                        raise AirflowError(
-                            f"task {task.name} of {dag_id} has been queued for {stuck_queued_s:.0f} s",
-                            hint="the workers cannot reach the execution API or sign with another JWT "
-                            "secret: run `fjord status` and `fjord logs airflow`",
-                        )
-                else:
-                    queued_at.pop(task.name, None)
+                for state in ("queued", "running"):
+                    if task.state != state:
+                        since.pop((task.name, state), None)
+                waited = now - since.setdefault((task.name, str(task.state)), now)
+                if task.state == "queued" and waited > stuck_queued_s:
+                    raise AirflowError(
+                        f"task {task.name} of {dag_id} has been queued for {stuck_queued_s:.0f} s",
+                        hint="the workers cannot reach the execution API or sign with another JWT "
+                        "secret: run `fjord status` and `fjord logs airflow`",
+                    )
+                if task.state == "running" and task_timeout_s is not None and waited > task_timeout_s:
+                    self.request(
+                        "PATCH", f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}", json={"state": "failed"}
+                    )
+                    raise PipelineFailed(
+                        f"task {task.name} of {dag_id} is stuck: running for {waited:.0f} s, past its "
+                        f"{task_timeout_s:.0f} s (airflow.task_timeout_seconds); run {run_id} marked failed",
+                        hint=f"its log: {self.task_url(dag_id, run_id, task)}",
+                    )
             state = str(self.dag_run(dag_id, run_id)["state"])
             if state in FINISHED:
                 return state
             if time.monotonic() > deadline:
-                raise AirflowError(f"DAG run {run_id} of {dag_id} did not finish in {timeout_s:.0f} s")
+                running = [t for t in states if t.state == "running"]
+                raise AirflowError(
+                    f"DAG run {run_id} of {dag_id} did not finish in {timeout_s:.0f} s; running: "
+                    + (", ".join(t.name for t in running) or "nothing"),
+                    hint="; ".join(f"{t.name}'s log: {self.task_url(dag_id, run_id, t)}" for t in running)
+                    or None,
+                )
             time.sleep(poll_s)
+
+    def task_url(self, dag_id: str, run_id: str, task: TaskState) -> str:
+        """The task instance's page in the Airflow UI (its log is there)."""
+        url = f"{self.url}/dags/{quote(dag_id)}/runs/{quote(run_id)}/tasks/{quote(task.task_id)}"
+        return url if task.map_index < 0 else f"{url}/mapped/{task.map_index}"
 
     # -- assets ----------------------------------------------------------------------------------
 

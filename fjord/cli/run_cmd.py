@@ -137,7 +137,7 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
                 tail = client.task_log(PIPELINE, run_id, task).strip().splitlines()[-12:]
                 console.print("\n".join(f"      | {line[:200]}" for line in tail), markup=False)
 
-    state = client.follow(PIPELINE, run_id, report)
+    state = client.follow(PIPELINE, run_id, report, task_timeout_s=settings.airflow.task_timeout_seconds)
     (log.with_suffix(".tasks.json")).write_text(
         json.dumps({"run_id": run_id, "state": state, "tasks": durations})
     )

@@ -83,8 +83,13 @@ class KafkaService(Service):
         (self.dir / "log4j2.properties").write_text(self._log4j())
         if (self.data / "metadata" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = [*self._java(), "kafka.tools.StorageTool", "format", "-t", cluster_id]
+        self.format_storage(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+
+    def format_storage(self, cluster_id: str) -> None:
+        """Format the KRaft storage for ``cluster_id`` (``server.properties`` written first)."""
+        # --cluster-id=ID, not -t ID: one id in 64 starts with "-", which the tool's parser takes for
+        # an option ("expected one argument"): a fresh Kafka failed to start now and then.
+        cmd = [*self._java(), "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}"]
         cmd += ["-c", str(self.dir / "server.properties")]
         run_once(cmd, "formatting Kafka's storage")
 

@@ -128,9 +128,12 @@ def run_once(argv: Sequence[str], what: str, *, env: Mapping[str, str] | None = 
         list(argv), capture_output=True, text=True, check=False, env={**os.environ, **(env or {})}
     )
     if result.returncode != 0:
-        lines = (result.stderr + "\n" + result.stdout).strip().splitlines()
-        errors = [line for line in lines if "ERROR" in line] or lines or ["no output"]
-        raise ServiceError(f"{what} failed: {errors[-1].strip()}")
+        # a JVM tool logs INFO lines on stdout and its exception on stderr: the error, not the last line
+        lines = [line for line in (result.stdout + "\n" + result.stderr).splitlines() if line.strip()]
+        errors = [line for line in lines if "ERROR" in line or "Exception" in line or "Error:" in line]
+        raise ServiceError(
+            f"{what} failed (exit {result.returncode}): {(errors or lines or ['no output'])[-1].strip()}"
+        )
 
 
 def log_tail(log: Path, lines: int = 1) -> str:

@@ -105,6 +105,28 @@ class S3Service(Service):
             skip_instance_cache=True,
         )
         try:
-            return bool(fs.exists(BUCKET))
+            if not fs.exists(BUCKET):
+                return False
         except (OSError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
             return False
+        return self._volumes_registered(ports)
+
+    def _volumes_registered(self, ports: dict[str, int]) -> bool:
+        """The master knows every volume on disk: after a restart the gateway answers before the volume
+        server's first heartbeat, and a read of an existing object until then fails (InternalError)."""
+        import httpx
+
+        try:
+            topology = httpx.get(f"http://127.0.0.1:{ports['master']}/dir/status", timeout=5).json()[
+                "Topology"
+            ]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
+        nodes = [
+            node
+            for center in topology.get("DataCenters") or []
+            for rack in center.get("Racks") or []
+            for node in rack.get("DataNodes") or []
+        ]
+        on_disk = len(list(self.data.rglob("*.dat")))
+        return bool(nodes) and sum(node.get("Volumes", 0) for node in nodes) >= on_disk
