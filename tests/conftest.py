@@ -166,3 +166,16 @@ def hdfs_server(services_home: Path) -> Iterator[str]:
 def s3_endpoint(services_home: Path) -> Iterator[str]:
     """A real S3 server (SeaweedFS) for the session, with the bucket ``fjord``; its endpoint URL."""
     yield from _serve("s3", services_home)
+
+
+# The costliest tests first: with `make test`'s workers (pytest-xdist, work stealing) the e2e starts at
+# once and the short tests fill the other workers around it, instead of the e2e starting last.
+_COST_ORDER = ("tests/e2e/", "tests/integration/", "tests/contract/", "tests/unit/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid
+        return next((i for i, prefix in enumerate(_COST_ORDER) if path.startswith(prefix)), len(_COST_ORDER))
+
+    items.sort(key=rank)  # stable: each group keeps its file order
