@@ -46,7 +46,8 @@ def test_the_job_builds_the_view_and_a_training_dataset_in_a_run_tree(landed, tm
     assert "feature view small v1: training dataset v1" in capsys.readouterr().out
 
 
-def test_bad_definitions_get_one_line(landed, tmp_path) -> None:
+def test_bad_definitions_get_one_line(spark, tmp_path) -> None:
+    create_project("fraud")  # refused before any data is read: no batches needed
     with pytest.raises(FeaturesError, match="no built-in feature view 'nope'"):
         run(FeaturesSpec(project="fraud", view="nope"))
     bad = tmp_path / "bad.yaml"
