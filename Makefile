@@ -11,9 +11,9 @@ ifeq ($(UV),)
 UV := $(PYTHON) -m uv
 endif
 PYTEST_ARGS ?=
-# make test's workers: the suite waits on servers and subprocesses more than it computes, so three
-# workers keep two cores busy (docs/benchmarks.md, "Where the suite's time goes").
-TEST_WORKERS ?= 3
+# make test's workers: the e2e beside the SparkSession's tests (tests/conftest.py), measured in
+# docs/benchmarks.md, "Where the suite's time goes".
+TEST_WORKERS ?= 2
 
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
@@ -57,7 +57,7 @@ run: $(STAMP) $(JARS)
 	$(VENV)/bin/fjord run
 
 test: $(STAMP) $(JARS) | check-chromium
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The inner loop: unit and contract tests (the contract suites start the embedded servers they need).
 test-fast: $(STAMP) $(JARS)

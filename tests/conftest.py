@@ -168,8 +168,10 @@ def s3_endpoint(services_home: Path) -> Iterator[str]:
     yield from _serve("s3", services_home)
 
 
-# The costliest tests first: with `make test`'s workers (pytest-xdist, work stealing) the e2e starts at
-# once and the short tests fill the other workers around it, instead of the e2e starting last.
+# How `make test` spreads the suite over its two workers (pytest-xdist, ``--dist loadgroup``): the
+# e2e (its own stack) on one, every test of the shared SparkSession on the other, so no worker starts
+# a second JVM, MLflow or set of servers it could share; the other tests fill in around them. The
+# costliest first, so the e2e starts at once instead of last.
 _COST_ORDER = ("tests/e2e/", "tests/integration/", "tests/contract/", "tests/unit/")
 
 
@@ -179,3 +181,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return next((i for i, prefix in enumerate(_COST_ORDER) if path.startswith(prefix)), len(_COST_ORDER))
 
     items.sort(key=rank)  # stable: each group keeps its file order
+    for item in items:
+        if item.nodeid.startswith("tests/e2e/"):
+            item.add_marker(pytest.mark.xdist_group("e2e"))
+        elif item.get_closest_marker("spark") or {"spark", "spark_session"} & set(item.fixturenames):
+            item.add_marker(pytest.mark.xdist_group("spark"))

@@ -280,9 +280,8 @@ def test_a_trial_past_its_timeout_is_killed_and_the_search_goes_on(project, tmp_
     assert hung.error == "killed after trial_timeout (15 s)" and hung.seconds >= 15
     hung_pid = int((tmp_path / "started-2").read_text())
     wait_for(lambda: not _alive(hung_pid), 60, "the timed-out trial's process to end")
-    files = project.fs.sub(f"Experiments/{result.run_id}/trials")
-    spans = {x: json.loads(files.read_text(f"{t.trial}/result.json")) for x, t in by_x.items()}
-    assert spans[3]["started"] >= spans[2]["ended"]  # the search went on after the kill, in order
+    assert by_x[1].status == by_x[3].status == "succeeded"  # the search went on after the kill...
+    assert int((tmp_path / "started-3").read_text()) != hung_pid  # ...in a new process
     assert describe(result.run_id)["trial_timeout"] == 15
 
 
