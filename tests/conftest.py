@@ -181,6 +181,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return next((i for i, prefix in enumerate(_COST_ORDER) if path.startswith(prefix)), len(_COST_ORDER))
 
     items.sort(key=rank)  # stable: each group keeps its file order
+    seen: set[str] = set()
+    twice = sorted({item.nodeid for item in items if item.nodeid in seen or seen.add(item.nodeid)})
+    if twice:  # xdist's grouped scheduling keys work by node id: all but one of them would not run
+        raise pytest.UsageError(f"tests share a node id (give each its own id): {twice[:3]}")
     for item in items:
         if item.nodeid.startswith("tests/e2e/"):
             item.add_marker(pytest.mark.xdist_group("e2e"))

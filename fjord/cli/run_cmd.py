@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import typer
@@ -241,7 +241,7 @@ def _monitor_drift(
     console.print(f"   [red]alert[/red] {alert['kind']} in window {alert['window_start']:%H:%M:%S} "
                   f"(v{alert['version']}): {alert['message']}")  # fmt: skip
     console.print(f"   -> Airflow asset event {alert['event_id']} on fjord://drift/{model}")
-    run_id = alert["dag_run_id"] or _created_run(client, model, alert["alert_id"])
+    run_id = alert["dag_run_id"] or _created_run(client, model, alert)
     console.print(f"   -> {RETRAIN} run {run_id}: {client.url}/dags/{RETRAIN}/runs/{run_id}")
     created = datetime.fromisoformat(client.dag_run(RETRAIN, run_id)["queued_at"]).timestamp()
     figures = {
@@ -260,16 +260,28 @@ def _monitor_drift(
     return urls["dashboard"]
 
 
-def _created_run(client: Any, model: str, alert_id: str, timeout_s: float = 120.0) -> str:
+def _created_run(client: Any, model: str, alert: dict[str, Any], timeout_s: float = 120.0) -> str:
     """The DAG run an alert's asset event created (the scheduler creates it within seconds)."""
-    from fjord.airflow.client import PipelineFailed
+    from fjord.airflow.client import AirflowError, PipelineFailed
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for event in client.asset_events(f"fjord://drift/{model}"):
-            runs = event.get("created_dagruns") or []
-            if (event.get("extra") or {}).get("alert_id") == alert_id and runs:
-                return str(runs[0]["run_id"])
+        try:
+            for event in client.asset_events(f"fjord://drift/{model}"):
+                runs = event.get("created_dagruns") or []
+                if (event.get("extra") or {}).get("alert_id") == alert["alert_id"] and runs:
+                    return str(runs[0]["run_id"])
+        except AirflowError as exc:
+            if exc.status != 500:
+                raise
+            # Airflow 3.3.2 answers 500 to every read of the events while a run one of them created
+            # is still queued (apache/airflow#71360, fixed after 3.3.2): that run is the newest one
+            # the asset triggered since the alert was posted (a minute's slack for the clocks).
+            since = alert["posted_at"] - timedelta(minutes=1)
+            for run in client.dag_runs(RETRAIN):
+                queued = datetime.fromisoformat(run["queued_at"]) if run.get("queued_at") else None
+                if run.get("run_type") == "asset_triggered" and queued and queued >= since:
+                    return str(run["dag_run_id"])
         time.sleep(2)
     raise PipelineFailed(f"the alert's asset event started no {RETRAIN} run in {timeout_s:.0f} s")
 

@@ -53,3 +53,32 @@ def test_a_run_past_its_timeout_names_what_still_runs() -> None:
     assert "model.train's log: http://airflow/dags/dag/runs/manual__1/tasks/model.train" in str(
         caught.value.hint
     )
+
+
+def test_the_retraining_run_is_found_while_airflow_cannot_list_the_events() -> None:
+    """apache/airflow#71360 (Airflow 3.3.2): reading asset events answers 500 while a run an event
+    created is queued; `fjord run` finds that run among the DAG's asset-triggered runs instead."""
+    from datetime import UTC, datetime
+
+    from fjord.cli.run_cmd import _created_run
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        if path == "/api/v2/assets":
+            return httpx.Response(200, json={"assets": [{"uri": "fjord://drift/fraud", "id": 1}]})
+        if path == "/api/v2/assets/events":
+            return httpx.Response(500, json={"detail": "Internal Server Error"})
+        runs = [
+            {"dag_run_id": "asset_triggered__new", "run_type": "asset_triggered",
+             "queued_at": "2026-12-04T10:00:05Z"},
+            {"dag_run_id": "scheduled__weekly", "run_type": "scheduled", "queued_at": "2026-12-04T10:00:06Z"},
+            {"dag_run_id": "asset_triggered__old", "run_type": "asset_triggered",
+             "queued_at": "2026-12-01T10:00:00Z"},
+        ]  # fmt: skip
+        return httpx.Response(200, json={"dag_runs": runs})
+
+    client = AirflowClient("http://airflow", "admin", "pw", transport=httpx.MockTransport(answer))
+    alert = {"alert_id": "a1", "posted_at": datetime(2026, 12, 4, 10, 0, 4, tzinfo=UTC)}
+    assert _created_run(client, "fraud", alert) == "asset_triggered__new"
