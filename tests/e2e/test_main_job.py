@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_fjord
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -142,7 +143,9 @@ def _a_cleared_run_survives_a_scheduler_crash_and_changes_nothing(run_id: str, p
 
     client = AirflowClient.connect()
     client.request("POST", f"/dags/{PIPELINE}/dagRuns/{run_id}/clear", json={"dry_run": False})
-    _wait(lambda: any(t.state == "running" for t in client.task_states(PIPELINE, run_id)), 120)
+    wait_for(
+        lambda: any(t.state == "running" for t in client.task_states(PIPELINE, run_id)), 120, "the rerun"
+    )
     scheduler = airflow_service().pids()["scheduler"]
     kill_group(scheduler)
     restarted = run_fjord("up")
@@ -187,7 +190,9 @@ def _the_drift_alert_started_a_retraining_run(out: str) -> None:
 
     run_id = re.search(r"-> fraud_retrain run (\S+):", out).group(1)
     client = AirflowClient.connect()
-    _wait(lambda: _task_state(client, "fraud_retrain", run_id, "cause") == "success", 180)
+    wait_for(
+        lambda: _task_state(client, "fraud_retrain", run_id, "cause") == "success", 180, "the cause task"
+    )
     cause = get_run(dag_run_record_id("fraud_retrain", run_id)).params["cause"]
     extra = cause["events"][0]["extra"]
     assert cause["trigger"] == "asset event" and extra["kind"] == "drift" and extra["model"] == "fraud"
@@ -199,7 +204,11 @@ def _the_drift_alert_started_a_retraining_run(out: str) -> None:
     posted = [a for a in alerts if a["state"] == "posted"]
     assert len(posted) == 1 and posted[0]["alert_id"] == extra["alert_id"]  # the cool-down holds the rest
     store = MonitorStore(get_project("fraud").fs, "fraud")
-    _wait(lambda: [a["dag_run_id"] for a in store.alerts() if a["state"] == "posted"] == [run_id], 60)
+    wait_for(
+        lambda: [a["dag_run_id"] for a in store.alerts() if a["state"] == "posted"] == [run_id],
+        60,
+        "the alert's run",
+    )
     status = run_fjord("monitor", "status", "--project", "fraud")
     assert status.returncode == 0 and "running (pid" in status.stdout, status.stderr
     shown = json.loads(run_fjord("monitor", "alerts", "--project", "fraud", "--json").stdout)
@@ -248,17 +257,6 @@ def _maintenance_compacts_and_keeps_the_training_data_rebuildable() -> None:
     view = featurestore.connect("fraud").get_feature_view("fraud_demo", 1)
     rebuilt, _ = view.recreate_training_data(1)
     assert view.read_training_dataset(rebuilt).equals(view.read_training_dataset(1))
-
-
-def _wait(condition, timeout: float):
-    """Poll ``condition()`` until it returns something true; that value."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(1)
-    return value
 
 
 def _rollback_returns_to_the_version_before(served: dict) -> None:

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from fjord.services.process import free_port
 from tests.conftest import REPO
+from tests.waiting import wait_for
 
 
 class ServerProcess:
@@ -33,19 +33,14 @@ class ServerProcess:
         )  # fmt: skip
 
     def wait_ready(self, model: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError(
                     f"server exited {self.process.returncode}: {self.log.read_text()[-2000:]}"
                 )
-            try:
-                if httpx.get(f"{self.url}/v1/models/{model}", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"server not ready: {self.log.read_text()[-2000:]}")
+            return httpx.get(f"{self.url}/v1/models/{model}", timeout=2).status_code == 200
+
+        wait_for(ready, timeout, f"the server to serve {model}", interval=0.3, ignore=(httpx.HTTPError,))
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
