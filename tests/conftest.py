@@ -21,6 +21,31 @@ from fjord.config import reset_settings
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """No FJORD_* setting of the shell reaches the session: the session's servers (MLflow, Kafka, ...)
+    start before any test's own FJORD_HOME exists, and a developer's ``FJORD_HOME`` would otherwise put
+    them in the developer's home, where a test session's tear-down stops the developer's servers.
+    Settings give the environment priority over arguments, so ``Settings(home=...)`` alone is not enough."""
+    for name in [n for n in os.environ if n.startswith("FJORD_")]:
+        del os.environ[name]
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        # Each worker is a host of its own for what Fjord keeps per host in the temporary directory
+        # (the trials' core locks): the e2e's training must not hold the cores another worker's test
+        # pins its trials to.
+        import tempfile
+
+        os.environ["TMPDIR"] = config._fjord_tmpdir = tempfile.mkdtemp(prefix=f"fjord-{worker}-")
+        tempfile.tempdir = None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    if getattr(config, "_fjord_tmpdir", None):
+        shutil.rmtree(config._fjord_tmpdir, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def fjord_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty embedded stack under tmp_path, with no FJORD_* settings leaking in from outside."""

@@ -95,6 +95,10 @@ class AirflowService(Service):
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            # A scheduler that died leaves its running tasks orphaned; the restarted one resets them
+            # (and their run goes on) at its next check. Airflow checks every 5 minutes; a dead
+            # scheduler is known as one after scheduler_health_check_threshold (30 s).
+            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
         }
 
     def database_url(self, *, asynchronous: bool = False) -> str:

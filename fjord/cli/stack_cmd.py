@@ -4,8 +4,8 @@
 tracking server, Airflow (api-server, scheduler, dag-processor, triggerer), the model server of
 every project that has a serving, a streaming monitor per served model that logs its inputs
 (``monitor.enabled``) and the monitoring dashboard; each is found running if it already is, so ``up`` twice is
-harmless. It prints every URL and how to log in to Airflow. ``down`` stops all of them, the last
-started first, with every process they forked. Servers configured elsewhere (``mlflow.tracking_uri``,
+harmless. It prints every URL and how to log in to Airflow. ``down`` stops all of them, with every
+process they forked: Airflow, then what uses the services, then the services, each wave at once. Servers configured elsewhere (``mlflow.tracking_uri``,
 ``airflow.api_url``, ``kafka.bootstrap_servers``) are used, not started.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,15 +196,20 @@ def down() -> None:
     settings = get_settings()
     from jobs.monitor import service
 
-    # Airflow first: a task still running could otherwise start a model server after its stop.
-    steps: list[tuple[str, Callable[[], bool]]] = [("airflow", airflow_service(settings).stop)]
-    steps += [(f"monitor/{p}/{m}", functools.partial(service.stop, p, m)) for p, m in _monitored()]
-    steps.append(("dashboard", service.dashboard_stop))
-    steps += [(f"model-server/{p}", functools.partial(serving.stop, project=p)) for p in _servings()]
-    steps.append(("mlflow", lambda: stop_server(settings)))
-    steps += [(s.name, s.stop) for s in reversed(services(list(SERVICE_NAMES), settings))]
-    for name, stop in steps:
-        console.print(f"{name:<20} {'stopped' if stop() else 'not running'}")
+    # In three waves, each stopped at once: Airflow first (a task still running could otherwise start
+    # a model server after its stop); then what uses the services (monitors, dashboard, model
+    # servers, MLflow); then the services themselves.
+    Steps = list[tuple[str, Callable[[], bool]]]
+    users: Steps = [(f"monitor/{p}/{m}", functools.partial(service.stop, p, m)) for p, m in _monitored()]
+    users.append(("dashboard", service.dashboard_stop))
+    users += [(f"model-server/{p}", functools.partial(serving.stop, project=p)) for p in _servings()]
+    users.append(("mlflow", lambda: stop_server(settings)))
+    servers: Steps = [(s.name, s.stop) for s in reversed(services(list(SERVICE_NAMES), settings))]
+    for wave in ([("airflow", airflow_service(settings).stop)], users, servers):
+        with ThreadPoolExecutor(max_workers=len(wave)) as pool:
+            stopped = list(pool.map(lambda step: step[1](), wave))
+        for (name, _), done in zip(wave, stopped, strict=True):
+            console.print(f"{name:<20} {'stopped' if done else 'not running'}")
 
 
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
