@@ -17,3 +17,11 @@ class FeatureStorePermissionError(FeatureStoreError, PermissionError):
     """Reading another project's feature group that was not shared, or writing to one."""
 
     exit_code = 5
+
+
+class UnknownCommitsError(FeatureStoreError):
+    """A feature group's table holds commits this metadata database did not make (another database,
+    or an older copy of this one, wrote them). Nothing is changed: adopt them, or point
+    ``metadata.url`` at the database that made them."""
+
+    exit_code = 17

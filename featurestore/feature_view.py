@@ -115,11 +115,14 @@ class FeatureView(Versioned):
                     run_id=run.run_id,
                     options=options,
                     created_at=datetime.now(UTC),
-                )
+                ),
+                # A published version directory is never written over: one this registry does not
+                # know (made through another metadata database) keeps its number, and this takes the next.
+                taken=lambda version: project.fs.is_published(self._location(version)),
             )
             rel = self._location(reserved.version)
             try:
-                with project.fs.publish(rel, overwrite=True) as out:
+                with project.fs.publish(rel) as out:
                     rows = engine_impl.write_parquet(plan, out.sub("parquet"))
                     if data_format == "tfrecord":
                         from featurestore.formats import write_tfrecords

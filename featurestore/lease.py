@@ -204,3 +204,17 @@ class WriterLeases:
                     )
                 )
         self.held.clear()
+
+
+def live_leases(engine: Engine) -> list[str]:
+    """The writers holding a lease now (``describe`` of each): a publish is in flight."""
+    ensure_tables(_schema, engine)
+    now = datetime.now(UTC)
+    with engine.connect() as conn:
+        rows = conn.execute(_leases.select()).all()
+    live = []
+    for row in rows:
+        expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
+        if expires > now:
+            live.append(f"pid {row.pid} on {row.host} (group {row.group_id})")
+    return live

@@ -23,6 +23,7 @@ from featurestore.errors import FeatureStoreError
 from featurestore.feature_group import FeatureGroup
 from featurestore.lease import WriterLeases
 from featurestore.offline import DeltaOfflineStore
+from featurestore.publish import commit_metadata, unregistered_commits
 from featurestore.registry import CommitRecord
 
 COMPACTION = "compaction"
@@ -72,25 +73,36 @@ def compact(group: FeatureGroup, run_id: str | None = None) -> MaintenanceReport
         if latest is None:
             return report
         table = DeltaOfflineStore(group.location)
-        if table.latest_version() != latest.commit_id:
+        if unregistered_commits(table, latest.commit_id):
             raise FeatureStoreError(
                 f"{group} has Delta commits after its last registered one ({latest.commit_id}): a writer "
                 "died mid-publish",
                 hint="the next publish to the group recovers it; compact after that",
             )
-        metrics = table.compact({"fjord.compaction_of": str(latest.commit_id), "fjord.run_id": run_id or ""})
+        publish_id = uuid.uuid4().hex
+        registry.add_intent(publish_id, group.id)  # a crash before the commit below: the next writer reverts
+        metrics = table.compact(
+            {
+                "fjord.compaction_of": str(latest.commit_id),
+                "fjord.run_id": run_id or "",
+                "fjord.publish_id": publish_id,
+                "fjord.commit": commit_metadata(0, latest.statistics, COMPACTION),
+            }
+        )
         if metrics["version"] is None:
+            registry.clear_intents(publish_id)
             return report
         report.compacted_into = int(metrics["version"])
         report.files_removed = int(metrics.get("numFilesRemoved", 0))
         report.files_added = int(metrics.get("numFilesAdded", 0))
         commit = CommitRecord(
             commit_id=report.compacted_into, committed_at=datetime.now(UTC), rows=0, rows_inserted=0,
-            rows_updated=0, run_id=run_id, statistics=latest.statistics, publish_id=uuid.uuid4().hex,
+            rows_updated=0, run_id=run_id, statistics=latest.statistics, publish_id=publish_id,
             stage=COMPACTION, online_pending=False,
         )  # fmt: skip
         with registry.engine.begin() as conn:
             registry.add_commit(conn, group.id, commit)
+            registry.clear_intents(publish_id, conn)
     finally:
         leases.release()
     return report

@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -33,7 +33,11 @@ from featurestore.schema import normal_schema
 from fjord.errors import NotFoundError
 from fjord.fs import SharedFS, object_store_options
 
+if TYPE_CHECKING:
+    from featurestore.registry import GroupRecord
+
 _REWRITE_BATCH_ROWS = 128_000
+DESCRIPTOR = "_fjord_group.json"  # a group's descriptor in its table directory; Delta ignores "_" files
 
 
 def _q(name: str) -> str:
@@ -320,3 +324,22 @@ def _file_stats(metadata: pq.FileMetaData) -> dict[str, Any]:
         maxs[field.name] = _stat_value(max(c.max for c in columns))
         nulls[field.name] = sum(c.null_count for c in columns)
     return {"numRecords": metadata.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+
+
+def write_descriptor(record: GroupRecord) -> None:
+    """The group's descriptor in its table directory (what ``featurestore.adopt`` registers it from); kept
+    as it is once written."""
+    fs = SharedFS(record.table_uri)
+    if fs.exists(DESCRIPTOR):
+        return
+    descriptor = {
+        "name": record.name,
+        "version": record.version,
+        "primary_key": record.primary_key,
+        "event_time": record.event_time,
+        "online_enabled": record.online_enabled,
+        "description": record.description,
+        "created_at": record.created_at.isoformat(),
+    }
+    fs.makedirs("")
+    fs.write_text(DESCRIPTOR, json.dumps(descriptor, indent=1))

@@ -9,16 +9,20 @@
 ``FeatureGroup.insert(data)`` is a publish of one group. How a publish commits:
 
 1. **Lease.** It takes each group's writer lease (:mod:`featurestore.lease`) before touching the group,
-   then undoes what a writer that died left behind: Delta commits the registry never recorded are
-   reverted (a restore commit), and committed rows that never reached the online store are written.
+   then undoes what a writer that died left behind: Delta commits that a writer of this registry
+   marked as started (an intent, recorded before each Delta commit) and never registered are reverted
+   (a restore commit), and committed rows that never reached the online store are written. A commit
+   the registry neither registered nor marked was made through another metadata database: it is
+   never reverted; the publish stops with :class:`UnknownCommitsError`, which names the command that
+   adopts it (``fjord featurestore adopt``).
 2. **Stage.** The incoming rows are validated and written as Parquet into the group's table directory.
    Rows the table already holds, value for value, are not committed again: a rerun of a published
    batch adds no commit.
-3. **Delta commit**, one per group. Readers do not see it yet: every reader through the feature store
+3. **Delta commit**, one per group, after its intent is recorded. Readers do not see it yet: every reader through the feature store
    API reads the registry's commits (:meth:`FeatureGroup.snapshot`), not the table's newest version.
 4. **The commit point**: one transaction of the metadata database checks the leases are still held
    and that no one else committed to these tables since, then records every group's commit (with
-   its statistics and schema) and the publish's lineage run, succeeded. Readers, the registry and
+   its statistics and schema), clears the intents and records the publish's lineage run, succeeded. Readers, the registry and
    lineage see all of the groups' commits from here, or, if the transaction never happens, none.
 5. **After**: each commit's rows are written to the online store (the commit is marked pending until
    then, so a crash here is finished by the next writer), the run's file is written, and the leases
@@ -45,9 +49,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurestore.engines.duckdb import connect_duckdb, read_parquet_sql
-from featurestore.errors import FeatureStoreError, SchemaError
+from featurestore.errors import FeatureStoreError, SchemaError, UnknownCommitsError
 from featurestore.lease import LeaseLostError, WriterLeases
-from featurestore.offline import Committed, DeltaOfflineStore
+from featurestore.offline import Committed, DeltaOfflineStore, write_descriptor
 from featurestore.online_keys import encode_key_sql
 from featurestore.registry import CommitRecord
 from featurestore.schema import Feature, check_insert, features_of, normal_schema, normalise
@@ -131,6 +135,7 @@ class Publish:
         group.reload()  # the schema as the previous writer left it
         crash_point("publish.leased")
         registered = self._recover(group)
+        write_descriptor(group._record)  # groups created before descriptors existed get theirs here
         table = DeltaOfflineStore(group.location)
         head = table.latest_version()
         staged = self._stack.enter_context(Staged(group, data))
@@ -146,7 +151,12 @@ class Publish:
             self.unchanged.append(group.ref)
             return registered
         statistics = compute_statistics(staged.con, "incoming", staged.schema)
-        metadata = {"fjord.publish_id": self.id, "fjord.run_id": self._record.run_id}
+        metadata = {
+            "fjord.publish_id": self.id,
+            "fjord.run_id": self._record.run_id,
+            "fjord.commit": commit_metadata(staged.rows, statistics, staged.stage),
+        }
+        self._store.registry.add_intent(self.id, group.id)
         committed = staged.commit(keys, metadata, new_fields if registered is not None else None)
         crash_point("publish.delta_committed")
         self._pending.append(
@@ -161,21 +171,23 @@ class Publish:
         latest = registry.latest_commit(group.id)
         registered = latest.commit_id if latest else None
         table = DeltaOfflineStore(group.location)
-        head = table.latest_version()
-        if head is not None and head != registered:
-            newest = table.entries_since(head - 1)
-            after = table.entries_since(registered)
-            if after and all(str(e.get("operation", "")).startswith("VACUUM") for e in after):
-                pass  # a vacuum's own log entries (featurestore/maintenance.py): no data changed
-            elif not newest or newest[-1].get("fjord.restored_to") != str(registered):
-                log.warning(
-                    "%s: reverting Delta commits after %s that no publish committed (a writer died)",
-                    group,
-                    registered,
-                )
-                table.revert_to(registered, self._revert_metadata(registered))
+        unfinished = unregistered_commits(table, registered)
+        if unfinished:
+            started = registry.intents(group.id)
+            foreign = [e["version"] for e in unfinished if e.get("fjord.publish_id") not in started]
+            if foreign:
+                raise unknown_commits(group, foreign)
+            log.warning(
+                "%s: reverting Delta commit(s) %s after %s that a writer started and did not register "
+                "(it died)",
+                group,
+                [e["version"] for e in unfinished],
+                registered,
+            )
+            table.revert_to(registered, self._revert_metadata(registered))
+            registry.clear_intents({e["fjord.publish_id"] for e in unfinished}, group_id=group.id)
         for commit in registry.online_pending(group.id):
-            _replay_online(group, table, commit)
+            replay_online(group, table, commit)
         return registered
 
     # -- committing ----------------------------------------------------------------------------------
@@ -193,6 +205,9 @@ class Publish:
         record.status, record.ended_at = "succeeded", datetime.now(UTC)
         engine = store.registry.engine
         same_database = engine.url == lineage_engine().url
+        # The run file before the commit point: every group's Delta commit is made, so the file says
+        # the publish is whole (what adoption by another metadata database relies on).
+        write_run_file(store.project, record)
         try:
             commits = {p.group.ref: self._commit_record(p) for p in self._pending}
             with engine.begin() as conn:  # the commit point
@@ -201,16 +216,18 @@ class Publish:
                     self._check_only_ours(p)
                 for p in self._pending:
                     store.registry.add_commit(conn, p.group.id, commits[p.group.ref], p.features)
+                store.registry.clear_intents(self.id, conn)
                 if same_database:
                     index_run(conn, store.project, record)
         except BaseException:
             self._revert()
+            record.status = "failed"
+            write_run_file(store.project, record)
             raise
         crash_point("publish.registered")
         if not same_database:
             with lineage_engine().begin() as conn:
                 index_run(conn, store.project, record)
-        write_run_file(store.project, record)
         for p in self._pending:
             p.staged.committed = True
             p.group.refresh_features(p.features)
@@ -257,11 +274,46 @@ class Publish:
         return {"fjord.restored_to": str(version), "fjord.publish_id": self.id}
 
     def _revert(self) -> None:
+        reverted = True
         for p in reversed(self._pending):
             try:
                 DeltaOfflineStore(p.group.location).revert_to(p.base, self._revert_metadata(p.base))
-            except Exception:  # the next writer's recovery reverts it instead
+            except Exception:  # the next writer's recovery reverts it instead (its intent stays)
+                reverted = False
                 log.exception("%s: could not revert the uncommitted publish %s", p.group, self.id)
+        if reverted and self._pending:
+            self._store.registry.clear_intents(self.id)
+
+
+def commit_metadata(rows: int, statistics: dict[str, Any], stage: str | None) -> str:
+    """What a Delta commit carries about itself, so that a registry that lost it can rebuild its
+    record from the table alone (``fjord featurestore adopt``)."""
+    import json
+
+    return json.dumps({"rows": rows, "statistics": statistics, "stage": stage}, default=str)
+
+
+def unregistered_commits(table: DeltaOfflineStore, registered: int | None) -> list[dict[str, Any]]:
+    """The Delta commits after ``registered`` that change data and are not undone yet: those after
+    the last restore to ``registered`` (an earlier recovery's), leaving out vacuums' entries (they
+    change no data). Empty when the table is at its registered commit."""
+    head = table.latest_version()
+    if head is None or head == registered:
+        return []
+    after = table.entries_since(registered)
+    undone = [i for i, e in enumerate(after) if e.get("fjord.restored_to") == str(registered)]
+    if undone:
+        after = after[undone[-1] + 1 :]
+    return [e for e in after if not str(e.get("operation", "")).startswith("VACUUM")]
+
+
+def unknown_commits(group: FeatureGroup, versions: list[int]) -> UnknownCommitsError:
+    return UnknownCommitsError(
+        f"{group.ref}: its table holds Delta commit(s) {versions} that this metadata database did not make "
+        "(another metadata database, or an older copy of this one, made them); nothing was changed",
+        hint=f"adopt them with `fjord featurestore adopt {group.project}`, or point metadata.url at the "
+        "database that made them",
+    )
 
 
 # -- staging -----------------------------------------------------------------------------------------
@@ -394,7 +446,7 @@ def write_online(group: FeatureGroup, con: duckdb.DuckDBPyConnection, relation: 
     group.online_store.write(group.online_table, batches())
 
 
-def _replay_online(group: FeatureGroup, table: DeltaOfflineStore, commit: CommitRecord) -> None:
+def replay_online(group: FeatureGroup, table: DeltaOfflineStore, commit: CommitRecord) -> None:
     """Write a committed commit's incoming rows to the online store (its writer died before)."""
     files = [
         f

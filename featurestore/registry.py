@@ -9,6 +9,7 @@ constraint reads the winner's row.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -37,6 +38,7 @@ from featurestore.schema import Feature
 from fjord.metadata import ensure_tables, metadata_engine
 
 _schema = MetaData()
+SCHEMA = _schema  # what `fjord metadata migrate` copies
 _groups = Table(
     "fs_feature_groups",
     _schema,
@@ -67,6 +69,13 @@ _commits = Table(
     Column("publish_id", String(64)),
     Column("stage", Text),
     Column("online_pending", Boolean),
+)
+_intents = Table(  # Delta commits a writer of this database is making and has not yet registered
+    "fs_publish_intents",
+    _schema,
+    Column("publish_id", String(64), primary_key=True),
+    Column("group_id", Integer, ForeignKey("fs_feature_groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
 )
 _views = Table(
     "fs_feature_views",
@@ -314,6 +323,37 @@ class Registry:
                 .values(online_pending=False)
             )
 
+    # -- intents: what a writer of this database started and did not finish ------------------------
+
+    def add_intent(self, publish_id: str, group_id: int) -> None:
+        """Mark that ``publish_id`` is about to make a Delta commit to the group: if its writer dies
+        before the commit point, the next writer reverts that commit, and only commits so marked."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(_intents).values(publish_id=publish_id, group_id=group_id, started_at=datetime.now(UTC))
+            )
+
+    def intents(self, group_id: int) -> set[str]:
+        """The publish ids with an unfinished Delta commit to the group."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_intents.c.publish_id).where(_intents.c.group_id == group_id))
+            return {r.publish_id for r in rows}
+
+    def clear_intents(
+        self, publish_ids: set[str] | str, conn: Connection | None = None, *, group_id: int | None = None
+    ) -> None:
+        """The publishes are registered (within the commit point's ``conn``) or reverted (in one
+        group, ``group_id``, or all of theirs)."""
+        ids = {publish_ids} if isinstance(publish_ids, str) else set(publish_ids)
+        stmt = _intents.delete().where(_intents.c.publish_id.in_(ids))
+        if group_id is not None:
+            stmt = stmt.where(_intents.c.group_id == group_id)
+        if conn is not None:
+            conn.execute(stmt)
+            return
+        with self.engine.begin() as own:
+            own.execute(stmt)
+
     # -- sharing -----------------------------------------------------------------------------------
 
     def share(self, group_id: int, with_project: str) -> None:
@@ -346,14 +386,20 @@ class Registry:
         with self.engine.connect() as conn:
             return [_from_row(ViewRecord, _views, r) for r in conn.execute(query)]
 
-    def reserve_dataset(self, record: TrainingDatasetRecord) -> TrainingDatasetRecord:
-        """Take the view's next training dataset version for ``record`` (status ``materializing``)."""
+    def reserve_dataset(
+        self, record: TrainingDatasetRecord, taken: Callable[[int], bool] = lambda version: False
+    ) -> TrainingDatasetRecord:
+        """Take the view's next training dataset version for ``record`` (status ``materializing``),
+        past any version ``taken`` says is already published (by another metadata database)."""
         for _ in range(20):
             with self.engine.connect() as conn:
                 latest = conn.execute(
                     select(func.max(_datasets.c.version)).where(_datasets.c.view_id == record.view_id)
                 ).scalar()
-            reserved = record.model_copy(update={"version": (latest or 0) + 1})
+            version = (latest or 0) + 1
+            while taken(version):
+                version += 1
+            reserved = record.model_copy(update={"version": version})
             try:
                 with self.engine.begin() as conn:
                     conn.execute(

@@ -9,9 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from featurestore.errors import FeatureStoreError, FeatureStorePermissionError
+from featurestore.adopt import Adopted, adopt
+from featurestore.errors import FeatureStoreError, FeatureStorePermissionError, UnknownCommitsError
 from featurestore.feature_group import FeatureGroup
 from featurestore.feature_view import FeatureView
+from featurestore.offline import DeltaOfflineStore, write_descriptor
 from featurestore.online import OnlineStore, online_store
 from featurestore.publish import Publish
 from featurestore.query import Query, _Join
@@ -85,7 +87,11 @@ class FeatureStore:
             table_uri=self.project.fs.uri(f"{FEATURE_STORE_DIR}/{name}_{version}"),
             created_at=datetime.now(UTC),
         )
+        if self.registry.get_group(record.project, name, version) is None:
+            self._refuse_unknown_table(record)
         stored, created = self.registry.get_or_create_group(record)
+        if created:
+            write_descriptor(stored)
         if not created and (stored.primary_key, stored.event_time) != (record.primary_key, event_time):
             raise FeatureStoreError(
                 f"feature group {name!r} version {version} exists with primary key {stored.primary_key} and "
@@ -117,6 +123,25 @@ class FeatureStore:
                 hint=f"its owner can run fs.share(fg, with_project={self.project.name!r})",
             )
         return FeatureGroup(self, record, read_only=True)
+
+    def _refuse_unknown_table(self, record: GroupRecord) -> None:
+        """A new group's table directory must not hold commits already: they were made through another
+        metadata database, and this one would take them for a dead writer's (module featurestore.adopt)."""
+        table = DeltaOfflineStore(record.table_uri)
+        if table.exists():
+            raise UnknownCommitsError(
+                f"feature group {record.project}.{record.name} version {record.version} is not in this "
+                f"metadata database, but its table {record.table_uri} holds {table.latest_version() + 1} "
+                "Delta commit(s): another metadata database (or an older copy of this one) made them; "
+                "nothing was changed",
+                hint=f"adopt them with `fjord featurestore adopt {record.project}`, or point metadata.url at "
+                "the database that made them",
+            )
+
+    def adopt(self) -> Adopted:
+        """Register the project's feature group tables and commits this metadata database does not
+        know, from the tables themselves (see :mod:`featurestore.adopt`)."""
+        return adopt(self)
 
     def get_feature_groups(self, name: str | None = None) -> list[FeatureGroup]:
         """This project's feature groups (all versions), optionally only those called ``name``."""

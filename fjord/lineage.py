@@ -133,6 +133,7 @@ def env_lock_hash(project: Project | None) -> str:
 # -- storing --------------------------------------------------------------------------------------
 
 _schema = MetaData()
+SCHEMA = _schema  # what `fjord metadata migrate` copies
 _runs = Table(
     "lineage_runs",
     _schema,

@@ -87,3 +87,45 @@ def _add_missing_columns(schema: MetaData, engine: Engine) -> None:
                 conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
         for index in table.indexes:
             index.create(engine, checkfirst=True)
+
+
+def masked(url: str) -> str:
+    """``url`` with its password hidden, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def copy_tables(schemas: list[MetaData], source: Engine, target: Engine) -> dict[str, int]:
+    """Copy every row of ``schemas``' tables from ``source`` into ``target``, in one transaction of
+    ``target``: the copy appears whole or not at all. The target's tables must be empty (a database
+    that already holds Fjord's metadata is refused, whatever it holds). Rows per table."""
+    from fjord.errors import AlreadyExistsError
+
+    for schema in schemas:
+        ensure_tables(schema, source)  # an older Fjord's database lacks the newer tables and columns
+        ensure_tables(schema, target)
+    tables = [t for schema in schemas for t in schema.sorted_tables]  # parents before children
+    with target.connect() as conn:
+        held = [t.name for t in tables if conn.execute(t.select().limit(1)).first() is not None]
+    if held:
+        raise AlreadyExistsError(
+            f"{masked(str(target.url))} already holds Fjord metadata (in {', '.join(sorted(held))}); "
+            "nothing was copied",
+            hint="migrate into an empty database",
+        )
+    copied: dict[str, int] = {}
+    with source.connect() as read, target.begin() as write:
+        for table in tables:
+            rows = [dict(r._mapping) for r in read.execute(table.select())]
+            if rows:
+                write.execute(table.insert(), rows)
+            copied[table.name] = len(rows)
+            if target.dialect.name == "postgresql":  # explicit ids: move the id sequences past them
+                for column in table.primary_key.columns:
+                    if column.autoincrement is True and rows:
+                        write.execute(
+                            text(
+                                f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
+                                f"(SELECT max({column.name}) FROM {table.name}))"
+                            )
+                        )
+    return copied

@@ -1,4 +1,5 @@
-"""``fjord featurestore list|show|search|commits|statistics``: the feature store's read side.
+"""``fjord featurestore list|show|search|commits|statistics``: the feature store's read side; and
+``adopt``, which registers tables a new or restored metadata database does not know.
 
 The feature store is a stage; it is imported inside each command, never when the CLI loads.
 """
@@ -174,3 +175,15 @@ def statistics(
             top,
         )
     console.print(table)
+
+
+@app.command("adopt")
+def adopt(project: str, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Register the project's feature group tables and commits that this metadata database does not
+    know (after pointing metadata.url at a new database, or restoring an older one), from the tables'
+    own descriptors and Delta logs. Stop the old database's writers first."""
+    result = _store(project).adopt()
+    if as_json:
+        print_json({"groups": result.groups, "commits": result.commits, "reverted": result.reverted})
+        return
+    console.print(result.summary())

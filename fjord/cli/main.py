@@ -20,6 +20,7 @@ from fjord.cli import (
     featurestore_cmd,
     kafka_cmd,
     lineage_cmd,
+    metadata_cmd,
     model_cmd,
     monitor_cmd,
     project_cmd,
@@ -46,6 +47,7 @@ app.add_typer(env_cmd.app, name="env")
 app.add_typer(demo_cmd.app, name="demo")
 app.add_typer(featurestore_cmd.app, name="featurestore")
 app.add_typer(lineage_cmd.app, name="lineage")
+app.add_typer(metadata_cmd.app, name="metadata")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(experiment_cmd.app, name="experiment")
 app.add_typer(experiment_cmd.mlflow_app, name="mlflow")

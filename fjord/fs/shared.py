@@ -215,6 +215,8 @@ class SharedFS:
             yield SharedFS(self.backend.to_uri(staging, self._authority), backend=self.backend)
             fs.makedirs(staging, exist_ok=True)
             files = [info for info in fs.find(staging, detail=True).values() if info["type"] == "file"]
+            if not overwrite and self.is_published(rel):  # another writer published it meanwhile
+                raise AlreadyExistsError(f"{self.uri(rel)} is already published")
             self._move_into_place(staging, target)
         except BaseException:
             self.backend.remove_tree(staging)

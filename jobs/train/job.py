@@ -30,7 +30,7 @@ from pydantic import Field
 
 import featurestore
 from fjord import experiment
-from fjord.errors import FjordError, NotFoundError
+from fjord.errors import AlreadyExistsError, FjordError, NotFoundError
 from fjord.experiment.tracking import client as mlflow_client
 from fjord.experiment.tracking import tracking_uri
 from fjord.fs import SharedFS
@@ -294,7 +294,14 @@ def _register(
     version = int(registered.version)
     try:
         rel = f"{MODELS}/{spec.model_name}/{version}"
-        with project.fs.publish(rel, overwrite=True) as out:
+        if project.fs.is_published(rel):  # MLflow's numbers are its database's: a new one starts at 1
+            raise AlreadyExistsError(
+                f"MLflow numbered this model {spec.model_name} v{version}, but {project.fs.uri(rel)} already "
+                "holds a published model that this MLflow registry did not register; nothing was registered",
+                hint="point mlflow.tracking_uri at the MLflow that registered the models under Models/, "
+                "or train under another model name",
+            )
+        with project.fs.publish(rel) as out:
             for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
                 out.upload(str(path), path.relative_to(model_dir).as_posix())
             card = {
