@@ -70,7 +70,9 @@ def adopt(store: FeatureStore) -> Adopted:
     result = Adopted()
     tables = sorted(d for d in (fs.listdir("") if fs.exists("") else []) if fs.exists(f"{d}/_delta_log"))
     for directory in tables:
-        known = next((g for g in registry.list_groups(store.project.name) if g.table_uri == fs.uri(directory)), None)
+        known = next(
+            (g for g in registry.list_groups(store.project.name) if g.table_uri == fs.uri(directory)), None
+        )
         if known is None:
             if not fs.exists(f"{directory}/{DESCRIPTOR}"):
                 raise FeatureStoreError(
@@ -153,7 +155,9 @@ def _adopt_commits(store: FeatureStore, group: GroupRecord, result: Adopted) -> 
         with registry.engine.begin() as conn:
             for record in records:
                 registry.add_commit(conn, group.id or 0, record)
-            registry.set_features(group.id or 0, features_of(schema, group.primary_key, group.event_time), conn)
+            registry.set_features(
+                group.id or 0, features_of(schema, group.primary_key, group.event_time), conn
+            )
         result.commits[_ref(group)] = [r.commit_id for r in records]
         _index_runs(store, {r.run_id for r in records if r.run_id})
         feature_group = FeatureGroup(store, group)

@@ -18,15 +18,16 @@
 2. **Stage.** The incoming rows are validated and written as Parquet into the group's table directory.
    Rows the table already holds, value for value, are not committed again: a rerun of a published
    batch adds no commit.
-3. **Delta commit**, one per group, after its intent is recorded. Readers do not see it yet: every reader through the feature store
-   API reads the registry's commits (:meth:`FeatureGroup.snapshot`), not the table's newest version.
-4. **The commit point**: one transaction of the metadata database checks the leases are still held
-   and that no one else committed to these tables since, then records every group's commit (with
-   its statistics and schema), clears the intents and records the publish's lineage run, succeeded. Readers, the registry and
-   lineage see all of the groups' commits from here, or, if the transaction never happens, none.
+3. **Delta commit**, one per group, after its intent is recorded. Readers do not see it yet: every
+   reader through the feature store API reads the registry's commits (:meth:`FeatureGroup.snapshot`),
+   not the table's newest version.
+4. **The commit point**: the run's file is written (succeeded), then one transaction of the metadata
+   database checks the leases are still held and that no one else committed to these tables since,
+   records every group's commit (with its statistics and schema), clears the intents and indexes the
+   publish's lineage run. Readers, the registry and lineage see all of the groups' commits from here,
+   or, if the transaction never happens, none (the run file is rewritten as failed).
 5. **After**: each commit's rows are written to the online store (the commit is marked pending until
-   then, so a crash here is finished by the next writer), the run's file is written, and the leases
-   are released.
+   then, so a crash here is finished by the next writer), and the leases are released.
 
 A failure before the commit point reverts the Delta commits it made; a process that dies leaves them
 to the next writer's step 1.

@@ -330,7 +330,9 @@ class Registry:
         before the commit point, the next writer reverts that commit, and only commits so marked."""
         with self.engine.begin() as conn:
             conn.execute(
-                insert(_intents).values(publish_id=publish_id, group_id=group_id, started_at=datetime.now(UTC))
+                insert(_intents).values(
+                    publish_id=publish_id, group_id=group_id, started_at=datetime.now(UTC)
+                )
             )
 
     def intents(self, group_id: int) -> set[str]:

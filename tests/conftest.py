@@ -69,6 +69,11 @@ def spark_session():
     fjord_spark.get_spark(app_name="fjord-tests")
     yield
     fjord_spark.stop_spark()
+    # py4j logs "Closing down clientserver connection" from __del__ at interpreter exit, after
+    # pytest closed the streams its handlers write to ("--- Logging error ---" at the end of a run).
+    import logging
+
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture

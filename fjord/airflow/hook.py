@@ -13,9 +13,10 @@ instead of running again: no second commit, model version or deployment. The res
 references (URIs, versions, run ids), is kept beside the run records on the shared filesystem
 (``Logs/tasks/<run id>.json``) and is what the task pushes to XCom.
 
-Exit codes become Airflow's outcomes: bad input (2) and a rejected batch (the ETL stage's 3) fail
-the task at once, since a retry cannot help; a candidate the gate refuses (the bless stage's 3) skips
-what follows; anything else is retried with back-off.
+Exit codes become Airflow's outcomes (each code has one meaning, docs/architecture.md): bad input
+(2), something missing (3) or already there (4), a table with commits the metadata database does not
+know (17) and a rejected batch (19) fail the task at once, since a retry cannot help; a candidate
+the gate refuses (20) skips what follows; anything else is retried with back-off.
 """
 
 from __future__ import annotations
@@ -46,18 +47,21 @@ TASK_RESULTS = "Logs/tasks"
 
 @dataclass(frozen=True)
 class Stage:
-    """A stage job: its module, whether it is a Spark application, and what exit 3 means."""
+    """A stage job: its module, and whether it is a Spark application."""
 
     module: str
     spark: bool
-    on_exit_3: str = "retry"  # "fail" (no retry helps) or "skip" (a decision, not an error)
+
+
+FAIL_AT_ONCE = {2, 3, 4, 17, 19}  # bad input, not found, already exists, unknown commits, batch rejected
+SKIP = {20}  # the gate refused the candidate: a decision, not an error
 
 
 STAGES: dict[str, Stage] = {
-    "etl": Stage("jobs.etl.main", spark=True, on_exit_3="fail"),
+    "etl": Stage("jobs.etl.main", spark=True),
     "features": Stage("jobs.features.main", spark=True),
     "train": Stage("jobs.train.main", spark=True),
-    "bless": Stage("jobs.serve.main", spark=False, on_exit_3="skip"),
+    "bless": Stage("jobs.serve.main", spark=False),
     "deploy": Stage("jobs.serve.main", spark=False),
     "batch_inference": Stage("jobs.batch.main", spark=False),
     "maintenance": Stage("jobs.features.maintenance", spark=False),
@@ -190,9 +194,9 @@ def _error_line(tail: list[str]) -> str:
 def _outcome(stage: str, spec: Stage, code: int, tail: list[str]) -> AirflowException:
     """The Airflow exception an exit code means (see the module docstring)."""
     message = f"{stage} job exited {code}: {_error_line(tail)}"
-    if code == 2 or (code == 3 and spec.on_exit_3 == "fail"):
+    if code in FAIL_AT_ONCE:
         return AirflowFailException(message)
-    if code == 3 and spec.on_exit_3 == "skip":
+    if code in SKIP:
         return AirflowSkipException(message)
     return AirflowException(message)
 

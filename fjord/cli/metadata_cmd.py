@@ -29,13 +29,13 @@ def migrate(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Copy the registry and the lineage index into the empty database ``--to``, in one transaction."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
     from featurestore.lease import live_leases
     from featurestore.registry import SCHEMA as REGISTRY
     from fjord.lineage import SCHEMA as LINEAGE
     from fjord.metadata import copy_tables, engine_for, masked
-
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, OperationalError
 
     try:
         make_url(to)

@@ -3,18 +3,19 @@
 ``up`` starts, in order, the embedded services ``services.up`` names (Kafka by default), the MLflow
 tracking server, Airflow (api-server, scheduler, dag-processor, triggerer), the model server of
 every project that has a serving, a streaming monitor per served model that logs its inputs
-(``monitor.enabled``) and the monitoring dashboard; each is found running if it already is, so ``up`` twice is
-harmless. It prints every URL and how to log in to Airflow. ``down`` stops all of them, with every
-process they forked: Airflow, then what uses the services, then the services, each wave at once. Servers configured elsewhere (``mlflow.tracking_uri``,
-``airflow.api_url``, ``kafka.bootstrap_servers``) are used, not started.
+(``monitor.enabled``) and the monitoring dashboard; each is found running if it already is, so ``up``
+twice is harmless. It prints every URL and how to log in to Airflow. ``down`` stops all of them, with
+every process they forked: Airflow, then what uses the services, then the services, each wave at
+once. Servers configured elsewhere (``mlflow.tracking_uri``, ``airflow.api_url``,
+``kafka.bootstrap_servers``) are used, not started.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 

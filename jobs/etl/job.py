@@ -77,7 +77,7 @@ class EtlError(FjordError):
 class BatchRejected(FjordError):
     """The batch failed critical expectations: nothing was published."""
 
-    exit_code = 3
+    exit_code = 19
 
 
 class EtlSpec(JobSpec):

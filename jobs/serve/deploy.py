@@ -49,7 +49,7 @@ class DeployError(FjordError):
 class DeployRejected(FjordError):
     """The candidate is worse than the champion beyond the tolerance: nothing was deployed."""
 
-    exit_code = 3
+    exit_code = 20
 
 
 class DeploySpec(JobSpec):

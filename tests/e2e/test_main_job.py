@@ -282,7 +282,7 @@ def _rollback_returns_to_the_version_before(served: dict) -> None:
 
 def _a_worse_model_is_refused_and_nothing_changes(served: dict) -> None:
     """A registered version that scores every transaction the same (ROC AUC 0.5) never replaces the
-    champion: the deployment job exits 3 with both figures, and the served versions stay."""
+    champion: the deployment job exits 20 with both figures, and the served versions stay."""
     import os
     import subprocess
     import sys
@@ -304,7 +304,7 @@ def _a_worse_model_is_refused_and_nothing_changes(served: dict) -> None:
         [sys.executable, "-m", "jobs.serve.main", "--project", "fraud", "--version", str(worse.version)],
         capture_output=True, text=True, env=dict(os.environ), timeout=600,
     )  # fmt: skip
-    assert deploy.returncode == 3, deploy.stderr[-2000:]
+    assert deploy.returncode == 20, deploy.stderr[-2000:]
     last = deploy.stderr.strip().splitlines()[-1]  # above it, TensorFlow's C++ start-up lines
     assert last.startswith("error: ") and f"fraud v{worse.version} not deployed: ROC AUC 0.5000" in last
     assert "Traceback" not in deploy.stderr

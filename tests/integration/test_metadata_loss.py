@@ -44,7 +44,9 @@ def two_days(fjord_home):
 
 def _view(store: featurestore.FeatureStore) -> featurestore.FeatureView:
     found = groups(store)
-    query = found["labels"].select(["amount"]).join(found["tx"].select(["amount"]), on=["cc_num"], prefix="tx_")
+    query = (
+        found["labels"].select(["amount"]).join(found["tx"].select(["amount"]), on=["cc_num"], prefix="tx_")
+    )
     return store.get_or_create_feature_view("days", 1, query=query, labels=["amount"])
 
 
@@ -59,7 +61,9 @@ def test_a_new_database_refuses_the_table_then_adopts_every_commit(two_days, mon
         groups(featurestore.connect("fraud"))
     assert "holds 2 Delta commit(s)" in refused.value.one_line()
     assert "hint: adopt them with `fjord featurestore adopt fraud`" in refused.value.one_line()
-    assert {name: len(t.read()) for name, t in _tables(two_days).items()} == before == dict.fromkeys(GROUPS, 100)
+    assert (
+        {name: len(t.read()) for name, t in _tables(two_days).items()} == before == dict.fromkeys(GROUPS, 100)
+    )
 
     adopted = run_fjord("featurestore", "adopt", "fraud")
     assert adopted.returncode == 0, adopted.stderr
@@ -72,7 +76,9 @@ def test_a_new_database_refuses_the_table_then_adopts_every_commit(two_days, mon
         assert group.get_statistics()["commit_id"] == 1 and group.get_statistics()["rows"] == 50
     assert found["tx"].online_store.read([(found["tx"].online_table, "[7]")])[0] is not None
     producer = producer_of(found["tx"].location, "1")  # the lineage came back from the run files
-    assert producer is not None and producer.stage == "featurestore.publish" and producer.status == "succeeded"
+    assert (
+        producer is not None and producer.stage == "featurestore.publish" and producer.status == "succeeded"
+    )
     found["tx"].insert(rows(2))
     assert sorted(found["tx"].commit_details()) == [0, 1, 2] and len(found["tx"].read()) == 150
     # The view is new to this database, its training dataset 1 is not: the next one is 2, and 1 stays.
@@ -103,7 +109,9 @@ def test_a_restored_older_database_keeps_the_later_commits(two_days, monkeypatch
 
     adopted = run_fjord("featurestore", "adopt", "fraud", "--json")
     assert adopted.returncode == 0, adopted.stderr
-    assert json.loads(adopted.stdout)["commits"] == {f"fraud.{n}_1": [1] for n in ("labels", "profiles", "tx")}
+    assert json.loads(adopted.stdout)["commits"] == {
+        f"fraud.{n}_1": [1] for n in ("labels", "profiles", "tx")
+    }
     tx.insert(rows(2))
     assert sorted(tx.commit_details()) == [0, 1, 2] and len(_tables(two_days)["tx"].read()) == 150
 
@@ -136,8 +144,10 @@ def test_metadata_moves_to_postgresql_whole(two_days, monkeypatch, postgres_db) 
         train.add_output(store.project.fs.uri("Models/fraud/1"), "1", kind="model")
     before = {n: (sorted(g.commit_details()), len(g.read())) for n, g in groups(store).items()}
 
-    for bad, code, says in (("not-a-url", 2, "is not a database URL"),
-                            ("postgresql://u:secretpw@127.0.0.1:1/x", 18, "cannot reach postgresql://u:***@")):
+    for bad, code, says in (
+        ("not-a-url", 2, "is not a database URL"),
+        ("postgresql://u:secretpw@127.0.0.1:1/x", 18, "cannot reach postgresql://u:***@"),
+    ):
         refused = run_fjord("metadata", "migrate", "--to", bad)
         assert refused.returncode == code and says in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr and "secretpw" not in refused.stderr  # fmt: skip

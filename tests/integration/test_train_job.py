@@ -91,3 +91,39 @@ def test_bad_arguments_get_one_line(project, args, message):
 def test_cli_lists_no_experiments_for_an_untrained_project(project):
     listed = run_fjord("experiment", "list", "--project", "fraud")
     assert listed.returncode == 0 and "experiment-" not in listed.stdout
+
+
+def test_a_published_model_version_is_never_written_over(project, tmp_path):
+    """A new MLflow numbers versions from 1 again; Models/<name>/1 of the old one is being served.
+    Registering refuses (exit 4, one line), deletes the MLflow version it made, and leaves the
+    directory as it was."""
+    import mlflow
+    import pandas as pd
+    import tensorflow as tf
+
+    from fjord.errors import AlreadyExistsError
+    from fjord.experiment.tracking import client, tracking_uri
+    from jobs.train.job import _register
+
+    class Constant(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="amount")])
+        def serve(self, amount):
+            return {"fraud_probability": amount * 0 + 0.5}
+
+    module = Constant()
+    tf.saved_model.save(module, str(tmp_path / "model"), signatures={"serving_default": module.serve})
+    name = "collide"
+    with project.fs.publish(f"Models/{name}/1") as out:
+        out.write_text("fjord-model.json", '{"run_id": "the served one"}')
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("collide")
+    with mlflow.start_run() as trial:
+        pass
+    with pytest.raises(AlreadyExistsError) as refused:
+        _register(TrainSpec(project="fraud", model_name=name), project, tmp_path / "model", trial.info.run_id,
+                  uri, "train-1", 1, {}, None, {}, pd.DataFrame({"amount": [1.0, 2.0]}))  # fmt: skip
+    assert refused.value.exit_code == 4
+    assert "MLflow numbered this model collide v1, but" in refused.value.one_line()
+    assert project.fs.read_text(f"Models/{name}/1/fjord-model.json") == '{"run_id": "the served one"}'
+    assert client(uri).search_model_versions(f"name='{name}'") == []

@@ -36,8 +36,11 @@ def test_a_spec_becomes_the_jobs_options() -> None:
     ("stage", "code", "outcome"),
     [
         ("etl", 2, AirflowFailException),  # bad input: no retry helps
-        ("etl", 3, AirflowFailException),  # a rejected batch: the data must change first
-        ("bless", 3, AirflowSkipException),  # the gate said no: deploy is skipped
+        ("etl", 19, AirflowFailException),  # a rejected batch: the data must change first
+        ("features", 3, AirflowFailException),  # something missing: a retry does not make it
+        ("train", 4, AirflowFailException),  # a published version would be written over
+        ("etl", 17, AirflowFailException),  # commits another metadata database made: adopt them first
+        ("bless", 20, AirflowSkipException),  # the gate said no: deploy is skipped
         ("train", 10, None),  # anything else: retried with back-off
         ("deploy", 70, None),
     ],
