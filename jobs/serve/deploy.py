@@ -92,8 +92,9 @@ class DeployResult:
         if b["decision"] == "rollback":
             return f"serving {self.serving}: stable rolled back from v{self.previous} to v{self.version}"
         figures = (
-            f"candidate ROC AUC {b['candidate']:.4f} vs champion v{b['champion_version']} {b['champion']:.4f}"
-            if b.get("champion") is not None
+            f"candidate ROC AUC {auc_text(b['candidate'])} vs champion v{b['champion_version']} "
+            f"{auc_text(b['champion'])}"
+            if b.get("champion_version") not in (None, self.version)
             else "no champion yet"
         )
         if not self.deployed:
@@ -222,9 +223,9 @@ def run(spec: DeploySpec) -> DeployResult:
             client.set_model_version_tag(spec.model_name, str(version), f"fjord.blessing.{key}", str(value))
         if decision == "rejected":
             raise DeployRejected(
-                f"{spec.model_name} v{version} not deployed: ROC AUC {candidate_auc:.4f} on {len(y):,} "
-                "held-out "
-                f"rows is below champion v{champion}'s {champion_auc:.4f} by more than {spec.tolerance}",
+                f"{spec.model_name} v{version} not deployed: ROC AUC {auc_text(candidate_auc)} on {len(y):,} "
+                f"held-out rows is below champion v{champion}'s {auc_text(champion_auc)} by more than "
+                f"{spec.tolerance}",
                 hint="--force deploys it anyway",
             )
         if spec.bless_only:
@@ -245,8 +246,7 @@ def run(spec: DeploySpec) -> DeployResult:
             serving.wait_available(name, version, project=project.name, timeout_s=spec.timeout_s)
             _smoke(name, version, project.name, x)
         except BaseException:
-            if previous is not None:
-                serving.set_labels(name, previous.labels, project=project.name, history=previous.history)
+            serving.restore(name, previous, project=project.name)  # as it was, or gone if it was new
             raise
         if not spec.canary:
             client.set_registered_model_alias(spec.model_name, CHAMPION, str(version))
@@ -255,6 +255,14 @@ def run(spec: DeploySpec) -> DeployResult:
             record.run_id, name, spec.model_name, version, label,
             previous.labels.get(serving.STABLE) if previous else None, blessing, url, updated.topic,
         )  # fmt: skip
+
+
+ROLLBACK_LABEL = "rollback"  # the version a rollback loads, before stable points at it
+
+
+def auc_text(auc: float | None) -> str:
+    """An AUC as the gate reports it (None: the version reads features the held-out rows lack)."""
+    return f"{auc:.4f}" if auc is not None else "not measurable (the version reads other features)"
 
 
 def rollback(spec: RollbackSpec) -> DeployResult:
@@ -272,9 +280,17 @@ def rollback(spec: RollbackSpec) -> DeployResult:
         record.add_input(project.fs.uri(f"Models/{current.model_name}/{target}"), str(target), kind="model")
         labels = {**current.labels, serving.STABLE: target}
         history = current.history[: len(current.history) - current.history[::-1].index(target)]
+        # The target loads beside the current versions first (under a label of its own); ``stable``
+        # moves only once it is available, so a version that fails to load never takes the traffic.
+        loading = {**current.labels, ROLLBACK_LABEL: target}
+        serving.set_labels(spec.serving, loading, project=project.name, history=current.history)
+        try:
+            url = serving.start(project=project.name)
+            serving.wait_available(spec.serving, target, project=project.name)
+        except BaseException:
+            serving.restore(spec.serving, current, project=project.name)
+            raise
         serving.set_labels(spec.serving, labels, project=project.name, history=history)
-        url = serving.start(project=project.name)
-        serving.wait_available(spec.serving, target, project=project.name)
         client.set_registered_model_alias(current.model_name, CHAMPION, str(target))
         record.add_output(
             project.fs.uri(f"{serving.SERVING_DIR}/{spec.serving}"), str(target), kind="deployment"

@@ -30,6 +30,7 @@ from typing import Any
 from fjord.config import get_settings
 from fjord.errors import FjordError, NotFoundError
 from fjord.fs.backends import local_path
+from fjord.locks import locked
 from fjord.projects import Project, get_project
 from fjord.services.process import alive, free_port, log_tail, port_open, spawn, stop_group, wait_until
 from jobs.serve.config import ModelConfig, VersionPolicy, read_model_config, write_model_config
@@ -135,6 +136,27 @@ def create_or_update(
         raise NotFoundError(
             f"model {model_name} has no published version {model_version} in project {proj.name}"
         )
+    with _servings_lock(proj):
+        return _update(proj, name, model_name, model_version, label, inference_logging, kafka_topic,
+                       feature_view, transformer)  # fmt: skip
+
+
+def _servings_lock(project: Project) -> Any:
+    """One read-modify-write of servings.json at a time (two deploys at once would lose one)."""
+    return locked(_state_dir(project) / "servings.lock")
+
+
+def _update(
+    proj: Project,
+    name: str,
+    model_name: str,
+    model_version: int,
+    label: str,
+    inference_logging: str,
+    kafka_topic: str | None,
+    feature_view: str | None,
+    transformer: str | None,
+) -> Serving:
     servings = _read(proj)
     current = servings.get(name)
     labels = dict(current.labels) if current else {}
@@ -156,14 +178,28 @@ def set_labels(
 ) -> Serving:
     """Point a serving's labels at other versions (a rollback, or undoing a failed deployment)."""
     proj = _project(project)
-    servings = _read(proj)
-    serving = get_serving(name, project=proj.name)
-    serving.labels = dict(labels)
-    if history is not None:
-        serving.history = list(history)
-    servings[name] = serving
-    _write(proj, servings)
+    with _servings_lock(proj):
+        servings = _read(proj)
+        serving = get_serving(name, project=proj.name)
+        serving.labels = dict(labels)
+        if history is not None:
+            serving.history = list(history)
+        servings[name] = serving
+        _write(proj, servings)
     return serving
+
+
+def restore(name: str, previous: Serving | None, *, project: str | None = None) -> None:
+    """Put a serving back as it was before a deployment that failed: the whole record (labels,
+    history, feature view, transformer, logging), or no serving at all if there was none."""
+    proj = _project(project)
+    with _servings_lock(proj):
+        servings = _read(proj)
+        if previous is None:
+            servings.pop(name, None)
+        else:
+            servings[name] = previous
+        _write(proj, servings)
 
 
 def get_serving(name: str, *, project: str | None = None) -> Serving:
@@ -212,6 +248,11 @@ def start(*, project: str | None = None, batching: bool = False) -> str:
     SavedModel backend under concurrent load; the TFLite backend answers faster without it
     (docs/benchmarks.md)."""
     proj = _project(project)
+    with locked(_state_dir(proj) / "start.lock"):  # one server, however many ask at once
+        return _start(proj, batching)
+
+
+def _start(proj: Project, batching: bool) -> str:
     running = server_state(proj.name)
     if running:  # perhaps still starting, in another process: wait until it answers
         port = int(str(running["url"]).rsplit(":", 1)[1])
