@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Column, ForeignKey, Index, MetaData, String, Table, Text, insert, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from fjord.errors import NotFoundError
+from fjord.errors import AlreadyExistsError, NotFoundError
 from fjord.metadata import ensure_tables, metadata_engine
 from fjord.projects import Project
 
@@ -246,8 +246,12 @@ def track_run(
 ) -> Iterator[RunRecord]:
     """Record a run of ``stage``: saved as ``running`` at once, then ``succeeded`` or ``failed``.
 
-    A failure records the error's one-line message and re-raises.
+    A failure records the error's one-line message and re-raises. A given ``run_id`` may name an
+    earlier try of the same stage in the same project (an Airflow task's retry), never another run:
+    the run of another stage or project keeps its record (AlreadyExistsError).
     """
+    if run_id is not None:
+        _check_reuse(project, stage, run_id)
     record = new_record(project, stage, params=params, code=code, run_id=run_id, parent_run_id=parent_run_id)
     save_run(project, record)
     try:
@@ -260,6 +264,18 @@ def track_run(
     finally:
         record.ended_at = datetime.now(UTC)
         save_run(project, record)
+
+
+def _check_reuse(project: Project, stage: str, run_id: str) -> None:
+    try:
+        earlier = get_run(run_id)
+    except NotFoundError:
+        return
+    if (earlier.project, earlier.stage) != (project.name, stage):
+        raise AlreadyExistsError(
+            f"run id {run_id!r} names a {earlier.stage} run of project {earlier.project}; its record is kept",
+            hint="give this run an id of its own (or none: one is made)",
+        )
 
 
 def get_run(run_id: str) -> RunRecord:

@@ -35,6 +35,20 @@ def test_track_run_records_success(project) -> None:
     assert project.fs.exists(f"Logs/runs/{run.run_id}.json")
 
 
+def test_a_run_id_names_one_run(project) -> None:
+    """A task's retry reuses its run id; another stage's (or project's) run keeps its record."""
+    from fjord.errors import AlreadyExistsError
+
+    with pytest.raises(ValueError), track_run(project, "train", run_id="train-7"):
+        raise ValueError("the first try fails")
+    with track_run(project, "train", run_id="train-7") as retry:  # the retry: same stage, same id
+        retry.add_output("file:///fs/Models/fraud/1", "1", kind="model")
+    with pytest.raises(AlreadyExistsError, match="names a train run of project fraud"):
+        with track_run(project, "deploy", run_id="train-7"):
+            pass
+    assert get_run("train-7").stage == "train" and get_run("train-7").status == "succeeded"
+
+
 def test_track_run_records_failure_and_reraises(project) -> None:
     with pytest.raises(ValueError, match="bad batch"), track_run(project, "etl") as run:
         raise ValueError("bad batch:\n cc_num is null")

@@ -19,7 +19,7 @@ def test_concurrent_updates_lose_nothing() -> None:
         list(pool.map(lambda n: serving.create_or_update(n, 1, project="fraud", model_name="m"), names))
         list(pool.map(lambda n: serving.set_labels(n, {"stable": 2}, project="fraud"), names))
     found = {s.name: s.labels for s in serving.get_servings(project="fraud")}
-    assert found == dict.fromkeys(names, {"stable": 2})
+    assert found == {name: {"stable": 2} for name in names}
 
 
 def test_a_failed_deploy_puts_the_whole_serving_back() -> None:
