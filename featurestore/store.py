@@ -112,7 +112,10 @@ class FeatureStore:
             candidates = [g for g in candidates if g.version == version]
         if not candidates:
             what = f"{owner}.{name}" + (f" version {version}" if version is not None else "")
-            raise NotFoundError(f"unknown feature group {what}")
+            known = sorted({f"{g.name} v{g.version}" for g in self.registry.list_groups(owner)})
+            raise NotFoundError(
+                f"unknown feature group {what} (groups of {owner}: {', '.join(known) or 'none yet'})"
+            )
         record = max(candidates, key=lambda g: g.version)
         if owner == self.project.name:
             return FeatureGroup(self, record)

@@ -43,9 +43,9 @@ def test_a_run_id_names_one_run(project) -> None:
         raise ValueError("the first try fails")
     with track_run(project, "train", run_id="train-7") as retry:  # the retry: same stage, same id
         retry.add_output("file:///fs/Models/fraud/1", "1", kind="model")
-    with pytest.raises(AlreadyExistsError, match="names a train run of project fraud"):
-        with track_run(project, "deploy", run_id="train-7"):
-            pass
+    refused = pytest.raises(AlreadyExistsError, match="names a train run of project fraud")
+    with refused, track_run(project, "deploy", run_id="train-7"):
+        pass
     assert get_run("train-7").stage == "train" and get_run("train-7").status == "succeeded"
 
 
