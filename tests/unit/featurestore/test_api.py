@@ -173,8 +173,9 @@ def test_group_definition_and_names_are_checked(fs, tx_fg) -> None:
         fs.get_or_create_feature_group("x", 1, primary_key=[], event_time="ts")
     with pytest.raises(FeatureStoreError, match="positive integer"):
         fs.get_or_create_feature_group("x", 0, primary_key=["k"], event_time="ts")
-    with pytest.raises(NotFoundError, match=r"unknown feature group fraud\.ghost \(groups of fraud: card_transactions_4h v1\)"):
-        fs.get_feature_group("ghost")  # the error lists the groups that exist
+    listed = r"unknown feature group fraud\.ghost \(groups of fraud: card_transactions_4h v1\)"
+    with pytest.raises(NotFoundError, match=listed):  # the error lists the groups that exist
+        fs.get_feature_group("ghost")
     with pytest.raises(FeatureStoreError, match="cannot insert a list"):
         tx_fg.insert([1, 2])
     assert [g.name for g in fs.get_feature_groups()] == ["card_transactions_4h"]
