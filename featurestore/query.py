@@ -11,7 +11,7 @@ event time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from featurestore.engines import JoinPlan, Source, join_engine
@@ -133,7 +133,12 @@ class Query:
                     schema=snapshot.schema,
                 )
             )
-        return JoinPlan(sources[0], tuple(sources[1:]), start_time, end_time), used
+        start, end = as_time(start_time, "start_time"), as_time(end_time, "end_time")
+        if start is not None and end is not None and start >= end:
+            raise FeatureStoreError(
+                f"start_time {start.isoformat()} is not before end_time {end.isoformat()}"
+            )
+        return JoinPlan(sources[0], tuple(sources[1:]), start, end), used
 
     def _parts(
         self,
@@ -169,3 +174,22 @@ class Query:
                 for j in self.joins
             ],
         }
+
+
+def as_time(value: Any, what: str) -> datetime | None:
+    """A time bound as the feature store takes one everywhere: a datetime, a date, a pandas
+    Timestamp or an ISO 8601 string ("2026-11-01", "2026-11-01T00:00:00Z"); a naive one is UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise FeatureStoreError(
+                f"{what} {value!r} is not an ISO 8601 time (2026-11-01T00:00:00Z)"
+            ) from None
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if not isinstance(value, datetime):  # pandas.Timestamp is a datetime
+        raise FeatureStoreError(f"{what} must be a datetime, a date or an ISO 8601 string, not {value!r}")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -314,6 +314,17 @@ def test_train_test_split_and_batch_data(fv) -> None:
     batch = fv.get_batch_data(start_time=hours(0), end_time=hours(1))
     assert list(batch.columns) == ["cc_num", "ts", "amount_sum_4h", "tx_count_4h"]  # no label
     assert batch.ts.tolist() == [hours(0), hours(0.5)]
+    # the same bounds as ISO strings (what fg.read(as_of=...) takes too), a date, a naive datetime (UTC)
+    iso = fv.get_batch_data(
+        start_time=hours(0).isoformat().replace("+00:00", "Z"), end_time=hours(1).isoformat()
+    )
+    naive = fv.get_batch_data(start_time=hours(0).tz_localize(None).to_pydatetime(), end_time=hours(1))
+    assert iso.equals(batch) and naive.equals(batch)
+    assert len(fv.get_batch_data(start_time=hours(0).date())) >= len(batch)
+    with pytest.raises(FeatureStoreError, match="start_time 'yesterday' is not an ISO 8601 time"):
+        fv.get_batch_data(start_time="yesterday")
+    with pytest.raises(FeatureStoreError, match="is not before end_time"):
+        fv.get_batch_data(start_time=hours(1), end_time=hours(0))
     with pytest.raises(FeatureStoreError, match="test_size"):
         fv.train_test_split(test_size=1.5)
 
