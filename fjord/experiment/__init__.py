@@ -26,7 +26,7 @@ median stopping rule (:class:`MedianStopping`) unless ``early_stopping=False``.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fjord.config import get_settings
@@ -58,6 +58,25 @@ def __getattr__(name: str) -> Any:
 
         return getattr(runner, name)
     raise AttributeError(f"module 'fjord.experiment' has no attribute {name!r}")
+
+
+def _check_takes(function: Any, names: Iterable[str], what: str) -> None:
+    """The function must take exactly these keyword arguments (each trial calls ``function(**params)``):
+    checked before anything is submitted, so a mismatch is one line, not every trial failing twice."""
+    import inspect
+
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin or C function: nothing to check
+        return
+    try:
+        signature.bind(**dict.fromkeys(names))
+    except TypeError as exc:
+        shown = getattr(function, "__name__", type(function).__name__)
+        raise SearchSpaceError(
+            f"{shown}{signature} cannot take the {what} {sorted(names)}: {exc}",
+            hint="name the function's parameters after the keys (or give the others defaults)",
+        ) from None
 
 
 def _new_run(*args: Any, **kwargs: Any) -> ExperimentRun:
@@ -122,6 +141,7 @@ def launch(
     failed (not retried); for ``distributed``, each attempt of the stage, so a hung worker ends in
     a restart instead of a wait forever."""
     params = dict(params or {})
+    _check_takes(function, params, "parameters")
     run = _new_run(
         _project(project),
         "launch",
@@ -160,6 +180,7 @@ def _search(
     parsed = parse_space(space)
     if not optimization_key or not isinstance(optimization_key, str):
         raise SearchSpaceError("a search needs optimization_key: the name of the metric to optimize")
+    _check_takes(function, space, "search space's parameters")
     run = _new_run(
         _project(project),
         kind,
@@ -339,6 +360,7 @@ def distributed(
     if not isinstance(max_restarts, int) or max_restarts < 0:
         raise SearchSpaceError(f"max_restarts must be a non-negative integer, not {max_restarts!r}")
     params = dict(params or {})
+    _check_takes(function, params, "parameters")
     extra = {"TF_USE_LEGACY_KERAS": "1"} if legacy_keras else {}
     run = _new_run(
         _project(project),
