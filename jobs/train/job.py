@@ -37,6 +37,7 @@ from fjord.fs import SharedFS
 from fjord.jobspec import JobSpec
 from fjord.lineage import track_run
 from fjord.projects import get_project
+from jobs.train.splits import class_counts, too_few
 
 MODELS = "Models"
 CANDIDATE = "candidate"
@@ -136,10 +137,29 @@ def _dataset_version(spec: TrainSpec) -> int:
     return spec.training_dataset_version
 
 
+def _check_splits(spec: TrainSpec, version: int) -> None:
+    """Each split of the dataset holds both classes, or the job stops here (no trial would learn)."""
+    view = _view(spec)
+    _, _, y_rest, y_test = view.train_test_split(
+        spec.test_size, time_ordered=True, training_dataset_version=version
+    )
+    label = view.labels[0]
+    counts = class_counts(y_rest[label].to_numpy(), y_test[label].to_numpy(), spec.val_size)
+    short = too_few(counts)
+    if short:
+        rows = sum(sum(c) for c in counts.values())
+        raise TrainError(
+            f"training dataset {spec.feature_view}_{spec.feature_view_version} v{version} ({rows:,} rows) "
+            f"has a split without both classes ({'; '.join(short)}): no trial could be evaluated",
+            hint="land more data (more rows or days) or change --test-size / --val-size",
+        )
+
+
 def run(spec: TrainSpec) -> TrainResult:
     """Search, train, evaluate, optimize and register; :class:`TrainError` on bad input."""
     project = get_project(spec.project)
     version = _dataset_version(spec)
+    _check_splits(spec, version)
     uri = tracking_uri()  # unreachable MLflow: stop before any training
     # TensorFlow loads only now: bad input is answered in one line, without TensorFlow's start-up logs.
     from jobs.train.model import best_f1_threshold, evaluate, load_splits, predict_saved_model, train_trial

@@ -21,6 +21,7 @@ import pandas as pd
 
 import featurestore
 from fjord import experiment
+from jobs.train.splits import validation_cut
 
 OUTPUT = "fraud_probability"
 
@@ -48,7 +49,7 @@ def load_splits(
     x_rest, x_test, y_rest, y_test = fv.train_test_split(
         test_size, time_ordered=True, training_dataset_version=dataset_version
     )
-    cut = round(len(x_rest) * (1 - val_size))
+    cut = validation_cut(len(x_rest), val_size)
     label = fv.labels[0]
     numeric = [c for c in x_rest.columns if pd.api.types.is_numeric_dtype(x_rest[c])]
     as_float = lambda frame: frame[numeric].astype("float32")  # noqa: E731 - one expression, used thrice

@@ -44,6 +44,24 @@ def test_a_missing_training_dataset_version_is_named(project):
     _nothing_trained()
 
 
+def test_a_split_without_fraud_rows_is_named_before_training(project):
+    """The README's small demo once failed after 83 s with "non-finite value for val_auc": its
+    validation split held no fraud row. The job names the splits and stops before any trial."""
+    import pandas as pd
+
+    store = featurestore.connect("fraud")
+    times = pd.date_range("2026-11-01", periods=200, freq="min", tz="UTC")
+    early = store.get_or_create_feature_group("early", 1, primary_key=["tid"], event_time="ts")
+    early.insert(pd.DataFrame({"tid": range(200), "ts": times, "is_fraud": [i < 10 for i in range(200)]}))
+    query = early.select(["is_fraud"]).join(store.get_feature_group("tx", 1).select(["amount"]), on=["tid"])
+    store.get_or_create_feature_view("fraud_demo", 2, query=query, labels=["is_fraud"]).create_training_data()
+    with pytest.raises(
+        TrainError, match=r"validation: 0 positive, 32 negative; test: 0 positive, 40 negative"
+    ):
+        run(TrainSpec(project="fraud", feature_view_version=2))
+    _nothing_trained()
+
+
 def test_a_missing_feature_view_is_named(project):
     with pytest.raises(TrainError, match=r"unknown feature view fraud\.fraud_demo version 9"):
         run(TrainSpec(project="fraud", feature_view_version=9))

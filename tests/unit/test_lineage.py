@@ -174,3 +174,36 @@ def test_an_older_database_gains_new_columns(tmp_path) -> None:
     ensure_tables(newer, engine)
     assert {c["name"] for c in inspect(engine).get_columns("t")} == {"a", "b"}
     assert [i["column_names"] for i in inspect(engine).get_indexes("t")] == [["b"]]
+
+
+def test_lineage_show_summarises_a_long_chain_then_draws_it_to_a_depth(project, capsys, tmp_path) -> None:
+    """60 daily batches, each ETL building on the previous commit: the summary names every raw batch
+    with its checksum, the tree stops at --depth, --json has the whole graph, and a local path works."""
+    import json
+
+    from fjord.cli.main import main
+
+    for day in range(60):
+        with track_run(project, "etl") as etl:
+            etl.add_input(f"file:///landing/2026-{day:03d}", f"sha256:{day:04x}", kind="raw")
+            if day:
+                etl.add_input("fg://tx", str(day - 1), kind="feature_group")
+            etl.add_output("fg://tx", str(day), kind="feature_group")
+    model = tmp_path / "Models" / "fraud" / "1"
+    with track_run(project, "train") as train:
+        train.add_input("fg://tx", "59", kind="feature_group")
+        train.add_output(model.as_uri(), "1", kind="model")
+
+    assert main(["lineage", "show", str(model), "--depth", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "raw inputs (60):" in out and "file:///landing/2026-000  sha256:0000" in out
+    assert "feature_group (60): tx@0, tx@1" in out and "... 2 input(s) further back" in out
+    assert main(["lineage", "show", model.as_uri(), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert len(shown["summary"]["raw_inputs"]) == 60 and shown["summary"]["made_by"]["stage"] == "train"
+    depth, node = 0, shown["graph"]
+    while upstream := [i for i in node.get("inputs", []) if i.get("kind") == "feature_group"]:
+        node, depth = upstream[0], depth + 1
+    assert depth == 60 and node["version"] == "0"  # the whole chain, down to day 0's commit
+    assert main(["lineage", "runs", "--project", "fraud", "--stage", "train", "--json"]) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == [train.run_id]
