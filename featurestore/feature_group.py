@@ -186,6 +186,12 @@ class FeatureGroup(Versioned):
                 raise NotFoundError(f"{self} has no commits{when}")
         return DeltaOfflineStore(self.location).snapshot(commit.commit_id, committed_at=commit.committed_at)
 
+    def count_rows(self, as_of: int | datetime | str | None = None) -> int:
+        """How many rows the group holds at the latest commit (or ``as_of``): all commits' rows, as
+        upserted, not the last commit's alone (``commit_details`` gives those)."""
+        snapshot = self.snapshot(as_of)
+        return DeltaOfflineStore(self.location).count_rows(snapshot.version)
+
     def read(
         self,
         as_of: int | datetime | str | None = None,

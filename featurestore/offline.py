@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable
 from deltalake import Schema as DeltaSchema
@@ -253,6 +254,11 @@ class DeltaOfflineStore:
             file_uris=tuple(_as_uri(u) for u in table.file_uris()),
             schema=pa.schema(table.schema().to_arrow()),  # type: ignore[arg-type]
         )
+
+    def count_rows(self, as_of: int) -> int:
+        """The rows the table holds at version ``as_of``, from its files' statistics (no data read)."""
+        actions = pa.table(self._table(as_of).get_add_actions(flatten=True))
+        return int(pc.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
 
     def read(self, as_of: int | datetime | None = None, columns: list[str] | None = None) -> pa.Table:
         return self._table(as_of).to_pyarrow_table(columns=columns)

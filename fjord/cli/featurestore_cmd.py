@@ -70,19 +70,38 @@ def list_(project: str, as_json: bool = typer.Option(False, "--json", help="Prin
 
 
 @app.command("show")
-def show(project: str, name: str, version: int | None = typer.Option(None, "--version", "-v")) -> None:
-    """Show a feature group: its features, location and latest commit."""
+def show(
+    project: str,
+    name: str,
+    version: int | None = typer.Option(None, "--version", "-v"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a feature group: its features, location, rows and latest commit."""
     g = _group(project, name, version)
+    commits = g.commit_details(limit=1)
+    total = g.count_rows() if commits else 0
+    if as_json:
+        latest = next(iter(commits.items()), None)
+        print_json(
+            {
+                "name": g.name, "version": g.version, "description": g.description, "location": g.location,
+                "primary_key": g.primary_key, "event_time": g.event_time, "online_enabled": g.online_enabled,
+                "rows": total,
+                "latest_commit": {"commit_id": latest[0], **latest[1]} if latest else None,
+                "features": [f.model_dump() for f in g.schema],
+            }
+        )  # fmt: skip
+        return
     console.print(f"[bold]{g.name}[/bold] version {g.version}  {g.description}")
     console.print(
         f"  location  {g.location}\n  key       {', '.join(g.primary_key)}  event time {g.event_time}"
     )
-    commits = g.commit_details(limit=1)
     if commits:
         commit_id, detail = next(iter(commits.items()))
+        console.print(f"  rows      {total:,} in the group")
         console.print(
             f"  latest    commit {commit_id} at {detail['committed_at']:%Y-%m-%d %H:%M:%S} "
-            f"({detail['rows']} rows)"
+            f"({detail['rows']:,} rows in that commit)"
         )
     table = Table("feature", "type", "role", "description")
     for f in g.schema:
@@ -96,9 +115,14 @@ def show(project: str, name: str, version: int | None = typer.Option(None, "--ve
 
 
 @app.command("search")
-def search(project: str, text: str) -> None:
+def search(
+    project: str, text: str, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
     """Find feature groups and features by name or description."""
     hits = _store(project).search(text)
+    if as_json:
+        print_json(hits)
+        return
     table = Table("project", "feature group", "version", "matching features", "description")
     for h in hits:
         table.add_row(
@@ -113,10 +137,15 @@ def commits(
     name: str,
     version: int | None = typer.Option(None, "--version", "-v"),
     limit: int = typer.Option(20, min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """List a feature group's commits, newest first."""
+    """List a feature group's commits, newest first (rows: those each commit upserted)."""
+    details = _group(project, name, version).commit_details(limit=limit)
+    if as_json:
+        print_json([{"commit_id": c, **d} for c, d in details.items()])
+        return
     table = Table("commit", "committed at", "rows", "inserted", "updated", "run")
-    for commit_id, d in _group(project, name, version).commit_details(limit=limit).items():
+    for commit_id, d in details.items():
         table.add_row(
             str(commit_id),
             f"{d['committed_at']:%Y-%m-%d %H:%M:%S}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pandas as pd
@@ -391,6 +392,18 @@ def test_cli_read_side(fs, fv, tx_fg, capsys) -> None:
     assert "card_transactions_4h" in capsys.readouterr().out
     assert main(["featurestore", "commits", "fraud", "card_transactions_4h"]) == 0
     assert "featurestore.publish-" in capsys.readouterr().out
+    # A second commit that upserts 2 of the 4 rows and adds 1: the group holds 5, the commit 3.
+    changed = transactions().iloc[:2].assign(amount_sum_4h=1.0)
+    tx_fg.insert(pd.concat([changed, changed.iloc[:1].assign(ts=hours(3))]))
+    assert main(["featurestore", "show", "fraud", "card_transactions_4h"]) == 0
+    out = capsys.readouterr().out
+    assert "5 in the group" in out and "(3 rows in that commit)" in out
+    for command in (["show", "fraud", "card_transactions_4h"], ["search", "fraud", "amount"],
+                    ["commits", "fraud", "card_transactions_4h"]):  # fmt: skip
+        assert main(["featurestore", *command, "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert shown
+    assert shown[0]["commit_id"] == 1 and shown[0]["rows"] == 3
     assert main(["featurestore", "statistics", "fraud", "card_transactions_4h", "--json"]) == 0
     assert '"histogram"' in capsys.readouterr().out
     assert main(["featurestore", "statistics", "fraud", "fraud", "-t", "1"]) == 0
