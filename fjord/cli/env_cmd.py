@@ -90,9 +90,12 @@ def show(project: str, as_json: bool = typer.Option(False, "--json", help="Print
 
 
 @app.command("list")
-def list_(project: str) -> None:
+def list_(project: str, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List the environments built for a project on this machine."""
     envs = list_environments(get_project(project))
+    if as_json:
+        print_json([e.model_dump(mode="json") for e in envs])
+        return
     table = Table("key", "built", "lock hash", "additions")
     for env in envs:
         table.add_row(env.key, f"{env.built_at:%Y-%m-%d %H:%M}", env.lock_hash, ", ".join(env.additions))

@@ -23,10 +23,14 @@ def _metric(trial: dict, key: str | None) -> str:
 def list_(
     project: str | None = typer.Option(None, help="Only this project's experiments."),
     limit: int = typer.Option(20, min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Recent experiments, newest first."""
     from fjord.experiment.history import list_experiments
 
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in list_experiments(project, limit)])
+        return
     table = Table("run id", "kind", "name", "status", "started", "best")
     for run in list_experiments(project, limit):
         best = run.params.get("best", {}).get("metrics", {})

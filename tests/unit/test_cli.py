@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,8 @@ def test_env_commands(capsys, tmp_path: Path) -> None:
     assert "pyjokes==0.8.3" in out
     code, out, _ = cli(capsys, "env", "show", "fraud", "--json")
     assert code == 0 and '"additions"' in out
+    code, out, _ = cli(capsys, "env", "list", "fraud", "--json")
+    assert code == 0 and [e["requirements"] for e in json.loads(out)] == [["pyjokes==0.8.3"]]
     code, _, err = cli(capsys, "env", "build", "fraud", "--file", str(tmp_path / "missing.txt"))
     assert code == 6 and "no such file" in err
     code, _, err = cli(capsys, "env", "install", "fraud", "numpy==1.21.0")
