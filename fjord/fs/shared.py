@@ -29,11 +29,13 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from fjord.errors import AlreadyExistsError, NotFoundError, PathEscapeError
+from fjord.faults import crash_point
 from fjord.fs.backends import Backend, backend_for, spark_uri
 
 SUCCESS = "_SUCCESS"
 _STAGING_PREFIX = "_tmp."
 _RETIRED_PREFIX = "_old."
+_SWAP_PREFIX = "_swap."  # the journal of a directory being replaced
 _DIR_MARKER = ".keep"
 
 
@@ -83,7 +85,10 @@ class SharedFS:
         return bool(self.backend.fs.exists(self.path(rel)))
 
     def is_published(self, rel: str) -> bool:
-        """True once ``rel`` holds its ``_SUCCESS`` marker (what an Airflow sensor polls)."""
+        """True once ``rel`` holds its ``_SUCCESS`` marker (what an Airflow sensor polls). A
+        replacement of ``rel`` that its writer left half done is settled first (see ``publish``)."""
+        if rel and posixpath.normpath(rel) not in ("", "."):
+            self._finish_swap(self.path(rel))
         return self.exists(posixpath.join(rel, SUCCESS))
 
     def publication(self, rel: str) -> dict[str, Any]:
@@ -203,6 +208,7 @@ class SharedFS:
         target = self.path(rel)
         if posixpath.normpath(rel) in ("", "."):
             raise PathEscapeError(f"cannot publish the root {self.uri()} itself")
+        self._finish_swap(target)  # a replacement its writer left half done
         if self.is_published(rel) and not overwrite:
             raise AlreadyExistsError(
                 f"{self.uri(rel)} is already published", hint="pass overwrite=True to replace it"
@@ -217,27 +223,57 @@ class SharedFS:
             files = [info for info in fs.find(staging, detail=True).values() if info["type"] == "file"]
             if not overwrite and self.is_published(rel):  # another writer published it meanwhile
                 raise AlreadyExistsError(f"{self.uri(rel)} is already published")
-            self._move_into_place(staging, target)
+            marker = {
+                "published_at": datetime.now(UTC).isoformat(),
+                "files": len(files),
+                "bytes": sum(int(info.get("size") or 0) for info in files),
+            }
+            self._move_into_place(staging, target, json.dumps(marker).encode())
         except BaseException:
             self.backend.remove_tree(staging)
             raise
-        marker = {
-            "published_at": datetime.now(UTC).isoformat(),
-            "files": len(files),
-            "bytes": sum(int(info.get("size") or 0) for info in files),
-        }
-        fs.pipe_file(posixpath.join(target, SUCCESS), json.dumps(marker).encode())
 
-    def _move_into_place(self, staging: str, target: str) -> None:
+    def _move_into_place(self, staging: str, target: str, success: bytes) -> None:
+        """Move ``staging`` to ``target`` and mark it published. Replacing a directory takes two moves
+        (the old one aside, the new one in); a journal written first lets :meth:`_finish_swap` put the
+        old one back if the writer dies before the new one is marked, so a reader finds one of them
+        whole, never neither."""
         fs = self.backend.fs
-        retired = None
-        if fs.exists(target):
-            parent, name = posixpath.split(target)
-            retired = posixpath.join(parent, f"{_RETIRED_PREFIX}{name}.{uuid.uuid4().hex}")
-            self._move_tree(target, retired)
+        if not fs.exists(target):
+            self._move_tree(staging, target)
+            fs.pipe_file(posixpath.join(target, SUCCESS), success)
+            return
+        parent, name = posixpath.split(target)
+        retired = posixpath.join(parent, f"{_RETIRED_PREFIX}{name}.{uuid.uuid4().hex}")
+        journal = posixpath.join(parent, f"{_SWAP_PREFIX}{name}.json")
+        fs.pipe_file(journal, json.dumps({"staging": staging, "retired": retired}).encode())
+        crash_point("publish_dir.journaled")
+        self._move_tree(target, retired)
+        crash_point("publish_dir.retired")
         self._move_tree(staging, target)
-        if retired is not None:
-            self.backend.remove_tree(retired)
+        crash_point("publish_dir.moved")
+        fs.pipe_file(posixpath.join(target, SUCCESS), success)  # the new directory's commit point
+        crash_point("publish_dir.marked")
+        self.backend.remove_tree(retired)
+        fs.rm(journal)
+
+    def _finish_swap(self, target: str) -> None:
+        """Settle a replacement of ``target`` whose writer died (its journal is still there): before
+        the new directory was marked, the old one goes back in place; after, the old one goes."""
+        fs = self.backend.fs
+        parent, name = posixpath.split(target)
+        journal = posixpath.join(parent, f"{_SWAP_PREFIX}{name}.json")
+        if not fs.exists(journal):
+            return
+        moves = json.loads(fs.cat_file(journal))
+        if not fs.exists(posixpath.join(target, SUCCESS)) and fs.exists(moves["retired"]):
+            if fs.exists(target):
+                self.backend.remove_tree(target)  # the new one, moved in but never marked
+            self._move_tree(moves["retired"], target)
+        for leftover in (moves["staging"], moves["retired"]):
+            if fs.exists(leftover):
+                self.backend.remove_tree(leftover)
+        fs.rm(journal)
 
     def _move_tree(self, source: str, target: str) -> None:
         fs = self.backend.fs
@@ -250,7 +286,11 @@ class SharedFS:
         self.backend.remove_tree(source)
 
     def clean_staging(self, rel: str = "") -> list[str]:
-        """Remove leftovers of publishes whose writer died (``_tmp.*``, ``_old.*``) under ``rel``."""
+        """Remove leftovers of publishes whose writer died (``_tmp.*``, ``_old.*``) under ``rel``.
+        Replacements left half done are settled first (their old directory may be the only copy)."""
+        for name in self.listdir(rel, include_hidden=True):
+            if name.startswith(_SWAP_PREFIX) and name.endswith(".json"):
+                self._finish_swap(self.path(posixpath.join(rel, name[len(_SWAP_PREFIX) : -len(".json")])))
         removed = []
         for name in self.listdir(rel, include_hidden=True):
             if name.startswith((_STAGING_PREFIX, _RETIRED_PREFIX)):

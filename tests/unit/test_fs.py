@@ -160,3 +160,39 @@ def test_killed_writer_leaves_no_visible_partial_data(root: SharedFS) -> None:
         out.write_text("part-0000.csv", "x\n")
     assert root.is_published("data/batch")
     assert root.exists(f"data/batch/{SUCCESS}")
+
+
+_REPLACER = """
+import sys
+from fjord.fs import SharedFS
+root = SharedFS(sys.argv[1])
+with root.publish("data/batch", overwrite=True) as out:
+    out.write_text("version.txt", "new")
+"""
+
+
+@pytest.mark.parametrize(
+    ("point", "survivor"),
+    [
+        ("publish_dir.journaled", "old"),
+        ("publish_dir.retired", "old"),  # the old directory aside, nothing in place: it goes back
+        ("publish_dir.moved", "old"),  # the new one in place but never marked: the old one goes back
+        ("publish_dir.marked", "new"),  # marked: the new one stays, the old one goes
+    ],
+)
+def test_a_replacement_killed_at_any_step_leaves_one_whole_directory(root: SharedFS, point, survivor) -> None:
+    from fjord.faults import CRASH_EXIT_CODE
+
+    with root.publish("data/batch") as out:
+        out.write_text("version.txt", "old")
+    env = {**os.environ, "FJORD_CRASH_AT": point}
+    done = subprocess.run(
+        [sys.executable, "-c", _REPLACER, root.uri()], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == CRASH_EXIT_CODE, done.stderr
+    assert root.is_published("data/batch")  # a reader settles the journal first
+    assert root.read_text("data/batch/version.txt") == survivor
+    assert root.listdir("data", include_hidden=True) == ["batch"]  # no journal, no copy left over
+    with root.publish("data/batch", overwrite=True) as out:  # and the next replacement goes through
+        out.write_text("version.txt", "newer")
+    assert root.read_text("data/batch/version.txt") == "newer"
