@@ -1,7 +1,7 @@
-"""fraud_retrain: when the monitor reports drift (an event on the Asset ``fjord://drift/fraud``), and
-weekly: a training dataset over a recent window, a new model, and a deployment only through the same
-blessing gate. A run started by an asset event records the event (its window and scores) as the
-cause, in the DAG run's record (``fjord lineage show``)."""
+"""fraud_retrain: when the monitor reports drift (an event on the Asset ``fjord://drift/fraud/fraud``,
+project and model), and weekly: a training dataset over a recent window, a new model, and a
+deployment only through the same blessing gate. A run started by an asset event records the event
+(its window and scores) as the cause, in the DAG run's record (``fjord lineage show``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
+from fjord.airflow.client import drift_asset
 from fjord.airflow.defaults import dag_arguments
 from fjord.airflow.tasks import train_bless_deploy, training_dataset
 
-DRIFT = Asset("fjord://drift/fraud", group="monitoring")
+DRIFT = Asset(drift_asset("fraud", "fraud"), group="monitoring")
 
 with DAG(
     dag_id="fraud_retrain",

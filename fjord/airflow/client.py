@@ -29,6 +29,12 @@ FINISHED = {"success", "failed"}
 TASK_DONE = {"success", "failed", "skipped", "upstream_failed", "removed"}
 
 
+def drift_asset(project: str, model: str) -> str:
+    """The Airflow asset a monitor posts a model's drift alerts on (a retraining DAG is scheduled on
+    it). The project is part of it: another project's model of the same name retrains nothing here."""
+    return f"fjord://drift/{project}/{model}"
+
+
 class AirflowError(FjordError):
     """Airflow is unreachable, refuses a call, or a DAG cannot run."""
 

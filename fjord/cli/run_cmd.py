@@ -189,7 +189,7 @@ def _monitor_drift(
 
     import httpx
 
-    from fjord.airflow.client import PipelineFailed
+    from fjord.airflow.client import PipelineFailed, drift_asset
     from fjord.cli.stack_cmd import start_monitors
     from jobs.monitor.store import MonitorStore
 
@@ -240,8 +240,8 @@ def _monitor_drift(
     console.print(f"   sent {sent[0]} requests of 50 drifted transactions")
     console.print(f"   [red]alert[/red] {alert['kind']} in window {alert['window_start']:%H:%M:%S} "
                   f"(v{alert['version']}): {alert['message']}")  # fmt: skip
-    console.print(f"   -> Airflow asset event {alert['event_id']} on fjord://drift/{model}")
-    run_id = alert["dag_run_id"] or _created_run(client, model, alert)
+    console.print(f"   -> Airflow asset event {alert['event_id']} on {drift_asset(project, model)}")
+    run_id = alert["dag_run_id"] or _created_run(client, drift_asset(project, model), alert)
     console.print(f"   -> {RETRAIN} run {run_id}: {client.url}/dags/{RETRAIN}/runs/{run_id}")
     created = datetime.fromisoformat(client.dag_run(RETRAIN, run_id)["queued_at"]).timestamp()
     figures = {
@@ -260,14 +260,14 @@ def _monitor_drift(
     return urls["dashboard"]
 
 
-def _created_run(client: Any, model: str, alert: dict[str, Any], timeout_s: float = 120.0) -> str:
+def _created_run(client: Any, asset: str, alert: dict[str, Any], timeout_s: float = 120.0) -> str:
     """The DAG run an alert's asset event created (the scheduler creates it within seconds)."""
     from fjord.airflow.client import AirflowError, PipelineFailed
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            for event in client.asset_events(f"fjord://drift/{model}"):
+            for event in client.asset_events(asset):
                 runs = event.get("created_dagruns") or []
                 if (event.get("extra") or {}).get("alert_id") == alert["alert_id"] and runs:
                     return str(runs[0]["run_id"])

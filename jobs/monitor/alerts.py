@@ -3,7 +3,7 @@
 When a window becomes final the monitor checks it against the thresholds: dataset drift (the share
 of drifted features) and the error rate. Each finding is an alert row with a deterministic id
 (model/version/window/kind), so a replayed micro-batch produces the same rows. The first alert of a
-model starts a retraining run: it is posted as an event on the Airflow asset ``fjord://drift/<model>``
+model starts a retraining run: it is posted as an event on the Airflow asset ``fjord://drift/<project>/<model>``
 (``fraud_retrain`` is scheduled on it) with the window and its scores in ``extra``. Later alerts within
 the cool-down (counted in event time, from the window of the last alert posted) are recorded as
 ``suppressed``: a sustained drift starts one run, not one per window.

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from fjord.airflow.client import drift_asset
 from fjord.errors import FjordError, NotFoundError
 from fjord.jobspec import JobSpec
 from fjord.projects import Project, get_project
@@ -72,7 +73,7 @@ class MonitorSpec(JobSpec):
     prediction_output: str | None = Field(default=None, description="default: the model's first output")
     positive_threshold: float = Field(default=0.5, ge=0, le=1)
     cooldown_seconds: int = Field(default=3_600, ge=0, description="between retraining alerts, event time")
-    asset_uri: str | None = Field(default=None, description="default: fjord://drift/<model>")
+    asset_uri: str | None = Field(default=None, description="default: fjord://drift/<project>/<model>")
     notify_airflow: bool = True
     available_now: bool = Field(default=False, description="process what the topic holds, then stop")
     run_seconds: float | None = Field(default=None, gt=0, description="stop after this long")
@@ -126,7 +127,7 @@ class Monitor:
         self.store = MonitorStore(project.fs, spec.model_name)
         self.thresholds = spec.thresholds()
         self.notifier = (
-            alerting.AirflowNotifier(spec.asset_uri or f"fjord://drift/{spec.model_name}")
+            alerting.AirflowNotifier(spec.asset_uri or drift_asset(spec.project, spec.model_name))
             if spec.notify_airflow else None
         )  # fmt: skip
         self.references: dict[tuple[str, int], dict[str, Any] | None] = {}

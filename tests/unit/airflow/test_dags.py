@@ -108,7 +108,7 @@ def test_training_pipeline_waits_validates_trains_blesses_then_deploys(dagbag: d
 
 def test_retrain_runs_on_the_drift_asset_and_weekly_through_the_same_gate(dagbag: dict) -> None:
     dag = dagbag["dags"]["fraud_retrain"]
-    assert dag["assets"] == ["fjord://drift/fraud"]
+    assert dag["assets"] == ["fjord://drift/fraud/fraud"]
     assert "AssetOrTimeSchedule" in dag["schedule"]
     assert _upstream(dag, "training_dataset") == ["cause"]
     assert _upstream(dag, "model.deploy") == ["model.bless"]

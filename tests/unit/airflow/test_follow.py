@@ -67,7 +67,7 @@ def test_the_retraining_run_is_found_while_airflow_cannot_list_the_events() -> N
         if path == "/auth/token":
             return httpx.Response(201, json={"access_token": "t"})
         if path == "/api/v2/assets":
-            return httpx.Response(200, json={"assets": [{"uri": "fjord://drift/fraud", "id": 1}]})
+            return httpx.Response(200, json={"assets": [{"uri": "fjord://drift/fraud/fraud", "id": 1}]})
         if path == "/api/v2/assets/events":
             return httpx.Response(500, json={"detail": "Internal Server Error"})
         runs = [
@@ -81,4 +81,4 @@ def test_the_retraining_run_is_found_while_airflow_cannot_list_the_events() -> N
 
     client = AirflowClient("http://airflow", "admin", "pw", transport=httpx.MockTransport(answer))
     alert = {"alert_id": "a1", "posted_at": datetime(2026, 12, 4, 10, 0, 4, tzinfo=UTC)}
-    assert _created_run(client, "fraud", alert) == "asset_triggered__new"
+    assert _created_run(client, "fjord://drift/fraud/fraud", alert) == "asset_triggered__new"
