@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -332,11 +333,22 @@ class AirflowClient:
         body = {"asset_id": self.asset_id(uri), "extra": extra}
         return dict(self.request("POST", "/assets/events", json=body))
 
-    def asset_events(self, uri: str, limit: int = 100) -> list[dict[str, Any]]:
-        """The asset's latest events, newest first, each with the DAG runs it created
-        (``created_dagruns``)."""
-        params = {"asset_id": self.asset_id(uri), "limit": limit, "order_by": "-timestamp"}
-        return list(self.request("GET", "/assets/events", params=params)["asset_events"])
+    def asset_events(
+        self, uri: str, limit: int = 100, *, since: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """The asset's events, newest first, each with the DAG runs it created (``created_dagruns``):
+        the latest ``limit``, or, with ``since``, every event from then on (page by page)."""
+        params: dict[str, Any] = {"asset_id": self.asset_id(uri), "limit": limit, "order_by": "-timestamp"}
+        if since is None:
+            return list(self.request("GET", "/assets/events", params=params)["asset_events"])
+        aware = since if since.tzinfo else since.replace(tzinfo=UTC)  # naive times are UTC here
+        params["timestamp_gte"] = aware.astimezone(UTC).isoformat()
+        events: list[dict[str, Any]] = []
+        while True:
+            page = self.request("GET", "/assets/events", params={**params, "offset": len(events)})
+            events += page["asset_events"]
+            if len(page["asset_events"]) < limit:
+                return events
 
 
 def _detail(answer: httpx.Response) -> str:

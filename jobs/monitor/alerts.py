@@ -130,7 +130,10 @@ class AirflowNotifier:
         changed = []
         try:
             client = self._connect()
-            events = client.asset_events(self.asset_uri)
+            # Every event since the oldest waiting alert was raised (a minute's slack for clocks),
+            # however many other events came since: not only the latest 100.
+            since = min(a["created_at"] for a in todo) - timedelta(minutes=1)
+            events = client.asset_events(self.asset_uri, since=since)
             by_alert = {(e.get("extra") or {}).get("alert_id"): e for e in events}
             for alert in todo:
                 event = by_alert.get(alert["alert_id"])
