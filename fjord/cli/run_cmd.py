@@ -271,12 +271,12 @@ def _created_run(client: Any, asset: str, alert: dict[str, Any], timeout_s: floa
                 runs = event.get("created_dagruns") or []
                 if (event.get("extra") or {}).get("alert_id") == alert["alert_id"] and runs:
                     return str(runs[0]["run_id"])
-        except AirflowError as exc:
-            if exc.status != 500:
-                raise
-            # Airflow 3.3.2 answers 500 to every read of the events while a run one of them created
-            # is still queued (apache/airflow#71360, fixed after 3.3.2): that run is the newest one
-            # the asset triggered since the alert was posted (a minute's slack for the clocks).
+        except AirflowError:
+            # Airflow 3.3.2 fails every read of the events while a run one of them created is still
+            # queued (apache/airflow#71360, fixed after 3.3.2): a 500, or, when the exception escapes
+            # the ASGI app, a connection reset. The run is the newest one the asset triggered since
+            # the alert was posted (a minute's slack for the clocks); if Airflow is really down, the
+            # read of the runs below says so.
             since = alert["posted_at"] - timedelta(minutes=1)
             for run in client.dag_runs(RETRAIN):
                 queued = datetime.fromisoformat(run["queued_at"]) if run.get("queued_at") else None

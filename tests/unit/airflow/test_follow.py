@@ -55,9 +55,11 @@ def test_a_run_past_its_timeout_names_what_still_runs() -> None:
     )
 
 
-def test_the_retraining_run_is_found_while_airflow_cannot_list_the_events() -> None:
-    """apache/airflow#71360 (Airflow 3.3.2): reading asset events answers 500 while a run an event
-    created is queued; `fjord run` finds that run among the DAG's asset-triggered runs instead."""
+@pytest.mark.parametrize("failure", ["500", "reset"])
+def test_the_retraining_run_is_found_while_airflow_cannot_list_the_events(failure: str) -> None:
+    """apache/airflow#71360 (Airflow 3.3.2): reading asset events fails while a run an event created
+    is queued, with a 500 or, when the exception escapes the ASGI app, a connection reset (seen in
+    the e2e); `fjord run` finds that run among the DAG's asset-triggered runs instead."""
     from datetime import UTC, datetime
 
     from fjord.cli.run_cmd import _created_run
@@ -69,6 +71,8 @@ def test_the_retraining_run_is_found_while_airflow_cannot_list_the_events() -> N
         if path == "/api/v2/assets":
             return httpx.Response(200, json={"assets": [{"uri": "fjord://drift/fraud/fraud", "id": 1}]})
         if path == "/api/v2/assets/events":
+            if failure == "reset":
+                raise httpx.ReadError("[Errno 104] Connection reset by peer")
             return httpx.Response(500, json={"detail": "Internal Server Error"})
         runs = [
             {"dag_run_id": "asset_triggered__new", "run_type": "asset_triggered",
