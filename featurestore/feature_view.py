@@ -301,7 +301,10 @@ class FeatureView(Versioned):
         if self._online_parts is None:
             parts = []
             for group, features, keys, _, prefix in self.query._parts():
-                wanted = [f for f in features if prefix + f in self.features]
+                # A group's key and event time are what a request brings, not features to look up:
+                # a label group read with select_all() serves nothing online and needs no online table.
+                own = {*group.primary_key, group.event_time}
+                wanted = [f for f in features if prefix + f in self.features and f not in own]
                 if not wanted:
                     continue
                 if not group.online_enabled:

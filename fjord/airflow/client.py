@@ -127,8 +127,13 @@ class AirflowClient:
         headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Call ``/api/v2{path}`` logged in; the JSON answer. :class:`AirflowError` on any other status."""
-        for attempt in range(2):
+        """Call ``/api/v2{path}`` logged in; the JSON answer. :class:`AirflowError` on any other status.
+
+        A read that fails on the connection itself is tried once more on a new connection: the API
+        server closes a kept-alive connection when a request's exception escapes it (apache/airflow
+        #71360 does), and the next request on that socket is reset although the server is up."""
+        retried = relogged = False
+        while True:
             if self._token is None:
                 self._token = self._login()
             try:
@@ -138,10 +143,15 @@ class AirflowClient:
                     headers={**(headers or {}), "Authorization": f"Bearer {self._token}"},
                     **kwargs,
                 )
+            except httpx.TransportError as exc:
+                if method == "GET" and not retried and not isinstance(exc, httpx.ConnectError):
+                    retried = True
+                    continue  # httpx drops the broken connection: the retry opens a new one
+                raise AirflowError(f"Airflow at {self.url} is unreachable: {exc}") from None
             except httpx.HTTPError as exc:
                 raise AirflowError(f"Airflow at {self.url} is unreachable: {exc}") from None
-            if answer.status_code == 401 and attempt == 0:
-                self._token = None  # expired: log in again once
+            if answer.status_code == 401 and not relogged:
+                relogged, self._token = True, None  # expired: log in again once
                 continue
             if answer.status_code not in ok:
                 raise AirflowError(
@@ -149,7 +159,6 @@ class AirflowClient:
                     status=answer.status_code,
                 )
             return answer.json() if answer.content else None
-        raise AssertionError("unreachable")
 
     # -- DAGs and runs ---------------------------------------------------------------------------
 
