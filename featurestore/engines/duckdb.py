@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import os
+import threading
+from functools import cache
+from typing import Any
+
 import duckdb
+import fsspec
 import pyarrow as pa
 
 from featurestore.engines.base import JoinEngine, JoinPlan, Source
@@ -33,11 +40,81 @@ def read_parquet_sql(
             fs = backend_for(uri).fs
             protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
             if protocol not in con.list_filesystems():  # DuckDB names it by the first protocol
-                con.register_filesystem(fs)
+                con.register_filesystem(_shared_reads(fs))
         paths.append(local or uri)
     listed = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
     extra = "".join(f", {key} = {value}" for key, value in options.items())
     return f"read_parquet({listed}, union_by_name = true{extra})"
+
+
+class _SharedFile(io.RawIOBase):
+    """One open file that DuckDB's threads read at once: each thread has its own position, and a
+    lock makes each seek-and-read one step.
+
+    DuckDB's Python filesystem hands the same file object to several threads, and seeks, then reads,
+    in two calls. hdfs-native's reader is not thread-safe ("RuntimeError: Already borrowed" when two
+    threads meet in it), and any fsspec file would read at another thread's position."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self._inner = inner
+        self._lock = threading.Lock()
+        self._positions: dict[int, int] = {}
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        me = threading.get_ident()
+        if whence == os.SEEK_CUR:
+            offset += self._positions.get(me, 0)
+        elif whence == os.SEEK_END:
+            offset += self._inner.size
+        self._positions[me] = offset
+        return offset
+
+    def tell(self) -> int:
+        return self._positions.get(threading.get_ident(), 0)
+
+    def read(self, size: int = -1) -> bytes:
+        me = threading.get_ident()
+        with self._lock:
+            self._inner.seek(self._positions.get(me, 0))
+            data = self._inner.read(size)
+        self._positions[me] = self._positions.get(me, 0) + len(data)
+        return bytes(data)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()
+
+    def __getattr__(self, name: str) -> Any:  # size, path, info...: the inner file's
+        return getattr(self._inner, name)
+
+
+@cache
+def _shared_reads_class(cls: type) -> type:
+    """``cls`` with files that DuckDB's threads can share (see ``_SharedFile``)."""
+
+    def open(self: Any, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        opened = cls.open(self, path, mode, **kwargs)
+        return _SharedFile(opened) if mode == "rb" else opened
+
+    return type(f"SharedReads{cls.__name__}", (cls,), {"open": open})
+
+
+def _shared_reads(fs: fsspec.AbstractFileSystem) -> fsspec.AbstractFileSystem:
+    """The filesystem ``fs``, as DuckDB may use it from several threads."""
+    return _shared_reads_class(type(fs))(*fs.storage_args, **fs.storage_options)
 
 
 def connect_duckdb() -> duckdb.DuckDBPyConnection:

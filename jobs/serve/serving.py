@@ -93,6 +93,12 @@ def _base_path(project: Project, model_name: str) -> str:
 def _write(project: Project, servings: dict[str, Serving]) -> None:
     """servings.json, then models.config (the file the server watches), each replaced atomically."""
     project.fs.write_text(SERVINGS_FILE, json.dumps({k: asdict(v) for k, v in servings.items()}, indent=2))
+    _write_config(project, servings)
+
+
+def _write_config(project: Project, servings: dict[str, Serving]) -> None:
+    """models.config for ``servings``. On a remote root the server here reads a local copy, and the
+    root's own file is for a server elsewhere (tensorflow_model_server on a cluster)."""
     models = [
         ModelConfig(
             s.name,
@@ -102,7 +108,10 @@ def _write(project: Project, servings: dict[str, Serving]) -> None:
         )
         for s in servings.values()
     ]
-    write_model_config(config_path(project), models)
+    config = config_path(project)
+    write_model_config(config, models)
+    if config.parent == _state_dir(project):
+        project.fs.write_text(CONFIG_FILE, config.read_text())
 
 
 def config_path(project: Project) -> Path:
@@ -265,8 +274,8 @@ def _start(proj: Project, batching: bool) -> str:
         raise ServingError(f"project {proj.name} has no serving", hint="fjord model deploy creates one")
     directory = _state_dir(proj)
     config = config_path(proj)
-    if config.parent == directory:  # a remote filesystem: the server reads a local copy
-        config.write_text(proj.fs.read_text(CONFIG_FILE))
+    if config.parent == directory:  # a remote root: the server reads a local copy, made from servings.json
+        _write_config(proj, servings)
     batching_file = directory / "batching.config"
     batching_file.write_text(
         "max_batch_size { value: 256 }\nbatch_timeout_micros { value: 1000 }\n"

@@ -84,6 +84,52 @@ def test_spark_insert_and_spark_point_in_time_join(root: str, spark) -> None:
     assert by_key[1] == 101.0 and by_key[2] == 2.0 and pd.isna(by_key[3])
 
 
+def test_a_multi_file_spark_frame_publishes_through_duckdb(root: str, spark) -> None:
+    """Spark writes the staged rows as several files of several row groups; the publish validates
+    them with DuckDB, whose threads read one remote file at once (hdfs-native's reader failed with
+    "Already borrowed")."""
+    create_project("fraud")
+    store = featurestore.connect("fraud")
+    frame = spark.range(0, 400_000, numPartitions=4).selectExpr(
+        "id % 1000 AS cc_num",
+        "timestamp_micros(1704067200000000 + id * 1000000) AS ts",
+        "rand(7) AS amount",
+        "cast(id AS string) AS note",
+    )
+    spark.conf.set("parquet.block.size", str(1 << 19))  # several row groups per file
+    try:
+        big = store.get_or_create_feature_group("big", 1, primary_key=["cc_num"], event_time="ts")
+        big.insert(frame)
+    finally:
+        spark.conf.unset("parquet.block.size")
+    assert len(SharedFS(big.location).find(suffix=".parquet")) >= 4
+    read = big.read()
+    assert len(read) == 400_000 and read.note.astype(int).sum() == sum(range(400_000))
+
+
+def test_a_model_deploys_and_serves_from_the_root(root: str, tmp_path: Path) -> None:
+    """A version on the root is served: the deploy writes models.config on the root as well, and the
+    server on this machine reads a local copy made from servings.json (it copied a models.config
+    that nothing had written, and the deploy failed on every ``s3://`` root)."""
+    from jobs.serve import serving
+    from tests.serving_models import write_version
+
+    project = create_project("fraud")
+    local = write_version(tmp_path / "m", 1)
+    with project.fs.publish("Models/m/1") as staged:
+        for file in (f for f in local.rglob("*") if f.is_file()):
+            staged.upload(str(file), str(file.relative_to(local)))
+    serving.create_or_update("m", 1, project="fraud")
+    assert "base_path" in project.fs.read_text("Models/serving/models.config")
+    serving.start(project="fraud")
+    try:
+        serving.wait_available("m", 1, project="fraud", timeout_s=120)
+        answer = serving.predict("m", {"instances": [{"x": 1.0, "y": 2.0}]}, project="fraud")
+        assert answer["predictions"][0]["sum"] == pytest.approx(3.0)
+    finally:
+        assert serving.stop(project="fraud")
+
+
 def trial(lr):
     (experiment.trial_dir() / "weights.txt").write_text(f"lr={lr}")
     return {"score": 1 - abs(lr - 0.1)}
