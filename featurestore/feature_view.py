@@ -26,6 +26,7 @@ from featurestore.registry import TrainingDatasetRecord, ViewRecord
 from featurestore.statistics import reference_statistics
 from featurestore.versioned import Versioned
 from fjord.errors import NotFoundError
+from fjord.fs import arrow_scan
 from fjord.lineage import RunRecord, track_run
 
 if TYPE_CHECKING:
@@ -331,7 +332,8 @@ class _OnlinePart:
 
 def _read_parquet_dir(fs: SharedFS, rel: str) -> pa.Table:
     files = [f for f in fs.backend.fs.find(fs.path(rel)) if f.endswith(".parquet")]
-    return ds.dataset(sorted(files), filesystem=fs.backend.fs, format="parquet").to_table()
+    filesystem, threads = arrow_scan(fs.backend)
+    return ds.dataset(sorted(files), filesystem=filesystem, format="parquet").to_table(use_threads=threads)
 
 
 def _entry_value(entry: dict[str, Any], left_key: str, right_key: str) -> Any:

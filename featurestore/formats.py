@@ -9,7 +9,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from featurestore.schema import normalise
-from fjord.fs import SharedFS
+from fjord.fs import SharedFS, arrow_scan
 
 
 def write_parquet(reader: pa.RecordBatchReader, handle: IO[Any]) -> int:
@@ -51,10 +51,11 @@ def write_tfrecords(parquet: SharedFS, out: SharedFS) -> int:
 
     rows = 0
     for i, file in enumerate(parquet.find(suffix=".parquet")):
-        dataset = ds.dataset(parquet.path(file), filesystem=parquet.backend.fs, format="parquet")
+        filesystem, threads = arrow_scan(parquet.backend)
+        dataset = ds.dataset(parquet.path(file), filesystem=filesystem, format="parquet")
         out.makedirs("")
         with tf.io.TFRecordWriter(out.uri(f"part-{i:05d}.tfrecord").removeprefix("file://")) as writer:
-            for batch in dataset.to_batches():
+            for batch in dataset.to_batches(use_threads=threads):
                 columns = {name: batch.column(name).to_pylist() for name in batch.schema.names}
                 types = {field.name: field.type for field in batch.schema}
                 for r in range(batch.num_rows):

@@ -20,14 +20,17 @@ def data(
     rows: int = typer.Option(100_000, min=1, help="Transactions in all."),
     days: int = typer.Option(7, min=1, help="Daily batches."),
     seed: int = typer.Option(42, help="Same seed, same data."),
-    start: str = typer.Option("2026-11-01", help="Date of the first batch (YYYY-MM-DD)."),
+    start: str | None = typer.Option(
+        None, help="Date of the first batch (YYYY-MM-DD); default: the batches end yesterday (UTC)."
+    ),
     fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
 ) -> None:
     """Write daily batches of transactions, labels and profiles into Resources/landing/<date>/."""
-    from jobs.etl.demo_data import DemoSpec, generate  # a stage: loaded only when asked for
+    from jobs.etl.demo_data import DemoSpec, generate, recent_start  # a stage: loaded only when asked for
 
     try:
-        spec = DemoSpec(rows=rows, days=days, seed=seed, start=date.fromisoformat(start), fmt=fmt)
+        first = date.fromisoformat(start) if start else recent_start(days)
+        spec = DemoSpec(rows=rows, days=days, seed=seed, start=first, fmt=fmt)
         proj = ensure_project(project) if create else get_project(project)
         with console.status(f"generating {rows:,} transactions in {days} daily batches..."):
             batches = generate(proj.fs, spec)

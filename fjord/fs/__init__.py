@@ -11,6 +11,7 @@ True
 from fjord.fs.backends import (
     FILESYSTEMS,
     Backend,
+    arrow_scan,
     backend_for,
     local_path,
     object_store_options,
@@ -25,6 +26,7 @@ __all__ = [
     "SUCCESS",
     "Backend",
     "SharedFS",
+    "arrow_scan",
     "backend_for",
     "local_path",
     "object_store_options",

@@ -15,6 +15,7 @@ import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 from urllib.parse import urlsplit
 
 import fsspec
@@ -154,6 +155,23 @@ def local_path(uri: str) -> str | None:
     if "://" not in uri:
         return uri
     return backend_for(uri).to_path(uri) if urlsplit(uri).scheme == "file" else None
+
+
+def arrow_scan(backend: Backend, root: str | None = None) -> tuple[Any, bool]:
+    """A pyarrow filesystem for ``backend``'s paths (rooted at ``root`` if given), and whether a scan
+    over it may use threads.
+
+    A local disk gets Arrow's own C++ filesystem. Other filesystems go through fsspec, which pyarrow
+    wraps in Python file objects; a threaded scan over those can abort the process at exit, when an
+    Arrow thread frees the last file after the interpreter has stopped ("terminate called without an
+    active exception", exit 134: apache/arrow#34314). Such scans run on the calling thread."""
+    import pyarrow.fs as pa_fs
+
+    if backend.scheme == "file":
+        native = pa_fs.LocalFileSystem()
+        return (pa_fs.SubTreeFileSystem(root, native) if root else native), True
+    handler = pa_fs.PyFileSystem(pa_fs.FSSpecHandler(backend.fs))
+    return (pa_fs.SubTreeFileSystem(root, handler) if root else handler), False
 
 
 def object_store_options(uri: str) -> dict[str, str] | None:

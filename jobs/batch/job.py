@@ -144,7 +144,8 @@ def run(spec: BatchInferenceSpec) -> BatchInferenceResult:
         else:
             dataset = reused
             with project.fs.open(f"{root}/{dataset}/predictions.parquet") as handle:
-                rate = float(pq.read_table(handle).column(SCORE).to_numpy().mean())
+                table = pq.read_table(handle, use_threads=False)  # a Python file: apache/arrow#34314
+                rate = float(table.column(SCORE).to_numpy().mean())
         uri = project.fs.uri(f"{root}/{dataset}")
         record.add_output(uri, str(dataset), kind="predictions")
         return BatchInferenceResult(

@@ -95,6 +95,13 @@ TRANSACTION_SCHEMA = pa.schema(
 )
 
 
+def recent_start(days: int, today: date | None = None) -> date:
+    """The first date of ``days`` daily batches that end yesterday (UTC): demo data a daily schedule,
+    a DAG's default window and a retraining window over the last 90 days all find."""
+    today = today or datetime.now(UTC).date()
+    return today - timedelta(days=days)
+
+
 @dataclass(frozen=True)
 class DemoSpec:
     rows: int = 100_000

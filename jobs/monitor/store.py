@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from fjord.fs import SharedFS, object_store_options
+from fjord.fs import SharedFS, arrow_scan, object_store_options
 
 MONITORING = "Resources/monitoring"
 
@@ -182,16 +182,19 @@ class MonitorStore:
         files = self.fs.find(rel, suffix=".parquet") if self.fs.exists(rel) else []
         if not files:
             return None
-        return ds.dataset([self.fs.path(f) for f in files], filesystem=self.fs.backend.fs, format="parquet")
+        filesystem, _ = arrow_scan(self.fs.backend)  # a remote one: read on one thread (arrow_scan)
+        return ds.dataset([self.fs.path(f) for f in files], filesystem=filesystem, format="parquet")
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Dead-lettered records, with their reason and Kafka coordinates."""
         dataset = self._dead_letter_files()
-        return [] if dataset is None else dataset.to_table().to_pylist()
+        if dataset is None:
+            return []
+        return dataset.to_table(use_threads=self.fs.backend.local).to_pylist()
 
     def dead_letter_count(self) -> int:
         dataset = self._dead_letter_files()
-        return 0 if dataset is None else dataset.count_rows()
+        return 0 if dataset is None else dataset.count_rows(use_threads=self.fs.backend.local)
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:

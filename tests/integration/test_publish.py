@@ -210,3 +210,31 @@ def test_a_writer_that_lost_its_lease_publishes_nothing(metadata) -> None:
         with fs.registry.engine.begin() as conn:  # a successor took the lease meanwhile
             conn.execute(update(_leases).values(holder="successor"))
     assert not tx.exists()
+
+
+def test_two_inserts_and_a_read_exit_0_fifty_times_out_of_fifty(fjord_home) -> None:
+    """A process that inserted twice and read aborted at exit in 3 of 60 runs (exit 134): an Arrow
+    thread freed the last Python file of the Delta read after the interpreter had stopped
+    (apache/arrow#34314). Reads of a local root now go through Arrow's own filesystem; remote ones
+    scan on the calling thread. 50 runs, three at a time, each into its own group."""
+    create_project("fraud")
+    env = {k: v for k, v in os.environ.items() if k != "FJORD_CRASH_AT"}
+
+    def start(n: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.insert_twice_worker", f"g{n}"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    results = []
+    waiting = list(range(50))
+    running: list[tuple[int, subprocess.Popen]] = []
+    while waiting or running:
+        while waiting and len(running) < 3:
+            n = waiting.pop(0)
+            running.append((n, start(n)))
+        n, proc = running.pop(0)
+        out, err = proc.communicate(timeout=300)
+        results.append((n, proc.returncode, out.strip(), err.strip()[-300:]))
+    failed = [r for r in results if r[1] != 0 or r[2] != "4"]
+    assert not failed, failed

@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from fjord.cli.main import main
 from fjord.projects import create_project
-from jobs.etl.demo_data import TRANSACTION_SCHEMA, DemoSpec, generate
+from jobs.etl.demo_data import TRANSACTION_SCHEMA, DemoSpec, generate, recent_start
 
 
 @pytest.fixture
@@ -68,8 +68,14 @@ def test_csv_landing_and_the_cli(project, capsys) -> None:
     assert (
         main(["demo", "data", "--project", "fraud", "--rows", "3000", "--days", "2", "--format", "csv"]) == 0
     )
-    assert "landed 2 batches" in capsys.readouterr().out
-    table = pacsv.read_csv(project.fs.path("Resources/landing/2026-11-02/transactions.csv"))
+    # by default the batches end yesterday (UTC), where a daily schedule's default window looks
+    yesterday = recent_start(1)
+    before = recent_start(2).isoformat()
+    assert f"landed 2 batches in {project.fs.uri('Resources/landing')}: {before} .. {yesterday}" in (
+        capsys.readouterr().out
+    )
+    assert recent_start(2, today=date(2026, 3, 1)) == date(2026, 2, 27)
+    table = pacsv.read_csv(project.fs.path(f"Resources/landing/{yesterday}/transactions.csv"))
     assert table.num_rows > 1000 and "amount" in table.column_names
     assert main(["demo", "data", "--rows", "1", "--days", "3"]) == 1
     assert "need at least one row per day" in capsys.readouterr().err
@@ -109,7 +115,8 @@ def test_landed_batches_are_never_overwritten_and_a_typo_creates_no_project(proj
     generate(project.fs, spec)
     landed = project.fs.read_bytes("Resources/landing/2026-11-02/transactions.parquet")
     assert generate(project.fs, spec) == ["2026-11-01", "2026-11-02"]  # the same spec: kept as it is
-    assert main(["demo", "data", "--project", "fraud", "--rows", "3000", "--days", "3", "--seed", "2"]) == 4
+    other = ["--rows", "3000", "--days", "3", "--seed", "2", "--start", "2026-11-01"]
+    assert main(["demo", "data", "--project", "fraud", *other]) == 4
     assert "already landed, by other data" in capsys.readouterr().err
     assert project.fs.read_bytes("Resources/landing/2026-11-02/transactions.parquet") == landed
     assert not project.fs.exists("Resources/landing/2026-11-03")  # refused before any batch was written
