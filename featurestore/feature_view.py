@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from featurestore.engines import join_engine
 from featurestore.errors import FeatureStoreError
@@ -26,13 +25,11 @@ from featurestore.registry import TrainingDatasetRecord, ViewRecord
 from featurestore.statistics import reference_statistics
 from featurestore.versioned import Versioned
 from fjord.errors import NotFoundError
-from fjord.fs import arrow_scan
 from fjord.lineage import RunRecord, track_run
 
 if TYPE_CHECKING:
     from featurestore.query import Query
     from featurestore.store import FeatureStore
-    from fjord.fs import SharedFS
 
 TRAINING_DATASETS_DIR = "TrainingDatasets"
 STATISTICS_FILE = "_statistics.json"
@@ -129,7 +126,7 @@ class FeatureView(Versioned):
                         from featurestore.formats import write_tfrecords
 
                         write_tfrecords(out.sub("parquet"), out.sub("tfrecord"))
-                    table = _read_parquet_dir(out, "parquet")
+                    table = out.read_parquet("parquet")
                     out.write_text(
                         STATISTICS_FILE,
                         json.dumps(reference_statistics(table, self.features + self.labels)),
@@ -185,7 +182,7 @@ class FeatureView(Versioned):
     def read_training_dataset(self, version: int) -> pa.Table:
         """All columns of training dataset ``version`` (keys, event time, features, labels)."""
         self._dataset(version)
-        return _read_parquet_dir(self._store.project.fs, f"{self._location(version)}/parquet")
+        return self._store.project.fs.read_parquet(f"{self._location(version)}/parquet")
 
     def get_training_dataset_statistics(self, version: int) -> dict[str, Any]:
         """The statistics of training dataset ``version``'s features and labels, computed when it was
@@ -328,12 +325,6 @@ class _OnlinePart:
     keys: tuple[tuple[str, str], ...]
     features: tuple[tuple[str, str], ...]  # (feature, output name)
     timestamps: frozenset[str]
-
-
-def _read_parquet_dir(fs: SharedFS, rel: str) -> pa.Table:
-    files = [f for f in fs.backend.fs.find(fs.path(rel)) if f.endswith(".parquet")]
-    filesystem, threads = arrow_scan(fs.backend)
-    return ds.dataset(sorted(files), filesystem=filesystem, format="parquet").to_table(use_threads=threads)
 
 
 def _entry_value(entry: dict[str, Any], left_key: str, right_key: str) -> Any:

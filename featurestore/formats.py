@@ -50,8 +50,8 @@ def write_tfrecords(parquet: SharedFS, out: SharedFS) -> int:
     import tensorflow as tf  # heavy: only when TFRecords are asked for
 
     rows = 0
+    filesystem, threads = arrow_scan(parquet.backend)
     for i, file in enumerate(parquet.find(suffix=".parquet")):
-        filesystem, threads = arrow_scan(parquet.backend)
         dataset = ds.dataset(parquet.path(file), filesystem=filesystem, format="parquet")
         out.makedirs("")
         with tf.io.TFRecordWriter(out.uri(f"part-{i:05d}.tfrecord").removeprefix("file://")) as writer:

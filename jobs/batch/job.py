@@ -143,9 +143,8 @@ def run(spec: BatchInferenceSpec) -> BatchInferenceResult:
             rate = float(scores.mean())
         else:
             dataset = reused
-            with project.fs.open(f"{root}/{dataset}/predictions.parquet") as handle:
-                table = pq.read_table(handle, use_threads=False)  # a Python file: apache/arrow#34314
-                rate = float(table.column(SCORE).to_numpy().mean())
+            table = project.fs.read_parquet(f"{root}/{dataset}/predictions.parquet", columns=[SCORE])
+            rate = float(table.column(SCORE).to_numpy().mean())
         uri = project.fs.uri(f"{root}/{dataset}")
         record.add_output(uri, str(dataset), kind="predictions")
         return BatchInferenceResult(

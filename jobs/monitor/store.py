@@ -174,27 +174,32 @@ class MonitorStore:
             (_decoded(r) for r in table.to_pyarrow_table().to_pylist()), key=lambda r: r["created_at"]
         )
 
-    def _dead_letter_files(self) -> Any:
-        """The dead letters as one pyarrow dataset, or None when there are none."""
+    def _dead_letter_files(self) -> tuple[Any, bool] | None:
+        """The dead letters as one pyarrow dataset, and whether it may be scanned on threads
+        (``arrow_scan``); None when there are none."""
         import pyarrow.dataset as ds
 
         rel = f"{self.base}/dead_letters"
         files = self.fs.find(rel, suffix=".parquet") if self.fs.exists(rel) else []
         if not files:
             return None
-        filesystem, _ = arrow_scan(self.fs.backend)  # a remote one: read on one thread (arrow_scan)
-        return ds.dataset([self.fs.path(f) for f in files], filesystem=filesystem, format="parquet")
+        filesystem, threads = arrow_scan(self.fs.backend)
+        return ds.dataset([self.fs.path(f) for f in files], filesystem=filesystem, format="parquet"), threads
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Dead-lettered records, with their reason and Kafka coordinates."""
-        dataset = self._dead_letter_files()
-        if dataset is None:
+        found = self._dead_letter_files()
+        if found is None:
             return []
-        return dataset.to_table(use_threads=self.fs.backend.local).to_pylist()
+        dataset, threads = found
+        return dataset.to_table(use_threads=threads).to_pylist()
 
     def dead_letter_count(self) -> int:
-        dataset = self._dead_letter_files()
-        return 0 if dataset is None else dataset.count_rows(use_threads=self.fs.backend.local)
+        found = self._dead_letter_files()
+        if found is None:
+            return 0
+        dataset, threads = found
+        return dataset.count_rows(use_threads=threads)
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:

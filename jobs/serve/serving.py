@@ -110,7 +110,7 @@ def _write_config(project: Project, servings: dict[str, Serving]) -> None:
     ]
     config = config_path(project)
     write_model_config(config, models)
-    if config.parent == _state_dir(project):
+    if not project.fs.backend.local:
         project.fs.write_text(CONFIG_FILE, config.read_text())
 
 
@@ -274,7 +274,7 @@ def _start(proj: Project, batching: bool) -> str:
         raise ServingError(f"project {proj.name} has no serving", hint="fjord model deploy creates one")
     directory = _state_dir(proj)
     config = config_path(proj)
-    if config.parent == directory:  # a remote root: the server reads a local copy, made from servings.json
+    if not proj.fs.backend.local:  # the server reads a local copy, made from servings.json
         _write_config(proj, servings)
     batching_file = directory / "batching.config"
     batching_file.write_text(

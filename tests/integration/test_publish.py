@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -220,21 +221,14 @@ def test_two_inserts_and_a_read_exit_0_fifty_times_out_of_fifty(fjord_home) -> N
     create_project("fraud")
     env = {k: v for k, v in os.environ.items() if k != "FJORD_CRASH_AT"}
 
-    def start(n: int) -> subprocess.Popen:
-        return subprocess.Popen(
+    def run(n: int) -> tuple[int, int, str, str]:
+        done = subprocess.run(
             [sys.executable, "-m", "tests.integration.insert_twice_worker", f"g{n}"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
+        return n, done.returncode, done.stdout.strip(), done.stderr.strip()[-300:]
 
-    results = []
-    waiting = list(range(50))
-    running: list[tuple[int, subprocess.Popen]] = []
-    while waiting or running:
-        while waiting and len(running) < 3:
-            n = waiting.pop(0)
-            running.append((n, start(n)))
-        n, proc = running.pop(0)
-        out, err = proc.communicate(timeout=300)
-        results.append((n, proc.returncode, out.strip(), err.strip()[-300:]))
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(run, range(50)))
     failed = [r for r in results if r[1] != 0 or r[2] != "4"]
     assert not failed, failed
