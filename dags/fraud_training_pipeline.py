@@ -57,6 +57,7 @@ with DAG(
             doc_md="Spark ETL + Great Expectations validation, publishing one commit per feature group. "
             "A batch that fails validation stops the run here, with its report's path.",
             max_active_tis_per_dagrun=1,  # in date order: each batch's windows read the previous ones
+            max_active_tis_per_dag=1,  # and one at a time across runs (the job recomputes later batches)
         ).expand(args=wanted)
         landed >> etl
 

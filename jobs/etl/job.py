@@ -18,6 +18,13 @@
    model server's online lookups), in one publish: all four become visible together or none does.
    Recorded in the run's lineage with the landing files' checksums. Re-running a batch finds the same
    rows already published and adds no commit.
+
+Batches may arrive in any order, and the features do not depend on it. A batch older than published
+ones is context for them: after it is published, every later published batch whose 7-day windows
+reach back to it, and every later one whose quarantine holds labels (they may be this batch's), is
+recomputed, oldest first, each as its own run. One ETL of a project runs at a time on a host (a lock
+in ``FJORD_HOME``; the DAG's ``etl`` task runs one at a time across its runs), so two batches never
+read each other's history half-written.
 """
 
 from __future__ import annotations
@@ -41,10 +48,12 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 import featurestore
+from fjord.config import get_settings
 from fjord.errors import FjordError
 from fjord.fs import SharedFS
 from fjord.jobspec import JobSpec
 from fjord.lineage import track_run
+from fjord.locks import locked
 from fjord.projects import Project, get_project
 from fjord.spark import get_spark
 from jobs.etl.validation import RowRule, ValidationReport, load_suite, row_rules, validate
@@ -113,6 +122,7 @@ class EtlResult:
     validation: ValidationReport | None = None
     report_uri: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # per step, for the profile
+    recomputed: list[EtlResult] = field(default_factory=list)  # later batches, this one their context
 
     def summary(self) -> str:
         quarantined = sum(self.quarantined.values())
@@ -123,9 +133,13 @@ class EtlResult:
         warnings = len(self.validation.warnings) if self.validation else 0
         why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.reasons.items(), key=lambda r: -r[1]))
         where = f" ({why}; in {self.quarantine_uri})" if quarantined else ""
+        later = ""
+        if self.recomputed:
+            batches = ", ".join(r.batch for r in self.recomputed)
+            later = f"; recomputed the later batch(es) {batches} with this one as context"
         return (
             f"batch {self.batch}: {self.rows_in:,} rows read, {quarantined:,} quarantined{where}, "
-            f"{warnings} warning(s); published {published}; report {self.report_uri}"
+            f"{warnings} warning(s); published {published}; report {self.report_uri}{later}"
         )
 
 
@@ -387,6 +401,24 @@ def _history(
     return frame.where((F.col("ts") >= F.lit(start - span)) & (F.col("ts") < F.lit(start)))
 
 
+def _published_batches_after(fs: featurestore.FeatureStore, start: datetime) -> list[str]:
+    """The days after ``start``'s with published transactions: the later batches (a batch holds its day)."""
+    groups = fs.get_feature_groups("transactions_features")
+    if not groups or not groups[0].exists():
+        return []
+    frame = groups[0].read(dataframe_type="spark").where(F.col("ts") >= F.lit(start + timedelta(days=1)))
+    days = frame.select(F.to_date("ts").alias("day")).distinct().collect()
+    return sorted(row["day"].isoformat() for row in days)
+
+
+def _needs_recompute(project: Project, start: datetime, batch: str) -> bool:
+    """Whether a later ``batch`` may read ``start``'s rows: in its windows, or as a label's transaction."""
+    day = datetime.strptime(batch, "%Y-%m-%d").replace(tzinfo=UTC)
+    if day - start <= CONTEXT:
+        return True
+    return day - start <= LABEL_LOOKBACK and project.fs.exists(f"{QUARANTINE}/{batch}/labels")
+
+
 def _publish_dir(project: Project, rel: str, local: Path, extra: dict[str, str]) -> str:
     with project.fs.publish(rel, overwrite=True) as out:
         for path in sorted(p for p in local.rglob("*") if p.is_file()):
@@ -397,8 +429,29 @@ def _publish_dir(project: Project, rel: str, local: Path, extra: dict[str, str])
 
 
 def run(spec: EtlSpec) -> EtlResult:
-    """Run the job for one batch; :class:`BatchRejected` if it fails critical expectations."""
+    """Run the job for one batch, then recompute the later batches that read it (see the module's doc).
+
+    :class:`BatchRejected` if it fails critical expectations.
+    """
     project = get_project(spec.project)
+    with locked(get_settings().home / "locks" / f"etl-{spec.project}.lock"):
+        result = _run_batch(spec, project)
+        start = datetime.strptime(spec.batch, "%Y-%m-%d").replace(tzinfo=UTC)
+        later = _published_batches_after(featurestore.connect(spec.project), start)
+        for batch in (b for b in later if _needs_recompute(project, start, b)):
+            try:
+                result.recomputed.append(_run_batch(spec.model_copy(update={"batch": batch}), project))
+            except FjordError as exc:
+                raise EtlError(
+                    f"batch {spec.batch} is published, but recomputing the later batch {batch} with it "
+                    f"as context failed: {exc}",
+                    hint=f"fix the cause, then run the ETL of {batch} again (it reads {spec.batch})",
+                ) from exc
+    return result
+
+
+def _run_batch(spec: EtlSpec, project: Project) -> EtlResult:
+    """One batch, start to publish."""
     fs_ = project.fs
     batch_dir = f"{LANDING}/{spec.batch}"
     if not fs_.exists(batch_dir):

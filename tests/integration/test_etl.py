@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -259,3 +260,46 @@ def test_corrupt_landing_files_are_refused_in_one_line_naming_the_file(project, 
     assert main(["--project", "fraud", "--batch", "2026-11-01"]) == 2
     assert "not a CSV file with a UTF-8 header line" in capsys.readouterr().err
     assert _commits(project) == {}
+
+
+def test_batches_landed_in_either_order_give_the_same_features(spark) -> None:
+    """A late batch is context for the later ones already published: they are recomputed with it."""
+    held: dict[str, pa.Table] = {}
+
+    def hold_back_one_label(name, table):
+        if name != "labels":
+            return table
+        held["row"] = table.slice(0, 1)  # this label of 2026-11-01 lands with 2026-11-02
+        return table.slice(1)
+
+    def add_the_held_label(name, table):
+        return pa.concat_tables([table, held["row"].cast(table.schema)]) if name == "labels" else table
+
+    keys = {
+        "transactions_features": ["tid"],
+        "fraud_labels": ["tid"],
+        "profile_features": ["cc_num", "as_of"],
+        "card_features": ["cc_num", "ts"],
+    }
+    published = {}
+    for name, order in (("inorder", ["2026-11-01", "2026-11-02"]), ("reversed", ["2026-11-02", "2026-11-01"])):
+        project = create_project(name)
+        generate(project.fs, DemoSpec(rows=3000, days=2, seed=5))
+        _reland(project, "2026-11-01", hold_back_one_label)
+        _reland(project, "2026-11-02", add_the_held_label)
+        results = [run(EtlSpec(project=name, batch=batch, validate_data=False)) for batch in order]
+        store = featurestore.connect(name)
+        published[name] = {
+            group: store.get_feature_group(group, 1).read().sort_values(key).reset_index(drop=True)
+            for group, key in keys.items()
+        }
+        later = [r.batch for r in results[-1].recomputed]
+        assert later == (["2026-11-02"] if name == "reversed" else [])
+    assert results[-1].recomputed[0].quarantined["labels"] == 0  # the held label found its transaction
+    assert "recomputed the later batch(es) 2026-11-02" in results[-1].summary()
+    for group in keys:
+        pd.testing.assert_frame_equal(published["inorder"][group], published["reversed"][group])
+    # the windows of 2026-11-02 reach into 2026-11-01: without the recompute the orders would differ
+    features = published["reversed"]["transactions_features"]
+    second_day = features[features.ts.dt.day == 2]
+    assert (second_day.tx_count_7d > second_day.tx_count_24h).any()
