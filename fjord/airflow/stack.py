@@ -28,8 +28,11 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+import psutil
+
 from fjord.config import Settings, get_settings
 from fjord.errors import ServiceError
+from fjord.services import process
 from fjord.services.base import Process, Service
 from fjord.services.process import log_tail, run_once
 
@@ -40,6 +43,14 @@ USER = "admin"
 HEARTBEAT_S = 60
 COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 LABELS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def _describe(proc: psutil.Process) -> str:
+    """``pid N: command`` (a task's process title names its task instance's id)."""
+    try:
+        return f"pid {proc.pid}: {' '.join(proc.cmdline())[:100]}"
+    except psutil.Error:
+        return f"pid {proc.pid}"
 
 
 def _airflow() -> str:
@@ -57,6 +68,22 @@ class AirflowService(Service):
     def __init__(self, home: Path, *, preferred_ports: bool = True, settings: Settings | None = None) -> None:
         super().__init__(home, preferred_ports=preferred_ports)
         self.settings = settings or get_settings()
+        self.stopped_tasks: list[str] = []  # what the last stop() found running, as "pid N: command"
+
+    def stop(self) -> bool:
+        """Stop the four processes, then the tasks they were running, with their Spark JVMs.
+
+        A task runs in a process group of its own (and its ``spark-submit`` JVM in that task's group),
+        so stopping the four alone left it running, able to publish, for minutes after ``fjord down``.
+        The tasks are stopped, not waited for: a task's job is idempotent under its run id, and the
+        next ``fjord up`` finds it dead and retries it.
+        """
+        strays = process.stray_descendants(list(self.pids().values()))
+        tasks = {p.pid: _describe(p) for p in strays if p.ppid() not in {s.pid for s in strays}}
+        stopped = super().stop()
+        running = {p.pid for p in process.stop_processes(strays)}
+        self.stopped_tasks = [text for pid, text in tasks.items() if pid in running]
+        return stopped
 
     # -- configuration ---------------------------------------------------------------------------
 

@@ -201,16 +201,25 @@ def down() -> None:
     # a model server after its stop); then what uses the services (monitors, dashboard, model
     # servers, MLflow); then the services themselves.
     Steps = list[tuple[str, Callable[[], bool]]]
+    airflow = airflow_service(settings)
     users: Steps = [(f"monitor/{p}/{m}", functools.partial(service.stop, p, m)) for p, m in _monitored()]
     users.append(("dashboard", service.dashboard_stop))
     users += [(f"model-server/{p}", functools.partial(serving.stop, project=p)) for p in _servings()]
     users.append(("mlflow", lambda: stop_server(settings)))
     servers: Steps = [(s.name, s.stop) for s in reversed(services(list(SERVICE_NAMES), settings))]
-    for wave in ([("airflow", airflow_service(settings).stop)], users, servers):
+    for wave in ([("airflow", airflow.stop)], users, servers):
         with ThreadPoolExecutor(max_workers=len(wave)) as pool:
             stopped = list(pool.map(lambda step: step[1](), wave))
         for (name, _), done in zip(wave, stopped, strict=True):
             console.print(f"{name:<20} {'stopped' if done else 'not running'}")
+            if name == "airflow" and airflow.stopped_tasks:
+                console.print(
+                    f"{'':<20} with {len(airflow.stopped_tasks)} running task(s), stopped, not waited for "
+                    "(the next `fjord up` finds them dead and Airflow retries them under the same run id):",
+                    markup=False,
+                )
+                for task in airflow.stopped_tasks:
+                    console.print(f"{'':<22}{task}", markup=False)
 
 
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from fjord.errors import ServiceError
 
 
@@ -184,6 +186,36 @@ def stop_group(pid: int, sig: int = signal.SIGTERM, *, timeout: float = 30.0) ->
             deadline = time.monotonic() + 10
         time.sleep(0.05)
     return True
+
+
+def stray_descendants(pids: Sequence[int]) -> list[psutil.Process]:
+    """The descendants of ``pids`` in process groups of their own: a stop of ``pids``' groups misses them.
+
+    An Airflow task, for one, runs in its own group, and so does the Spark JVM it submits.
+    """
+    groups = {os.getpgid(pid) for pid in pids if alive(pid)}
+    found: list[psutil.Process] = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if os.getpgid(child.pid) not in groups:
+                        found.append(child)
+    return found
+
+
+def stop_processes(found: Sequence[psutil.Process], *, timeout: float = 10.0) -> list[psutil.Process]:
+    """SIGTERM those of ``found`` still running, SIGKILL after ``timeout``; the ones that were running."""
+    running = [p for p in found if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    for proc in running:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _gone, left = psutil.wait_procs(running, timeout=timeout)
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(left, timeout=timeout)
+    return running
 
 
 def kill_group(pid: int) -> None:

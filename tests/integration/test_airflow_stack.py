@@ -1,8 +1,10 @@
 """The embedded Airflow on the embedded PostgreSQL: four processes that agree, a protected REST API,
-the DAGs parsed by a real dag-processor, a second start that finds it running, and a stop that leaves
-no process behind."""
+the DAGs parsed by a real dag-processor, a second start that finds it running, and a stop, with a task
+and its Spark JVM in flight, that leaves no process behind."""
 
 from __future__ import annotations
+
+import time
 
 import httpx
 import psutil
@@ -12,6 +14,9 @@ from sqlalchemy import create_engine, text
 from fjord.airflow.client import AirflowClient
 from fjord.airflow.stack import airflow_service
 from fjord.config import reset_settings
+from fjord.projects import create_project
+from fjord.services.process import stray_descendants
+from jobs.etl.demo_data import DemoSpec, generate
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +29,22 @@ def _tree(pids: dict[str, int]) -> set[int]:
         root = psutil.Process(pid)
         found |= {root.pid, *(c.pid for c in root.children(recursive=True))}
     return found
+
+
+def _is_jvm(proc: psutil.Process) -> bool:
+    try:
+        return proc.name() == "java"
+    except psutil.Error:
+        return False
+
+
+def _wait_for(found, timeout: float = 240.0):
+    """Poll ``found()`` until it returns something truthy (the task's JVM shows up within seconds)."""
+    deadline = time.monotonic() + timeout
+    while not (result := found()):
+        assert time.monotonic() < deadline, "no task started in time"
+        time.sleep(0.5)
+    return result
 
 
 def test_airflow_on_postgresql_starts_once_serves_the_dags_and_stops_clean(
@@ -53,8 +74,16 @@ def test_airflow_on_postgresql_starts_once_serves_the_dags_and_stops_clean(
         engine.dispose()
         assert stored >= DAGS
         assert not (service.dir / "airflow.db").exists()
+        # A task in flight: the ETL's process and its spark-submit JVM, in a process group of their own.
+        generate(create_project("fraud").fs, DemoSpec(rows=500, days=1))
+        client.unpause("fraud_training_pipeline")
+        client.trigger("fraud_training_pipeline", {"batches": ["2026-11-01"]})
+        in_flight = _wait_for(lambda: [p for p in stray_descendants(list(pids.values())) if _is_jvm(p)])
+        processes |= {p.pid for p in stray_descendants(list(pids.values()))}
+        assert in_flight
     finally:
         assert service.stop()
+    assert len(service.stopped_tasks) == 1 and "airflow worker" in service.stopped_tasks[0]
     left = [
         p for p in processes if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
     ]
