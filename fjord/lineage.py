@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from fjord.errors import AlreadyExistsError, NotFoundError
 from fjord.metadata import ensure_tables, metadata_engine
-from fjord.projects import Project
+from fjord.projects import Project, get_project
 
 RUNS_DIR = "Logs/runs"
 Status = Literal["running", "succeeded", "failed"]
@@ -65,6 +65,9 @@ class RunRecord(BaseModel):
     host: str = Field(default_factory=socket.gethostname)
     user: str = Field(default_factory=getpass.getuser)
     parent_run_id: str | None = None
+    # The job's result as its orchestrator reads it (URIs, versions, its summary), recorded when the
+    # job returned: a run whose record holds it is complete, and a retried task reuses it.
+    result: dict[str, Any] | None = None
 
     def add_input(self, uri: str, version: str | None = None, kind: str | None = None) -> None:
         self.inputs.append(Artifact(uri=uri, version=version, kind=kind))
@@ -264,6 +267,13 @@ def track_run(
     finally:
         record.ended_at = datetime.now(UTC)
         save_run(project, record)
+
+
+def record_result(run_id: str, result: dict[str, Any]) -> None:
+    """Mark the succeeded run ``run_id`` complete with its job's ``result`` (one write of its record)."""
+    record = get_run(run_id)
+    record.result = result
+    save_run(get_project(record.project), record)
 
 
 def _check_reuse(project: Project, stage: str, run_id: str) -> None:

@@ -7,11 +7,13 @@ event log, the storage settings and the jars. A stage without Spark (deployment,
 as ``python -m``. The job's output goes to the task's log.
 
 Idempotency: the task's run id is derived from the DAG, the DAG run, the task and its map index
-(:func:`task_run_id`), and the job's run record carries it. A task that already succeeded under that
-id (the task was cleared, or the scheduler died after the job finished) returns the recorded result
-instead of running again: no second commit, model version or deployment. The result, the job's small
-references (URIs, versions, run ids), is kept beside the run records on the shared filesystem
-(``Logs/tasks/<run id>.json``) and is what the task pushes to XCom.
+(:func:`task_run_id`), and the job's run record carries it. The job completes its run in one write:
+when it returns, it records its result (the small references a DAG passes on: URIs, versions, run
+ids) in that run record (:func:`fjord.jobmain.run_job`). A task whose run record holds a result (the
+task was cleared, or the scheduler died after the job finished) returns it instead of running again:
+no second commit, model version or deployment. A job killed after its work but before that write is
+run again, and each job's work is idempotent under its run id: the ETL finds its rows published, the
+training job finds the model version it registered, a deploy finds its version serving.
 
 Exit codes become Airflow's outcomes (each code has one meaning, docs/architecture.md): bad input
 (2), something missing (3) or already there (4), a table with commits the metadata database does not
@@ -42,7 +44,6 @@ from fjord.lineage import get_run
 from fjord.projects import get_project
 
 REPO = Path(__file__).resolve().parents[2]
-TASK_RESULTS = "Logs/tasks"
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class FjordJobHook(BaseHook):
         if stage not in STAGES:
             raise AirflowFailException(f"no stage {stage!r} (stages: {', '.join(STAGES)})")
         project = get_project(str(args["project"]))
-        done = self._recorded_result(project, run_id)
+        done = self._recorded_result(run_id)
         if done is not None:
             self.log.info("run %s already succeeded: reusing its result, running nothing", run_id)
             return done
@@ -102,7 +103,6 @@ class FjordJobHook(BaseHook):
             if code != 0:
                 raise _outcome(stage, spec, code, tail)
             result = json.loads(result_file.read_text())
-        project.fs.write_text(f"{TASK_RESULTS}/{run_id}.json", json.dumps(result, default=str))
         return dict(result)
 
     # -- pieces ----------------------------------------------------------------------------------
@@ -153,15 +153,12 @@ class FjordJobHook(BaseHook):
                 raise
             return process.wait(), list(tail)
 
-    def _recorded_result(self, project: Any, run_id: str) -> dict[str, Any] | None:
+    def _recorded_result(self, run_id: str) -> dict[str, Any] | None:
         try:
             record = get_run(run_id)
         except NotFoundError:
             return None
-        path = f"{TASK_RESULTS}/{run_id}.json"
-        if record.status != "succeeded" or not project.fs.exists(path):
-            return None
-        return dict(json.loads(project.fs.read_text(path)))
+        return record.result if record.status == "succeeded" else None
 
 
 def _spark_submit() -> str:

@@ -440,7 +440,11 @@ def run(spec: EtlSpec) -> EtlResult:
         later = _published_batches_after(featurestore.connect(spec.project), start)
         for batch in (b for b in later if _needs_recompute(project, start, b)):
             try:
-                result.recomputed.append(_run_batch(spec.model_copy(update={"batch": batch}), project))
+                # its own run, a child of this one in the lineage
+                later_spec = spec.model_copy(
+                    update={"batch": batch, "run_id": None, "parent_run_id": result.run_id}
+                )
+                result.recomputed.append(_run_batch(later_spec, project))
             except FjordError as exc:
                 raise EtlError(
                     f"batch {spec.batch} is published, but recomputing the later batch {batch} with it "

@@ -161,6 +161,14 @@ def run(spec: TrainSpec) -> TrainResult:
     version = _dataset_version(spec)
     _check_splits(spec, version)
     uri = tracking_uri()  # unreachable MLflow: stop before any training
+    earlier = _registered_by_an_earlier_try(spec, project, uri)
+    if earlier is not None:
+        with track_run(
+            project, "train", params=spec.model_dump(mode="json"), code=_CODE, **spec.run_tree()
+        ) as record:
+            record.add_input(_view(spec).training_dataset_uri(version), str(version), kind="training_dataset")
+            record.add_output(earlier.model_uri, str(earlier.model_version), kind="model")
+        return earlier
     # TensorFlow loads only now: bad input is answered in one line, without TensorFlow's start-up logs.
     from jobs.train.model import best_f1_threshold, evaluate, load_splits, predict_saved_model, train_trial
     from jobs.train.optimize import optimize
@@ -226,12 +234,15 @@ def run(spec: TrainSpec) -> TrainResult:
                     tolerance=spec.tolerance,
                 )
             record.params["metrics"], record.params["optimization"] = finite(metrics), optimization
+            counts = {
+                s: sum(t.status == s for t in search.trials) for s in ("succeeded", "stopped", "failed")
+            }
             model_version, model_uri = _register(
                 spec, project, local / "model", final.best.mlflow_run_id, uri, record.run_id, version,
                 metrics, optimization, best, splits.x_test.head(5),
+                {"search": search.run_id, "trials": counts},
             )  # fmt: skip
         record.add_output(model_uri, str(model_version), kind="model")
-        counts = {s: sum(t.status == s for t in search.trials) for s in ("succeeded", "stopped", "failed")}
         return TrainResult(
             run_id=record.run_id,
             model_name=spec.model_name,
@@ -276,6 +287,49 @@ def _log_mlflow_model(uri: str, mlflow_run_id: str | None, model_dir: Path, exam
     return info
 
 
+def _registered_by_an_earlier_try(spec: TrainSpec, project: Any, uri: str) -> TrainResult | None:
+    """The model an earlier try of this run id registered and published, if one did.
+
+    A task is retried when its job was killed after registering but before its completion was
+    recorded: the retry reuses that version instead of training and registering another.
+    """
+    if spec.run_id is None:
+        return None
+    client = mlflow_client(uri)
+    mine = [
+        v for v in client.search_model_versions(f"name='{spec.model_name}'")
+        if v.tags.get("fjord.run_id") == spec.run_id
+    ]  # fmt: skip
+    for found in sorted(mine, key=lambda v: -int(v.version)):
+        rel = f"{MODELS}/{spec.model_name}/{found.version}"
+        if not project.fs.is_published(rel):
+            continue
+        card = json.loads(project.fs.read_text(f"{rel}/fjord-model.json"))
+        client.set_model_version_tag(
+            spec.model_name, found.version, "fjord.serving_path", project.fs.uri(rel)
+        )
+        newest = max(int(v.version) for v in client.search_model_versions(f"name='{spec.model_name}'"))
+        if int(found.version) == newest:  # the kill may have come before the alias was set
+            client.set_registered_model_alias(spec.model_name, CANDIDATE, found.version)
+        nan = float("nan")
+        return TrainResult(
+            run_id=spec.run_id,
+            model_name=spec.model_name,
+            model_version=int(found.version),
+            model_uri=project.fs.uri(rel),
+            training_dataset_version=int(card.get("training_dataset_version", 0)),
+            best_params=card.get("params", {}),
+            metrics={
+                **dict.fromkeys(("roc_auc", "pr_auc", "precision", "recall", "threshold", "brier"), nan),
+                **card.get("metrics", {}),
+            },
+            optimization=card.get("optimization"),
+            search=str(card.get("search", "")),
+            trials=card.get("trials", {}),
+        )
+    return None
+
+
 def _register(
     spec: TrainSpec,
     project: Any,
@@ -288,6 +342,7 @@ def _register(
     optimization: dict[str, Any] | None,
     params: dict[str, Any],
     example: Any,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[int, str]:
     """A new model version: logged as an MLflow model (pyfunc, with its signature and an input
     example) and registered, published to ``Models/<name>/<version>/`` (the TensorFlow Serving
@@ -329,6 +384,8 @@ def _register(
                 "metrics": finite(metrics),
                 "optimization": optimization,
                 "params": params,
+                "training_dataset_version": dataset_version,
+                **(extra or {}),
             }
             out.write_text("fjord-model.json", json.dumps(card, indent=2, default=str))
         client.set_model_version_tag(spec.model_name, str(version), "fjord.serving_path", project.fs.uri(rel))

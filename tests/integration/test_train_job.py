@@ -145,3 +145,38 @@ def test_a_published_model_version_is_never_written_over(project, tmp_path):
     assert "MLflow numbered this model collide v1, but" in refused.value.one_line()
     assert project.fs.read_text(f"Models/{name}/1/fjord-model.json") == '{"run_id": "the served one"}'
     assert client(uri).search_model_versions(f"name='{name}'") == []
+
+
+def test_a_retry_after_a_kill_past_registration_reuses_the_version_instead_of_training(project, tmp_path):
+    """The task's job registered and published a version, then was killed before its completion was
+    recorded: the retry under the same run id returns that version, trains nothing, registers nothing."""
+    import mlflow
+    import pandas as pd
+    import tensorflow as tf
+
+    from fjord.experiment.tracking import client, tracking_uri
+    from jobs.train.job import _register
+
+    class Constant(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="amount")])
+        def serve(self, amount):
+            return {"fraud_probability": amount * 0 + 0.5}
+
+    module = Constant()
+    tf.saved_model.save(module, str(tmp_path / "model"), signatures={"serving_default": module.serve})
+    featurestore.connect("fraud").get_feature_view("fraud_demo", 1).create_training_data()
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("retried")
+    with mlflow.start_run() as trial:
+        pass
+    spec = TrainSpec(project="fraud", model_name="retried", run_id="train-af-0123456789abcdef")
+    metrics = {"roc_auc": 0.9, "pr_auc": 0.5, "precision": 0.4, "recall": 0.3, "threshold": 0.5, "brier": 0.1}
+    version, model_uri = _register(spec, project, tmp_path / "model", trial.info.run_id, uri, spec.run_id, 1,
+                                   metrics, None, {"lr": 0.01}, pd.DataFrame({"amount": [1.0]}),
+                                   {"search": "experiment-1", "trials": {"succeeded": 2}})  # fmt: skip
+    result = run(spec)
+    assert (result.model_version, result.model_uri, result.metrics["roc_auc"]) == (version, model_uri, 0.9)
+    assert result.training_dataset_version == 1 and result.trials == {"succeeded": 2}
+    assert len(client(uri).search_model_versions("name='retried'")) == 1  # nothing registered again
+    assert list_runs("fraud", "experiment") == []  # nothing trained

@@ -1,5 +1,6 @@
-"""The hook's pure parts: stable run ids, a spec's fields as options, exit codes as Airflow outcomes,
-and the REST client's one-line errors when Airflow cannot be reached."""
+"""The hook: stable run ids, a spec's fields as options, exit codes as Airflow outcomes, the REST
+client's one-line errors when Airflow cannot be reached, and a task's completion (one real job run
+as a process, killed at its last step)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from fjord.airflow.client import AirflowClient, AirflowError
-from fjord.airflow.hook import STAGES, _error_line, _options, _outcome, dag_run_record_id, task_run_id
+from fjord.airflow.hook import (
+    STAGES,
+    FjordJobHook,
+    _error_line,
+    _options,
+    _outcome,
+    dag_run_record_id,
+    task_run_id,
+)
 from fjord.jobspec import JobSpec
 
 
@@ -74,3 +83,29 @@ def test_the_embedded_airflow_must_be_running_to_connect() -> None:
     with pytest.raises(AirflowError, match="the embedded Airflow is not running") as caught:
         AirflowClient.connect()
     assert "fjord up" in caught.value.one_line()
+
+
+def test_a_task_is_complete_once_its_result_is_in_its_run_record(monkeypatch) -> None:
+    """A job killed after its work but before it recorded its result is run again on retry (its work
+    is idempotent under the run id); one that recorded it is not run again."""
+    from airflow.sdk.exceptions import AirflowException
+
+    from fjord.faults import CRASH_EXIT_CODE
+    from fjord.lineage import get_run
+    from fjord.projects import create_project
+
+    create_project("fraud")
+    hook = FjordJobHook()
+    run_id = task_run_id("maintenance", "featurestore_maintenance", "manual__1", "compact")
+    monkeypatch.setenv("FJORD_CRASH_AT", "job.returned")
+    with pytest.raises(AirflowException, match=f"exited {CRASH_EXIT_CODE}"):
+        hook.run("maintenance", {"project": "fraud"}, run_id=run_id, parent_run_id="dagrun-1")
+    killed = get_run(run_id)
+    assert killed.status == "succeeded" and killed.result is None  # its work done, not complete
+    monkeypatch.delenv("FJORD_CRASH_AT")
+    result = hook.run("maintenance", {"project": "fraud"}, run_id=run_id, parent_run_id="dagrun-1")
+    completed = get_run(run_id)
+    assert completed.result == result and result["summary"].startswith(f"maintenance run {run_id}")
+    assert completed.started_at > killed.started_at  # the retry ran the job
+    assert hook.run("maintenance", {"project": "fraud"}, run_id=run_id, parent_run_id="dagrun-1") == result
+    assert get_run(run_id).started_at == completed.started_at  # the next one ran nothing
