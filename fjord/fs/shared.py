@@ -37,6 +37,8 @@ _STAGING_PREFIX = "_tmp."
 _RETIRED_PREFIX = "_old."
 _SWAP_PREFIX = "_swap."  # the journal of a directory being replaced
 _DIR_MARKER = ".keep"
+# A staging directory this old belongs to a writer that died: no publish writes for six hours.
+STALE_STAGING_S = 6 * 3600
 
 
 class SharedFS:
@@ -220,6 +222,7 @@ class SharedFS:
         if posixpath.normpath(rel) in ("", "."):
             raise PathEscapeError(f"cannot publish the root {self.uri()} itself")
         self._finish_swap(target)  # a replacement its writer left half done
+        self._remove_stale_leftovers(target)
         if self.is_published(rel) and not overwrite:
             raise AlreadyExistsError(
                 f"{self.uri(rel)} is already published", hint="pass overwrite=True to replace it"
@@ -286,6 +289,21 @@ class SharedFS:
                 self.backend.remove_tree(leftover)
         fs.rm(journal)
 
+    def _remove_stale_leftovers(self, target: str) -> None:
+        """Remove what dead writers of ``target`` left beside it: staging and retired directories older
+        than :data:`STALE_STAGING_S` (a live writer's are younger). Each publish cleans its own name."""
+        fs = self.backend.fs
+        parent, name = posixpath.split(target)
+        if not fs.exists(parent):
+            return
+        prefixes = (f"{_STAGING_PREFIX}{name}.", f"{_RETIRED_PREFIX}{name}.")
+        now = datetime.now(UTC).timestamp()
+        for info in fs.ls(parent, detail=True):
+            base = posixpath.basename(info["name"].rstrip("/"))
+            modified = _modified(info)
+            if base.startswith(prefixes) and modified is not None and now - modified > STALE_STAGING_S:
+                self.backend.remove_tree(info["name"].rstrip("/"))
+
     def _move_tree(self, source: str, target: str) -> None:
         fs = self.backend.fs
         if not self.backend.object_store:
@@ -308,3 +326,14 @@ class SharedFS:
                 self.rm(posixpath.join(rel, name), recursive=True)
                 removed.append(name)
         return removed
+
+
+def _modified(info: dict[str, Any]) -> float | None:
+    """A listing entry's modification time in epoch seconds, if its filesystem gives one."""
+    for key in ("mtime", "modification_time", "LastModified", "last_modified", "updated"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, int | float):
+            return float(value) / (1000 if value > 1e11 else 1)  # HDFS gives milliseconds
+    return None

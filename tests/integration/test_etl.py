@@ -282,7 +282,8 @@ def test_batches_landed_in_either_order_give_the_same_features(spark) -> None:
         "card_features": ["cc_num", "ts"],
     }
     published = {}
-    for name, order in (("inorder", ["2026-11-01", "2026-11-02"]), ("reversed", ["2026-11-02", "2026-11-01"])):
+    orders = {"inorder": ["2026-11-01", "2026-11-02"], "reversed": ["2026-11-02", "2026-11-01"]}
+    for name, order in orders.items():
         project = create_project(name)
         generate(project.fs, DemoSpec(rows=3000, days=2, seed=5))
         _reland(project, "2026-11-01", hold_back_one_label)

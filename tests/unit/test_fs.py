@@ -2,6 +2,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,20 @@ def test_a_replacement_killed_at_any_step_leaves_one_whole_directory(root: Share
     with root.publish("data/batch", overwrite=True) as out:  # and the next replacement goes through
         out.write_text("version.txt", "newer")
     assert root.read_text("data/batch/version.txt") == "newer"
+
+
+def test_a_publish_removes_what_dead_writers_of_its_name_left_and_keeps_a_live_ones(root: SharedFS) -> None:
+    from fjord.fs.shared import STALE_STAGING_S
+
+    with root.publish("data/batch") as out:
+        out.write_text("part-0000.csv", "x\n")
+    for name in ("_tmp.batch.dead", "_old.batch.dead", "_tmp.batch.live", "_tmp.other.dead"):
+        root.write_text(f"data/{name}/part-0000.csv", "partial\n")
+    old = time.time() - STALE_STAGING_S - 60
+    for name in ("_tmp.batch.dead", "_old.batch.dead", "_tmp.other.dead"):
+        os.utime(root.path(f"data/{name}"), (old, old))
+    with root.publish("data/batch", overwrite=True) as out:
+        out.write_text("part-0000.csv", "y\n")
+    left = sorted(root.listdir("data", include_hidden=True))
+    assert left == ["_tmp.batch.live", "_tmp.other.dead", "batch"]  # another name's: its publish cleans it
+    assert root.read_text("data/batch/part-0000.csv") == "y\n"
