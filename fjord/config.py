@@ -162,6 +162,9 @@ class MonitorSettings(_Section):
     lateness_seconds: int = Field(default=5, ge=0, description="How late a log record may arrive.")
     trigger_seconds: float = Field(default=5.0, gt=0, description="Micro-batch interval.")
     cooldown_seconds: int = Field(default=3_600, ge=0, description="Between two retraining alerts.")
+    restart_backoff_seconds: float = Field(
+        default=2.0, gt=0, le=300, description="Wait before restarting a monitor that exited (doubles)."
+    )
     dashboard_port: int = Field(default=8050, ge=1, le=65_535, description="Preferred dashboard port.")
 
 

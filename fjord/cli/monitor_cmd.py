@@ -75,10 +75,12 @@ def status(
     record = service.state(name, model)
     windows = store.windows()[-last:]
     if as_json:
-        print_json({"running": record is not None, "pid": record and record["pid"],
+        print_json({"running": record is not None, "state": service.describe(name, model),
+                    "health": service.health(name, model), "pid": record and record["pid"],
                     "dead_letters": store.dead_letter_count(), "windows": windows})  # fmt: skip
         return
-    state = f"running (pid {record['pid']}, log {record['log']})" if record else "stopped"
+    described = service.describe(name, model)
+    state = f"{described} (pid {record['pid']}, log {record['log']})" if record else described
     console.print(f"monitor of {name}/{model}: {state}; results {store.uri('windows')}")
     console.print(f"dead letters: {store.dead_letter_count()} ({store.uri('dead_letters')})")
     table = Table(

@@ -174,9 +174,11 @@ def _components(settings: Settings) -> list[Component]:
     for project, model in _monitored():
         record = monitors.state(project, model)
         log = settings.home / "monitor" / project / model / "monitor.log"
+        described = monitors.describe(project, model)
         found.append(
             Component(f"monitor/{project}/{model}", record is not None, None,
-                      {"monitor": record["pid"]} if record else {}, [log] if log.exists() else [])
+                      {"supervisor": record["pid"]} if record else {}, [log] if log.exists() else [],
+                      described if described.startswith("down") else "")
         )  # fmt: skip
     board = monitors.dashboard_state()
     board_log = settings.home / "monitor" / "dashboard.log"

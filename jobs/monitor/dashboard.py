@@ -79,7 +79,8 @@ def data(project: str, model: str) -> dict[str, Any]:
     return {
         "project": project,
         "model": model,
-        "running": record is not None,
+        "running": record is not None and (service.health(project, model) or {}).get("state") != "down",
+        "state": service.describe(project, model),
         "spec": spec,
         "windows": windows,
         "alerts": store.alerts(),

@@ -1,8 +1,10 @@
 """The monitor and its dashboard as background processes of the local stack.
 
-``start`` spawns ``python -m jobs.monitor.main`` for one (project, model) and records it under
+``start`` spawns ``python -m jobs.monitor.main`` for one (project, model), under a supervisor that
+restarts it with back-off after any exit (:mod:`jobs.monitor.supervisor`), and records it under
 ``$FJORD_HOME/monitor/<project>/<model>/`` (pid, log, its options) at once, so a ``stop`` during the
-start finds it; it returns once the streaming query runs. ``dashboard_start`` spawns the dashboard
+start finds it; it returns once the streaming query runs. ``health``/``describe`` say whether it is
+running or down between restarts. ``dashboard_start`` spawns the dashboard
 (:mod:`jobs.monitor.dashboard`), one loopback port for every monitor of this home.
 """
 
@@ -19,8 +21,10 @@ from typing import Any
 
 from fjord.config import get_settings
 from fjord.services.process import alive, free_port, port_open, spawn, stop_group, wait_until
+from jobs.monitor.supervisor import read_health
 
 READY_LINE = "monitor: query started"
+HEALTH_FILE = "health.json"
 START_TIMEOUT_S = 240.0
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,6 +60,26 @@ def _launch(argv: list[str], log: Path, path: Path, record: dict[str, Any], read
 def state(project: str, model: str) -> dict[str, Any] | None:
     """The running monitor's record, or None."""
     return _running(_dir(project, model) / "state.json")
+
+
+def health(project: str, model: str) -> dict[str, Any] | None:
+    """What the running monitor's supervisor last said (``state`` running or down, ``restarts``,
+    ``last_exit``, ``restart_at``); None when no monitor runs."""
+    if state(project, model) is None:
+        return None
+    return read_health(_dir(project, model) / HEALTH_FILE)
+
+
+def describe(project: str, model: str) -> str:
+    """``running``, ``down: exited -9, restart 2 in 4 s``, or ``stopped``: as status pages say it."""
+    found = health(project, model)
+    if state(project, model) is None:
+        return "stopped"
+    if found and found["state"] == "down":
+        wait = max(0.0, found["restart_at"] - time.time())
+        return f"down: exited {found['last_exit']}, restart {found['restarts'] + 1} in {wait:.0f} s"
+    restarts = found["restarts"] if found else 0
+    return f"running (restarted {restarts} time(s))" if restarts else "running"
 
 
 def running() -> list[dict[str, Any]]:
@@ -100,6 +124,11 @@ def start(project: str, model: str, options: dict[str, Any] | None = None) -> di
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
         argv.append(flag if value is True else f"--no-{flag[2:]}" if value is False else f"{flag}={value}")
+    # Supervised: restarted with back-off after any exit (jobs/monitor/supervisor.py).
+    health_file = directory / HEALTH_FILE
+    health_file.unlink(missing_ok=True)
+    backoff = str(configured.restart_backoff_seconds)
+    argv = [sys.executable, "-m", "jobs.monitor.supervisor", str(health_file), backoff, "--", *argv]
 
     def ready() -> bool:
         with log.open("rb") as handle:

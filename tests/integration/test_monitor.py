@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -318,3 +319,48 @@ def test_a_broker_restart_mid_stream_loses_nothing(broker, services_home) -> Non
     monitor.join(timeout=120)
     assert "result" in outcome
     assert counted() == expected and sum(w["late"] for w in store.windows()) == 0
+
+
+def test_a_killed_monitor_is_restarted_and_shown_down_meanwhile(broker, monkeypatch) -> None:
+    """Under fjord up the monitor runs under a supervisor: killed, it is shown down (dashboard, status)
+    while it waits out its back-off, then started again from its checkpoint; a stop stops both."""
+    import psutil
+
+    from jobs.monitor import dashboard, service
+
+    monkeypatch.setenv("FJORD_MONITOR__RESTART_BACKOFF_SECONDS", "6")
+    reset_settings()
+    monitored_project(versions=(1,))
+    topic = f"m_log_{uuid.uuid4().hex[:6]}"
+    traffic = Traffic(topic, broker)
+    _send(traffic, time.time(), 1, 1)
+    traffic.close()
+    wait_for(lambda: read_all(broker, topic, 1), 60, "the topic")
+    options = {"topic": topic, "window_seconds": WINDOW_S, "notify_airflow": False, "min_rows": 100,
+               "prediction_output": "sum"}  # fmt: skip
+    record = service.start("mon", MODEL, options)
+    try:
+        first = service.health("mon", MODEL)
+        assert first["state"] == "running" and service.describe("mon", MODEL) == "running"
+        os.kill(first["child"], signal.SIGKILL)
+
+        def in_state(state: str, restarts: int):
+            def found():
+                now = service.health("mon", MODEL)
+                return now if now and (now["state"], now["restarts"]) == (state, restarts) else None
+
+            return found
+
+        down = wait_for(in_state("down", 0), 60, "down")
+        assert down["last_exit"] == -signal.SIGKILL
+        shown = dashboard.data("mon", MODEL)
+        assert shown["running"] is False and shown["state"].startswith("down: exited -9, restart 1 in ")
+        back = wait_for(in_state("running", 1), 60, "the restart")
+        log = Path(record["log"])
+        wait_for(lambda: log.read_text().count(service.READY_LINE) >= 2, 240, "the query again")
+        assert service.describe("mon", MODEL) == "running (restarted 1 time(s))"
+        assert dashboard.data("mon", MODEL)["running"] is True
+    finally:
+        assert service.stop("mon", MODEL)
+    assert not psutil.pid_exists(back["child"]) and not psutil.pid_exists(record["pid"])
+    assert service.health("mon", MODEL) is None

@@ -47,7 +47,7 @@ function draw(payload) {
   const closed = windows.filter((w) => w.final);
   const last = closed[closed.length - 1] || windows[windows.length - 1];
   const x = windows.map(seconds);
-  document.getElementById("state").textContent = payload.running ? "monitor running" : "monitor stopped";
+  document.getElementById("state").textContent = "monitor " + (payload.state || (payload.running ? "running" : "stopped"));
   document.getElementById("state").className = "pill " + (payload.running ? "running" : "stopped");
   const versions = [...new Set(windows.map((w) => w.version))].sort((a, b) => a - b);
   const labels = payload.serving ? Object.entries(payload.serving.labels).map(([k, v]) => `${k} v${v}`).join(", ") : "";
