@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from fjord import progress
 from fjord.config import RESULT_FILE_ENV
 from fjord.errors import FjordError
 from fjord.faults import crash_point
@@ -63,19 +64,23 @@ def run_job(
         where = ".".join(str(p) for p in error["loc"])
         print(f"error: --{where.replace('_', '-')}: {error['msg']}", file=sys.stderr)
         return 2
+    progress.enable()
     try:
         result = run(parsed)
     except FjordError as exc:
+        progress.disable()
         if debug:
             raise
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
+        progress.disable()
         if debug:
             raise
         message = " ".join(str(exc).split())[:500]
         print(f"internal error: {type(exc).__name__}: {message} (--debug: traceback)", file=sys.stderr)
         return INTERNAL_ERROR
+    progress.disable()
     document = result_document(result)
     run_id = getattr(parsed, "run_id", None)
     if run_id:

@@ -43,6 +43,7 @@ from fjord.experiment.stopping import Direction, MedianStopping
 from fjord.experiment.tracking import Tracker, tracking_uri
 from fjord.experiment.trial import FUNCTION_FILE
 from fjord.lineage import track_run
+from fjord.progress import progress
 from fjord.projects import Project
 from fjord.spark import executor_cores, is_local_master
 
@@ -390,11 +391,15 @@ class ExperimentRun:
     def _log_trial(self, trial: TrialResult, progress_of: str | None = None) -> None:
         rel = f"trials/{trial.trial}"
         progress_file = f"trials/{progress_of or trial.trial}/progress.json"
-        progress = json.loads(self.fs.read_text(progress_file)) if self.fs.exists(progress_file) else []
+        curve = json.loads(self.fs.read_text(progress_file)) if self.fs.exists(progress_file) else []
         with self.fs.local_copy(rel) as files:
-            trial.mlflow_run_id = self.tracker.log_trial(asdict(trial), progress, files)
+            trial.mlflow_run_id = self.tracker.log_trial(asdict(trial), curve, files)
         self.results.append(trial)
         log.info("%s %s: %s %s", self.record.run_id, trial.trial, trial.status, trial.metrics or trial.error)
+        score = trial.metrics.get(self.optimization_key) if trial.metrics and self.optimization_key else None
+        shown = f", {self.optimization_key} {score:.4g}" if isinstance(score, int | float) else ""
+        why = f": {trial.error}" if trial.error else ""
+        progress(f"{self.name}: {trial.trial} {trial.status}{shown}{why} ({trial.seconds:.1f} s)")
         self._write_definition(status="running")
 
     def result(self) -> ExperimentResult:

@@ -54,6 +54,7 @@ from fjord.fs import SharedFS
 from fjord.jobspec import JobSpec
 from fjord.lineage import track_run
 from fjord.locks import locked
+from fjord.progress import progress
 from fjord.projects import Project, get_project
 from fjord.spark import get_spark
 from jobs.etl.validation import RowRule, ValidationReport, load_suite, row_rules, validate
@@ -144,13 +145,14 @@ class EtlResult:
 
 
 @contextmanager
-def _step(result_seconds: dict[str, float], name: str) -> Iterator[None]:
+def _step(result_seconds: dict[str, float], batch: str, name: str) -> Iterator[None]:
     """Time one step: Spark runs lazily, so a step is timed by the action that ends it."""
     started = time.perf_counter()
     try:
         yield
     finally:
         result_seconds[name] = round(time.perf_counter() - started, 3)
+    progress(f"etl {batch}: {name} ({result_seconds[name]:.1f} s)")  # only a step that ended well
 
 
 # -- reading -------------------------------------------------------------------------------------------
@@ -485,7 +487,7 @@ def _run_batch(spec: EtlSpec, project: Project) -> EtlResult:
             "profiles": _read(spark, fs_, files["profiles"], PROFILES),
         }
         seconds: dict[str, float] = {}
-        with _step(seconds, "read"):
+        with _step(seconds, spec.batch, "read"):
             rows_in = raw["transactions"].count()
         directory = spec.expectations_dir or Path(__file__).parent / "expectations"
         # Naive UTC datetimes: what Spark (session time zone UTC) hands GX for a timestamp column.
@@ -525,7 +527,8 @@ def _run_batch(spec: EtlSpec, project: Project) -> EtlResult:
         )
         bad["labels"] = bad["labels"].unionByName(orphans, allowMissingColumns=True)
         quarantined, reasons = {}, {}
-        with _step(seconds, "quarantine"), fs_.publish(f"{QUARANTINE}/{spec.batch}", overwrite=True) as out:
+        quarantine_dir = f"{QUARANTINE}/{spec.batch}"
+        with _step(seconds, spec.batch, "quarantine"), fs_.publish(quarantine_dir, overwrite=True) as out:
             for name, frame in bad.items():
                 frame = frame.cache()
                 counts = {row["_reason"]: row["count"] for row in frame.groupBy("_reason").count().collect()}
@@ -551,7 +554,8 @@ def _run_batch(spec: EtlSpec, project: Project) -> EtlResult:
         _check_fractions(result, rows, [r for name in FILES for r in rules[name]])
 
         if spec.validate_data:
-            with _step(seconds, "validation"), tempfile.TemporaryDirectory(prefix="gx-docs-") as docs:
+            validation = _step(seconds, spec.batch, "validation")
+            with validation, tempfile.TemporaryDirectory(prefix="gx-docs-") as docs:
                 report = validate(
                     {"transactions": transactions, "labels": good["labels"], "profiles": good["profiles"]},
                     suites,
@@ -609,7 +613,8 @@ def _run_batch(spec: EtlSpec, project: Project) -> EtlResult:
             ),
         }
         # One publish: the three groups' commits become visible together, or not at all.
-        with _step(seconds, "commit and online write"), store.publish(run=run_record) as publish:
+        committing = _step(seconds, spec.batch, "commit and online write")
+        with committing, store.publish(run=run_record) as publish:
             for name, (frame, key, event_time, description) in groups.items():
                 group = store.get_or_create_feature_group(
                     name,
@@ -619,7 +624,7 @@ def _run_batch(spec: EtlSpec, project: Project) -> EtlResult:
                     description=description,
                     online_enabled=name != "fraud_labels",
                 )
-                with _step(seconds, f"insert {name}"):
+                with _step(seconds, spec.batch, f"insert {name}"):
                     result.commits[name] = publish.insert(group, frame)
         result.unchanged = [ref.split(".", 1)[1].rsplit("_", 1)[0] for ref in publish.unchanged]
         seconds["commit and online write"] -= sum(v for k, v in seconds.items() if k.startswith("insert "))

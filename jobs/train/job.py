@@ -36,6 +36,7 @@ from fjord.experiment.tracking import tracking_uri
 from fjord.fs import SharedFS
 from fjord.jobspec import JobSpec
 from fjord.lineage import track_run
+from fjord.progress import progress
 from fjord.projects import get_project
 from jobs.train.splits import class_counts, too_few
 
@@ -192,6 +193,7 @@ def run(spec: TrainSpec) -> TrainResult:
     ) as record:
         dataset_uri = _view(spec).training_dataset_uri(version)
         record.add_input(dataset_uri, str(version), kind="training_dataset")
+        progress(f"train: random search, {spec.samples} trial(s) on training dataset v{version}")
         search = experiment.random_search(
             train_trial,
             {"lr": (1e-4, 3e-2, "log"), "units": [16, 32, 64], "dropout": (0.0, 0.4), **data},
@@ -205,6 +207,7 @@ def run(spec: TrainSpec) -> TrainResult:
             parent_run_id=record.run_id,
         )
         best = {k: search.best_params[k] for k in ("lr", "units", "dropout")}
+        progress(f"train: search {search.run_id} done; training the final model with {best}")
         final = experiment.launch(
             train_trial,
             {**best, **data, "export": True},
@@ -224,6 +227,7 @@ def run(spec: TrainSpec) -> TrainResult:
                                  spec.test_size, spec.val_size)  # fmt: skip
             threshold = best_f1_threshold(splits.y_val, np.load(local / "val_scores.npy"))
             metrics = evaluate(splits.y_test, predict_saved_model(local / "model", splits.x_test), threshold)
+            progress("train: final model evaluated" + ("; optimizing it" if spec.optimize else ""))
             optimization = None
             if spec.optimize:
                 optimization = optimize(

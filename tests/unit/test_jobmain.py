@@ -108,3 +108,22 @@ def test_the_result_goes_to_the_orchestrators_file_when_asked(capsys, tmp_path, 
     target.unlink()
     assert run_job(Spec, run, "doc", ["--project", "missing"]) == 3
     assert not target.exists()
+
+
+def test_a_job_shows_progress_on_stderr_and_only_its_summary_on_stdout(capsys) -> None:
+    from fjord.progress import progress
+
+    def stepped(spec: Spec) -> Result:
+        progress("step one done")
+        progress("step two done")
+        return Result(spec)
+
+    progress("a library call outside a job: no line")
+    assert run_job(Spec, stepped, "doc", ["--project", "fraud"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "ran fraud samples=8 optimize=True\n"
+    lines = captured.err.splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == ["step one done", "step two done"]
+    assert all(line.startswith("[") and " s] " in line for line in lines)
+    progress("after the job: no line")
+    assert capsys.readouterr().err == ""
