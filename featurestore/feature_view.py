@@ -278,7 +278,7 @@ class FeatureView(Versioned):
         ]
         values = iter(self._store.online.read(requests))
         vectors: list[dict[str, Any]] = []
-        for _ in entries:
+        for entry in entries:
             vector: dict[str, Any] = {}
             for part in parts:
                 raw = next(values)
@@ -286,6 +286,8 @@ class FeatureView(Versioned):
                 for feature, output in part.features:
                     value = row.get(feature)
                     vector[output] = _timestamp(value) if feature in part.timestamps and value else value
+            for name in self.features:  # a key, event time or join column: what the request brought
+                vector.setdefault(name, entry.get(name))
             vectors.append(vector)
         names = self.features
         if return_type == "dict":
@@ -298,10 +300,13 @@ class FeatureView(Versioned):
         """Which online table serves which features, worked out once per view (lookups are hot)."""
         if self._online_parts is None:
             parts = []
-            for group, features, keys, _, prefix in self.query._parts():
-                # A group's key and event time are what a request brings, not features to look up:
-                # a label group read with select_all() serves nothing online and needs no online table.
-                own = {*group.primary_key, group.event_time}
+            query_parts = self.query._parts()
+            joined_on = {left for _, _, keys, _, _ in query_parts for left, _ in keys}
+            for group, features, keys, _, prefix in query_parts:
+                # A group's key and event time, and the columns the view joins on, are what a request
+                # brings, not features to look up: a label group read with select_all() serves nothing
+                # online and needs no online table.
+                own = {*group.primary_key, group.event_time, *joined_on}
                 wanted = [f for f in features if prefix + f in self.features and f not in own]
                 if not wanted:
                     continue
