@@ -57,6 +57,7 @@ from featurestore.online_keys import encode_key_sql
 from featurestore.registry import CommitRecord
 from featurestore.schema import Feature, check_insert, features_of, normal_schema, normalise
 from featurestore.statistics import compute_statistics
+from fjord.errors import storage_full
 from fjord.faults import crash_point
 from fjord.lineage import RunRecord, index_run, lineage_engine, new_record, write_run_file
 
@@ -111,15 +112,22 @@ class Publish:
     def __enter__(self) -> Publish:
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        where = self._store.project.fs.uri()
         try:
-            if exc_type is None:
-                self._commit()
-            else:
-                self._revert()
-        finally:
-            self._stack.close()
-            self._leases.release()
+            try:
+                if exc_type is None:
+                    self._commit()
+                else:
+                    self._revert()
+            finally:
+                self._stack.close()
+                self._leases.release()
+        except OSError as error:  # the commit itself ran out of space
+            raise storage_full(error, where) or error from error
+        full = storage_full(exc, where) if exc is not None else None
+        if full is not None:  # reverted: one line that says what happened, not an OSError
+            raise full from exc
 
     # -- inserting -----------------------------------------------------------------------------------
 

@@ -64,6 +64,24 @@ class SparkError(FjordError):
     exit_code = 7
 
 
+class StorageFullError(FjordError):
+    """The filesystem ran out of space during a publish: nothing was published (retrying after space
+    is freed publishes it whole)."""
+
+    exit_code = 21
+
+
+def storage_full(exc: BaseException, where: str) -> StorageFullError | None:
+    """``exc`` as a :class:`StorageFullError` if it is a full disk (ENOSPC, EDQUOT), else None."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFullError(
+            f"{where} is full ({exc.strerror}): nothing was published", hint="free space and run it again"
+        )
+    return None
+
+
 class ServiceError(FjordError):
     """An embedded server (PostgreSQL, Redis, Kafka, HDFS, S3) cannot start, or a JVM jar is missing."""
 

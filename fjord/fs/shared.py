@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from fjord.errors import AlreadyExistsError, NotFoundError, PathEscapeError
+from fjord.errors import AlreadyExistsError, NotFoundError, PathEscapeError, storage_full
 from fjord.faults import crash_point
 from fjord.fs.backends import Backend, arrow_scan, backend_for, spark_uri
 
@@ -243,8 +243,11 @@ class SharedFS:
                 "bytes": sum(int(info.get("size") or 0) for info in files),
             }
             self._move_into_place(staging, target, json.dumps(marker).encode())
-        except BaseException:
+        except BaseException as exc:
             self.backend.remove_tree(staging)
+            full = storage_full(exc, self.uri())
+            if full is not None:
+                raise full from exc
             raise
 
     def _move_into_place(self, staging: str, target: str, success: bytes) -> None:

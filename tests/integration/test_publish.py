@@ -232,3 +232,34 @@ def test_two_inserts_and_a_read_exit_0_fifty_times_out_of_fifty(fjord_home) -> N
         results = list(pool.map(run, range(50)))
     failed = [r for r in results if r[1] != 0 or r[2] != "4"]
     assert not failed, failed
+
+
+def test_a_publish_that_fills_the_disk_publishes_nothing_and_the_next_one_everything(tmp_path) -> None:
+    """The storage root is a 6 MB tmpfs (mounted in a mount namespace of the worker's own), filled up
+    before an insert: one line, exit code 21, the group as it was; after space is freed, the same
+    insert publishes whole, and no staging is left behind."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    namespace = (
+        ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--mount"]
+    )
+    done = subprocess.run(
+        [*namespace, sys.executable, "-m", "tests.integration.disk_full_worker", str(tmp_path / "tmpfs")],
+        capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["free_bytes"] < 65_536
+    assert (
+        report["full"].startswith("StorageFullError: file://")
+        and "is full (No space left on device)" in report["full"]
+    )
+    assert report["exit_code"] == 21
+    assert report["after_full"] == {"commits": 1, "rows": 1_000}  # nothing of the failed insert
+    assert report["after_freeing"] == {"commits": 2, "rows": 21_000}
+    assert report["leftovers"] == []
