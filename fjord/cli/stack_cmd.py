@@ -204,9 +204,13 @@ def down() -> None:
     # servers, MLflow); then the services themselves.
     Steps = list[tuple[str, Callable[[], bool]]]
     airflow = airflow_service(settings)
-    users: Steps = [(f"monitor/{p}/{m}", functools.partial(service.stop, p, m)) for p, m in _monitored()]
+    # What runs is found in FJORD_HOME (the processes' state files), not through the storage root's
+    # servings: a down with another storage root in force still stops everything this home started.
+    monitors = sorted({*_monitored(), *((r["project"], r["model"]) for r in service.running())})
+    users: Steps = [(f"monitor/{p}/{m}", functools.partial(service.stop, p, m)) for p, m in monitors]
     users.append(("dashboard", service.dashboard_stop))
-    users += [(f"model-server/{p}", functools.partial(serving.stop, project=p)) for p in _servings()]
+    model_servers = sorted({*_servings(), *serving.running_projects()})
+    users += [(f"model-server/{p}", functools.partial(serving.stop, project=p)) for p in model_servers]
     users.append(("mlflow", lambda: stop_server(settings)))
     servers: Steps = [(s.name, s.stop) for s in reversed(services(list(SERVICE_NAMES), settings))]
     for wave in ([("airflow", airflow.stop)], users, servers):

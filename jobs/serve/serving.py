@@ -252,6 +252,17 @@ def server_state(project: str | None = None) -> dict[str, Any] | None:
     return record if alive(record["pid"]) else None
 
 
+def running_projects() -> list[str]:
+    """The projects whose model server of this home runs (found by its state file in FJORD_HOME)."""
+    root = get_settings().home / "serving"
+    found = []
+    for state in sorted(root.glob("*/state.json")) if root.exists() else []:
+        record = json.loads(state.read_text())
+        if alive(record["pid"]):
+            found.append(state.parent.name)
+    return found
+
+
 def start(*, project: str | None = None, batching: bool = False) -> str:
     """Start the project's model server unless it runs; its REST URL. ``batching`` pays off for the
     SavedModel backend under concurrent load; the TFLite backend answers faster without it

@@ -61,3 +61,25 @@ def test_a_configured_airflow_without_a_password_is_refused(capsys, monkeypatch)
     reset_settings()
     with pytest.raises(AirflowError, match=r"airflow\.password is not"):
         AirflowClient.connect()
+
+
+def test_down_stops_what_this_home_started_whatever_storage_root_is_in_force(capsys, fjord_home) -> None:
+    """A model server and a monitor started while the root was hdfs://... are found by their state files
+    in FJORD_HOME, not through the current root's servings (which know nothing of them)."""
+    import subprocess
+
+    from fjord.projects import create_project
+
+    create_project("fraud")
+    processes = {}
+    for name, state in (("server", fjord_home / "serving" / "fraud" / "state.json"),
+                        ("monitor", fjord_home / "monitor" / "fraud" / "fraud" / "state.json")):  # fmt: skip
+        processes[name] = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(json.dumps({"pid": processes[name].pid, "project": "fraud", "model": "fraud",
+                                     "url": "http://127.0.0.1:1", "log": "x"}))  # fmt: skip
+    code, out, _ = cli(capsys, "down")
+    assert code == 0
+    assert "model-server/fraud   stopped" in out and "monitor/fraud/fraud  stopped" in out
+    for process in processes.values():
+        assert process.wait(timeout=60) is not None  # stopped, and reaped here
