@@ -25,6 +25,7 @@ from featurestore.registry import TrainingDatasetRecord, ViewRecord
 from featurestore.statistics import reference_statistics
 from featurestore.versioned import Versioned
 from fjord.errors import NotFoundError
+from fjord.faults import crash_point
 from fjord.lineage import RunRecord, track_run
 
 if TYPE_CHECKING:
@@ -143,6 +144,7 @@ class FeatureView(Versioned):
             for group in self.query.groups():
                 run.add_input(group.location, str(used[group.ref]), kind="feature_group")
             run.add_output(project.fs.uri(rel), str(reserved.version), kind="training_dataset")
+            crash_point("training_dataset.published")
             finished = reserved.model_copy(update={"uri": project.fs.uri(rel), "rows": rows})
             self._store.registry.finish_dataset(finished)
         return reserved.version, run

@@ -158,7 +158,7 @@ def postgres_db(postgres_server: str) -> Iterator[str]:
 
     name = f"fjord_test_{uuid.uuid4().hex[:10]}"
     url = postgres_server.rsplit("/", 1)[0] + f"/{name}"
-    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT", pool_pre_ping=True)  # restarts
     with admin.connect() as conn:
         conn.execute(text(f"CREATE DATABASE {name}"))
     yield url

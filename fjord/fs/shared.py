@@ -258,6 +258,7 @@ class SharedFS:
         fs = self.backend.fs
         if not fs.exists(target):
             self._move_tree(staging, target)
+            crash_point("publish_dir.new_moved")  # in place, not yet marked: readers do not list it
             fs.pipe_file(posixpath.join(target, SUCCESS), success)
             return
         parent, name = posixpath.split(target)

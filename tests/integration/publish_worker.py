@@ -1,7 +1,8 @@
 """A writer process for the publish tests: ``python -m tests.integration.publish_worker MODE DAY [hold]``.
 
 MODE ``one`` inserts day DAY's rows into ``tx``; ``three`` publishes day DAY to ``tx``, ``labels``
-and ``profiles`` together. With ``hold`` it stays inside the publish after the inserts (holding the
+and ``profiles`` together; ``dataset`` creates a training dataset of view ``v`` (labels joined with
+tx). With ``hold`` it stays inside the publish after the inserts (holding the
 leases) until its stdin closes. The environment says where (FJORD_HOME, FJORD_METADATA__URL) and
 where to crash (FJORD_CRASH_AT). Prints ``published <commits>`` on success; a wait for a lease is
 logged on stderr.
@@ -45,6 +46,16 @@ def main(mode: str, day: int, hold: bool = False) -> None:
     logging.getLogger("featurestore.lease").setLevel(logging.INFO)
     fs = featurestore.connect("fraud")
     targets = groups(fs)
+    if mode == "dataset":  # a training dataset of tx joined with labels
+        query = (
+            targets["labels"]
+            .select(["amount"])
+            .join(targets["tx"].select(["amount"]), on=["cc_num"], prefix="tx_")
+        )
+        view = fs.get_or_create_feature_view("v", 1, query=query, labels=["amount"])
+        version, _ = view.create_training_data()
+        print("published", {"dataset": version})
+        return
     names = ["tx"] if mode == "one" else list(GROUPS)
     with fs.publish() as publish:
         for name in names:

@@ -263,3 +263,66 @@ def test_a_publish_that_fills_the_disk_publishes_nothing_and_the_next_one_everyt
     assert report["after_full"] == {"commits": 1, "rows": 1_000}  # nothing of the failed insert
     assert report["after_freeing"] == {"commits": 2, "rows": 21_000}
     assert report["leftovers"] == []
+
+
+@pytest.mark.parametrize("point", ["publish_dir.new_moved", "training_dataset.published"])
+def test_a_training_dataset_killed_mid_creation_is_never_listed_and_the_next_one_is_whole(
+    store, point
+) -> None:
+    """Killed with its directory in place but unmarked, or published but not yet registered ready:
+    readers list no such version, and the next creation publishes a whole one under a new number."""
+    killed = _run("dataset", 0, crash=point)
+    assert killed.returncode == CRASH_EXIT_CODE, killed.stderr[-2000:]
+    view = featurestore.connect("fraud").get_feature_view("v", 1)
+    assert view.get_training_dataset_versions() == []
+    again = _run("dataset", 0)
+    assert again.returncode == 0, again.stderr[-2000:]
+    (version,) = view.get_training_dataset_versions()
+    features, labels = view.get_training_data(version)
+    assert len(features) == len(labels) == 50  # day 0's 50 cards, whole
+
+
+def test_a_postgresql_restart_mid_publish_is_all_or_nothing_and_a_rerun_completes_it(
+    postgres_db, services_home, monkeypatch
+) -> None:
+    """A three-group publish holds its leases with its Delta commits made when the metadata database
+    restarts under it; then it goes on to its commit point."""
+    from fjord.services import service_at
+
+    monkeypatch.setenv("FJORD_METADATA__URL", postgres_db)
+    reset_settings()
+    create_project("fraud")
+    assert _run("three", 0).returncode == 0
+    names = list(GROUPS)
+    before = _state(names)
+    holder = _writer("three", 1, hold=True)
+    fs = featurestore.connect("fraud")
+    last = groups(fs)["profiles"]
+    leases = WriterLeases(fs.registry.engine, wait=0)
+
+    def inside() -> bool:  # the holder took the last group's lease: its three inserts are staged
+        assert holder.poll() is None, holder.communicate()[1][-2000:]
+        try:
+            leases.acquire(last.id, last.ref)
+        except WriterBusyError:
+            return True
+        leases.release()
+        return False
+
+    wait_for(inside, 120, "the holder's three inserts", interval=0.1)
+    fs.registry.engine.dispose()
+    server = service_at("postgres", services_home, preferred_ports=False)
+    server.stop()
+    server.start()
+    holder.stdin.close()
+    code = holder.wait(timeout=300)
+    after = _state(names)
+    if code == 0:  # it reconnected and committed: all three
+        assert all(after[n][0] == before[n][0] + 50 and len(after[n][1]) == 2 for n in names)
+    else:  # it failed at its commit point: none, and a rerun publishes all three
+        assert after == before, holder.stderr.read()[-2000:]
+        assert _run("three", 1).returncode == 0
+        after = _state(names)
+        assert all(after[n][0] == before[n][0] + 50 for n in names)
+    assert _run("three", 1).stdout.strip() != ""  # the day again: no new commit, no error
+    assert _state(names) == after
