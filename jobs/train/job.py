@@ -33,6 +33,7 @@ from fjord import experiment
 from fjord.errors import AlreadyExistsError, FjordError, NotFoundError
 from fjord.experiment.tracking import client as mlflow_client
 from fjord.experiment.tracking import tracking_uri
+from fjord.faults import crash_point
 from fjord.fs import SharedFS
 from fjord.jobspec import JobSpec
 from fjord.lineage import track_run
@@ -371,6 +372,7 @@ def _register(
         spec.model_name, logged.model_uri, run_id=mlflow_run_id, tags=tags, model_id=logged.model_id
     )
     version = int(registered.version)
+    crash_point("train.registered")  # in MLflow, not yet published nor a candidate
     try:
         rel = f"{MODELS}/{spec.model_name}/{version}"
         if project.fs.is_published(rel):  # MLflow's numbers are its database's: a new one starts at 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import featurestore
+from fjord.errors import NotFoundError
 from fjord.lineage import list_runs
 from fjord.projects import create_project
 from jobs.train.job import TrainError, TrainSpec, run
@@ -180,3 +181,41 @@ def test_a_retry_after_a_kill_past_registration_reuses_the_version_instead_of_tr
     assert result.training_dataset_version == 1 and result.trials == {"succeeded": 2}
     assert len(client(uri).search_model_versions("name='retried'")) == 1  # nothing registered again
     assert list_runs("fraud", "experiment") == []  # nothing trained
+
+
+def test_a_kill_between_mlflow_and_the_published_directory_leaves_nothing_deployable(project):
+    """Killed after MLflow numbered the version, before Models/<name>/<n> was published and the
+    candidate alias set: deploy finds no candidate, refuses the version by number, and the next
+    registration publishes the next version whole."""
+    import os
+    import subprocess
+    import sys
+
+    from fjord.experiment.tracking import client, tracking_uri
+    from fjord.faults import CRASH_EXIT_CODE
+    from jobs.serve.deploy import DeployError, DeploySpec
+    from jobs.serve.deploy import run as deploy
+    from tests.conftest import REPO
+
+    def register(run_id: str, crash: str | None = None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "FJORD_CRASH_AT"}
+        env.update({"FJORD_CRASH_AT": crash} if crash else {})
+        argv = [sys.executable, "-m", "tests.integration.register_worker", "killed", run_id]
+        return subprocess.run(
+            argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False
+        )
+
+    killed = register("train-af-00000000000000aa", "train.registered")
+    assert killed.returncode == CRASH_EXIT_CODE, killed.stderr[-2000:]
+    mlflow = client(tracking_uri())
+    (orphan,) = mlflow.search_model_versions("name='killed'")
+    assert "fjord.serving_path" not in orphan.tags and not project.fs.exists("Models/killed/1")
+    with pytest.raises(DeployError, match="has no candidate"):
+        deploy(DeploySpec(project="fraud", model_name="killed"))
+    with pytest.raises(NotFoundError, match="has no published version 1"):
+        deploy(DeploySpec(project="fraud", model_name="killed", version=1))
+    from tests.integration.register_worker import main as register_here
+
+    register_here("killed", "train-af-00000000000000bb")  # the retry, in this process
+    assert project.fs.is_published("Models/killed/2")
+    assert mlflow.get_model_version_by_alias("killed", "candidate").version == "2"

@@ -1,0 +1,42 @@
+"""Registers a constant model as ``python -m tests.integration.register_worker NAME RUN_ID``, as the
+training job does (``jobs.train.job._register``); FJORD_CRASH_AT says where to die. Prints the version."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import tensorflow as tf
+
+from fjord.experiment.tracking import tracking_uri
+from fjord.projects import get_project
+from jobs.train.job import TrainSpec, _register
+
+
+class Constant(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="amount")])
+    def serve(self, amount):
+        return {"fraud_probability": amount * 0 + 0.5}
+
+
+def main(name: str, run_id: str) -> None:
+    module = Constant()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "model"
+        tf.saved_model.save(module, str(model), signatures={"serving_default": module.serve})
+        uri = tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment(name)
+        with mlflow.start_run() as trial:
+            pass
+        spec = TrainSpec(project="fraud", model_name=name, run_id=run_id)
+        version, _ = _register(spec, get_project("fraud"), model, trial.info.run_id, uri, run_id, 1,
+                               {"roc_auc": 0.9}, None, {}, pd.DataFrame({"amount": [1.0]}))  # fmt: skip
+    print(version)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
