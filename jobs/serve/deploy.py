@@ -31,6 +31,7 @@ from pydantic import Field
 from fjord.errors import FjordError, NotFoundError
 from fjord.experiment.tracking import client as mlflow_client
 from fjord.experiment.tracking import tracking_uri
+from fjord.faults import crash_point
 from fjord.jobspec import JobSpec
 from fjord.lineage import get_run, track_run
 from fjord.projects import Project, get_project
@@ -196,6 +197,7 @@ def run(spec: DeploySpec) -> DeployResult:
     if not project.fs.is_published(f"Models/{spec.model_name}/{version}"):
         raise NotFoundError(f"model {spec.model_name} has no published version {version} in {project.name}")
     champion = _version_of(client, spec.model_name, CHAMPION)
+    serving.recover_deploy(name, project=project.name)  # a deploy killed mid-way is undone first
     previous = (
         serving.get_serving(name, project=project.name)
         if serving.exists(name, project=project.name)
@@ -235,21 +237,25 @@ def run(spec: DeploySpec) -> DeployResult:
         label = serving.CANARY if spec.canary else serving.STABLE
         if spec.feature_view:
             _ensure_view(project.name, spec.feature_view)
+        serving.begin_deploy(name, previous, project=project.name)
         updated = serving.create_or_update(
             name, version, project=project.name, model_name=spec.model_name, label=label,
             inference_logging=spec.inference_logging,
             feature_view=spec.feature_view or (previous.feature_view if previous else None),
             transformer=spec.transformer or (previous.transformer if previous else None),
         )  # fmt: skip
+        crash_point("deploy.configured")
         try:
             url = serving.start(project=project.name)
             serving.wait_available(name, version, project=project.name, timeout_s=spec.timeout_s)
             _smoke(name, version, project.name, x)
         except BaseException:
             serving.restore(name, previous, project=project.name)  # as it was, or gone if it was new
+            serving.end_deploy(name, project=project.name)
             raise
         if not spec.canary:
             client.set_registered_model_alias(spec.model_name, CHAMPION, str(version))
+        serving.end_deploy(name, project=project.name)
         record.add_output(serving.serving_uri(project.name, name), str(version), kind="deployment")
         return DeployResult(
             record.run_id, name, spec.model_name, version, label,

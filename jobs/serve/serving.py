@@ -211,6 +211,50 @@ def restore(name: str, previous: Serving | None, *, project: str | None = None) 
         _write(proj, servings)
 
 
+# -- a deploy's journal: what to put back if the deploy dies mid-way ---------------------------------
+
+
+def _journal(name: str) -> str:
+    return f"{SERVING_DIR}/deploying/{name}.json"
+
+
+def begin_deploy(name: str, previous: Serving | None, *, project: str | None = None) -> None:
+    """Record, before a deploy changes serving ``name``, how it was: a deploy killed before
+    :func:`end_deploy` is undone by the next one (:func:`recover_deploy`)."""
+    import os
+    import socket
+
+    proj = _project(project)
+    record = {"previous": asdict(previous) if previous else None, "host": socket.gethostname(),
+              "pid": os.getpid(), "started": time.time()}  # fmt: skip
+    proj.fs.write_text(_journal(name), json.dumps(record))
+
+
+def end_deploy(name: str, *, project: str | None = None) -> None:
+    """The deploy of ``name`` finished (deployed, or put back after a failure)."""
+    proj = _project(project)
+    if proj.fs.exists(_journal(name)):
+        proj.fs.rm(_journal(name))
+
+
+def recover_deploy(name: str, *, project: str | None = None, stale_after_s: float = 3_600) -> bool:
+    """Put serving ``name`` back as it was before a deploy that died mid-way (its writer's pid is gone
+    on this host, or its journal is older than ``stale_after_s``); whether there was one."""
+    import socket
+
+    proj = _project(project)
+    if not proj.fs.exists(_journal(name)):
+        return False
+    record = json.loads(proj.fs.read_text(_journal(name)))
+    mine = record["host"] == socket.gethostname()
+    if (mine and alive(record["pid"])) or (not mine and time.time() - record["started"] < stale_after_s):
+        return False  # a deploy in progress
+    previous = record["previous"]
+    restore(name, Serving(**previous) if previous else None, project=proj.name)
+    end_deploy(name, project=proj.name)
+    return True
+
+
 def get_serving(name: str, *, project: str | None = None) -> Serving:
     proj = _project(project)
     servings = _read(proj)

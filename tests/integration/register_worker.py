@@ -1,5 +1,6 @@
 """Registers a constant model as ``python -m tests.integration.register_worker NAME RUN_ID``, as the
-training job does (``jobs.train.job._register``); FJORD_CRASH_AT says where to die. Prints the version."""
+training job does (``jobs.train.job._register``, inside a train run record on training dataset v1 of
+fraud_demo), so the deploy job can bless it; FJORD_CRASH_AT says where to die. Prints the version."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pandas as pd
 import tensorflow as tf
 
 from fjord.experiment.tracking import tracking_uri
+from fjord.lineage import track_run
 from fjord.projects import get_project
 from jobs.train.job import TrainSpec, _register
 
@@ -33,8 +35,10 @@ def main(name: str, run_id: str) -> None:
         with mlflow.start_run() as trial:
             pass
         spec = TrainSpec(project="fraud", model_name=name, run_id=run_id)
-        version, _ = _register(spec, get_project("fraud"), model, trial.info.run_id, uri, run_id, 1,
-                               {"roc_auc": 0.9}, None, {}, pd.DataFrame({"amount": [1.0]}))  # fmt: skip
+        project = get_project("fraud")
+        with track_run(project, "train", params=spec.model_dump(mode="json"), run_id=run_id):
+            version, _ = _register(spec, project, model, trial.info.run_id, uri, run_id, 1,
+                                   {"roc_auc": 0.9}, None, {}, pd.DataFrame({"amount": [1.0]}))  # fmt: skip
     print(version)
 
 

@@ -186,7 +186,7 @@ def test_a_retry_after_a_kill_past_registration_reuses_the_version_instead_of_tr
 def test_a_kill_between_mlflow_and_the_published_directory_leaves_nothing_deployable(project):
     """Killed after MLflow numbered the version, before Models/<name>/<n> was published and the
     candidate alias set: deploy finds no candidate, refuses the version by number, and the next
-    registration publishes the next version whole."""
+    registration publishes the next version whole. Then a deploy killed mid-way is undone by the next."""
     import os
     import subprocess
     import sys
@@ -205,6 +205,7 @@ def test_a_kill_between_mlflow_and_the_published_directory_leaves_nothing_deploy
             argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False
         )
 
+    featurestore.connect("fraud").get_feature_view("fraud_demo", 1).create_training_data()
     killed = register("train-af-00000000000000aa", "train.registered")
     assert killed.returncode == CRASH_EXIT_CODE, killed.stderr[-2000:]
     mlflow = client(tracking_uri())
@@ -219,3 +220,17 @@ def test_a_kill_between_mlflow_and_the_published_directory_leaves_nothing_deploy
     register_here("killed", "train-af-00000000000000bb")  # the retry, in this process
     assert project.fs.is_published("Models/killed/2")
     assert mlflow.get_model_version_by_alias("killed", "candidate").version == "2"
+
+    # A deploy killed after it configured the serving, before the server loaded the version: the
+    # next deploy (the task's retry) puts the serving back first; here there was none before.
+    from jobs.serve import serving
+
+    env = {**os.environ, "FJORD_CRASH_AT": "deploy.configured"}
+    argv = [sys.executable, "-m", "jobs.serve.main", "--project", "fraud", "--model-name", "killed"]
+    crashed = subprocess.run(
+        argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False
+    )
+    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr[-2000:]
+    assert serving.get_serving("killed", project="fraud").labels == {"stable": 2}  # half done
+    assert deploy(DeploySpec(project="fraud", model_name="killed", bless_only=True)).deployed is False
+    assert not serving.exists("killed", project="fraud")  # as it was before the killed deploy
