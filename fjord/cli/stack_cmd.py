@@ -189,6 +189,17 @@ def _components(settings: Settings) -> list[Component]:
     return found
 
 
+def _attempt(stop: Callable[[], bool]) -> bool | str:
+    """``stop()``, or the one-line error it raised: one component that cannot be stopped does not keep
+    ``down`` from stopping the others."""
+    from fjord.errors import FjordError
+
+    try:
+        return stop()
+    except FjordError as exc:
+        return f"not stopped: {exc.one_line()}"
+
+
 def down() -> None:
     """Stop every component of the local stack; no process is left behind."""
     from fjord.airflow.stack import airflow_service
@@ -215,9 +226,10 @@ def down() -> None:
     servers: Steps = [(s.name, s.stop) for s in reversed(services(list(SERVICE_NAMES), settings))]
     for wave in ([("airflow", airflow.stop)], users, servers):
         with ThreadPoolExecutor(max_workers=len(wave)) as pool:
-            stopped = list(pool.map(lambda step: step[1](), wave))
+            stopped = list(pool.map(lambda step: _attempt(step[1]), wave))
         for (name, _), done in zip(wave, stopped, strict=True):
-            console.print(f"{name:<20} {'stopped' if done else 'not running'}")
+            shown = done if isinstance(done, str) else "stopped" if done else "not running"
+            console.print(f"{name:<20} {shown}", markup=False)
             if name == "airflow" and airflow.stopped_tasks:
                 console.print(
                     f"{'':<20} with {len(airflow.stopped_tasks)} running task(s), stopped, not waited for "

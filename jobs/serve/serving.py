@@ -281,8 +281,8 @@ def get_kafka_topic(name: str, *, project: str | None = None) -> str:
 # -- the project's server -------------------------------------------------------------------------
 
 
-def _state_dir(project: Project) -> Path:
-    path = get_settings().home / "serving" / project.name
+def _state_dir(project: Project | str) -> Path:
+    path = get_settings().home / "serving" / (project if isinstance(project, str) else project.name)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -372,12 +372,17 @@ def _start(proj: Project, batching: bool) -> str:
 
 
 def stop(*, project: str | None = None) -> bool:
-    """Stop the project's model server; False if it was not running."""
-    proj = _project(project)
-    state = _state_dir(proj) / "state.json"
-    record = server_state(proj.name)
+    """Stop the project's model server; False if it was not running. Found by its state file in
+    FJORD_HOME alone: a stop works whatever storage root (and so whatever projects) is configured."""
+    name = project or get_settings().project
+    if not name:
+        raise ServingError("no project given", hint="pass project=... or set FJORD_PROJECT")
+    state = _state_dir(name) / "state.json"
+    if not state.exists():
+        return False
+    record: dict[str, Any] = json.loads(state.read_text())
     state.unlink(missing_ok=True)
-    return bool(record) and stop_group(record["pid"], signal.SIGTERM)  # type: ignore[index]
+    return alive(record["pid"]) and stop_group(record["pid"], signal.SIGTERM)
 
 
 def url(*, project: str | None = None) -> str:

@@ -68,10 +68,7 @@ def test_down_stops_what_this_home_started_whatever_storage_root_is_in_force(cap
     in FJORD_HOME, not through the current root's servings (which know nothing of them)."""
     import subprocess
 
-    from fjord.projects import create_project
-
-    create_project("fraud")
-    processes = {}
+    processes = {}  # project fraud is not even known under the root in force
     for name, state in (("server", fjord_home / "serving" / "fraud" / "state.json"),
                         ("monitor", fjord_home / "monitor" / "fraud" / "fraud" / "state.json")):  # fmt: skip
         processes[name] = subprocess.Popen(["sleep", "300"], start_new_session=True)
