@@ -82,6 +82,28 @@ def storage_full(exc: BaseException, where: str) -> StorageFullError | None:
     return None
 
 
+class MetadataUnavailableError(FjordError):
+    """The metadata database dropped or refused the connection (a restart, an outage): what was being
+    published is all or nothing, and a rerun completes it."""
+
+    exit_code = 22
+
+
+def known_failure(exc: BaseException) -> FjordError | None:
+    """A library's exception that has a one-line meaning for users, as a :class:`FjordError`."""
+    try:
+        from sqlalchemy.exc import InterfaceError, OperationalError
+    except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
+        return None
+    if isinstance(exc, OperationalError | InterfaceError):
+        cause = " ".join(str(exc.orig or exc).split("\n")[0].split())[:300]
+        return MetadataUnavailableError(
+            f"the metadata database dropped or refused the connection: {cause}",
+            hint="once it answers again, run the same command again: nothing was half published",
+        )
+    return None
+
+
 class ServiceError(FjordError):
     """An embedded server (PostgreSQL, Redis, Kafka, HDFS, S3) cannot start, or a JVM jar is missing."""
 

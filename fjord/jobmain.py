@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from fjord import progress
 from fjord.config import RESULT_FILE_ENV
-from fjord.errors import FjordError
+from fjord.errors import FjordError, known_failure
 from fjord.faults import crash_point
 
 RESULT_FILE = RESULT_FILE_ENV
@@ -77,6 +77,10 @@ def run_job(
         progress.disable()
         if debug:
             raise
+        known = known_failure(exc)
+        if known is not None:
+            print(f"error: {known.one_line()}", file=sys.stderr)
+            return known.exit_code
         message = " ".join(str(exc).split())[:500]
         print(f"internal error: {type(exc).__name__}: {message} (--debug: traceback)", file=sys.stderr)
         return INTERNAL_ERROR

@@ -29,7 +29,7 @@ from fjord.cli import (
     stack_cmd,
 )
 from fjord.cli.output import console, err_console, state
-from fjord.errors import FjordError
+from fjord.errors import FjordError, known_failure
 
 INTERNAL_ERROR_EXIT = 70
 
@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if state.debug:
             raise
+        known = known_failure(exc)
+        if known is not None:
+            err_console.print(f"[red]error:[/red] {known.one_line()}")
+            return known.exit_code
         # The head of the message (a JVM error's first lines, not its stack), on one line.
         first = " ".join(" ".join(str(exc).strip().splitlines()[:2]).split())[:300] or "no message"
         err_console.print(

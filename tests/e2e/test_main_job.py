@@ -1,4 +1,6 @@
-"""`make run`'s job, run as a user runs it: the `fjord run` console script on the embedded defaults."""
+"""`make run`'s job, run as a user runs it: the `fjord run` console script on the embedded defaults,
+with the shared filesystem on the embedded HDFS (the mission's coordination layer: every stage, the
+model server, the monitor and the maintenance DAG read and write ``hdfs://``)."""
 
 import json
 import re
@@ -14,9 +16,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def stack(fjord_home):
+def stack(fjord_home, monkeypatch):
     """The job leaves the whole stack up (Airflow, MLflow, Kafka, the model server): `fjord down` must
-    stop every process of it, children included."""
+    stop every process of it, children included. The storage root is this home's HDFS."""
+    from fjord.config import reset_settings
+    from fjord.services import service
+
+    started = run_fjord("services", "start", "hdfs")
+    assert started.returncode == 0, started.stderr[-2000:]
+    monkeypatch.setenv("FJORD_STORAGE__ROOT", f"{service('hdfs').address()}/fjord")
+    reset_settings()
     yield
     before = _stack_processes()
     down = run_fjord("down")
@@ -349,9 +358,7 @@ def _a_worse_model_is_refused_and_nothing_changes(served: dict) -> None:
         "fraud", champion.source, run_id=champion.run_id, tags=champion.tags, model_id=logged
     )
     project = get_project("fraud")
-    _constant_model(
-        _feature_names(project, champion.version), Path(project.fs.path(f"Models/fraud/{worse.version}"))
-    )
+    _constant_model(_feature_names(project, champion.version), project, f"Models/fraud/{worse.version}")
     deploy = subprocess.run(
         [sys.executable, "-m", "jobs.serve.main", "--project", "fraud", "--version", str(worse.version)],
         capture_output=True, text=True, env=dict(os.environ), timeout=600,
@@ -369,11 +376,14 @@ def _a_worse_model_is_refused_and_nothing_changes(served: dict) -> None:
 def _feature_names(project, version: str) -> list[str]:
     from jobs.serve.backends import read_signature_defs, signatures_of
 
-    local = Path(project.fs.path(f"Models/fraud/{version}"))
-    return sorted(signatures_of(read_signature_defs(local))["serving_default"].inputs)
+    with project.fs.local_copy(f"Models/fraud/{version}") as local:
+        return sorted(signatures_of(read_signature_defs(Path(local)))["serving_default"].inputs)
 
 
-def _constant_model(features: list[str], target: Path) -> None:
+def _constant_model(features: list[str], project, rel: str) -> None:
+    """A model scoring everything 0.5, published at ``rel`` (where MLflow numbered a version)."""
+    import tempfile
+
     import tensorflow as tf
 
     class Constant(tf.Module):
@@ -383,8 +393,10 @@ def _constant_model(features: list[str], target: Path) -> None:
             return {"fraud_probability": tf.zeros_like(first) + 0.5}
 
     model = Constant()
-    tf.saved_model.save(model, str(target), signatures={"serving_default": model.serve})
-    (target / "_SUCCESS").write_text("{}")
+    with tempfile.TemporaryDirectory() as tmp, project.fs.publish(rel) as out:
+        tf.saved_model.save(model, tmp, signatures={"serving_default": model.serve})
+        for path in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):
+            out.upload(str(path), path.relative_to(tmp).as_posix())
 
 
 def _mlflow_loads_the_champion() -> None:

@@ -127,3 +127,19 @@ def test_a_job_shows_progress_on_stderr_and_only_its_summary_on_stdout(capsys) -
     assert all(line.startswith("[") and " s] " in line for line in lines)
     progress("after the job: no line")
     assert capsys.readouterr().err == ""
+
+
+def test_a_metadata_database_that_went_away_is_one_line_and_exit_22(capsys) -> None:
+    """A real connection failure (nothing listens on the port), as a restart mid-publish gives one."""
+    from sqlalchemy import create_engine, text
+
+
+    def publish(spec: Spec) -> Result:
+        with create_engine("postgresql+psycopg://fjord@127.0.0.1:1/fjord").connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return Result(spec)
+
+    assert run_job(Spec, publish, "doc", ["--project", "fraud"]) == 22
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the metadata database dropped or refused the connection: connection")
+    assert "\n" not in err and "Traceback" not in err and "run the same command again" in err
