@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ from fjord.config import get_settings
 from fjord.errors import NotFoundError
 from fjord.jobmain import RESULT_FILE
 from fjord.lineage import get_run
+from fjord.private import write_private
 from fjord.projects import get_project
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,6 +100,7 @@ class FjordJobHook(BaseHook):
             {**args, "run_id": run_id, "parent_run_id": parent_run_id}
         )
         with tempfile.TemporaryDirectory(prefix="fjord-task-") as tmp:
+            argv = _secrets_to_file(argv, Path(tmp) / "secrets.properties")
             result_file = Path(tmp) / "result.json"
             code, tail = self._execute(argv, {RESULT_FILE: str(result_file), **self._environment(spec)})
             if code != 0:
@@ -159,6 +162,31 @@ class FjordJobHook(BaseHook):
         except NotFoundError:
             return None
         return record.result if record.status == "succeeded" else None
+
+
+def _secrets_to_file(argv: list[str], path: Path) -> list[str]:
+    """``argv`` with every secret ``--conf`` (an S3 secret key, a password, a token) moved to a
+    mode-600 properties file passed as ``--properties-file``: a command line is visible in ``ps`` and
+    the task log prints it."""
+    kept: list[str] = []
+    hidden: list[str] = []
+    pairs = iter(argv)
+    for arg in pairs:
+        if arg == "--conf":
+            setting = next(pairs)
+            if _SECRET.search(setting.split("=", 1)[0]):
+                hidden.append(setting.replace("=", " ", 1))
+                continue
+            kept += [arg, setting]
+        else:
+            kept.append(arg)
+    if not hidden:
+        return argv
+    write_private(path, "\n".join(hidden) + "\n")
+    return [kept[0], "--properties-file", str(path), *kept[1:]]
+
+
+_SECRET = re.compile(r"secret|password|token|access\.key", re.I)
 
 
 def _spark_submit() -> str:

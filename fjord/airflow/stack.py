@@ -32,6 +32,7 @@ import psutil
 
 from fjord.config import Settings, get_settings
 from fjord.errors import ServiceError
+from fjord.private import write_private
 from fjord.services import process
 from fjord.services.base import Process, Service
 from fjord.services.process import log_tail, run_once
@@ -160,12 +161,12 @@ class AirflowService(Service):
                 "jwt_secret": secrets.token_urlsafe(32),
                 "api_secret": secrets.token_urlsafe(32),
             }
-            _write_private(path, json.dumps(values))
+            write_private(path, json.dumps(values))
         return dict(json.loads(path.read_text()))
 
     def prepare(self, ports: dict[str, int]) -> None:
         if not self.passwords_file.exists():
-            _write_private(self.passwords_file, json.dumps({USER: secrets.token_urlsafe(12)}) + "\n")
+            write_private(self.passwords_file, json.dumps({USER: secrets.token_urlsafe(12)}) + "\n")
         if self.database_url().startswith("postgresql"):
             _create_database(self.database_url())
         marker = self.dir / "migrated"
@@ -267,14 +268,6 @@ def _airflow_version() -> str:
     from importlib.metadata import version
 
     return version("apache-airflow")
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o600)
-    tmp.replace(path)
 
 
 def _create_database(url: str) -> None:

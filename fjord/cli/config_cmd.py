@@ -7,6 +7,7 @@ import yaml
 
 from fjord.cli.output import console
 from fjord.config import find_config_file, get_settings
+from fjord.private import redact
 
 app = typer.Typer(help="Inspect Fjord's settings.", no_args_is_help=True)
 
@@ -17,8 +18,5 @@ def show() -> None:
     settings = get_settings()
     source = find_config_file()
     console.print(f"# file: {source or 'none'}; FJORD_* variables override it")
-    data = settings.model_dump(mode="json")
-    for section in ("storage",):
-        if data[section].get("s3_secret"):
-            data[section]["s3_secret"] = "***"
-    console.print(yaml.safe_dump(data, sort_keys=False).rstrip())
+    data = redact(settings.model_dump(mode="json"))  # passwords (in URLs too), keys and tokens
+    console.print(yaml.safe_dump(data, sort_keys=False).rstrip(), markup=False)

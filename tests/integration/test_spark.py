@@ -131,3 +131,32 @@ def test_library_code_shares_the_jobs_session(spark) -> None:
     assert get_spark() is job_session  # what the feature store does, mid-job
     assert frame.count() == 5  # the job's DataFrames still work
     get_spark(app_name="fjord-tests")  # the shared test session for the rest of the suite
+
+
+def test_a_spark_tasks_s3_secret_reaches_spark_but_not_its_command_line(tmp_path, monkeypatch) -> None:
+    """The Airflow hook's spark-submit, with S3 credentials configured: the job's SparkSession has the
+    secret (from the mode-600 properties file), the command line that ps and the task log show has not."""
+    from fjord.airflow.hook import STAGES, FjordJobHook, _secrets_to_file
+    from fjord.config import reset_settings
+
+    monkeypatch.setenv("FJORD_STORAGE__S3_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("FJORD_STORAGE__S3_KEY", "probe-access")
+    monkeypatch.setenv("FJORD_STORAGE__S3_SECRET", "probe-secret-value")
+    reset_settings()
+    project = create_project("fraud")
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        textwrap.dedent("""
+        from pyspark.sql import SparkSession
+        spark = SparkSession.builder.getOrCreate()
+        print("secret:", spark.conf.get("spark.hadoop.fs.s3a.secret.key"))
+        spark.stop()
+    """)
+    )
+    argv = [*FjordJobHook().command("etl", STAGES["etl"], project)[:-1], str(probe)]
+    argv = _secrets_to_file(argv, tmp_path / "secrets.properties")
+    assert "probe-secret-value" not in " ".join(argv) and "probe-access" not in " ".join(argv)
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "secret: probe-secret-value" in done.stdout
