@@ -107,6 +107,8 @@ def test_main_job_runs_the_pipeline_through_airflow(fjord_home, stack) -> None:
     timings = json.loads(Path(re.search(r"task durations in (\S+)", out).group(1)).read_text())
     assert timings["state"] == "success" and timings["tasks"]["model.train"] > 0
 
+    _the_airflow_login_is_on_the_terminal_and_in_no_file(fjord_home, out)
+
     again = run_fjord("up")  # harmless: everything is found running
     assert again.returncode == 0 and "airflow" in again.stdout, again.stderr[-2000:]
 
@@ -127,6 +129,25 @@ def test_main_job_runs_the_pipeline_through_airflow(fjord_home, stack) -> None:
 
 
 PIPELINE = "fraud_training_pipeline"
+
+
+def _the_airflow_login_is_on_the_terminal_and_in_no_file(home: Path, out: str) -> None:
+    """As Airflow's standalone mode does, `fjord run` prints the login; no log or other file of the
+    home holds the password but its own mode-600 file (docs/security.md)."""
+    import stat
+
+    passwords = home / "services" / "airflow" / "simple_auth_manager_passwords.json"
+    assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
+    password = next(iter(json.loads(passwords.read_text()).values())).encode()
+    assert password.decode() in out
+
+    def holds(path: Path) -> bool:
+        try:  # the running stack writes, rotates and removes files meanwhile
+            return path.is_file() and path.stat().st_size < 200_000_000 and password in path.read_bytes()
+        except OSError:
+            return False
+
+    assert [path for path in home.rglob("*") if path != passwords and holds(path)] == []
 
 
 def _published_state() -> dict:
