@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from fjord.errors import ConfigError
 from fjord.plugins import PluginConfig
@@ -371,6 +372,14 @@ def load_settings(config_file: Path | str | None = None) -> Settings:
     _reject_unknown_variables(os.environ)
     try:
         return Settings(**file_values)
+    except SettingsError as exc:  # a variable pydantic-settings cannot even parse (JSON of a dict)
+        field = re.search(r'field "(\w+)"', str(exc))
+        names = sorted(n for n in os.environ if field and n.upper().startswith(f"FJORD_{field[1].upper()}__"))
+        raise ConfigError(
+            f"{', '.join(names) or 'a FJORD_* variable'}: cannot be parsed "
+            f"({str(exc).split(' from source')[0]})",
+            hint='a dict setting is JSON: FJORD_SPARK__CONF=\'{"spark.x": "y"}\'',
+        ) from None
     except ValidationError as exc:
         problems = [_describe(e, file_values, path) for e in exc.errors()]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -26,7 +26,7 @@ app = typer.Typer(
 
 
 def _summary(env: Environment) -> None:
-    console.print(f"environment [bold]{env.key}[/bold] of project {env.project} ({env.builder})")
+    console.print(f"environment {env.key} of project {env.project} ({env.builder})")
     console.print(f"  python     {env.python}")
     console.print(f"  lock hash  {env.lock_hash}  (platform {env.platform_lock_hash})")
     console.print(f"  additions  {', '.join(env.additions) or 'none: the platform packages only'}")

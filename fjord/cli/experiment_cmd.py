@@ -58,7 +58,7 @@ def show(
         return
     key = info["optimization_key"]
     console.print(
-        f"[bold]{info['run_id']}[/bold]  {info['kind']} '{info['name']}' in project {info['project']}: "
+        f"{info['run_id']}  {info['kind']} '{info['name']}' in project {info['project']}: "
         f"{info['status']}\nfunction {info['function']}, seed {info['seed']}, code {info['code_version']}, "
         f"env {info['env_lock_hash']}\n{info['definition']}\nfiles {info['uri']}"
     )

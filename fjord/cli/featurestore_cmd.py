@@ -92,7 +92,7 @@ def show(
             }
         )  # fmt: skip
         return
-    console.print(f"[bold]{g.name}[/bold] version {g.version}  {g.description}")
+    console.print(f"{g.name} version {g.version}  {g.description}")
     console.print(
         f"  location  {g.location}\n  key       {', '.join(g.primary_key)}  event time {g.event_time}"
     )

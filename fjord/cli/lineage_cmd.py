@@ -18,12 +18,12 @@ app = typer.Typer(help="Provenance: which run made an artifact, from what.", no_
 
 def _label(node: LineageNode) -> str:
     version = f" @ {node.artifact.version}" if node.artifact.version else ""
-    text = f"[bold]{node.artifact.uri}[/bold]{version}"
+    text = f"{node.artifact.uri}{version}"
     if node.run is None:
-        return text + "  [dim](raw input)[/dim]"
+        return text + "  (raw input)"
     run = node.run
     return (
-        f"{text}\n[cyan]made by {run.stage} run {run.run_id}[/cyan] "
+        f"{text}\nmade by {run.stage} run {run.run_id} "
         f"({run.status}, {run.started_at:%Y-%m-%d %H:%M}, code {run.code_version}, env {run.env_lock_hash})"
     )
 
@@ -32,11 +32,11 @@ def _grow(tree: Tree, node: LineageNode, shown: dict[tuple[str, str], int], dept
     """Add ``node``'s inputs under ``tree``, ``depth`` levels deep; an artifact already shown is named
     again by its number, not expanded again, so shared ancestors (and cycles) print once."""
     if depth <= 0 and node.inputs:
-        tree.add(f"[dim]... {len(node.inputs)} input(s) further back (--depth to see more)[/dim]")
+        tree.add(f"... {len(node.inputs)} input(s) further back (--depth to see more)")
         return
     for child in node.inputs:
         if child.key in shown:
-            tree.add(f"[dim]{child.artifact.uri} @ {child.artifact.version} (see [{shown[child.key]}])[/dim]")
+            tree.add(f"{child.artifact.uri} @ {child.artifact.version} (see [{shown[child.key]}])")
             continue
         shown[child.key] = len(shown) + 1
         _grow(tree.add(f"[{shown[child.key]}] {_label(child)}"), child, shown, depth - 1)
@@ -101,9 +101,7 @@ def show(
         print_json({"summary": summary, "graph": _graph(node)})
         return
     raw = summary["raw_inputs"]
-    console.print(
-        f"[bold]{uri}[/bold] @ {node.artifact.version}, made by {node.run.stage} run {node.run.run_id}"
-    )
+    console.print(f"{uri} @ {node.artifact.version}, made by {node.run.stage} run {node.run.run_id}")
     console.print(f"raw inputs ({len(raw)}):")
     for artifact in raw:
         console.print(f"  {artifact['uri']}  {artifact['version'] or ''}")

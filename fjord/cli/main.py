@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except FjordError as exc:
         if state.debug:
             raise
-        err_console.print(f"[red]error:[/red] {exc.one_line()}")
+        err_console.print(f"error: {exc.one_line()}")
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("aborted")
@@ -108,13 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         known = known_failure(exc)
         if known is not None:
-            err_console.print(f"[red]error:[/red] {known.one_line()}")
+            err_console.print(f"error: {known.one_line()}")
             return known.exit_code
         # The head of the message (a JVM error's first lines, not its stack), on one line.
         first = " ".join(" ".join(str(exc).strip().splitlines()[:2]).split())[:300] or "no message"
         err_console.print(
-            f"[red]error:[/red] internal error {type(exc).__name__}: {first} "
-            "(run with --debug for the traceback)"
+            f"error: internal error {type(exc).__name__}: {first} (run with --debug for the traceback)"
         )
         return INTERNAL_ERROR_EXIT
     return 0

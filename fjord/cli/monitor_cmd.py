@@ -50,6 +50,26 @@ def stop(project: str | None = PROJECT, model: str = MODEL) -> None:
     console.print(f"monitor of {model} stopped" if stopped else f"the monitor of {model} was not running")
 
 
+def _store(project: str, model: str) -> Any:
+    """The monitor results of ``model``: a model with no serving, no results and no monitor running is
+    a typo, and a typo is not found (exit 3), not an empty status."""
+    from fjord.errors import NotFoundError
+    from fjord.projects import get_project
+    from jobs.monitor import service
+    from jobs.monitor.store import MONITORING, MonitorStore
+    from jobs.serve import serving
+
+    fs = get_project(project).fs
+    served = {s.name for s in serving.get_servings(project=project)}
+    results = {d for d in fs.listdir(MONITORING)} if fs.exists(MONITORING) else set()
+    if model not in served | results and service.state(project, model) is None:
+        known = ", ".join(sorted(served | results)) or "none yet"
+        raise NotFoundError(
+            f"no model {model!r} is served or monitored in project {project} (models: {known})"
+        )
+    return MonitorStore(fs, model)
+
+
 def _time(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else str(value or "")
 
@@ -66,12 +86,10 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """The monitor's state and its latest windows."""
-    from fjord.projects import get_project
     from jobs.monitor import service
-    from jobs.monitor.store import MonitorStore
 
     name = _project(project)
-    store = MonitorStore(get_project(name).fs, model)
+    store = _store(name, model)
     record = service.state(name, model)
     windows = store.windows()[-last:]
     if as_json:
@@ -105,10 +123,8 @@ def alerts(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Every alert: its window, what crossed which threshold, and the retraining run it started."""
-    from fjord.projects import get_project
-    from jobs.monitor.store import MonitorStore
 
-    found = MonitorStore(get_project(_project(project)).fs, model).alerts()
+    found = _store(_project(project), model).alerts()
     if as_json:
         print_json(json.loads(json.dumps(found, default=str)))
         return

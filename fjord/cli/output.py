@@ -14,8 +14,10 @@ from rich.console import Console
 
 # Piped output (logs, CI, grep) gets wide tables instead of cells wrapped at 80 columns.
 _width = None if sys.stdout.isatty() else 200
-console = Console(highlight=False, soft_wrap=True, width=_width)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# No markup: what the CLI prints holds user text (descriptions, names, error messages), and "[/x]" in
+# a project's description must print as it is, not raise rich's MarkupError.
+console = Console(highlight=False, soft_wrap=True, width=_width, markup=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def print_json(data: Any) -> None:

@@ -21,7 +21,7 @@ def create(
 ) -> None:
     """Create a project with its fixed layout."""
     project = create_project(name, description=description, owner=owner)
-    console.print(f"created project [bold]{project.name}[/bold] at {project.root_uri}")
+    console.print(f"created project {project.name} at {project.root_uri}")
     console.print("  " + "  ".join(f"{d}/" for d in LAYOUT))
 
 
@@ -48,7 +48,7 @@ def show(name: str, as_json: bool = typer.Option(False, "--json", help="Print JS
     if as_json:
         print_json(project.model_dump(mode="json"))
         return
-    console.print(f"[bold]{project.name}[/bold]  {project.description}")
+    console.print(f"{project.name}  {project.description}")
     console.print(f"  owner    {project.owner}\n  created  {project.created:%Y-%m-%d %H:%M:%S %Z}")
     console.print(f"  root     {project.root_uri}")
     for folder in LAYOUT:

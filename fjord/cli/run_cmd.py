@@ -42,7 +42,7 @@ DEMO_DAYS = 2
 
 
 def _step(number: int, text: str) -> float:
-    console.print(f"\n[bold cyan]{number}.[/bold cyan] [bold]{text}[/bold]")
+    console.print(f"\n[bold cyan]{number}.[/bold cyan] {text}")
     return time.perf_counter()
 
 
@@ -52,7 +52,7 @@ def _rounded(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _done(started: float, text: str = "") -> None:
-    console.print(f"   [green]ok[/green] {text} [dim]({time.perf_counter() - started:.1f} s)[/dim]")
+    console.print(f"   ok {text} ({time.perf_counter() - started:.1f} s)")
 
 
 PIPELINE = "fraud_training_pipeline"
@@ -68,7 +68,7 @@ def run(
     """Run the platform's main job: the stack, demo data, and the training pipeline through Airflow."""
     settings = get_settings()
     log = settings.home / "logs" / f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
-    console.print(f"[bold]Fjord main job[/bold]{' (--local: in this process)' if local else ''}")
+    console.print(f"Fjord main job{' (--local: in this process)' if local else ''}")
     console.print(f"   library output     {log} (--debug shows it here)")
     console.print(f"   shared filesystem  {settings.storage.root}")
     console.print(f"   spark master       {settings.spark.master}")
@@ -125,7 +125,7 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
 
     def report(task: Any) -> None:
         if task.state == "running":
-            console.print(f"   [dim]..[/dim] {task.name}")
+            console.print(f"   .. {task.name}")
         elif task.state in ("success", "skipped", "failed", "upstream_failed"):
             durations[task.name] = round(task.duration_s or 0.0, 1)
             colour = {"success": "green", "skipped": "yellow"}.get(task.state, "red")
@@ -155,26 +155,22 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
     _model_provenance(6, trained["model_name"], trained["model_version"], trained["model_uri"],
                       trained["training_dataset_version"])  # fmt: skip
     if "model.deploy" not in results:
-        console.print("   [yellow]the gate kept the champion[/yellow]: the candidate was not deployed")
+        console.print("   the gate kept the champion: the candidate was not deployed")
     from jobs.serve import serving
 
     url = serving.url(project=project)
     _predict_and_trace(7, project, trained["model_name"], trained["model_version"], proj, batches[-1], url)
     dashboard = _monitor_drift(10, project, trained["model_name"], proj, batches[-1], url, client, log)
-    console.print(
-        f"\n[bold]Airflow UI[/bold]  {urls.get('airflow', client.url)}  (login: {airflow_login(settings)})"
-    )
-    console.print(f"[bold]Monitoring[/bold]  {dashboard}/?project={project}&model={trained['model_name']}")
-    console.print(f"[bold]MLflow UI[/bold]   {tracking_uri()}")
+    console.print(f"\nAirflow UI  {urls.get('airflow', client.url)}  (login: {airflow_login(settings)})")
+    console.print(f"Monitoring  {dashboard}/?project={project}&model={trained['model_name']}")
+    console.print(f"MLflow UI   {tracking_uri()}")
     console.print(f"validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
     console.print(
         f"serving: curl -s {url}/v1/models/{trained['model_name']}:predict -d @request.json · "
         f"fjord kafka tail {trained['model_name']}_inference_log · "
         f"metrics {url}/monitoring/prometheus/metrics"
     )
-    console.print(
-        "[dim]The stack stays up for its UIs and clients: `fjord status`; stop it with `fjord down`.[/dim]"
-    )
+    console.print("The stack stays up for its UIs and clients: `fjord status`; stop it with `fjord down`.")
 
 
 RETRAIN = "fraud_retrain"
@@ -240,7 +236,7 @@ def _monitor_drift(
         stop.set()
         sender.join(timeout=30)
     console.print(f"   sent {sent[0]} requests of 50 drifted transactions")
-    console.print(f"   [red]alert[/red] {alert['kind']} in window {alert['window_start']:%H:%M:%S} "
+    console.print(f"   alert {alert['kind']} in window {alert['window_start']:%H:%M:%S} "
                   f"(v{alert['version']}): {alert['message']}")  # fmt: skip
     console.print(f"   -> Airflow asset event {alert['event_id']} on {drift_asset(project, model)}")
     run_id = alert["dag_run_id"] or _created_run(client, drift_asset(project, model), alert)
@@ -364,7 +360,7 @@ def _run_local(project: str) -> None:
     _predict_and_trace(11, project, trained.model_name, trained.model_version, proj, batches[-1], served)
 
     console.print(
-        f"\n[bold]Next[/bold]: fjord featurestore list {project} · fjord featurestore statistics "
+        f"\nNext: fjord featurestore list {project} · fjord featurestore statistics "
         f"{project} transactions_features · fjord lineage runs --project {project}"
     )
     console.print(f"      validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
@@ -403,7 +399,7 @@ def _deploy(step: int, project: str, model_name: str, version: int) -> str:
         )
         console.print(f"   {deployed.summary()}")
     except DeployRejected as exc:
-        console.print(f"   [yellow]not deployed[/yellow]: {exc}; the champion keeps serving")
+        console.print(f"   not deployed: {exc}; the champion keeps serving")
     _done(t)
     return serving.url(project=project)
 

@@ -67,5 +67,5 @@ def logs(
 
     for log in sorted(service(name).dir.glob("*.log")):
         text = log.read_text(errors="replace").splitlines()[-lines:]
-        console.print(f"[bold]==> {log} <==[/bold]")
+        console.print(f"==> {log} <==")
         console.print("\n".join(text), markup=False)

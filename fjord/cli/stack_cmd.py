@@ -123,7 +123,7 @@ def start_monitors(echo: Callable[[str], None]) -> dict[str, str]:
 def up() -> None:
     """Start the local stack (Kafka, MLflow, Airflow, model servers) and print every URL."""
     settings = get_settings()
-    console.print(f"[bold]Fjord stack[/bold] in {settings.home}")
+    console.print(f"Fjord stack in {settings.home}")
     urls = start_stack(settings, console.print)
     if "airflow" in urls:
         console.print(f"\nAirflow UI    {urls['airflow']}  ({airflow_login(settings)})")
@@ -267,5 +267,5 @@ def logs(
         console.print(f"{name} has no logs yet")
     for log in components[name].logs:
         text = log.read_text(errors="replace").splitlines()[-lines:]
-        console.print(f"[bold]==> {log} <==[/bold]")
+        console.print(f"==> {log} <==")
         console.print("\n".join(text), markup=False)

@@ -161,12 +161,13 @@ def _ensure_view(project: str, spec: str) -> None:
     import featurestore
     from jobs.features.job import build_query
     from jobs.features.views import BUILT_IN
+    from jobs.serve.features import view_version
 
-    name, _, version = spec.partition("/")
+    name, version = view_version(spec, f"feature view {spec!r}")
     store = featurestore.connect(project)
     definition = BUILT_IN.get(name)
     if definition is None:
-        store.get_feature_view(name, int(version) if version.isdigit() else 1)
+        store.get_feature_view(name, version)
         return
     store.get_or_create_feature_view(
         definition.name, definition.version, query=build_query(store, definition), labels=definition.labels,

@@ -36,6 +36,18 @@ def load_transformer(spec: str) -> Transformer:
     return function  # type: ignore[no-any-return]
 
 
+def view_version(ref: str, what: str) -> tuple[str, int]:
+    """``VIEW`` (version 1), ``VIEW/2`` or ``VIEW/v2`` as (name, version); anything else is refused,
+    never read as version 1."""
+    from fjord.errors import ConfigError
+
+    name, slash, version = ref.partition("/")
+    digits = version[1:] if version[:1] in ("v", "V") else version
+    if not name or "/" in version or (slash and not (digits.isdigit() and int(digits) >= 1)):
+        raise ConfigError(f"{what}: expected VIEW or VIEW/VERSION (a number from 1, such as 2 or v2)")
+    return name, int(digits) if slash else 1
+
+
 class FeatureEnricher:
     """Fills row-format requests from a feature view's online vectors, then transforms them."""
 
@@ -51,11 +63,10 @@ class FeatureEnricher:
         import featurestore
         from fjord.errors import ConfigError
 
-        parts = spec.split("/")
-        if len(parts) not in (2, 3) or not all(parts):
+        project, _, view_ref = spec.partition("/")
+        if not project or not view_ref:
             raise ConfigError(f"--feature_view {spec!r}: expected PROJECT/VIEW or PROJECT/VIEW/VERSION")
-        project, name = parts[0], parts[1]
-        version = int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else 1
+        name, version = view_version(view_ref, f"--feature_view {spec!r}")
         view = featurestore.connect(project).get_feature_view(name, version)
         keys = list(view.query.group.primary_key)
         return cls(view, keys, load_transformer(transformer) if transformer else None, metrics)

@@ -51,21 +51,46 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
+def _int_in(low: int, high: int) -> Any:
+    """An argparse type: an integer in [low, high], or a usage error naming the range (exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in {low}..{high}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < 10**7:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m jobs.serve.server",
         description="A TensorFlow-Serving-compatible model server (REST and gRPC).",
     )
     add = p.add_argument
-    add("--port", type=int, default=8500, help="gRPC port (0: no gRPC server)")
-    add("--rest_api_port", type=int, default=8501, help="REST port")
-    add("--rest_api_num_threads", type=int, default=4, help="threads running model calls")
-    add("--rest_api_timeout_in_ms", type=int, default=30_000, help="deadline of a REST call")
+    add("--port", type=_int_in(0, 65_535), default=8500, help="gRPC port (0: no gRPC server)")
+    add("--rest_api_port", type=_int_in(0, 65_535), default=8501, help="REST port")
+    add("--rest_api_num_threads", type=_int_in(1, 1_024), default=4, help="threads running model calls")
+    add("--rest_api_timeout_in_ms", type=_int_in(1, 86_400_000), default=30_000, help="REST call deadline")
     add("--model_name", default="default", help="name of the one model (with --model_base_path)")
     add("--model_base_path", default=None, help="directory of the model's numbered versions")
     add("--model_config_file", type=Path, default=None, help="ModelServerConfig text file")
-    add("--model_config_file_poll_wait_seconds", type=float, default=0, help="re-read the config (0: never)")
-    add("--file_system_poll_wait_seconds", type=float, default=1, help="look for new versions (0: once)")
+    add("--model_config_file_poll_wait_seconds", type=_seconds, default=0, help="re-read config (0: never)")
+    add("--file_system_poll_wait_seconds", type=_seconds, default=1, help="look for new versions (0: once)")
     add("--enable_batching", type=_bool, nargs="?", const=True, default=False, help="dynamic batching")
     add("--batching_parameters_file", type=Path, default=None, help="BatchingParameters text file")
     add("--monitoring_config_file", type=Path, default=None, help="MonitoringConfig (Prometheus) text file")
@@ -76,7 +101,7 @@ def parser() -> argparse.ArgumentParser:
     add("--inference_logging", choices=MODES, default="NONE", help="what goes to Kafka (Fjord)")
     add("--kafka_bootstrap_servers", default=None, help="default: kafka.bootstrap_servers (Fjord)")
     add("--kafka_topic", default=None, help="inference log topic (default: <model>_inference_log)")
-    add("--max_body_bytes", type=int, default=64 * 1024 * 1024, help="largest REST body accepted")
+    add("--max_body_bytes", type=_int_in(1, 2**40), default=64 * 1024 * 1024, help="largest REST body")
     add("--feature_view", default=None, help="PROJECT/VIEW[/VERSION]: fill features online (Fjord)")
     add("--transformer", default=None, help="module:function turning looked-up rows into model inputs")
     add("--log_level", default="WARNING", help="Python log level")

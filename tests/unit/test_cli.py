@@ -131,3 +131,62 @@ def test_library_output_goes_to_the_log_and_errors_to_the_terminal(tmp_path) -> 
     assert done.stdout == "progress for people\n"
     assert done.stderr == "error: what the person must read\nafter the block\n"
     assert log.read_text() == "WARN a JVM line\nI0000 a C++ log line\n"
+
+
+def test_user_text_that_looks_like_markup_prints_as_it_is(capsys) -> None:
+    """A description of '[/x]' crashed `project show` with rich's MarkupError (exit 1)."""
+    assert cli(capsys, "project", "create", "demo2", "-d", "[/x] and [bold]")[0] == 0
+    code, out, _ = cli(capsys, "project", "show", "demo2")
+    assert code == 0 and "[/x] and [bold]" in out
+    code, out, _ = cli(capsys, "project", "list")
+    assert code == 0 and "[/x] and [bold]" in out
+    code, _, err = cli(capsys, "project", "show", "[/nope]")
+    assert code == 2 and "[/nope]" in err  # not a project name: bad input, printed as typed
+
+
+def test_a_setting_that_cannot_be_parsed_is_a_config_error_naming_the_variable(capsys, monkeypatch) -> None:
+    from fjord.config import reset_settings
+
+    monkeypatch.setenv("FJORD_SPARK__CONF", "a=b")
+    reset_settings()
+    code, _, err = cli(capsys, "config", "show")
+    assert (
+        code == 2 and err.startswith("error: FJORD_SPARK__CONF: cannot be parsed") and "internal" not in err
+    )
+
+
+def test_a_monitor_of_a_model_that_does_not_exist_is_not_found(capsys) -> None:
+    assert cli(capsys, "project", "create", "fraud")[0] == 0
+    for command in ("status", "alerts"):
+        code, _, err = cli(capsys, "monitor", command, "-p", "fraud", "-m", "frad")
+        assert code == 3 and "no model 'frad' is served or monitored in project fraud (models: none yet)" in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--rest_api_timeout_in_ms=-5", "argument --rest_api_timeout_in_ms: -5 is not in 1..86400000"),
+        ("--rest_api_num_threads=0", "argument --rest_api_num_threads: 0 is not in 1..1024"),
+        ("--port=99999", "argument --port: 99999 is not in 0..65535"),
+        ("--file_system_poll_wait_seconds=nan", "nan is not a number of seconds >= 0"),
+        ("--max_body_bytes=x", "'x' is not an integer"),
+    ],
+)
+def test_the_model_servers_flags_are_checked(flag: str, message: str) -> None:
+    done = run_fjord("serve", "--model_name=m", "--model_base_path=/nonexistent", flag, timeout=60)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_feature_view_version_is_a_number_or_refused() -> None:
+    from fjord.errors import ConfigError
+    from jobs.serve.features import view_version
+
+    assert [view_version(r, "x") for r in ("v", "v/2", "v/v2", "v/V3")] == [
+        ("v", 1),
+        ("v", 2),
+        ("v", 2),
+        ("v", 3),
+    ]
+    for bad in ("v/vv2", "v/0", "v/", "/2", "v/2/3", "v/two"):
+        with pytest.raises(ConfigError, match="expected VIEW or VIEW/VERSION"):
+            view_version(bad, "x")

@@ -14,11 +14,10 @@ def test_usage_and_bad_input(capsys) -> None:
     assert main(["monitor", "dashboard", "--port", "70000"]) == 2
     assert main(["monitor", "stop", "-p", "p"]) == 0
     assert "was not running" in capsys.readouterr().out
-    assert main(["monitor", "status", "-p", "p"]) == 0
-    out = capsys.readouterr().out
-    assert "monitor of p/fraud: stopped" in out and "no windows yet" in out
-    assert main(["monitor", "alerts", "-p", "p", "--json"]) == 0
-    assert capsys.readouterr().out.strip() == "[]"
+    # nothing served or monitored in p: the default model is not found, as a typo would be
+    assert main(["monitor", "status", "-p", "p"]) == 3
+    assert "no model 'fraud' is served or monitored in project p" in capsys.readouterr().err
+    assert main(["monitor", "alerts", "-p", "p", "--json"]) == 3
     assert main(["monitor", "dashboard", "--stop"]) == 0
     assert "not running" in capsys.readouterr().out
     assert main(["monitor", "bogus"]) == 2
