@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -23,6 +24,25 @@ import fsspec
 from fjord.config import StorageSettings, get_settings
 from fjord.errors import ConfigError
 from fjord.plugins import Registry
+
+# -- fork safety ------------------------------------------------------------------------------------
+# A forked child (subprocess with preexec_fn: pyspark starts its JVM that way) runs fsspec's at-fork
+# hook, which empties every filesystem class's instance cache. An hdfs-native filesystem that only
+# that cache held is then freed in the child, and freeing it shuts down its tokio runtime, which waits
+# for threads the child does not have: the child hangs before exec, and the parent with it, forever
+# (seen as a test worker that stopped in a SparkSession's start after an hdfs:// test). So the parent
+# hands the child a reference to every cached hdfs-native filesystem just before each fork.
+_HELD_ACROSS_FORK: list[Any] = []
+
+
+def _hold_hdfs_filesystems() -> None:
+    module = sys.modules.get("hdfs_native.fsspec")
+    cached = getattr(getattr(module, "HdfsFileSystem", None), "_cache", None)
+    _HELD_ACROSS_FORK[:] = list(cached.values()) if cached else []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_hold_hdfs_filesystems)
 
 
 @dataclass(frozen=True)

@@ -214,3 +214,18 @@ def test_a_publish_removes_what_dead_writers_of_its_name_left_and_keeps_a_live_o
     left = sorted(root.listdir("data", include_hidden=True))
     assert left == ["_tmp.batch.live", "_tmp.other.dead", "batch"]  # another name's: its publish cleans it
     assert root.read_text("data/batch/part-0000.csv") == "y\n"
+
+
+def test_a_fork_after_an_hdfs_filesystem_was_made_does_not_hang() -> None:
+    """pyspark starts its JVM with a preexec_fn, so the child runs fsspec's at-fork hook, which freed an
+    hdfs-native filesystem only fsspec's cache held; its tokio runtime then waited forever in the child
+    (a test worker hung in a SparkSession's start after an hdfs:// test). No server is needed."""
+    script = (
+        "import subprocess, fjord.fs.backends\n"
+        "from hdfs_native.fsspec import HdfsFileSystem\n"
+        "HdfsFileSystem(host='127.0.0.1', port=1)\n"  # made and dropped: only fsspec's cache holds it
+        "subprocess.run(['true'], preexec_fn=lambda: None, check=True)\n"
+        "print('forked')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "forked", done.stderr[-2000:]
