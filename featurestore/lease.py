@@ -80,6 +80,9 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
+_VANISHED = object()  # a lease row that was there a moment ago and is gone: its holder released it
+
+
 class WriterLeases:
     """The leases one writer (one publish) holds, renewed in the background until released."""
 
@@ -124,6 +127,12 @@ class WriterLeases:
 
     def _try_take(self, group_id: int) -> Holder | None:
         """Take the lease if it is free, expired or held by a dead process of this host; else its holder."""
+        while True:
+            outcome = self._try_take_once(group_id)
+            if outcome is not _VANISHED:  # the holder we lost a race to released in between: try again
+                return outcome
+
+    def _try_take_once(self, group_id: int) -> Holder | None | object:
         now = datetime.now(UTC)
         mine = {
             "holder": self.holder,
@@ -138,7 +147,7 @@ class WriterLeases:
                 try:
                     conn.execute(insert(_leases).values(group_id=group_id, **mine))
                 except IntegrityError:  # PostgreSQL: another writer inserted first
-                    return self._holder_of(group_id)
+                    return self._holder_of(group_id) or _VANISHED
                 return None
             current = Holder(row.holder, row.host, row.pid, _utc(row.acquired_at), _utc(row.expires_at))
             dead = current.host == self._host and not alive(current.pid)
@@ -149,11 +158,13 @@ class WriterLeases:
                 .where(_leases.c.group_id == group_id, _leases.c.holder == current.holder)
                 .values(**mine)
             ).rowcount
-        return None if taken == 1 else self._holder_of(group_id)
+        return None if taken == 1 else self._holder_of(group_id) or _VANISHED
 
-    def _holder_of(self, group_id: int) -> Holder:
+    def _holder_of(self, group_id: int) -> Holder | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(_leases).where(_leases.c.group_id == group_id)).one()
+            row = conn.execute(select(_leases).where(_leases.c.group_id == group_id)).first()
+        if row is None:
+            return None
         return Holder(row.holder, row.host, row.pid, _utc(row.acquired_at), _utc(row.expires_at))
 
     def _renew_loop(self) -> None:

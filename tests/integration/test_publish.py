@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -326,3 +328,34 @@ def test_a_postgresql_restart_mid_publish_is_all_or_nothing_and_a_rerun_complete
         assert all(after[n][0] == before[n][0] + 50 for n in names)
     assert _run("three", 1).stdout.strip() != ""  # the day again: no new commit, no error
     assert _state(names) == after
+
+
+def test_a_lease_given_back_while_another_writer_looks_at_it_is_taken_not_a_crash(postgres_db) -> None:
+    """Writers and probers take and give back one lease for three seconds on PostgreSQL: a writer that
+    lost the insert race to a holder who released before it looked takes the lease on its next try."""
+    from fjord.metadata import engine_for
+
+    engine = engine_for(postgres_db)
+    errors: list[BaseException] = []
+    taken = [0]
+    stop = time.monotonic() + 3
+
+    def writer(wait: float) -> None:
+        while time.monotonic() < stop:
+            leases = WriterLeases(engine, wait=wait)
+            try:
+                leases.acquire(1, "fraud.tx_1")
+            except WriterBusyError:
+                continue
+            except Exception as exc:  # noqa: BLE001 - any other error is the bug
+                errors.append(exc)
+                return
+            taken[0] += 1
+            leases.release()
+
+    threads = [threading.Thread(target=writer, args=(wait,)) for wait in (0, 0, 30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and taken[0] > 10
