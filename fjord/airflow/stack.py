@@ -54,6 +54,15 @@ def _describe(proc: psutil.Process) -> str:
         return f"pid {proc.pid}"
 
 
+def _task_tree(root: psutil.Process, strays: list[psutil.Process]) -> set[int]:
+    """The pids of ``strays`` that descend from ``root`` (a task's JVM, say)."""
+    try:
+        below = {p.pid for p in root.children(recursive=True)}
+    except psutil.Error:
+        return set()
+    return below & {p.pid for p in strays}
+
+
 def _airflow() -> str:
     """The ``airflow`` console script of this environment."""
     return str(Path(sys.executable).with_name("airflow"))
@@ -80,10 +89,13 @@ class AirflowService(Service):
         next ``fjord up`` finds it dead and retries it.
         """
         strays = process.stray_descendants(list(self.pids().values()))
-        tasks = {p.pid: _describe(p) for p in strays if p.ppid() not in {s.pid for s in strays}}
-        stopped = super().stop()
+        tasks = {p: _task_tree(p, strays) for p in strays if p.ppid() not in {s.pid for s in strays}}
+        descriptions = {root.pid: _describe(root) for root in tasks}
+        stopped = super().stop()  # a scheduler that stops may end a task's own process itself first
         running = {p.pid for p in process.stop_processes(strays)}
-        self.stopped_tasks = [text for pid, text in tasks.items() if pid in running]
+        self.stopped_tasks = [
+            descriptions[root.pid] for root, tree in tasks.items() if running & {root.pid, *tree}
+        ]
         return stopped
 
     # -- configuration ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import typer
+from rich.text import Text
 
 from fjord.cli.output import console, library_output_to
 from fjord.config import get_settings
@@ -42,7 +43,7 @@ DEMO_DAYS = 2
 
 
 def _step(number: int, text: str) -> float:
-    console.print(f"\n[bold cyan]{number}.[/bold cyan] {text}")
+    console.print(Text.assemble("\n", (f"{number}.", "bold cyan"), f" {text}"))
     return time.perf_counter()
 
 
@@ -133,8 +134,8 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
             summary = result.get("summary", "") if isinstance(result, dict) else ""
             if isinstance(result, dict):
                 results[task.task_id] = result
-            shown = f"[{colour}]{task.state:<7}[/{colour}]"
-            console.print(f"   {shown} {task.name:<26} {task.duration_s or 0:6.1f} s  {summary}")
+            line = f" {task.name:<26} {task.duration_s or 0:6.1f} s  {summary}"
+            console.print(Text.assemble("   ", (f"{task.state:<7}", colour), line))
             if task.state == "failed":
                 tail = client.task_log(PIPELINE, run_id, task).strip().splitlines()[-12:]
                 console.print("\n".join(f"      | {line[:200]}" for line in tail), markup=False)
