@@ -47,6 +47,7 @@ class ServingError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.inference_id: str | None = None  # the logged call it answers, once recorded
 
 
 def invalid(message: str) -> ServingError:

@@ -85,11 +85,18 @@ class FeatureEnricher:
         except Exception as exc:
             raise invalid(f"online feature lookup failed: {' '.join(str(exc).split())[:300]}") from None
         self.metrics.feature_lookup_latency.observe((time.perf_counter() - started) * 1e6, model_name=model)
+        stored = set(vectors[0]) - set(self.keys) if vectors else set()
+        overriding = sorted(stored & {name for instance in instances for name in instance})
+        if overriding:  # a client must not set what the online store says about the card
+            raise invalid(
+                f"the request sets {', '.join(overriding)}, which the online store supplies for its key: "
+                "send only the key and request-time values"
+            )
         rows = [{**vector, **instance} for vector, instance in zip(vectors, instances, strict=True)]
         if self.transformer is not None:
             try:
                 rows = self.transformer(rows)
-            except (ValueError, TypeError, KeyError) as exc:
+            except (ValueError, TypeError, KeyError, ArithmeticError) as exc:  # OverflowError: ts 1e20
                 raise invalid(f"cannot turn the request into model inputs: {exc}") from None
         missing = sorted({name for name in inputs if name not in rows[0]})
         if missing:

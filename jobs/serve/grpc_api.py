@@ -3,6 +3,8 @@ servicers tensorflow-serving-api generates, so any TF Serving gRPC client works 
 
 from __future__ import annotations
 
+import hmac
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,10 +43,52 @@ def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+class BearerToken(grpc.aio.ServerInterceptor):
+    """Every call carries ``authorization: Bearer <token>`` metadata, or is refused UNAUTHENTICATED
+    (the REST API's rule, on the same token)."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+        async def refuse(_request: Any, context: Any) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+
+        self._refusal = grpc.unary_unary_rpc_method_handler(refuse)
+
+    async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        for key, value in details.invocation_metadata or ():
+            given = value.encode() if isinstance(value, str) else value
+            if key == "authorization" and hmac.compare_digest(given, self._expected):
+                return await continuation(details)
+        return self._refusal
+
+
+def decode_tensor(name: str, proto: Any, max_elements: int) -> Any:
+    """``proto`` as an array, its declared shape checked first: a few bytes that declare a billion
+    elements are refused before anything is allocated."""
+    import tensorflow as tf
+
+    shape = proto.tensor_shape
+    dims = [d.size for d in shape.dim]
+    if shape.unknown_rank or any(d < 0 for d in dims):
+        raise ServingError(Code.INVALID_ARGUMENT, f"input {name}: the tensor's shape must be fully known")
+    elements = math.prod(dims)
+    if elements > max_elements:
+        raise ServingError(
+            Code.INVALID_ARGUMENT,
+            f"input {name} declares {elements} elements; a request holds at most {max_elements}",
+        )
+    try:
+        return tf.make_ndarray(proto)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ServingError(Code.INVALID_ARGUMENT, f"input {name}: {str(exc).splitlines()[0]}") from None
+
+
 def servicers(
-    handlers: Handlers, reload_config: Callable[[Any], None]
+    handlers: Handlers, reload_config: Callable[[Any], None] | None, *, max_elements: int = 64 * 2**20
 ) -> list[tuple[Any, Callable[..., Any]]]:
-    """(servicer, add-to-server function) pairs for a grpc.aio server."""
+    """(servicer, add-to-server function) pairs for a grpc.aio server; ``reload_config`` None refuses
+    HandleReloadConfigRequest (it replaces every served model)."""
     import tensorflow as tf
     from tensorflow_serving.apis import (
         classification_pb2,
@@ -74,7 +118,7 @@ def servicers(
                         f"input size does not match signature: {len(request.inputs)}!={len(expected)} len("
                         f"{{{','.join(sorted(request.inputs))}}}). Missing {missing}, unexpected {unknown}",
                     )
-                inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+                inputs = {k: decode_tensor(k, v, max_elements) for k, v in request.inputs.items()}
                 outputs = await handlers.run(loaded, signature, inputs)
             except ServingError as exc:
                 handlers.record(call, loaded, started, wall, inputs, None, exc)
@@ -127,6 +171,12 @@ def servicers(
             return status_proto(handlers.manager, call.model, call.version, call.label)
 
         async def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:
+            if reload_config is None:
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "HandleReloadConfigRequest is off: it replaces every served model; start the server "
+                    "with --allow_reload_config (and --auth_token_file) to allow it",
+                )
             response = model_management_pb2.ReloadConfigResponse()
             try:
                 reload_config(request.config)

@@ -45,10 +45,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 def _version(text: str | None) -> int | None:
     if not text:
         return None
-    value = int(text)
-    if value > MAX_VERSION:
-        raise invalid(f"Failed to convert version: {text} to numeric.")
-    return value
+    if len(text) > len(str(MAX_VERSION)) or int(text) > MAX_VERSION:  # no 5,000-digit int() at all
+        raise invalid(f"Failed to convert version: {text[:30]} to numeric.")
+    return int(text)
 
 
 class RestApp:
@@ -96,6 +95,8 @@ class RestApp:
                 headers = [*JSON_HEADERS, (INFERENCE_ID_HEADER, inference_id.encode())]
         except ServingError as exc:
             status, text = exc.code.http, error_response(exc.message)
+            if exc.inference_id:  # a refused predict is logged too: the client can name it
+                headers = [*JSON_HEADERS, (INFERENCE_ID_HEADER, exc.inference_id.encode())]
         except Exception as exc:  # a bug: answered, logged, and the server goes on
             log.exception("internal error answering %s %s", method, path)
             status, text = 500, error_response(f"Internal: {type(exc).__name__}: {exc}")
@@ -159,7 +160,7 @@ class RestApp:
             outputs = await self.handlers.run(loaded, signature, inputs)
             text = predict_response(outputs, fmt)
         except ServingError as exc:
-            self.handlers.record(call, loaded, started, wall, inputs, None, exc)
+            exc.inference_id = self.handlers.record(call, loaded, started, wall, inputs, None, exc)
             raise
         return text, self.handlers.record(call, loaded, started, wall, inputs, outputs, None)
 

@@ -95,9 +95,13 @@ def parser() -> argparse.ArgumentParser:
     add("--batching_parameters_file", type=Path, default=None, help="BatchingParameters text file")
     add("--monitoring_config_file", type=Path, default=None, help="MonitoringConfig (Prometheus) text file")
     add("--bind_address", default="127.0.0.1", help="address both servers bind (Fjord)")
-    add("--auth_token_file", type=Path, default=None, help="file holding the REST bearer token (Fjord)")
+    add("--auth_token_file", type=Path, default=None, help="file holding the bearer token REST and gRPC "
+        "calls must carry (Fjord)")
+    add("--allow_reload_config", type=_bool, nargs="?", const=True, default=False,
+        help="let gRPC HandleReloadConfigRequest replace the served models (Fjord; off: refused)")
     add("--model_backend", choices=BACKEND_CHOICES, default="auto", help="what runs the model (Fjord)")
-    add("--completion_marker", default="_SUCCESS", help="file a version needs before it loads ('' none)")
+    add("--completion_marker", default="", help="file a version needs before it loads (default none, as "
+        "TF Serving; Fjord's own servers pass _SUCCESS)")
     add("--inference_logging", choices=MODES, default="NONE", help="what goes to Kafka (Fjord)")
     add("--kafka_bootstrap_servers", default=None, help="default: kafka.bootstrap_servers (Fjord)")
     add("--kafka_topic", default=None, help="inference log topic (default: <model>_inference_log)")
@@ -204,7 +208,7 @@ class ModelServer:
         import grpc
         import uvicorn
 
-        from jobs.serve.grpc_api import servicers
+        from jobs.serve.grpc_api import BearerToken, servicers
         from jobs.serve.rest import RestApp
 
         args = self.args
@@ -237,8 +241,12 @@ class ModelServer:
         rest.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
         grpc_server = None
         if args.port:
-            grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", args.max_body_bytes)])
-            for servicer, add in servicers(self.handlers, self.reload_proto):
+            grpc_server = grpc.aio.server(
+                options=[("grpc.max_receive_message_length", args.max_body_bytes)],
+                interceptors=[BearerToken(self.token)] if self.token else [],
+            )
+            reload = self.reload_proto if args.allow_reload_config else None
+            for servicer, add in servicers(self.handlers, reload, max_elements=args.max_body_bytes):
                 add(servicer, grpc_server)
             grpc_server.add_insecure_port(f"{args.bind_address}:{args.port}")
             await grpc_server.start()

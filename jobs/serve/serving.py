@@ -345,6 +345,7 @@ def _start(proj: Project, batching: bool) -> str:
     argv = [
         sys.executable, "-m", "jobs.serve.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
         f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1",
+        "--completion_marker=_SUCCESS",  # a version loads once its publish finished (Models/.../_SUCCESS)
         f"--monitoring_config_file={monitoring}", f"--inference_logging={mode}",
         *(["--enable_batching", f"--batching_parameters_file={batching_file}"] if batching else []),
         *([f"--feature_view={proj.name}/{views[0].feature_view}"] if views else []),

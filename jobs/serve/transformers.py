@@ -27,10 +27,13 @@ from typing import Any
 
 HOUR, DAY, WEEK = 3_600, 86_400, 7 * 86_400
 REQUIRED = ("cc_num", "amount", "ts")
+_YEAR_10000 = 253_402_300_800  # epoch seconds of 10000-01-01: datetime's limit
 
 
 def _epoch(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not 0 <= value < _YEAR_10000:
+            raise ValueError(f"ts {value!r} is not epoch seconds from 1970 to year 9999")
         return float(value)
     if isinstance(value, str):
         stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))

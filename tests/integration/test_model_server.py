@@ -32,6 +32,7 @@ def server(model_dir, tmp_path_factory):
     monitoring.write_text('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }')
     process = ServerProcess(
         "--model_name=m", f"--model_base_path={model_dir}", f"--monitoring_config_file={monitoring}",
+        "--completion_marker=_SUCCESS",  # as Fjord's own servers run
         log=tmp_path_factory.mktemp("logs") / "server.log",
     )  # fmt: skip
     process.wait_ready("m")
@@ -104,6 +105,7 @@ def test_predict_row_and_columnar_with_named_outputs(server):
         ("/v1/models/m:classify", {"examples": [{"x": 1.0}]}, 400, "Expected classification signature"),
         ("/v1/models/m:regress", {"examples": []}, 400, "'examples' value is an empty array"),
         ("/v1/models/m:predict", {"instances": [{"x": 1.0, "y": 1.0}] * 100_001}, 400, "Task size 100001"),
+        ("/v1/models/m/versions/" + "9" * 5_000 + ":predict", {"instances": [1]}, 400, "Failed to convert"),
         (
             "/v1/models/..%2F..%2Fm:predict",
             {"instances": [1]},
@@ -116,6 +118,8 @@ def test_bad_requests_get_a_4xx_with_an_error(server, path, body, status, messag
     answer = post(server, path, body)
     assert answer.status_code == status, answer.text
     assert message in answer.json()["error"]
+    if path.endswith(":predict") and "%2F" not in path and len(path) < 100:  # a call that was logged
+        assert len(answer.headers["x-fjord-inference-id"]) == 32
 
 
 def test_unknown_models_and_versions_in_status(server):
@@ -123,6 +127,50 @@ def test_unknown_models_and_versions_in_status(server):
     missing = httpx.get(f"{server.url}/v1/models/m/versions/7")
     assert missing.status_code == 404 and missing.json() == {"error": "Could not find version 7 of model m"}
     assert httpx.get(f"{server.url}/v1/models").json() == {"error": "Missing model name in request."}
+    huge = httpx.get(f"{server.url}/v1/models/m/versions/{'7' * 5_000}")
+    assert huge.status_code == 400 and "Failed to convert version" in huge.json()["error"]
+
+
+def test_grpc_refuses_a_huge_declared_tensor_and_a_config_reload_it_was_not_allowed(server):
+    """A 30-byte tensor that declares a billion elements is INVALID_ARGUMENT before anything is
+    allocated (the server serves on); HandleReloadConfigRequest, which would unload every model, is
+    PERMISSION_DENIED on a server not started with --allow_reload_config."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, predict_pb2
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    def tensor(size: int, values: list[float]) -> tensor_pb2.TensorProto:
+        shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size)])
+        return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, float_val=values)
+
+    with grpc.insecure_channel(server.grpc) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "m"
+        request.inputs["x"].CopyFrom(tensor(1_000_000_000, [1.0]))
+        request.inputs["y"].CopyFrom(tensor(1_000_000_000, [1.0]))
+        assert request.ByteSize() < 100
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(request, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "declares 1000000000 elements" in caught.value.details()
+        request.inputs["x"].CopyFrom(tensor(3, [1.0, 2.0]))  # three declared, two given
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(request, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        request.inputs["x"].CopyFrom(tensor(2, [1.0, 2.0]))
+        request.inputs["y"].CopyFrom(tensor(2, [1.0, 1.0]))
+        served = stub.Predict(request, timeout=30).outputs["sum"]
+        assert tf.make_ndarray(served).tolist() == [2.0, 3.0]  # still serving
+        reload = model_management_pb2.ReloadConfigRequest()
+        reload.config.model_config_list.config.add(name="other", base_path="/tmp")
+        with pytest.raises(grpc.RpcError) as caught:
+            model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(reload, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "--allow_reload_config" in caught.value.details()
+    assert _versions(server) == {1: "AVAILABLE"}
 
 
 def test_prometheus_metrics_under_tf_serving_names(server):
@@ -199,7 +247,7 @@ def test_a_config_file_with_labels_a_token_and_batching(tmp_path):
     token.write_text("s3cret\n")
     server = ServerProcess(
         f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=0.3", "--enable_batching",
-        f"--batching_parameters_file={batching}", f"--auth_token_file={token}",
+        f"--batching_parameters_file={batching}", f"--auth_token_file={token}", "--allow_reload_config",
         "--monitoring_config_file=/dev/null", log=tmp_path / "server.log",
     )  # fmt: skip
     try:
@@ -251,13 +299,16 @@ def test_a_config_file_with_labels_a_token_and_batching(tmp_path):
         assert (
             big.status_code == 400 and "Task size 33 is larger than maximum input batch size 32" in big.text
         )
+        _grpc_needs_the_token(server)
+        _reload_over_grpc(server, base, auth)
     finally:
         assert server.stop() == 0
 
 
 def test_warmup_requests_run_before_a_version_serves_and_a_bad_one_keeps_it_out(tmp_path):
     """TF Serving's assets.extra/tf_serving_warmup_requests (a TFRecord of PredictionLogs): a version
-    whose warm-up fails never becomes AVAILABLE."""
+    whose warm-up fails never becomes AVAILABLE. The versions are plain ``tf.saved_model.save``
+    exports, with no completion marker: with tensorflow_model_server's own flags they load, as there."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
@@ -274,10 +325,8 @@ def test_warmup_requests_run_before_a_version_serves_and_a_bad_one_keeps_it_out(
     base = tmp_path / "m"
     good = write_version(base, 1, marker=False)
     warmup(good, {"x": [1.0], "y": [2.0]})
-    (good / "_SUCCESS").write_text("{}")
     bad = write_version(base, 2, marker=False)
     warmup(bad, {"x": [1.0]})  # no y: the warm-up request fails
-    (bad / "_SUCCESS").write_text("{}")
     server = ServerProcess("--model_name=m", f"--model_base_path={base}", log=tmp_path / "server.log")
     try:
         server.wait_ready("m")
@@ -290,6 +339,23 @@ def test_warmup_requests_run_before_a_version_serves_and_a_bad_one_keeps_it_out(
         assert server.stop() == 0
 
 
+def _grpc_needs_the_token(server):
+    """The REST token guards gRPC too: no or a wrong ``authorization`` metadata is UNAUTHENTICATED."""
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    status = get_model_status_pb2.GetModelStatusRequest()
+    status.model_spec.name = "m"
+    with grpc.insecure_channel(server.grpc) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        for metadata in (None, [("authorization", "Bearer nope")], [("authorization", "s3cret")]):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.GetModelStatus(status, timeout=30, metadata=metadata)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        answer = stub.GetModelStatus(status, timeout=30, metadata=[("authorization", "Bearer s3cret")])
+        assert [v.version for v in answer.model_version_status] == [1, 2]  # stable and canary
+
+
 def _reload_over_grpc(server, base, auth):
     """ModelService.HandleReloadConfigRequest: the server serves the new config's models at once."""
     import grpc
@@ -300,7 +366,7 @@ def _reload_over_grpc(server, base, auth):
     model.name, model.base_path = "renamed", str(base)
     with grpc.insecure_channel(server.grpc) as channel:
         answer = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
-            request, timeout=120
+            request, timeout=120, metadata=[("authorization", auth["Authorization"])]
         )
     assert answer.status.error_code == 0, answer.status.error_message
     assert httpx.get(f"{server.url}/v1/models/renamed", headers=auth).json()["model_version_status"][0] == {
@@ -309,3 +375,38 @@ def _reload_over_grpc(server, base, auth):
         "status": {"error_code": "OK", "error_message": ""},
     }
     assert httpx.get(f"{server.url}/v1/models/m", headers=auth).status_code == 404
+
+
+def test_a_feature_view_request_is_filled_online_and_may_not_set_what_the_store_supplies(tmp_path):
+    """``--feature_view``: a request with the view's key gets the stored features from the online
+    store; one that also sets a stored feature is a 400 naming it, not a silent override; every
+    answer, refusals included, names its logged call."""
+    import pandas as pd
+
+    import featurestore
+    from fjord.projects import create_project
+
+    create_project("shop")
+    store = featurestore.connect("shop")
+    cards = store.get_or_create_feature_group(
+        "cards", 1, primary_key=["cc_num"], event_time="as_of", online_enabled=True
+    )
+    cards.insert(pd.DataFrame({"cc_num": [7], "as_of": pd.to_datetime(["2026-11-01"], utc=True), "y": [10.0]}))
+    store.get_or_create_feature_view("cards_serving", 1, query=cards.select(["y"]))
+    base = tmp_path / "m"
+    write_version(base, 1)
+    server = ServerProcess(
+        "--model_name=m", f"--model_base_path={base}", "--feature_view=shop/cards_serving/v1",
+        log=tmp_path / "server.log",
+    )  # fmt: skip
+    try:
+        server.wait_ready("m")
+        filled = post(server, "/v1/models/m:predict", {"instances": [{"cc_num": 7, "x": 1.0}]})
+        assert filled.status_code == 200, filled.text
+        assert filled.json()["predictions"] == [{"diff": -9.0, "sum": 11.0}]
+        overriding = post(server, "/v1/models/m:predict", {"instances": [{"cc_num": 7, "x": 1.0, "y": 0.0}]})
+        assert overriding.status_code == 400
+        assert "the request sets y, which the online store supplies" in overriding.json()["error"]
+        assert len(overriding.headers["x-fjord-inference-id"]) == 32
+    finally:
+        assert server.stop() == 0

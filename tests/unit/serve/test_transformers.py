@@ -65,6 +65,8 @@ def test_an_unknown_card_gets_the_documented_defaults():
         ({"cc_num": 1, "ts": 0}, "missing amount"),
         ({"cc_num": 1, "amount": 1.0, "ts": "yesterday"}, "Invalid isoformat"),
         ({"cc_num": 1, "amount": 1.0, "ts": [1]}, "neither epoch seconds nor an ISO 8601 time"),
+        ({"cc_num": 1, "amount": 1.0, "ts": 1e20}, "not epoch seconds from 1970 to year 9999"),
+        ({"cc_num": 1, "amount": 1.0, "ts": float("nan")}, "not epoch seconds from 1970 to year 9999"),
     ],
 )
 def test_a_bad_transaction_is_a_value_error(row, message):
