@@ -51,23 +51,9 @@ def stop(project: str | None = PROJECT, model: str = MODEL) -> None:
 
 
 def _store(project: str, model: str) -> Any:
-    """The monitor results of ``model``: a model with no serving, no results and no monitor running is
-    a typo, and a typo is not found (exit 3), not an empty status."""
-    from fjord.errors import NotFoundError
-    from fjord.projects import get_project
     from jobs.monitor import service
-    from jobs.monitor.store import MONITORING, MonitorStore
-    from jobs.serve import serving
 
-    fs = get_project(project).fs
-    served = {s.name for s in serving.get_servings(project=project)}
-    results = {d for d in fs.listdir(MONITORING)} if fs.exists(MONITORING) else set()
-    if model not in served | results and service.state(project, model) is None:
-        known = ", ".join(sorted(served | results)) or "none yet"
-        raise NotFoundError(
-            f"no model {model!r} is served or monitored in project {project} (models: {known})"
-        )
-    return MonitorStore(fs, model)
+    return service.results_of(project, model)
 
 
 def _time(value: Any) -> str:

@@ -26,9 +26,9 @@ from starlette.staticfiles import StaticFiles
 
 from fjord.config import get_settings
 from fjord.errors import FjordError
-from fjord.projects import get_project, list_projects
+from fjord.projects import list_projects
 from jobs.monitor import service
-from jobs.monitor.store import MONITORING, MonitorStore
+from jobs.monitor.store import MONITORING
 
 STATIC = Path(__file__).parent / "static"
 WINDOWS_SHOWN = 360
@@ -72,7 +72,7 @@ def data(project: str, model: str) -> dict[str, Any]:
     """What the page draws for one monitored model."""
     from jobs.monitor.job import MonitorSpec
 
-    store = MonitorStore(get_project(project).fs, model)
+    store = service.results_of(project, model)  # names checked, and a typo is not found
     windows = store.windows()[-WINDOWS_SHOWN:]
     record = service.state(project, model)
     spec = record["spec"] if record else MonitorSpec(project=project, model_name=model).model_dump()

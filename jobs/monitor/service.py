@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from fjord.config import get_settings
+from fjord.errors import InvalidNameError
+from fjord.projects import validate_name
 from fjord.services.process import alive, free_port, port_open, spawn, stop_group, wait_until
 from jobs.monitor.supervisor import read_health
 
@@ -29,8 +32,35 @@ START_TIMEOUT_S = 240.0
 REPO = Path(__file__).resolve().parents[2]
 
 
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
 def _dir(project: str, model: str) -> Path:
+    """The monitor's state directory; the names are checked first, so none reaches outside the home."""
+    validate_name(project)
+    if not _MODEL_NAME.fullmatch(model) or ".." in model:
+        raise InvalidNameError(f"invalid model name {model!r}: letters, digits, '_', '.' or '-'")
     return get_settings().home / "monitor" / project / model
+
+
+def results_of(project: str, model: str) -> Any:
+    """The monitor results of ``model`` (a :class:`MonitorStore`): a model with no serving, no results
+    and no monitor is a typo, and a typo is not found (exit 3, or a 404), never an empty status."""
+    from fjord.errors import NotFoundError
+    from fjord.projects import get_project
+    from jobs.monitor.store import MONITORING, MonitorStore
+    from jobs.serve import serving
+
+    _dir(project, model)  # the names, before any path is made of them
+    fs = get_project(project).fs
+    served = {s.name for s in serving.get_servings(project=project)}
+    results = set(fs.listdir(MONITORING)) if fs.exists(MONITORING) else set()
+    if model not in served | results and state(project, model) is None:
+        known = ", ".join(sorted(served | results)) or "none yet"
+        raise NotFoundError(
+            f"no model {model!r} is served or monitored in project {project} (models: {known})"
+        )
+    return MonitorStore(fs, model)
 
 
 def _running(path: Path) -> dict[str, Any] | None:

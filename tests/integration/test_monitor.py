@@ -240,6 +240,10 @@ def test_the_dashboard_shows_what_the_model_server_logged(broker, tmp_path, caps
     address = service.dashboard_start()
     try:
         assert service.dashboard_start() == address  # found running
+        for query in ("project=mon&model=../../services/airflow", "project=../mon&model=m",
+                      "project=mon&model=frad", "project=nope&model=m"):  # fmt: skip
+            answer = httpx.get(f"{address}/api/data?{query}", timeout=30)
+            assert answer.status_code == 404 and answer.json()["error"], query
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=["--no-sandbox"]
