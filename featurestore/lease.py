@@ -132,7 +132,7 @@ class WriterLeases:
             if outcome is not _VANISHED:  # the holder we lost a race to released in between: try again
                 return outcome
 
-    def _try_take_once(self, group_id: int) -> Holder | None | object:
+    def _try_take_once(self, group_id: int) -> Holder | object | None:
         now = datetime.now(UTC)
         mine = {
             "holder": self.holder,

@@ -198,6 +198,14 @@ def s3_endpoint(services_home: Path) -> Iterator[str]:
     yield from _serve("s3", services_home)
 
 
+@pytest.fixture(scope="session")
+def s3_secret(services_home: Path, s3_endpoint: str) -> str:
+    """The secret key of the session's S3 server (generated for its home)."""
+    from fjord.services import service_at
+
+    return service_at("s3", services_home, preferred_ports=False).credentials()["secret_key"]
+
+
 # How `make test` spreads the suite over its two workers (pytest-xdist, ``--dist loadgroup``): the
 # e2e (its own stack) on one, every test of the shared SparkSession on the other, so no worker starts
 # a second JVM, MLflow or set of servers it could share; the other tests fill in around them. The

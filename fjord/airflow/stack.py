@@ -54,15 +54,6 @@ def _describe(proc: psutil.Process) -> str:
         return f"pid {proc.pid}"
 
 
-def _task_tree(root: psutil.Process, strays: list[psutil.Process]) -> set[int]:
-    """The pids of ``strays`` that descend from ``root`` (a task's JVM, say)."""
-    try:
-        below = {p.pid for p in root.children(recursive=True)}
-    except psutil.Error:
-        return set()
-    return below & {p.pid for p in strays}
-
-
 def _airflow() -> str:
     """The ``airflow`` console script of this environment."""
     return str(Path(sys.executable).with_name("airflow"))
@@ -72,13 +63,13 @@ class AirflowService(Service):
     """Airflow 3 as four processes sharing one configuration (see the module docstring)."""
 
     name = "airflow"
-    ports: ClassVar[dict[str, int]] = {"api": 8080, "worker_logs": 8793, "trigger_logs": 8794}
+    ports: ClassVar[dict[str, int]] = {"api": 8080}
     start_timeout_s = 180.0
 
     def __init__(self, home: Path, *, preferred_ports: bool = True, settings: Settings | None = None) -> None:
         super().__init__(home, preferred_ports=preferred_ports)
         self.settings = settings or get_settings()
-        self.stopped_tasks: list[str] = []  # what the last stop() found running, as "pid N: command"
+        self.stopped_tasks: list[str] = []  # the tasks the last stop() found in flight, "pid N: command"
 
     def stop(self) -> bool:
         """Stop the four processes, then the tasks they were running, with their Spark JVMs.
@@ -89,13 +80,13 @@ class AirflowService(Service):
         next ``fjord up`` finds it dead and retries it.
         """
         strays = process.stray_descendants(list(self.pids().values()))
-        tasks = {p: _task_tree(p, strays) for p in strays if p.ppid() not in {s.pid for s in strays}}
-        descriptions = {root.pid: _describe(root) for root in tasks}
-        stopped = super().stop()  # a scheduler that stops may end a task's own process itself first
-        running = {p.pid for p in process.stop_processes(strays)}
-        self.stopped_tasks = [
-            descriptions[root.pid] for root, tree in tasks.items() if running & {root.pid, *tree}
-        ]
+        # Named before anything stops (the scheduler, stopping, may end some itself): a task runs under
+        # LocalExecutor's "airflow worker -- <task instance id>"; other strays (a DAG file's parser)
+        # are stopped too, but are no task.
+        roots = [p for p in strays if p.ppid() not in {s.pid for s in strays}]
+        self.stopped_tasks = [text for text in map(_describe, roots) if ": airflow worker" in text]
+        stopped = super().stop()
+        process.stop_processes(strays)  # whatever the scheduler left running, JVMs included
         return stopped
 
     # -- configuration ---------------------------------------------------------------------------
@@ -127,8 +118,6 @@ class AirflowService(Service):
             "AIRFLOW__API__PORT": str(ports["api"]),
             "AIRFLOW__API__BASE_URL": base,
             "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_logs"]),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports["trigger_logs"]),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url(),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": self.database_url(asynchronous=True),
             # New DAG files show up within 30 s, not 5 minutes; one parser process on two cores.
@@ -195,9 +184,11 @@ class AirflowService(Service):
         env = self.environment(ports)
         commands = {  # LABELS, in start order
             "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(ports["api"])],
-            "scheduler": ["scheduler"],
+            # No log servers: Airflow binds them to every interface (serve_logs has no host setting),
+            # and on one machine the api-server reads the task logs from their files.
+            "scheduler": ["scheduler", "--skip-serve-logs"],
             "dag-processor": ["dag-processor"],
-            "triggerer": ["triggerer"],
+            "triggerer": ["triggerer", "--skip-serve-logs"],
         }
         return [Process(label, [_airflow(), *argv], env) for label, argv in commands.items()]
 

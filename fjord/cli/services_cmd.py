@@ -1,4 +1,7 @@
-"""``fjord services start|stop|status|logs [NAME...]``: the embedded stack's servers on loopback."""
+"""``fjord services start|stop|status|logs|url [NAME...]``: the embedded stack's servers on loopback.
+
+Addresses are printed with their passwords masked; ``fjord services url NAME`` prints one whole, for a
+script that needs it (``FJORD_METADATA__URL=$(fjord services url postgres)``)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import typer
 from rich.table import Table
 
 from fjord.cli.output import console, print_json
+from fjord.private import mask_urls
 
 app = typer.Typer(
     help="The embedded servers: PostgreSQL, Redis, S3 (SeaweedFS), HDFS and Kafka, on loopback.",
@@ -25,7 +29,7 @@ def start(names: list[str] | None = NAMES) -> None:
     for service in services(names):
         began = time.monotonic()
         address = service.start()
-        console.print(f"{service.name:<9} {address}  ({time.monotonic() - began:.1f} s)")
+        console.print(f"{service.name:<9} {mask_urls(address)}  ({time.monotonic() - began:.1f} s)")
 
 
 @app.command()
@@ -47,13 +51,13 @@ def status(
 
     statuses = [service.status() for service in services(names)]
     if as_json:
-        print_json([s.__dict__ for s in statuses])
+        print_json([{**s.__dict__, "address": s.address and mask_urls(s.address)} for s in statuses])
         return
     table = Table("service", "state", "address", "pids", "state dir")
     for s in statuses:
         state = "running" if s.running else (s.detail or "stopped")
         pids = ", ".join(f"{label} {pid}" for label, pid in s.pids.items())
-        table.add_row(s.name, state, s.address or "", pids, str(s.state_dir))
+        table.add_row(s.name, state, mask_urls(s.address or ""), pids, str(s.state_dir))
     console.print(table)
 
 
@@ -69,3 +73,15 @@ def logs(
         text = log.read_text(errors="replace").splitlines()[-lines:]
         console.print(f"==> {log} <==")
         console.print("\n".join(text), markup=False)
+
+
+@app.command()
+def url(name: str = typer.Argument(..., help="postgres, redis, s3, hdfs or kafka.")) -> None:
+    """The running service's address, password included (for scripts; the other commands mask it)."""
+    from fjord.errors import ServiceError
+    from fjord.services import service
+
+    address = service(name).address()
+    if address is None:
+        raise ServiceError(f"{name} is not running", hint=f"fjord services start {name}")
+    print(address)

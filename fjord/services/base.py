@@ -9,6 +9,8 @@ server (started by any process of this Fjord home) before it starts one, and ret
 from __future__ import annotations
 
 import functools
+import json
+import secrets
 import signal
 import time
 from abc import ABC, abstractmethod
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from fjord.locks import locked
+from fjord.private import write_private
 from fjord.services import process
 from fjord.services.process import read_state, write_state
 
@@ -55,6 +58,8 @@ class Service(ABC):
     # The ports this service needs, by role, with the well-known port of each.
     ports: ClassVar[dict[str, int]]
     start_timeout_s: ClassVar[float] = 60.0
+    # The secrets the service is started with, generated per home (see :meth:`credentials`).
+    secret_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, home: Path, *, preferred_ports: bool = True) -> None:
         self.dir = Path(home) / "services" / self.name
@@ -78,6 +83,18 @@ class Service(ABC):
     @abstractmethod
     def ready(self, label: str, ports: dict[str, int]) -> bool:
         """True once process ``label`` serves requests."""
+
+    def credentials(self) -> dict[str, str]:
+        """This home's generated secrets of the service (``secret_names``), made once on first use and
+        kept mode 600 in ``credentials.json``: no two homes share a password, and none is in the source."""
+        path = self.dir / "credentials.json"
+        with locked(self.dir / "credentials.lock"):
+            known = json.loads(path.read_text()) if path.exists() else {}
+            missing = [name for name in self.secret_names if name not in known]
+            if missing:
+                known |= {name: secrets.token_urlsafe(24) for name in missing}
+                write_private(path, json.dumps(known))
+        return known
 
     def prepare(self, ports: dict[str, int]) -> None:  # noqa: B027 (most services need nothing)
         """Set up the data directory before the first start (and the config before every start)."""

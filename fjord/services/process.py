@@ -123,12 +123,16 @@ def spawn(
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def run_once(argv: Sequence[str], what: str, *, env: Mapping[str, str] | None = None) -> None:
+def run_once(
+    argv: Sequence[str], what: str, *, env: Mapping[str, str] | None = None, stdin: str | None = None
+) -> None:
     """Run a set-up command to its end (``initdb``, a storage format); :class:`ServiceError` naming
-    ``what`` with its last error line if it fails. ``env`` is added to this process's environment."""
+    ``what`` with its last error line if it fails. ``env`` is added to this process's environment;
+    ``stdin`` is its input (a secret goes there, never on the command line)."""
     result = subprocess.run(
-        list(argv), capture_output=True, text=True, check=False, env={**os.environ, **(env or {})}
-    )
+        list(argv), capture_output=True, text=True, check=False, env={**os.environ, **(env or {})},
+        input=stdin,
+    )  # fmt: skip
     if result.returncode != 0:
         # a JVM tool logs INFO lines on stdout and its exception on stderr: the error, not the last line
         lines = [line for line in (result.stdout + "\n" + result.stderr).splitlines() if line.strip()]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from fjord.errors import ServiceError
+from fjord.private import write_private
 from fjord.services.base import Process, Service
 
 
@@ -31,17 +32,24 @@ def server_binary() -> Path:
 
 
 class RedisService(Service):
-    """One Redis-protocol server; every acknowledged write is in its append-only file."""
+    """One Redis-protocol server; every acknowledged write is in its append-only file. Clients need
+    this home's password (``requirepass``): loopback is shared by every user of the machine."""
 
     name = "redis"
     ports: ClassVar[dict[str, int]] = {"redis": 6379}
+    secret_names = ("password",)
 
     def address_for(self, ports: dict[str, int]) -> str:
-        return f"redis://127.0.0.1:{ports['redis']}/0"
+        return f"redis://:{self.credentials()['password']}@127.0.0.1:{ports['redis']}/0"
+
+    def prepare(self, ports: dict[str, int]) -> None:
+        # requirepass from a mode-600 config file: on the command line it would show in ps
+        write_private(self.dir / "valkey.conf", f"requirepass {self.credentials()['password']}\n")
 
     def processes(self, ports: dict[str, int]) -> list[Process]:
         argv = [
             str(server_binary()),
+            str(self.dir / "valkey.conf"),
             "--bind",
             "127.0.0.1",
             "--port",
@@ -59,6 +67,12 @@ class RedisService(Service):
         import redis
 
         try:
-            return bool(redis.Redis(host="127.0.0.1", port=ports["redis"], socket_timeout=2).ping())
+            client = redis.Redis(
+                host="127.0.0.1",
+                port=ports["redis"],
+                password=self.credentials()["password"],
+                socket_timeout=2,
+            )
+            return bool(client.ping())
         except redis.RedisError:
             return False

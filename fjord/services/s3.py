@@ -2,8 +2,9 @@
 
 One process runs SeaweedFS' master, volume server, filer and S3 gateway. The bucket ``fjord`` is
 created on start; point ``storage.root`` at ``s3://fjord/<prefix>`` with ``storage.s3_endpoint_url``
-set to the address and the embedded credentials (:data:`ACCESS_KEY`, :data:`SECRET_KEY`) as
-``storage.s3_key`` and ``storage.s3_secret``. Requests are signed and checked (SigV4) as on AWS S3:
+set to the address, :data:`ACCESS_KEY` as ``storage.s3_key`` and this home's generated secret key
+(``S3Service.credentials()["secret_key"]``, mode 600 in ``services/s3/credentials.json``; no two homes
+share it) as ``storage.s3_secret``. Requests are signed and checked (SigV4) as on AWS S3:
 SeaweedFS without an identity refuses some signed requests (Hadoop's S3A gets "Signed request requires
 setting up SeaweedFS S3 authentication"), and a wrong key must fail here as it would on a cluster.
 """
@@ -17,12 +18,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from fjord.errors import ServiceError
+from fjord.private import write_private
 from fjord.services.base import Process, Service
 from fjord.services.process import port_open
 
 BUCKET = "fjord"
-ACCESS_KEY = "fjord"
-SECRET_KEY = "fjord-embedded-s3"
+ACCESS_KEY = "fjord"  # an identity's name, not a secret
 
 
 def weed_binary() -> Path:
@@ -42,6 +43,7 @@ class S3Service(Service):
     """An S3-compatible object store with one bucket, ``fjord``."""
 
     name = "s3"
+    secret_names = ("secret_key",)
     # Every port weed mini opens is named, so nothing lands on a port another server holds.
     ports: ClassVar[dict[str, int]] = {
         "s3": 8333,
@@ -64,10 +66,10 @@ class S3Service(Service):
     def prepare(self, ports: dict[str, int]) -> None:
         identity = {
             "name": "fjord",
-            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": self.credentials()["secret_key"]}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }
-        (self.dir / "s3.json").write_text(json.dumps({"identities": [identity]}, indent=2))
+        write_private(self.dir / "s3.json", json.dumps({"identities": [identity]}, indent=2))
 
     def processes(self, ports: dict[str, int]) -> list[Process]:
         argv = [str(weed_binary()), "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
@@ -99,7 +101,7 @@ class S3Service(Service):
 
         fs = s3fs.S3FileSystem(
             key=ACCESS_KEY,
-            secret=SECRET_KEY,
+            secret=self.credentials()["secret_key"],
             client_kwargs={"endpoint_url": self.address_for(ports)},
             config_kwargs={"connect_timeout": 2, "read_timeout": 5, "retries": {"max_attempts": 1}},
             skip_instance_cache=True,

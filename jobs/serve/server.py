@@ -95,13 +95,27 @@ def parser() -> argparse.ArgumentParser:
     add("--batching_parameters_file", type=Path, default=None, help="BatchingParameters text file")
     add("--monitoring_config_file", type=Path, default=None, help="MonitoringConfig (Prometheus) text file")
     add("--bind_address", default="127.0.0.1", help="address both servers bind (Fjord)")
-    add("--auth_token_file", type=Path, default=None, help="file holding the bearer token REST and gRPC "
-        "calls must carry (Fjord)")
-    add("--allow_reload_config", type=_bool, nargs="?", const=True, default=False,
-        help="let gRPC HandleReloadConfigRequest replace the served models (Fjord; off: refused)")
+    add(
+        "--auth_token_file",
+        type=Path,
+        default=None,
+        help="file holding the bearer token REST and gRPC calls must carry (Fjord)",
+    )
+    add(
+        "--allow_reload_config",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="let gRPC HandleReloadConfigRequest replace the served models (Fjord; off: refused)",
+    )
     add("--model_backend", choices=BACKEND_CHOICES, default="auto", help="what runs the model (Fjord)")
-    add("--completion_marker", default="", help="file a version needs before it loads (default none, as "
-        "TF Serving; Fjord's own servers pass _SUCCESS)")
+    add(
+        "--completion_marker",
+        default="",
+        help="file a version needs before it loads (default none, as "
+        "TF Serving; Fjord's own servers pass _SUCCESS)",
+    )
     add("--inference_logging", choices=MODES, default="NONE", help="what goes to Kafka (Fjord)")
     add("--kafka_bootstrap_servers", default=None, help="default: kafka.bootstrap_servers (Fjord)")
     add("--kafka_topic", default=None, help="inference log topic (default: <model>_inference_log)")

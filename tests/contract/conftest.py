@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fjord.config import reset_settings
-from fjord.services.s3 import ACCESS_KEY, BUCKET, SECRET_KEY
+from fjord.services.s3 import ACCESS_KEY, BUCKET
 
 
 @pytest.fixture(params=["file", "hdfs", "s3"])
@@ -24,7 +24,7 @@ def storage_root(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: py
         root = f"s3://{BUCKET}/{uuid.uuid4().hex}"
         monkeypatch.setenv("FJORD_STORAGE__S3_ENDPOINT_URL", endpoint)
         monkeypatch.setenv("FJORD_STORAGE__S3_KEY", ACCESS_KEY)
-        monkeypatch.setenv("FJORD_STORAGE__S3_SECRET", SECRET_KEY)
+        monkeypatch.setenv("FJORD_STORAGE__S3_SECRET", request.getfixturevalue("s3_secret"))
     monkeypatch.setenv("FJORD_STORAGE__ROOT", root)
     reset_settings()
     return root

@@ -62,6 +62,12 @@ def test_airflow_on_postgresql_starts_once_serves_the_dags_and_stops_clean(
         pids = service.pids()
         assert set(pids) == {"api-server", "scheduler", "dag-processor", "triggerer"}
         processes = _tree(pids)
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for p in processes if psutil.pid_exists(p)
+            for c in psutil.Process(p).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
+        }  # fmt: skip
+        assert {ip for ip, _port in listening} == {"127.0.0.1"}, listening  # no log server on 0.0.0.0
         assert service.start() == url and service.pids() == pids  # found running: nothing started
         assert httpx.get(f"{url}/api/v2/dags", timeout=10).status_code == 401  # no token, no answer
         client = AirflowClient.connect()

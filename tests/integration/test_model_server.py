@@ -138,8 +138,12 @@ def test_grpc_refuses_a_huge_declared_tensor_and_a_config_reload_it_was_not_allo
     import grpc
     import tensorflow as tf
     from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, predict_pb2
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
+    from tensorflow_serving.apis import (
+        model_management_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
 
     def tensor(size: int, values: list[float]) -> tensor_pb2.TensorProto:
         shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size)])
@@ -391,7 +395,9 @@ def test_a_feature_view_request_is_filled_online_and_may_not_set_what_the_store_
     cards = store.get_or_create_feature_group(
         "cards", 1, primary_key=["cc_num"], event_time="as_of", online_enabled=True
     )
-    cards.insert(pd.DataFrame({"cc_num": [7], "as_of": pd.to_datetime(["2026-11-01"], utc=True), "y": [10.0]}))
+    cards.insert(
+        pd.DataFrame({"cc_num": [7], "as_of": pd.to_datetime(["2026-11-01"], utc=True), "y": [10.0]})
+    )
     store.get_or_create_feature_view("cards_serving", 1, query=cards.select(["y"]))
     base = tmp_path / "m"
     write_version(base, 1)

@@ -347,7 +347,7 @@ def test_a_lease_given_back_while_another_writer_looks_at_it_is_taken_not_a_cras
                 leases.acquire(1, "fraud.tx_1")
             except WriterBusyError:
                 continue
-            except Exception as exc:  # noqa: BLE001 - any other error is the bug
+            except Exception as exc:
                 errors.append(exc)
                 return
             taken[0] += 1

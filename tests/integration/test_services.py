@@ -7,6 +7,7 @@ other tests.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from fjord.services.hdfs import HdfsService
 from fjord.services.kafka import KafkaService
 from fjord.services.postgres import PostgresService
 from fjord.services.redis import RedisService
-from fjord.services.s3 import ACCESS_KEY, BUCKET, SECRET_KEY, S3Service
+from fjord.services.s3 import ACCESS_KEY, BUCKET, S3Service
 from tests.conftest import run_fjord
 from tests.integration.test_kafka import read_all
 
@@ -81,11 +82,65 @@ def test_postgres_keeps_the_registry_across_a_crash(tmp_path: Path, own: list[Se
     assert again.statistics["rows"] == 2
 
 
+def _no_secret_in_sight(service: Service, secret: str) -> None:
+    """The generated secret is in the home's mode-600 file, and in no process's command line."""
+    assert (service.dir / "credentials.json").stat().st_mode & 0o777 == 0o600
+    for pid in service.pids().values():
+        for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+            assert secret not in " ".join(proc.cmdline())
+
+
+def test_postgres_wants_this_homes_password_and_a_trust_cluster_of_old_is_converted(
+    tmp_path: Path, own: list[Service]
+) -> None:
+    """A cluster an earlier Fjord made with trust authentication (any local user was superuser)
+    starts with this home's generated password required, and keeps its data."""
+    import psycopg
+
+    from fjord.services.postgres import _as_ordinary_user, bin_dir
+    from fjord.services.process import run_once
+
+    service = _new(PostgresService, tmp_path, own)
+    initdb = [
+        str(bin_dir() / "initdb"),
+        "-D",
+        str(service.data),
+        "-U",
+        "postgres",
+        "--auth=trust",
+        "--no-sync",
+    ]
+    run_once(_as_ordinary_user(initdb), "initdb")  # as the earlier Fjord did
+    url = service.start()
+    password = service.credentials()["password"]
+    assert f"postgres:{password}@127.0.0.1:" in url and len(password) >= 32
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=5)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(host="127.0.0.1", port=port, user="postgres", password="guess", dbname="postgres")
+    with psycopg.connect(url.replace("+psycopg", ""), connect_timeout=5) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    _no_secret_in_sight(service, password)
+    home = {"FJORD_HOME": str(tmp_path / "stack")}
+    (shown,) = json.loads(run_fjord("services", "status", "postgres", "--json", env=home).stdout)
+    assert shown["address"] == url.replace(password, "***")
+    assert run_fjord("services", "url", "postgres", env=home).stdout.strip() == url  # asked for: whole
+
+
 def test_redis_keeps_the_online_store_across_a_crash(tmp_path: Path, own: list[Service]) -> None:
+    import redis
+
     from featurestore.online.redis import RedisOnlineStore
 
     service = _new(RedisService, tmp_path, own)
-    store = RedisOnlineStore(service.start(), namespace="crash")
+    url = service.start()
+    with pytest.raises(redis.AuthenticationError):  # requirepass: this home's password, or nothing
+        redis.Redis.from_url(url.replace(service.credentials()["password"], "guess")).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis.from_url(url.replace(f":{service.credentials()['password']}@", "")).get("x")
+    _no_secret_in_sight(service, service.credentials()["password"])
+    store = RedisOnlineStore(url, namespace="crash")
     assert store.write("tx_1", [("[1]", 10, b'{"amount":20.5}'), ("[2]", 10, b'{"amount":3.0}')]) == 2
     store = RedisOnlineStore(_crash_and_restart(service), namespace="crash")
     assert store.read([("tx_1", "[2]"), ("tx_1", "[1]")]) == [b'{"amount":3.0}', b'{"amount":20.5}']
@@ -111,11 +166,14 @@ def test_s3_keeps_published_datasets_across_a_crash(tmp_path: Path, own: list[Se
 
     service = _new(S3Service, tmp_path, own)
     endpoint = service.start()
+    _no_secret_in_sight(service, service.credentials()["secret_key"])
+    assert (service.dir / "s3.json").stat().st_mode & 0o777 == 0o600
     with pytest.raises(PermissionError):  # requests are signed and checked, as on AWS S3
         s3fs.S3FileSystem(key=ACCESS_KEY, secret="wrong", client_kwargs={"endpoint_url": endpoint}).ls(BUCKET)
 
     def root_at(endpoint: str) -> SharedFS:
-        storage = StorageSettings(s3_endpoint_url=endpoint, s3_key=ACCESS_KEY, s3_secret=SECRET_KEY)
+        secret = service.credentials()["secret_key"]
+        storage = StorageSettings(s3_endpoint_url=endpoint, s3_key=ACCESS_KEY, s3_secret=secret)
         uri = f"s3://{BUCKET}/crash"
         return SharedFS(uri, backend=backend_for(uri, storage))
 

@@ -18,7 +18,7 @@ from fjord.config import reset_settings
 from fjord.experiment.tracking import client
 from fjord.fs import SharedFS
 from fjord.projects import create_project
-from fjord.services.s3 import ACCESS_KEY, BUCKET, SECRET_KEY
+from fjord.services.s3 import ACCESS_KEY, BUCKET
 from jobs.etl.demo_data import DemoSpec, generate
 from jobs.etl.job import EtlSpec, run
 
@@ -35,7 +35,7 @@ def root(request, monkeypatch, spark) -> str:
         uri = f"s3://{BUCKET}/fjord-{uuid.uuid4().hex[:8]}"
         monkeypatch.setenv("FJORD_STORAGE__S3_ENDPOINT_URL", request.getfixturevalue("s3_endpoint"))
         monkeypatch.setenv("FJORD_STORAGE__S3_KEY", ACCESS_KEY)
-        monkeypatch.setenv("FJORD_STORAGE__S3_SECRET", SECRET_KEY)
+        monkeypatch.setenv("FJORD_STORAGE__S3_SECRET", request.getfixturevalue("s3_secret"))
     monkeypatch.setenv("FJORD_STORAGE__ROOT", uri)
     reset_settings()
     return uri

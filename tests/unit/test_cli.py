@@ -159,7 +159,9 @@ def test_a_monitor_of_a_model_that_does_not_exist_is_not_found(capsys) -> None:
     assert cli(capsys, "project", "create", "fraud")[0] == 0
     for command in ("status", "alerts"):
         code, _, err = cli(capsys, "monitor", command, "-p", "fraud", "-m", "frad")
-        assert code == 3 and "no model 'frad' is served or monitored in project fraud (models: none yet)" in err
+        assert (
+            code == 3 and "no model 'frad' is served or monitored in project fraud (models: none yet)" in err
+        )
 
 
 @pytest.mark.parametrize(

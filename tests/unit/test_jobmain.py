@@ -133,7 +133,6 @@ def test_a_metadata_database_that_went_away_is_one_line_and_exit_22(capsys) -> N
     """A real connection failure (nothing listens on the port), as a restart mid-publish gives one."""
     from sqlalchemy import create_engine, text
 
-
     def publish(spec: Spec) -> Result:
         with create_engine("postgresql+psycopg://fjord@127.0.0.1:1/fjord").connect() as conn:
             conn.execute(text("SELECT 1"))
