@@ -108,6 +108,7 @@ def test_main_job_runs_the_pipeline_through_airflow(fjord_home, stack) -> None:
     assert timings["state"] == "success" and timings["tasks"]["model.train"] > 0
 
     _the_airflow_login_is_on_the_terminal_and_in_no_file(fjord_home, out)
+    _every_listening_port_of_the_stack_is_on_loopback()
 
     again = run_fjord("up")  # harmless: everything is found running
     assert again.returncode == 0 and "airflow" in again.stdout, again.stderr[-2000:]
@@ -148,6 +149,29 @@ def _the_airflow_login_is_on_the_terminal_and_in_no_file(home: Path, out: str) -
             return False
 
     assert [path for path in home.rglob("*") if path != passwords and holds(path)] == []
+
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}  # a JVM's IPv6 socket bound to 127.0.0.1 shows mapped
+
+
+def _every_listening_port_of_the_stack_is_on_loopback() -> None:
+    """docs/security.md's port table, made true: every socket any process of the running stack
+    listens on (Airflow, MLflow, Kafka, HDFS, the model server, the monitor and its Spark driver, the
+    dashboard) is bound to loopback, none to every interface."""
+    import psutil
+
+    listening = {}
+    for pid in _stack_processes():
+        try:
+            for conn in psutil.Process(pid).net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    listening[(conn.laddr.ip, conn.laddr.port)] = " ".join(psutil.Process(pid).cmdline()[:3])
+        except psutil.Error:  # a task process that ended meanwhile
+            pass
+    assert len(listening) >= 8, listening  # the stack's servers were found
+    assert {ip for ip, _ in listening} <= LOOPBACK, {
+        k: v for k, v in listening.items() if k[0] not in LOOPBACK
+    }
 
 
 def _published_state() -> dict:
