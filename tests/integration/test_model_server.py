@@ -414,5 +414,26 @@ def test_a_feature_view_request_is_filled_online_and_may_not_set_what_the_store_
         assert overriding.status_code == 400
         assert "the request sets y, which the online store supplies" in overriding.json()["error"]
         assert len(overriding.headers["x-fjord-inference-id"]) == 32
+        _fuzz_the_feature_view_path(server)
     finally:
         assert server.stop() == 0
+
+
+def _fuzz_the_feature_view_path(server) -> None:
+    """300 generated instance lists through the online lookup: valid or not, never a 5xx."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalar = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+    value = scalar | st.lists(scalar, max_size=2) | st.dictionaries(st.text(max_size=3), scalar, max_size=2)
+    instance = st.fixed_dictionaries(
+        {"cc_num": st.sampled_from([7, 8]) | value}, optional={"x": value, "y": value, "other": value}
+    )
+
+    @given(instances=st.lists(instance, min_size=1, max_size=3))
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    def answers_without_a_server_error(instances):
+        answer = post(server, "/v1/models/m:predict", {"instances": instances})  # NaN tokens too
+        assert answer.status_code < 500, (instances, answer.text)
+
+    answers_without_a_server_error()

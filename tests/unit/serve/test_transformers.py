@@ -6,6 +6,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobs.serve.transformers import fraud_transactions
 
@@ -72,3 +74,37 @@ def test_an_unknown_card_gets_the_documented_defaults():
 def test_a_bad_transaction_is_a_value_error(row, message):
     with pytest.raises(ValueError, match=message):
         fraud_transactions([row])
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@given(
+    row=st.fixed_dictionaries(
+        {},
+        optional={
+            "cc_num": JSON,
+            "amount": JSON | st.integers(-(10**400), 10**400),
+            "ts": JSON | st.sampled_from([1e20, -1.0, float("inf"), "2026-12-01T10:00:00Z", 1_764_547_200]),
+            "lat": JSON,
+            "lon": JSON,
+            "category": JSON,
+            "last_ts": JSON,
+            "tx_count_1h": JSON,
+            "category_counts_7d": st.none() | st.just('{"travel": 2}'),
+            "age_years": JSON,
+        },
+    )
+)
+@settings(max_examples=500, deadline=None)
+def test_any_transaction_is_model_inputs_or_one_of_the_errors_the_server_answers_400(row):
+    """The errors FeatureEnricher turns into a 400; anything else would be a 500."""
+    try:
+        (out,) = fraud_transactions([row])
+    except (ValueError, TypeError, KeyError, ArithmeticError):
+        return
+    assert all(isinstance(value, float) for value in out.values())
