@@ -61,6 +61,9 @@ def train_bless_deploy(dataset_task: str = "training_dataset") -> TaskGroup:
                 "version": version,
                 "feature_view": "fraud_serving",
                 "transformer": "jobs.serve.transformers:fraud_transactions",
+                # the ETL's transaction rules: a request that breaks one is served, and counted
+                "input_rules": "transactions",
+                "input_rules_mode": "flag",
             },
             doc_md="Serve the blessed version (TF Serving's REST and gRPC), smoke-test it, move `champion`.",
         )

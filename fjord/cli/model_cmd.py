@@ -3,6 +3,9 @@ servings and the project's model server (the stage is jobs/serve, loaded only wh
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Any, cast
+
 import typer
 from rich.table import Table
 
@@ -23,6 +26,13 @@ def _project(project: str | None) -> str:
     return name
 
 
+class RuleMode(StrEnum):
+    """What a request that breaks an input rule gets (jobs/serve/input_rules.py)."""
+
+    reject = "reject"
+    flag = "flag"
+
+
 @app.command()
 def deploy(
     model: str = typer.Argument(..., help="The registered model (MLflow name)."),
@@ -33,6 +43,12 @@ def deploy(
     force: bool = typer.Option(False, "--force", help="Deploy even if it is not blessed."),
     inference_logging: str = typer.Option("ALL", help="ALL, PREDICTIONS, MODEL_INPUTS or NONE."),
     feature_view: str | None = typer.Option(None, help="VIEW[/VERSION]: fill request features online."),
+    input_rules: str | None = typer.Option(
+        None, help="An ETL expectation suite (transactions) whose row-wise rules every request must keep."
+    ),
+    input_rules_mode: RuleMode | None = typer.Option(
+        None, help="reject (a 400 naming the rule, the default) or flag (served, the violations logged)."
+    ),
 ) -> None:
     """Bless the candidate against the champion, serve it, smoke-test it, make it the champion."""
     from jobs.serve.deploy import DeploySpec, run
@@ -41,6 +57,7 @@ def deploy(
         DeploySpec(
             project=_project(project), model_name=model, version=version, tolerance=tolerance, canary=canary,
             force=force, inference_logging=inference_logging, feature_view=feature_view,
+            input_rules=input_rules, input_rules_mode=cast(Any, input_rules_mode and input_rules_mode.value),
         )
     )  # fmt: skip
     console.print(result.summary())

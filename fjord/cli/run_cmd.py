@@ -396,6 +396,8 @@ def _deploy(step: int, project: str, model_name: str, version: int) -> str:
                 version=version,
                 feature_view="fraud_serving",
                 transformer="jobs.serve.transformers:fraud_transactions",
+                input_rules="transactions",
+                input_rules_mode="flag",
             )
         )
         console.print(f"   {deployed.summary()}")

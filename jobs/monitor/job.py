@@ -292,7 +292,7 @@ class Monitor:
                 **{k: summary[k] for k in ("records", "requests", "errors", "error_rate", "latency_p50_ms",
                    "latency_p95_ms", "latency_p99_ms", "latency_mean_ms", "predictions", "positive_rate",
                    "prediction_mean", "rows", "late", "drift", "drift_share", "drifted_features", "features",
-                   "prediction_histogram")},
+                   "prediction_histogram", "input_violations", "violations_by_field")},
                 "max_event_ms": window.max_event_ms, "state": json.dumps(window.to_state()),
             })  # fmt: skip
             if key in final:

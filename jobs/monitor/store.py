@@ -42,6 +42,8 @@ WINDOW_SCHEMA = pa.schema(
         ("late", pa.int64()), ("drift", pa.bool_()), ("drift_share", pa.float64()),
         ("drifted_features", pa.string()), ("features", pa.string()), ("prediction_histogram", pa.string()),
         ("max_event_ms", pa.int64()), ("state", pa.string()),
+        # added later: an older table gets them at its next write (merge_schema), reads fill them in
+        ("input_violations", pa.int64()), ("violations_by_field", pa.string()),
     ]
 )  # fmt: skip
 ALERT_SCHEMA = pa.schema(
@@ -53,7 +55,7 @@ ALERT_SCHEMA = pa.schema(
         ("posted_at", pa.timestamp("us", tz="UTC")),
     ]
 )  # fmt: skip
-JSON_COLUMNS = ("drifted_features", "features", "prediction_histogram", "detail")
+JSON_COLUMNS = ("drifted_features", "features", "prediction_histogram", "detail", "violations_by_field")
 
 
 def _utc_ms(ms: int) -> datetime:
@@ -125,7 +127,14 @@ class MonitorStore:
             return
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
         (
-            table.merge(data, predicate, source_alias="s", target_alias="t", commit_properties=properties)
+            table.merge(
+                data,
+                predicate,
+                source_alias="s",
+                target_alias="t",
+                commit_properties=properties,
+                merge_schema=True,  # a column added since the table was made: the table takes it
+            )
             .when_matched_update_all()
             .when_not_matched_insert_all()
             .execute()
@@ -146,8 +155,10 @@ class MonitorStore:
         table = self._table("windows")
         if table is None:
             return []
-        columns = [f.name for f in WINDOW_SCHEMA if f.name != "state"]
-        rows = table.to_pyarrow_table(columns=columns).to_pylist()
+        present = set(table.schema().to_arrow().names)  # a table older than a column lacks it
+        columns = [f.name for f in WINDOW_SCHEMA if f.name != "state" and f.name in present]
+        rows = [{**dict.fromkeys(f.name for f in WINDOW_SCHEMA if f.name != "state"), **r}
+                for r in table.to_pyarrow_table(columns=columns).to_pylist()]  # fmt: skip
         return sorted(
             (_decoded(r) for r in rows), key=lambda r: (r["window_start"], r["model"], r["version"])
         )

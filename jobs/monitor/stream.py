@@ -102,9 +102,10 @@ def check(record: Any) -> str | None:
 class _Window:
     """What one partition saw of one (model, version, window): raw fields, counted at the end."""
 
-    __slots__ = ("events", "http", "latency", "rows", "scores", "values")
+    __slots__ = ("events", "http", "latency", "rows", "scores", "values", "violations")
 
     def __init__(self) -> None:
+        self.violations: list[str] = []  # the field of each input-rule violation (flag mode)
         self.events: list[int] = []
         self.http: list[int] = []
         self.latency: list[Any] = []
@@ -151,6 +152,10 @@ def count_partition(
         if window is None:
             window = windows[head] = _Window()
         window.events.append(ts)
+        if (flagged := record.get("violations")) and type(flagged) is list:
+            window.violations.extend(
+                v["field"] for v in flagged if isinstance(v, dict) and isinstance(v.get("field"), str)
+            )
         if record["type"] == "request":
             inputs = record["inputs"]
             window.rows += len(next(iter(inputs.values())))
@@ -208,6 +213,10 @@ def _count_window(counts: _Counts, head: tuple[str, int, int], window: _Window,
         if len(latency):
             buckets = np.floor(LATENCY_BUCKETS_PER_DOUBLING * np.log2(np.maximum(latency, 0.001) * 1000))
             _add_bins(counts, head, "latency", buckets.astype("int64"), latency, with_extremes=True)
+    if window.violations:
+        fields, n = np.unique(np.asarray(window.violations), return_counts=True)
+        for name, count in zip(fields.tolist(), n.tolist(), strict=True):
+            counts.add(head, "violations", name, n=count)
     if window.scores:
         scores = _floats(window.scores)
         scores = scores[~np.isnan(scores)]

@@ -17,6 +17,7 @@ The metrics counted, and what a row's key, n, sum, min and max mean for each:
 - ``positive``: predictions at or above the positive threshold (n);
 - ``inputs``: request records (n) and their rows (sum);
 - ``late``: records that arrived after the window closed, not counted in it (n);
+- ``violations``: key is a request field; input-rule violations of flagged requests (n);
 - ``f:<feature>``: key is a numeric value's grid bin, or the category, or ``null``; n, sum.
 """
 
@@ -148,6 +149,8 @@ def summarise(window: Window, reference: Mapping[str, Any] | None, thresholds: T
         ],
         "rows": rows,
         "late": window.n("late"),
+        "input_violations": sum(c.n for c in window.of("violations").values()),
+        "violations_by_field": {k: c.n for k, c in sorted(window.of("violations").items())},
         "features": {},
         "drift_share": None,
         "drift": False,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -66,6 +66,12 @@ class DeploySpec(JobSpec):
     feature_view: str | None = Field(default=None, description="VIEW[/VERSION] to fill request features from")
     transformer: str | None = Field(
         default=None, description="module:function: looked-up rows -> model inputs"
+    )
+    input_rules: str | None = Field(
+        default=None, description="an ETL suite (transactions) whose row-wise rules requests must keep"
+    )
+    input_rules_mode: Literal["reject", "flag"] | None = Field(
+        default=None, description="reject (a 400) or flag (served, violations logged); default reject"
     )
     timeout_s: float = Field(default=300, gt=0, description="how long to wait for the version to load")
 
@@ -244,6 +250,8 @@ def run(spec: DeploySpec) -> DeployResult:
             inference_logging=spec.inference_logging,
             feature_view=spec.feature_view or (previous.feature_view if previous else None),
             transformer=spec.transformer or (previous.transformer if previous else None),
+            input_rules=spec.input_rules or (previous.input_rules if previous else None),
+            input_rules_mode=spec.input_rules_mode or (previous.input_rules_mode if previous else "reject"),
         )  # fmt: skip
         crash_point("deploy.configured")
         try:

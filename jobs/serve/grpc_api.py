@@ -119,11 +119,12 @@ def servicers(
                         f"{{{','.join(sorted(request.inputs))}}}). Missing {missing}, unexpected {unknown}",
                     )
                 inputs = {k: decode_tensor(k, v, max_elements) for k, v in request.inputs.items()}
+                violations = handlers.rules.check({"inputs": _plain(inputs)}) if handlers.rules else []
                 outputs = await handlers.run(loaded, signature, inputs)
             except ServingError as exc:
                 handlers.record(call, loaded, started, wall, inputs, None, exc)
                 raise
-            handlers.record(call, loaded, started, wall, inputs, outputs, None)
+            handlers.record(call, loaded, started, wall, inputs, outputs, None, violations=violations)
             wanted = set(request.output_filter) or set(outputs)
             response = predict_pb2.PredictResponse()
             response.model_spec.name = call.model
@@ -189,6 +190,20 @@ def servicers(
         (PredictionService(), prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server),
         (ModelService(), model_service_pb2_grpc.add_ModelServiceServicer_to_server),
     ]
+
+
+def _plain(inputs: dict[str, Any]) -> dict[str, list[Any]]:
+    """Tensors as the input rules read a columnar body: one value per row, text as str."""
+    out = {}
+    for name, array in inputs.items():
+        if array.ndim == 0:
+            values = [array.item()]
+        elif array.size == 0:
+            values = []
+        else:  # a row's first value: the rules are about scalar fields
+            values = array.reshape(array.shape[0], -1)[:, 0].tolist()
+        out[name] = [v.decode(errors="replace") if isinstance(v, bytes) else v for v in values]
+    return out
 
 
 def _examples(model_input: Any) -> list[bytes]:

@@ -19,6 +19,7 @@ import numpy as np
 from jobs.serve.backends import CLASSIFY_METHOD, REGRESS_METHOD
 from jobs.serve.errors import Code, ServingError, invalid
 from jobs.serve.inference_log import InferenceLogger
+from jobs.serve.input_rules import InputRules
 from jobs.serve.metrics import Metrics
 from jobs.serve.models import Loaded, ModelManager
 from jobs.serve.tensors import TensorSpec
@@ -49,6 +50,7 @@ class Handlers:
         timeout_s: float = 30.0,
         max_rows: int = 100_000,
         enrich: Callable[[str, dict[str, Any], list[str]], dict[str, Any]] | None = None,
+        rules: InputRules | None = None,
     ) -> None:
         self.manager = manager
         self.metrics = metrics
@@ -56,6 +58,7 @@ class Handlers:
         self.timeout_s = timeout_s
         self.max_rows = max_rows
         self.enrich = enrich
+        self.rules = rules
 
     def servable(self, call: Call) -> tuple[Loaded, str]:
         loaded = self.manager.resolve(call.model, call.version, call.label)
@@ -88,6 +91,7 @@ class Handlers:
         outputs: dict[str, np.ndarray] | None,
         error: ServingError | None,
         inference_id: str | None = None,
+        violations: list[dict[str, Any]] | None = None,
     ) -> str:
         """Count the call and log it to Kafka; its inference id."""
         status = error.code.name if error else "OK"
@@ -103,8 +107,10 @@ class Handlers:
             self.logger.log(
                 inference_id, call.model, loaded.version, call.signature or DEFAULT_SIGNATURE, call.api,
                 wall_started, inputs, outputs, error.code.http if error else 200,
-                error.message if error else None,
+                error.message if error else None, violations,
             )  # fmt: skip
+        if violations:
+            self.metrics.input_violations.inc(len(violations), model_name=call.model)
         return inference_id
 
     # -- classify and regress: tf.Example inputs through a classify or regress signature -----------

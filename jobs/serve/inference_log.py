@@ -111,8 +111,11 @@ class InferenceLogger:
         outputs: dict[str, np.ndarray] | None,
         http_code: int,
         error: str | None = None,
+        violations: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Queue the records of one call (``started``: its wall-clock start, in seconds)."""
+        """Queue the records of one call (``started``: its wall-clock start, in seconds). Input-rule
+        ``violations`` of a flagged request go with its response record (with its request record when
+        only inputs are logged)."""
         if self.mode == "NONE":
             return
         now = time.time()
@@ -126,7 +129,10 @@ class InferenceLogger:
         }
         topic, key = self.topic_for(model), inference_id.encode()
         if self.mode in ("ALL", "MODEL_INPUTS") and inputs is not None:
-            self._put(topic, key, {**head, "type": "request", "inputs": _columns(inputs)})
+            request: dict[str, Any] = {**head, "type": "request", "inputs": _columns(inputs)}
+            if violations and self.mode == "MODEL_INPUTS":
+                request["violations"] = violations
+            self._put(topic, key, request)
         if self.mode in ("ALL", "PREDICTIONS"):
             response: dict[str, Any] = {
                 **head,
@@ -139,6 +145,8 @@ class InferenceLogger:
                 response["outputs"] = _columns(outputs)
             if error is not None:
                 response["error"] = error
+            if violations:
+                response["violations"] = violations
             self._put(topic, key, response)
 
     def _put(self, topic: str, key: bytes, record: dict[str, Any]) -> None:

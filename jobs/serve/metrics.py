@@ -129,6 +129,10 @@ class Metrics:
             "Wall time (in microseconds) of the online feature lookups of a request.",
             LATENCY_BUCKETS_US,
         )
+        self.input_violations = Counter(
+            "fjord_serving_input_violations",
+            "Input-rule violations of the requests served under --input_rules_mode=flag.",
+        )
 
     def exposition(self) -> str:
         metrics = [
@@ -139,5 +143,6 @@ class Metrics:
             self.log_sent,
             self.log_dropped,
             self.feature_lookup_latency,
+            self.input_violations,
         ]
         return "\n".join(line for metric in metrics for line in metric.lines()) + "\n"

@@ -149,11 +149,13 @@ class RestApp:
 
     async def _predict(self, call: Call, body: bytes) -> tuple[str, str]:
         started, wall = time.perf_counter(), time.time()
-        loaded, inputs, outputs = None, None, None
+        loaded, inputs, outputs, violations = None, None, None, []
         try:
             doc = parse_body(body)
             call.signature = read_signature_name(doc)
             loaded, signature = self.handlers.servable(call)
+            if self.handlers.rules is not None:  # reject mode: a 400 here, before any lookup
+                violations = self.handlers.rules.check(doc)
             if self.handlers.enrich is not None:
                 doc = self.handlers.enrich(call.model, doc, list(loaded.backend.signatures[signature].inputs))
             inputs, fmt = predict_inputs(doc, loaded.backend.signatures[signature].inputs)
@@ -162,7 +164,9 @@ class RestApp:
         except ServingError as exc:
             exc.inference_id = self.handlers.record(call, loaded, started, wall, inputs, None, exc)
             raise
-        return text, self.handlers.record(call, loaded, started, wall, inputs, outputs, None)
+        return text, self.handlers.record(
+            call, loaded, started, wall, inputs, outputs, None, violations=violations
+        )
 
 
 async def _reply(

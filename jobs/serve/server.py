@@ -38,6 +38,8 @@ from jobs.serve.config import (
     read_monitoring_path,
 )
 from jobs.serve.inference_log import MODES, InferenceLogger, default_topic
+from jobs.serve.input_rules import MODES as INPUT_RULE_MODES
+from jobs.serve.input_rules import InputRules
 
 log = logging.getLogger("fjord.serve")
 
@@ -122,6 +124,18 @@ def parser() -> argparse.ArgumentParser:
     add("--max_body_bytes", type=_int_in(1, 2**40), default=64 * 1024 * 1024, help="largest REST body")
     add("--feature_view", default=None, help="PROJECT/VIEW[/VERSION]: fill features online (Fjord)")
     add("--transformer", default=None, help="module:function turning looked-up rows into model inputs")
+    add(
+        "--input_rules",
+        default=None,
+        help="an ETL expectation suite (transactions) or suite file whose "
+        "row-wise rules every request must keep (Fjord)",
+    )
+    add(
+        "--input_rules_mode",
+        choices=INPUT_RULE_MODES,
+        default="reject",
+        help="reject: a 400 naming the rule; flag: served, the violations logged (Fjord)",
+    )
     add("--log_level", default="WARNING", help="Python log level")
     return p
 
@@ -177,12 +191,14 @@ class ModelServer:
             from jobs.serve.features import FeatureEnricher
 
             enrich = FeatureEnricher.from_flag(args.feature_view, self.metrics, args.transformer)
+        rules = InputRules.from_flag(args.input_rules, args.input_rules_mode) if args.input_rules else None
         self.handlers = Handlers(
             self.manager,
             self.metrics,
             self.logger,
             timeout_s=args.rest_api_timeout_in_ms / 1000,
             enrich=enrich,
+            rules=rules,
         )
         self._stop = asyncio.Event()
         self._config_mtime = self._mtime()

@@ -35,6 +35,7 @@ from fjord.projects import Project, get_project
 from fjord.services.process import alive, free_port, log_tail, port_open, spawn, stop_group, wait_until
 from jobs.serve.config import ModelConfig, VersionPolicy, read_model_config, write_model_config
 from jobs.serve.inference_log import MODES, default_topic
+from jobs.serve.input_rules import InputRules
 
 SERVING_DIR = "Models/serving"
 CONFIG_FILE = f"{SERVING_DIR}/models.config"
@@ -61,6 +62,8 @@ class Serving:
     feature_view: str | None = None  # VIEW[/VERSION] of the project, looked up for each request
     transformer: str | None = None  # module:function turning looked-up rows into model inputs
     history: list[int] = field(default_factory=list)  # versions labelled stable, oldest first
+    input_rules: str | None = None  # an ETL suite whose row-wise rules requests keep (input_rules.py)
+    input_rules_mode: str = "reject"  # reject (a 400) or flag (served, the violations logged)
 
     @property
     def topic(self) -> str:
@@ -132,6 +135,8 @@ def create_or_update(
     kafka_topic: str | None = None,
     feature_view: str | None = None,
     transformer: str | None = None,
+    input_rules: str | None = None,
+    input_rules_mode: str = "reject",
 ) -> Serving:
     """Serve ``model_version`` of ``model_name`` (default: ``name``) under ``label``. A version is
     served only if it was published whole (``Models/<model>/<version>/_SUCCESS``)."""
@@ -141,13 +146,21 @@ def create_or_update(
         raise ServingError(f"label {label!r}: one of {STABLE}, {CANARY}")
     if inference_logging not in MODES:
         raise ServingError(f"inference_logging {inference_logging!r}: one of {', '.join(MODES)}")
+    if input_rules is not None:
+        InputRules.from_flag(input_rules, input_rules_mode)  # a bad suite or mode fails here, not at start
     if not proj.fs.is_published(f"Models/{model_name}/{model_version}"):
         raise NotFoundError(
             f"model {model_name} has no published version {model_version} in project {proj.name}"
         )
     with _servings_lock(proj):
-        return _update(proj, name, model_name, model_version, label, inference_logging, kafka_topic,
-                       feature_view, transformer)  # fmt: skip
+        updated = _update(proj, name, model_name, model_version, label, inference_logging, kafka_topic,
+                          feature_view, transformer)  # fmt: skip
+        if input_rules is not None:
+            updated.input_rules, updated.input_rules_mode = input_rules, input_rules_mode
+            servings = _read(proj)
+            servings[name] = updated
+            _write(proj, servings)
+        return updated
 
 
 def _servings_lock(project: Project) -> Any:
@@ -176,8 +189,9 @@ def _update(
     if label == STABLE and labels.get(CANARY) == model_version:
         labels.pop(CANARY)  # a promoted canary is the stable version now
     servings[name] = Serving(
-        name, model_name, labels, inference_logging, kafka_topic, feature_view, transformer, history
-    )
+        name, model_name, labels, inference_logging, kafka_topic, feature_view, transformer, history,
+        current.input_rules if current else None, current.input_rules_mode if current else "reject",
+    )  # fmt: skip
     _write(proj, servings)
     return servings[name]
 
@@ -316,6 +330,15 @@ def start(*, project: str | None = None, batching: bool = False) -> str:
         return _start(proj, batching)
 
 
+def _input_rule_flags(servings: dict[str, Serving]) -> list[str]:
+    """The server's --input_rules flags: one server serves the project, so one suite (the first
+    serving's that names one)."""
+    ruled = [s for s in servings.values() if s.input_rules]
+    if not ruled:
+        return []
+    return [f"--input_rules={ruled[0].input_rules}", f"--input_rules_mode={ruled[0].input_rules_mode}"]
+
+
 def _start(proj: Project, batching: bool) -> str:
     running = server_state(proj.name)
     if running:  # perhaps still starting, in another process: wait until it answers
@@ -350,6 +373,7 @@ def _start(proj: Project, batching: bool) -> str:
         *(["--enable_batching", f"--batching_parameters_file={batching_file}"] if batching else []),
         *([f"--feature_view={proj.name}/{views[0].feature_view}"] if views else []),
         *([f"--transformer={views[0].transformer}"] if views and views[0].transformer else []),
+        *_input_rule_flags(servings),
     ]  # fmt: skip
     log = directory / "server.log"
     pid = spawn(argv, log, cwd=Path(__file__).resolve().parents[2])

@@ -383,8 +383,9 @@ def _reload_over_grpc(server, base, auth):
 
 def test_a_feature_view_request_is_filled_online_and_may_not_set_what_the_store_supplies(tmp_path):
     """``--feature_view``: a request with the view's key gets the stored features from the online
-    store; one that also sets a stored feature is a 400 naming it, not a silent override; every
-    answer, refusals included, names its logged call."""
+    store; one that also sets a stored feature is a 400 naming it, not a silent override; one that
+    breaks an input rule (``--input_rules``, reject mode) is a 400 naming the instance, field and
+    rule; every answer, refusals included, names its logged call."""
     import pandas as pd
 
     import featurestore
@@ -401,9 +402,16 @@ def test_a_feature_view_request_is_filled_online_and_may_not_set_what_the_store_
     store.get_or_create_feature_view("cards_serving", 1, query=cards.select(["y"]))
     base = tmp_path / "m"
     write_version(base, 1)
+    rules = tmp_path / "requests.json"  # an expectation suite, as the ETL keeps them
+    between = {"column": "x", "min_value": 0, "max_value": 10}
+    in_set = {"column": "kind", "value_set": ["a", "b"]}
+    rules.write_text(json.dumps({"expectations": [
+        {"type": "expect_column_values_to_be_between", "kwargs": between, "on_failure": "quarantine"},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": in_set, "on_failure": "warn"},  # not applied
+    ]}))  # fmt: skip
     server = ServerProcess(
         "--model_name=m", f"--model_base_path={base}", "--feature_view=shop/cards_serving/v1",
-        log=tmp_path / "server.log",
+        f"--input_rules={rules}", log=tmp_path / "server.log",
     )  # fmt: skip
     try:
         server.wait_ready("m")
@@ -414,6 +422,11 @@ def test_a_feature_view_request_is_filled_online_and_may_not_set_what_the_store_
         assert overriding.status_code == 400
         assert "the request sets y, which the online store supplies" in overriding.json()["error"]
         assert len(overriding.headers["x-fjord-inference-id"]) == 32
+        broken = post(server, "/v1/models/m:predict", {"instances": [{"cc_num": 7, "x": 1.0, "kind": "z"},
+                                                                       {"cc_num": 7, "x": -5}]})  # fmt: skip
+        assert broken.status_code == 400 and broken.json()["error"] == (
+            "the request breaks the requests input rules: instance 1: x -5 must be within [0, 10]"
+        )
         _fuzz_the_feature_view_path(server)
     finally:
         assert server.stop() == 0

@@ -201,10 +201,14 @@ def test_the_dashboard_shows_what_the_model_server_logged(broker, tmp_path, caps
     project = monitored_project(versions=(1,))
     write_version(tmp_path / "m", 1)
     topic = f"m_log_{uuid.uuid4().hex[:6]}"
+    rules = tmp_path / "inputs.json"  # flagged, not refused: x above 0.2 is served and counted
+    rule = {"type": "expect_column_values_to_be_between", "kwargs": {"column": "x", "max_value": 0.2}}
+    rules.write_text(json.dumps({"expectations": [rule]}))
     server = ServerProcess(
         "--model_name=m", f"--model_base_path={tmp_path / 'm'}", "--inference_logging=ALL",
         f"--kafka_bootstrap_servers={broker}", f"--kafka_topic={topic}",
-        "--monitoring_config_file=/dev/null", log=tmp_path / "server.log",
+        "--monitoring_config_file=/dev/null", f"--input_rules={rules}", "--input_rules_mode=flag",
+        log=tmp_path / "server.log",
     )  # fmt: skip
     calls = 300
     try:
@@ -225,6 +229,8 @@ def test_the_dashboard_shows_what_the_model_server_logged(broker, tmp_path, caps
     store = MonitorStore(project.fs, MODEL)
     windows = store.windows()
     assert sum(w["requests"] for w in windows) == calls + 1
+    assert sum(w["input_violations"] for w in windows) == 2 * calls  # x = 2/7 and 3/7 of each call
+    assert {f for w in windows for f in w["violations_by_field"]} == {"x"}
 
     assert main(["monitor", "status", "-p", "mon", "-m", MODEL]) == 0
     out = capsys.readouterr().out
@@ -258,6 +264,8 @@ def test_the_dashboard_shows_what_the_model_server_logged(broker, tmp_path, caps
             assert page.locator("#state").inner_text() == "monitor stopped"
             assert page.locator("#alerts tbody tr").count() == len(store.alerts()) >= 1
             drift_tile = page.locator("#tile-drift").inner_text()
+            assert page.locator("#tile-violations").inner_text().replace(",", "") == str(2 * calls)
+            assert page.locator("#tile-violations-fields").inner_text().replace(",", "") == f"x {2 * calls}"
             browser.close()
     finally:
         assert service.dashboard_stop()

@@ -75,6 +75,17 @@ function draw(payload) {
     drift.className = "value " + (last.drift ? "bad" : "ok");
     document.getElementById("tile-drift-features").textContent = last.drifted_features.join(", ");
   }
+  // flagged requests' input-rule violations, over the windows shown, by field
+  const byField = {};
+  for (const w of windows) {
+    for (const [field, n] of Object.entries(w.violations_by_field || {})) byField[field] = (byField[field] || 0) + n;
+  }
+  const violations = Object.values(byField).reduce((a, b) => a + b, 0);
+  const violationTile = document.getElementById("tile-violations");
+  violationTile.textContent = violations.toLocaleString();
+  violationTile.className = "value " + (violations ? "bad" : "ok");
+  document.getElementById("tile-violations-fields").textContent =
+    Object.entries(byField).map(([field, n]) => `${field} ${n}`).join(", ");
   document.getElementById("tile-records").textContent = windows.reduce((n, w) => n + w.records, 0).toLocaleString();
   document.getElementById("tile-bad").textContent =
     `${windows.reduce((n, w) => n + w.late, 0)} · ${payload.dead_letters}`;

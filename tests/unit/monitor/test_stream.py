@@ -74,3 +74,17 @@ def test_bad_records_are_dead_letters_with_their_reason() -> None:
 def test_records_of_closed_windows_are_late_and_not_counted() -> None:
     counts, _ = _count([_response(1_000), _response(25_000)], watermark_ms=20_000)
     assert counts[("late", "")][0] == 1 and counts[("requests", "")][0] == 1
+
+
+def test_flagged_input_rule_violations_are_counted_by_field() -> None:
+    flagged = _response(1_000, p=[0.5, 0.5])
+    flagged["violations"] = [
+        {"row": 0, "field": "amount", "value": "-5", "rule": "must be within [0, 100000]"},
+        {"row": 1, "field": "amount", "value": "-1", "rule": "must be within [0, 100000]"},
+        {"row": 1, "field": "category", "value": "'nope'", "rule": "must be one of [...]"},
+        "not a violation",
+    ]
+    counts, dead = _count([flagged, _response(1_500, p=[0.1])])
+    assert dead == []
+    assert counts[("violations", "amount")][0] == 2 and counts[("violations", "category")][0] == 1
+    assert {k for (m, k) in counts if m == "violations"} == {"amount", "category"}

@@ -104,3 +104,37 @@ def test_an_unreachable_airflow_leaves_alerts_pending(monkeypatch) -> None:
     pending = alerts.new_alerts("m", 1, start, start, _summary(True), Thresholds(), [], timedelta(0))
     assert alerts.AirflowNotifier("fjord://drift/m").deliver(pending) == []
     reset_settings()
+
+
+def test_input_rule_violations_sum_up_by_field() -> None:
+    w = _window(RNG.normal(0, 1, 10), ["a"], [1.0])
+    w.add("violations", "amount", 3, 0, None, None)
+    w.add("violations", "category", 1, 0, None, None)
+    out = summarise(w, REFERENCE, Thresholds())
+    assert out["input_violations"] == 4 and out["violations_by_field"] == {"amount": 3, "category": 1}
+    assert summarise(_window(RNG.normal(0, 1, 10), ["a"], [1.0]), None, Thresholds())["input_violations"] == 0
+
+
+def test_a_windows_table_older_than_the_violation_columns_takes_them_at_its_next_write(tmp_path) -> None:
+    """A monitor upgraded in place: its table has no violation columns; reads fill them in as None,
+    and the next window written adds them (Delta schema evolution), keeping the old rows."""
+    from fjord.fs import SharedFS
+    from jobs.monitor.store import WINDOW_SCHEMA, MonitorStore
+
+    store = MonitorStore(SharedFS(tmp_path.as_uri()), "m")
+    old = pa.schema([f for f in WINDOW_SCHEMA if f.name not in ("input_violations", "violations_by_field")])
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def row(minute: int, **extra) -> dict:
+        begins = start + timedelta(minutes=minute)
+        ends = begins + timedelta(minutes=1)
+        return {"model": "m", "version": 1, "window_start": begins, "window_end": ends, "final": True,
+                "requests": 5, **extra}  # fmt: skip
+
+    store.upsert("windows", [row(0)], ("model", "version", "window_start"), old)
+    assert store.windows()[0]["input_violations"] is None
+    store.upsert("windows", [row(1, input_violations=2, violations_by_field={"amount": 2})],
+                 ("model", "version", "window_start"), WINDOW_SCHEMA)  # fmt: skip
+    first, second = store.windows()
+    assert (first["requests"], first["input_violations"]) == (5, None)
+    assert second["input_violations"] == 2 and second["violations_by_field"] == {"amount": 2}
