@@ -130,6 +130,33 @@ def stop(project: str | None = PROJECT) -> None:
     console.print("stopped" if serving.stop(project=_project(project)) else "not running")
 
 
+@app.command()
+def token(
+    project: str | None = PROJECT,
+    new: bool = typer.Option(False, "--new", help="Give the server a new token (the old one stops working)."),
+    remove: bool = typer.Option(False, "--remove", help="Let any local caller in again."),
+) -> None:
+    """The project's model server token: with one, every REST and gRPC call needs
+    ``Authorization: Bearer <token>``. Printed only when asked for; the server takes a change when it
+    starts again (fjord model stop, then start)."""
+    from fjord.errors import NotFoundError
+    from jobs.serve import serving
+
+    name = _project(project)
+    if new and remove:
+        raise typer.BadParameter("give --new or --remove, not both")
+    if remove:
+        console.print("token removed" if serving.remove_token(project=name) else "the server had no token")
+    elif new:
+        print(serving.new_token(project=name))
+    elif (value := serving.token(project=name)) is not None:
+        print(value)
+    else:
+        raise NotFoundError(f"the model server of project {name} has no token", hint="--new gives it one")
+    if (new or remove) and serving.server_state(name) is not None:
+        console.print("the running server keeps the old setting until: fjord model stop && fjord model start")
+
+
 def serve(ctx: typer.Context) -> None:
     """Run the model server in the foreground: tensorflow_model_server's flags (see --help)."""
     from jobs.serve.server import main

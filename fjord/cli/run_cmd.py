@@ -191,6 +191,7 @@ def _monitor_drift(
     from fjord.airflow.client import PipelineFailed, drift_asset
     from fjord.cli.stack_cmd import start_monitors
     from jobs.monitor.store import MonitorStore
+    from jobs.serve import serving
 
     t = _step(step, "Streaming monitor: drifted traffic over REST -> drift alert -> fraud_retrain in Airflow")
     client.wait_for_dag(RETRAIN)
@@ -207,7 +208,7 @@ def _monitor_drift(
     stop, sent, first = threading.Event(), [0], [0.0]
 
     def send() -> None:
-        with httpx.Client(timeout=30) as http:
+        with httpx.Client(timeout=30, headers=serving.auth_headers(project=project)) as http:
             while not stop.is_set():
                 for start in range(0, len(drifted), 50):
                     if stop.is_set():
@@ -434,7 +435,10 @@ def _predict_and_trace(
     topic = serving.get_kafka_topic(model_name, project=project)
     kafka.ensure_topic(topic, retention_ms=7 * 86_400_000)
     before = kafka.end_offsets(topic)  # step 12 reads from here, however long the topic is
-    answer = httpx.post(f"{url}/v1/models/{model_name}:predict", json={"instances": instances}, timeout=60)
+    answer = httpx.post(
+        f"{url}/v1/models/{model_name}:predict", json={"instances": instances}, timeout=60,
+        headers=serving.auth_headers(project=project),
+    )  # fmt: skip
     answer.raise_for_status()
     inference_id = answer.headers["x-fjord-inference-id"]
     status = serving.get_status(model_name, project=project)

@@ -20,6 +20,7 @@ re-reading the file every second); its pid, ports and log are under ``$FJORD_HOM
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import sys
 import time
@@ -31,6 +32,7 @@ from fjord.config import get_settings
 from fjord.errors import FjordError, NotFoundError
 from fjord.fs.backends import local_path
 from fjord.locks import locked
+from fjord.private import write_private
 from fjord.projects import Project, get_project
 from fjord.services.process import alive, free_port, log_tail, port_open, spawn, stop_group, wait_until
 from jobs.serve.config import ModelConfig, VersionPolicy, read_model_config, write_model_config
@@ -301,6 +303,39 @@ def _state_dir(project: Project | str) -> Path:
     return path
 
 
+def _token_file(project: str | None) -> Path:
+    return _state_dir(_project(project)) / "token"
+
+
+def token(*, project: str | None = None) -> str | None:
+    """The project's model server token, if the project has one (then every REST and gRPC call but
+    the metrics needs ``Authorization: Bearer <token>``)."""
+    path = _token_file(project)
+    return path.read_text().strip() if path.exists() else None
+
+
+def new_token(*, project: str | None = None) -> str:
+    """Give the project's model server a (new) token, kept mode 600; a running server takes it when
+    it starts again."""
+    value = secrets.token_urlsafe(32)
+    write_private(_token_file(project), value)
+    return value
+
+
+def remove_token(*, project: str | None = None) -> bool:
+    """Open the project's model server to any local caller again (at its next start)."""
+    path = _token_file(project)
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
+
+
+def auth_headers(*, project: str | None = None) -> dict[str, str]:
+    """The headers a call to the project's model server carries: its token, when it has one."""
+    value = token(project=project)
+    return {"Authorization": f"Bearer {value}"} if value else {}
+
+
 def server_state(project: str | None = None) -> dict[str, Any] | None:
     """The running server's record (pid, ports, URL, log), or None."""
     state = _state_dir(_project(project)) / "state.json"
@@ -374,6 +409,7 @@ def _start(proj: Project, batching: bool) -> str:
         *([f"--feature_view={proj.name}/{views[0].feature_view}"] if views else []),
         *([f"--transformer={views[0].transformer}"] if views and views[0].transformer else []),
         *_input_rule_flags(servings),
+        *([f"--auth_token_file={_token_file(proj.name)}"] if _token_file(proj.name).exists() else []),
     ]  # fmt: skip
     log = directory / "server.log"
     pid = spawn(argv, log, cwd=Path(__file__).resolve().parents[2])
@@ -420,7 +456,7 @@ def url(*, project: str | None = None) -> str:
 def _get(path: str, project: str | None) -> tuple[int, Any]:
     import httpx
 
-    answer = httpx.get(f"{url(project=project)}{path}", timeout=30)
+    answer = httpx.get(f"{url(project=project)}{path}", timeout=30, headers=auth_headers(project=project))
     return answer.status_code, answer.json()
 
 
@@ -467,7 +503,10 @@ def predict(
     import httpx
 
     where = f"/versions/{version}" if version is not None else f"/labels/{label}" if label else ""
-    answer = httpx.post(f"{url(project=project)}/v1/models/{name}{where}:{verb}", json=data, timeout=60)
+    answer = httpx.post(
+        f"{url(project=project)}/v1/models/{name}{where}:{verb}", json=data, timeout=60,
+        headers=auth_headers(project=project),
+    )  # fmt: skip
     body = answer.json()
     if answer.status_code != 200:
         raise ServingError(f"serving {name} answered {answer.status_code}: {body.get('error')}")
