@@ -22,9 +22,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -90,7 +92,8 @@ def parser() -> argparse.ArgumentParser:
     add("--rest_api_timeout_in_ms", type=_int_in(1, 86_400_000), default=30_000, help="REST call deadline")
     add("--model_name", default="default", help="name of the one model (with --model_base_path)")
     add("--model_base_path", default=None, help="directory of the model's numbered versions")
-    add("--model_config_file", type=Path, default=None, help="ModelServerConfig text file")
+    add("--model_config_file", default=None, help="ModelServerConfig text file: a path, or a URI of any "
+        "Fjord filesystem (hdfs://, s3://)")
     add("--model_config_file_poll_wait_seconds", type=_seconds, default=0, help="re-read config (0: never)")
     add("--file_system_poll_wait_seconds", type=_seconds, default=1, help="look for new versions (0: once)")
     add("--enable_batching", type=_bool, nargs="?", const=True, default=False, help="dynamic batching")
@@ -144,10 +147,31 @@ def model_configs(args: argparse.Namespace) -> list[ModelConfig]:
     if args.model_config_file is not None:
         if args.model_base_path is not None:
             raise ConfigError("give --model_config_file or --model_base_path, not both")
-        return read_model_config(args.model_config_file)
+        return read_model_config(_local_config(args.model_config_file)[0])
     if args.model_base_path is None:
         raise ConfigError("no model to serve: give --model_base_path or --model_config_file")
     return [ModelConfig(args.model_name, args.model_base_path)]
+
+
+def _local_config(spec: str) -> tuple[Path, str]:
+    """``--model_config_file`` as a local file, and what tells one version of it from the next (its
+    mtime; for a remote file, its text, fetched whole: a cluster's config is on the shared filesystem)."""
+    if "://" not in spec or spec.startswith("file://"):
+        path = Path(spec.removeprefix("file://"))
+        try:
+            return path, str(path.stat().st_mtime)
+        except OSError:
+            return path, ""
+    from fjord.fs import SharedFS
+
+    parent, _, name = spec.rpartition("/")
+    try:
+        text = SharedFS(parent).read_text(name)
+    except (OSError, FjordError) as exc:
+        raise ConfigError(f"--model_config_file {spec}: cannot read it ({exc})") from None
+    local = Path(tempfile.gettempdir()) / f"fjord-models-{os.getpid()}.config"
+    local.write_text(text)
+    return local, text
 
 
 class ModelServer:
@@ -203,12 +227,10 @@ class ModelServer:
         self._stop = asyncio.Event()
         self._config_mtime = self._mtime()
 
-    def _mtime(self) -> float | None:
-        path = self.args.model_config_file
-        try:
-            return path.stat().st_mtime if path is not None else None
-        except OSError:
-            return None
+    def _mtime(self) -> str | None:
+        """What changes when the config file does (None: no config file)."""
+        spec = self.args.model_config_file
+        return _local_config(spec)[1] if spec is not None else None
 
     def reload_proto(self, config: Any) -> None:
         """HandleReloadConfigRequest: serve the models of a ModelServerConfig proto."""
@@ -224,12 +246,12 @@ class ModelServer:
     def _watch_config(self) -> None:
         wait = self.args.model_config_file_poll_wait_seconds
         while not self._stopped.wait(wait):
-            mtime = self._mtime()
-            if mtime is None or mtime == self._config_mtime:
-                continue
-            self._config_mtime = mtime
             try:
-                self.manager.configure(read_model_config(self.args.model_config_file))
+                mtime = self._mtime()
+                if mtime is None or mtime == self._config_mtime:
+                    continue
+                self._config_mtime = mtime
+                self.manager.configure(read_model_config(_local_config(self.args.model_config_file)[0]))
                 log.warning("model config %s reloaded", self.args.model_config_file)
             except FjordError as exc:
                 log.error("model config not reloaded, the old one stays: %s", exc.one_line())

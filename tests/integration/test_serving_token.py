@@ -42,9 +42,11 @@ def test_a_project_with_a_token_serves_only_callers_that_carry_it(tmp_path) -> N
         assert serving.token(project="fraud") not in " ".join(psutil.Process(pid).cmdline())
         status = get_model_status_pb2.GetModelStatusRequest()
         status.model_spec.name = "m"
-        with grpc.insecure_channel(serving.server_state("fraud")["grpc"]) as channel:
-            with pytest.raises(grpc.RpcError) as caught:
-                model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status, timeout=30)
+        with (
+            grpc.insecure_channel(serving.server_state("fraud")["grpc"]) as channel,
+            pytest.raises(grpc.RpcError) as caught,
+        ):
+            model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status, timeout=30)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         assert serving.stop(project="fraud")

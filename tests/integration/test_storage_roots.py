@@ -111,7 +111,10 @@ def test_a_model_deploys_and_serves_from_the_root(root: str, tmp_path: Path) -> 
     """A version on the root is served: the deploy writes models.config on the root as well, and the
     server on this machine reads a local copy made from servings.json (it copied a models.config
     that nothing had written, and the deploy failed on every ``s3://`` root)."""
+    import httpx
+
     from jobs.serve import serving
+    from tests.integration.serving_server import ServerProcess
     from tests.serving_models import write_version
 
     project = create_project("fraud")
@@ -128,6 +131,17 @@ def test_a_model_deploys_and_serves_from_the_root(root: str, tmp_path: Path) -> 
         assert answer["predictions"][0]["sum"] == pytest.approx(3.0)
     finally:
         assert serving.stop(project="fraud")
+    # A server elsewhere (docker-compose.yml's model-server) reads the root's own models.config, by URI.
+    cluster = ServerProcess(
+        f"--model_config_file={project.fs.uri('Models/serving/models.config')}",
+        "--completion_marker=_SUCCESS", log=tmp_path / "cluster-server.log",
+    )  # fmt: skip
+    try:
+        cluster.wait_ready("m")
+        answer = httpx.post(f"{cluster.url}/v1/models/m:predict", json={"instances": [{"x": 1.0, "y": 2.0}]})
+        assert answer.json()["predictions"][0]["sum"] == pytest.approx(3.0)
+    finally:
+        assert cluster.stop() == 0
 
 
 def trial(lr):

@@ -1,5 +1,6 @@
 """docker-compose.yml is the cluster deployment; no Docker engine here, so check its structure."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ REQUIRED = {
     "spark-master",
     "spark-worker",
     "mlflow",
-    "tensorflow-serving",
+    "model-server",
+    "hdfs-init",
     "airflow-apiserver",
     "airflow-scheduler",
     "airflow-dag-processor",
@@ -56,15 +58,16 @@ def test_fjord_services_share_one_configuration_that_fjord_accepts(monkeypatch: 
     assert {"spark-master", "spark-worker", "mlflow", "airflow-worker"} <= set(fjord_services)
     envs = [_fjord_env(s) for s in fjord_services.values()]
     assert all(env == envs[0] for env in envs), "Fjord services disagree on FJORD_* settings"
-    for key, value in envs[0].items():
-        monkeypatch.setenv(key, value)
+    for key, value in envs[0].items():  # as compose interpolates them from .env
+        monkeypatch.setenv(key, re.sub(r"\$\{(\w+):\?[^}]*\}", "s3cret", value))
     settings = load_settings()  # every key is a real setting, every value valid
     assert settings.storage.root == "hdfs://namenode:8020/fjord"
     assert settings.spark.master == "spark://spark-master:7077"
     assert settings.kafka.bootstrap_servers == "kafka:9092"
     assert settings.mlflow.tracking_uri == "http://mlflow:5000"
     assert settings.metadata.url.startswith("postgresql")
-    assert settings.airflow.api_url and settings.redis.url.startswith("redis://redis")
+    assert settings.airflow.api_url and settings.redis.url == "redis://:s3cret@redis:6379/0"
+    assert settings.metadata.url == "postgresql+psycopg://fjord:s3cret@postgres:5432/fjord"
 
 
 def test_endpoints_point_at_services_of_the_stack() -> None:
@@ -126,18 +129,89 @@ def test_the_cluster_hdfs_is_configured_as_the_embedded_one(tmp_path) -> None:
     ports = {"rpc": 8020, "http": 9870, "datanode": 9866, "datanode_http": 9864, "datanode_ipc": 9867}
     _, embedded = HdfsService(tmp_path).site_properties(ports)
     cluster = _properties_from_env(SERVICES["namenode"]["environment"], "HDFS-SITE.XML_")
-    for key in ("dfs.replication", "dfs.permissions.enabled"):
-        assert cluster[key] == str(embedded[key]), key
+    assert cluster["dfs.replication"] == str(embedded["dfs.replication"])
+    # one machine, one user: permissions off there; on a cluster, on, with Fjord's tree its own
+    assert embedded["dfs.permissions.enabled"] == "false" and cluster["dfs.permissions.enabled"] == "true"
+    assert "hdfs dfs -chown fjord:fjord /fjord" in " ".join(SERVICES["hdfs-init"]["command"])
+    assert (
+        SERVICES["airflow-init"]["depends_on"]["hdfs-init"]["condition"] == "service_completed_successfully"
+    )
     core = _properties_from_env(SERVICES["namenode"]["environment"], "CORE-SITE.XML_")
     storage_root = _fjord_env(SERVICES["spark-master"])["FJORD_STORAGE__ROOT"]
     assert storage_root.startswith(core["fs.defaultFS"])  # Fjord's root is on that HDFS, at its RPC port
     assert cluster["dfs.namenode.rpc-address"] == core["fs.defaultFS"].removeprefix("hdfs://")
 
 
-def test_tf_serving_reads_the_model_config_fjord_deploys() -> None:
-    command = SERVICES["tensorflow-serving"]["command"]
-    assert "--model_config_file=/models/serving/models.config" in command
+def test_the_model_server_reads_the_model_config_fjord_deploys_and_wants_its_token() -> None:
+    """docker-compose.yml's model server reads the project's models.config where `fjord model
+    deploy` writes it, on the storage root (the server reads URIs: tests/integration/
+    test_storage_roots.py), and every call needs the token from .env."""
+    command = SERVICES["model-server"]["command"]
+    root = _fjord_env(SERVICES["spark-master"])["FJORD_STORAGE__ROOT"]
+    assert f"--model_config_file={root}/Projects/fraud/Models/serving/models.config" in command
     assert any(flag.startswith("--model_config_file_poll_wait_seconds=") for flag in command)
+    assert (
+        "--auth_token_file=/run/secrets/model_token" in command and "--completion_marker=_SUCCESS" in command
+    )
+    assert SERVICES["model-server"]["secrets"] == ["model_token"]
+    assert COMPOSE["secrets"]["model_token"] == {"environment": "FJORD_MODEL_TOKEN"}
+    assert "fjord-models" not in COMPOSE["volumes"]  # nothing wrote it; nothing reads it now
+
+
+TEXT = (REPO / "docker-compose.yml").read_text()
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|FERNET_KEY|SECRET_KEY)$")
+
+
+def test_no_secret_is_written_in_the_file_each_comes_from_env() -> None:
+    """Every password, key and token is ``${NAME:?...}``: compose stops, naming it, while .env lacks it."""
+    assert "change-me" not in TEXT and ":fjord@" not in TEXT
+    for name, service in SERVICES.items():
+        for key, value in (service.get("environment") or {}).items():
+            if SECRET_NAME.search(key):
+                assert str(value).startswith("${") and ":?" in str(value), f"{name}: {key}"
+    for url in re.findall(r"(?:postgresql[+a-z0-9]*|redis)://[^\s\"']+", TEXT):
+        assert "${FJORD_" in url, url  # a password in every URL, from .env
+
+
+def test_make_compose_env_writes_every_secret_the_file_asks_for(tmp_path) -> None:
+    from fjord.compose_env import main
+
+    asked = set(re.findall(r"\$\{(FJORD_[A-Z_]+):\?", TEXT)) | {
+        v["environment"] for v in COMPOSE["secrets"].values()
+    }
+    env = tmp_path / ".env"
+    assert main([str(env)]) == 0
+    assert env.stat().st_mode & 0o777 == 0o600
+    written = dict(line.split("=", 1) for line in env.read_text().splitlines())
+    assert asked <= set(written) and written["FJORD_BIND_ADDRESS"] == "127.0.0.1"
+    assert all(len(written[name]) >= 24 for name in asked)
+    before = env.read_text()
+    assert main([str(env)]) == 2 and env.read_text() == before  # never over an existing one
+    import base64
+
+    assert len(base64.urlsafe_b64decode(written["FJORD_AIRFLOW_FERNET_KEY"])) == 32
+
+
+def test_every_published_port_binds_loopback_unless_env_says_otherwise() -> None:
+    published = [(name, port) for name, s in SERVICES.items() for port in s.get("ports") or []]
+    assert len(published) >= 6
+    for name, port in published:
+        assert str(port).startswith("${FJORD_BIND_ADDRESS:-127.0.0.1}:"), f"{name}: {port}"
+
+
+def test_mlflow_wants_a_login_and_fjords_clients_have_it() -> None:
+    mlflow = SERVICES["mlflow"]
+    assert "--app-name=basic-auth" in mlflow["command"]
+    assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${FJORD_MLFLOW_PASSWORD:?")
+    auth = COMPOSE["configs"]["mlflow-auth"]["content"]
+    assert "default_permission = NO_PERMISSIONS" in auth and "admin_username = fjord" in auth
+    for name, service in SERVICES.items():
+        if service.get("build"):
+            env = service.get("environment") or {}
+            assert env.get("MLFLOW_TRACKING_USERNAME") == "fjord", name
+            assert env["MLFLOW_TRACKING_PASSWORD"] == mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"], (
+                name
+            )
 
 
 def test_every_airflow_process_shares_the_execution_api_url_and_jwt_secret() -> None:
