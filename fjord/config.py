@@ -394,6 +394,8 @@ def get_settings() -> Settings:
     global _settings
     if _settings is None:
         _settings = load_settings()
+        if not _settings.home.exists():  # made private: other local users get none of its state
+            _settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     return _settings
 
 

@@ -113,3 +113,16 @@ def test_a_bad_spark_master_is_refused_up_front(monkeypatch: pytest.MonkeyPatch,
 def test_spark_master_forms(monkeypatch: pytest.MonkeyPatch, master: str) -> None:
     monkeypatch.setenv("FJORD_SPARK__MASTER", master)
     assert load_settings().spark.master == master
+
+
+def test_a_new_home_is_readable_by_its_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback is shared by every user of a machine: a home Fjord makes (its registry, secrets,
+    logs and, by default, the shared filesystem) is mode 700."""
+    import stat
+
+    from fjord.config import get_settings, reset_settings
+
+    home = tmp_path / "new" / "home"
+    monkeypatch.setenv("FJORD_HOME", str(home))
+    reset_settings()
+    assert get_settings().home == home and stat.S_IMODE(home.stat().st_mode) == 0o700
