@@ -8,7 +8,8 @@ Two measurements, in one run, on one machine:
   transactions (what the guard adds to each request, without HTTP);
 - over HTTP: the same server and model (``tests/serving_models.py``: x, y -> sum) plain, with input
   rules (reject mode) and with a token, called one request at a time over one keep-alive connection,
-  the three configurations interleaved round by round so that the machine's drift hits them alike.
+  the three configurations interleaved round by round, each first in turn, so that the machine's
+  drift hits them alike.
   The plain server is the limit the guarded ones are measured against.
 
 Raw results go to ``bench/results/serve_guards.json``.
@@ -80,8 +81,10 @@ def over_http(runs: int, requests: int) -> dict[str, Any]:
     try:
         for name, server in servers.items():
             server.wait_ready("m") if name != "token" else _wait(server, headers["token"])
-        for _ in range(runs):
-            for name, server in servers.items():
+        names = list(servers)
+        for run in range(runs):
+            for name in names[run % len(names) :] + names[: run % len(names)]:  # each goes first in turn
+                server = servers[name]
                 with httpx.Client(headers=headers.get(name, {}), timeout=30) as client:
                     url = f"{server.url}/v1/models/m:predict"
                     for _ in range(200):  # warm the connection and the model
