@@ -10,6 +10,7 @@ is answered here and nowhere else: :func:`local_path`, :func:`object_store_optio
 
 from __future__ import annotations
 
+import gc
 import os
 import posixpath
 import sys
@@ -31,14 +32,20 @@ from fjord.plugins import Registry
 # that cache held is then freed in the child, and freeing it shuts down its tokio runtime, which waits
 # for threads the child does not have: the child hangs before exec, and the parent with it, forever
 # (seen as a test worker that stopped in a SparkSession's start after an hdfs:// test). So the parent
-# hands the child a reference to every cached hdfs-native filesystem just before each fork.
+# hands the child a reference to every cached hdfs-native filesystem just before each fork. And an
+# unreachable one (a cycle the collector has not reached yet) would be freed by the child's first
+# collection, which any allocation in the child can start: so a process that has used hdfs-native
+# collects its garbage before each fork, and the child inherits none to free.
 _HELD_ACROSS_FORK: list[Any] = []
 
 
 def _hold_hdfs_filesystems() -> None:
     module = sys.modules.get("hdfs_native.fsspec")
+    if module is None:
+        return
     cached = getattr(getattr(module, "HdfsFileSystem", None), "_cache", None)
     _HELD_ACROSS_FORK[:] = list(cached.values()) if cached else []
+    gc.collect()
 
 
 if hasattr(os, "register_at_fork"):

@@ -92,8 +92,11 @@ def parser() -> argparse.ArgumentParser:
     add("--rest_api_timeout_in_ms", type=_int_in(1, 86_400_000), default=30_000, help="REST call deadline")
     add("--model_name", default="default", help="name of the one model (with --model_base_path)")
     add("--model_base_path", default=None, help="directory of the model's numbered versions")
-    add("--model_config_file", default=None, help="ModelServerConfig text file: a path, or a URI of any "
-        "Fjord filesystem (hdfs://, s3://)")
+    add(
+        "--model_config_file",
+        default=None,
+        help="ModelServerConfig text file: a path, or a URI of any Fjord filesystem (hdfs://, s3://)",
+    )
     add("--model_config_file_poll_wait_seconds", type=_seconds, default=0, help="re-read config (0: never)")
     add("--file_system_poll_wait_seconds", type=_seconds, default=1, help="look for new versions (0: once)")
     add("--enable_batching", type=_bool, nargs="?", const=True, default=False, help="dynamic batching")
@@ -156,13 +159,16 @@ def model_configs(args: argparse.Namespace) -> list[ModelConfig]:
 def _local_config(spec: str) -> tuple[Path, str]:
     """``--model_config_file`` as a local file, and what tells one version of it from the next (its
     mtime; for a remote file, its text, fetched whole: a cluster's config is on the shared filesystem)."""
-    if "://" not in spec or spec.startswith("file://"):
-        path = Path(spec.removeprefix("file://"))
+    from fjord.fs import SharedFS
+    from fjord.fs.backends import local_path
+
+    on_disk = local_path(spec)
+    if on_disk is not None:
+        path = Path(on_disk)
         try:
             return path, str(path.stat().st_mtime)
         except OSError:
             return path, ""
-    from fjord.fs import SharedFS
 
     parent, _, name = spec.rpartition("/")
     try:

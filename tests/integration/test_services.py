@@ -235,7 +235,8 @@ def test_a_second_process_finds_the_running_server(tmp_path: Path, own: list[Ser
     started = run_fjord("services", "start", "redis", env=env)
     assert started.returncode == 0, started.stderr
     pids = service.pids()
-    assert service.start() in started.stdout  # found running: the address the CLI printed
+    address = service.start()  # found running: the address the CLI printed, its password masked
+    assert address.replace(service.credentials()["password"], "***") in started.stdout
     assert service.pids() == pids
     listed = run_fjord("services", "status", "redis", env=env)
     assert "running" in listed.stdout and str(pids["redis"]) in listed.stdout
@@ -280,7 +281,9 @@ def test_unset_settings_resolve_to_the_embedded_servers(fjord_home: Path, monkey
     reset_settings()
     try:
         url = redis_url()
-        assert url.startswith("redis://127.0.0.1:") and services(["redis"])[0].status().running
+        assert (
+            url.startswith("redis://:") and "@127.0.0.1:" in url and services(["redis"])[0].status().running
+        )
     finally:
         for service in services(["redis"]):
             service.stop()

@@ -229,3 +229,23 @@ def test_a_fork_after_an_hdfs_filesystem_was_made_does_not_hang() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "forked", done.stderr[-2000:]
+
+
+def test_a_fork_does_not_free_an_unreachable_hdfs_filesystem_in_the_child() -> None:
+    """An hdfs-native filesystem in a reference cycle, not collected yet, was freed by the child's
+    first collection (any allocation can start one), with the same hang: a process that has used
+    hdfs-native collects before each fork. The child collects on purpose here."""
+    script = (
+        "import gc, subprocess, fjord.fs.backends\n"
+        "from hdfs_native.fsspec import HdfsFileSystem\n"
+        "gc.disable()\n"
+        "class Holder: pass\n"
+        "h = Holder(); h.me = h\n"
+        "h.fs = HdfsFileSystem(host='127.0.0.1', port=1, skip_instance_cache=True)\n"
+        "del h\n"
+        "gc.enable()\n"
+        "subprocess.run(['true'], preexec_fn=gc.collect, check=True)\n"
+        "print('forked')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "forked", done.stderr[-2000:]
