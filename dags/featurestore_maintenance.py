@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
-from fjord.airflow.defaults import dag_arguments
+from fjord.airflow.defaults import cron, dag_arguments
 from fjord.airflow.operators import FjordJobOperator
 
 with DAG(
     dag_id="featurestore_maintenance",
     description="Compact and vacuum the feature groups' Delta tables",
     doc_md=__doc__,
-    schedule="0 2 * * 6",
+    schedule=cron("0 2 * * 6"),
     **dag_arguments(tags=["featurestore", "maintenance"]),
     params={
         "project": Param("fraud", type="string", description="the Fjord project"),

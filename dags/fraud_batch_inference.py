@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
-from fjord.airflow.defaults import dag_arguments
+from fjord.airflow.defaults import cron, dag_arguments
 from fjord.airflow.operators import FjordJobOperator
 
 with DAG(
     dag_id="fraud_batch_inference",
     description="Daily batch scoring of the fraud feature view with the champion",
     doc_md=__doc__,
-    schedule="0 4 * * *",
+    schedule=cron("0 4 * * *"),
     **dag_arguments(tags=["fraud", "inference"]),
     params={
         "project": Param("fraud", type="string", description="the Fjord project"),

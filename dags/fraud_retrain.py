@@ -8,10 +8,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, Param, task
 
 from fjord.airflow.client import drift_asset
-from fjord.airflow.defaults import dag_arguments
+from fjord.airflow.defaults import cron, dag_arguments
 from fjord.airflow.tasks import train_bless_deploy, training_dataset
 
 DRIFT = Asset(drift_asset("fraud", "fraud"), group="monitoring")
@@ -20,7 +20,7 @@ with DAG(
     dag_id="fraud_retrain",
     description="Retrain the fraud model on a recent window when its inputs drift, and weekly",
     doc_md=__doc__,
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC"), assets=DRIFT),
+    schedule=AssetOrTimeSchedule(timetable=cron("0 3 * * 0"), assets=DRIFT),
     **dag_arguments(tags=["fraud", "retraining"]),
     params={
         "project": Param("fraud", type="string", description="the Fjord project"),

@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup, task
 
-from fjord.airflow.defaults import dag_arguments
+from fjord.airflow.defaults import cron, dag_arguments
 from fjord.airflow.operators import FjordJobOperator
 from fjord.airflow.sensors import SharedFileSensor
 from fjord.airflow.tasks import train_bless_deploy, training_dataset
@@ -19,7 +19,7 @@ with DAG(
     dag_id="fraud_training_pipeline",
     description="Land, validate, featurize, train, bless and deploy the fraud model",
     doc_md=__doc__,
-    schedule="@daily",
+    schedule=cron("@daily"),
     # A scheduled run may wait hours for its day's batch (deferred, holding no slot): triggered runs
     # go ahead meanwhile.
     **dag_arguments(tags=["fraud", "training"], max_active_runs=3),

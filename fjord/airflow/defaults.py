@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from airflow.sdk import CronTriggerTimetable
+
 from fjord.errors import NotFoundError
 from fjord.lineage import get_run, new_record, save_run
 from fjord.projects import get_project
@@ -59,8 +61,8 @@ def dag_arguments(**overrides: Any) -> dict[str, Any]:
     ``fjord`` tag (``overrides`` win; ``tags`` are added to it).
 
     No ``start_date``: with one, unpausing a DAG runs its most recent past interval at once (a whole
-    retraining the moment ``fraud_retrain`` is switched on); without, a cron schedule's first run is
-    its next time (``run_immediately=False``)."""
+    retraining the moment ``fraud_retrain`` is switched on). Give a cron schedule with ``cron()``, so
+    that its first run is its next time."""
     tags = ["fjord", *overrides.pop("tags", [])]
     return {
         "catchup": False,
@@ -69,3 +71,16 @@ def dag_arguments(**overrides: Any) -> dict[str, Any]:
         "tags": tags,
         **overrides,
     }
+
+
+def cron(expression: str) -> CronTriggerTimetable:
+    """A cron schedule (UTC) whose first run, once the DAG is unpaused, is its next time, never one
+    already past.
+
+    Airflow 3.3's ``CronTriggerTimetable`` treats ``run_immediately=False`` (its default, and what a
+    plain ``schedule="@daily"`` gets) like ``None``: a DAG unpaused within 10% of its period after a
+    trigger time runs that past time at once (apache/airflow#64162, open). So ``fraud_retrain``
+    (weekly, Sunday 03:00) switched on by a fresh ``fjord up`` on a Sunday before 19:48 started a
+    whole scheduled retraining, and with one run at a time the drift alert's run waited behind it. A
+    zero ``timedelta`` is the documented "only if it is exactly now"."""
+    return CronTriggerTimetable(expression, timezone="UTC", run_immediately=timedelta(0))

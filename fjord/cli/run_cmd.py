@@ -260,11 +260,13 @@ def _monitor_drift(
     return urls["dashboard"]
 
 
-def _created_run(client: Any, asset: str, alert: dict[str, Any], timeout_s: float = 120.0) -> str:
-    """The DAG run an alert's asset event created (the scheduler creates it within seconds)."""
+def _created_run(client: Any, asset: str, alert: dict[str, Any], timeout_s: float = 300.0) -> str:
+    """The DAG run an alert's asset event created (the scheduler creates it within seconds, or a
+    few minutes on a machine busy with other work)."""
     from fjord.airflow.client import AirflowError, PipelineFailed
 
     deadline = time.monotonic() + timeout_s
+    since = alert["posted_at"] - timedelta(minutes=1)  # a minute's slack for the clocks
     while time.monotonic() < deadline:
         try:
             for event in client.asset_events(asset):
@@ -274,14 +276,14 @@ def _created_run(client: Any, asset: str, alert: dict[str, Any], timeout_s: floa
         except AirflowError:
             # Airflow 3.3.2 fails every read of the events while a run one of them created is still
             # queued (apache/airflow#71360, fixed after 3.3.2): a 500, or, when the exception escapes
-            # the ASGI app, a connection reset. The run is the newest one the asset triggered since
-            # the alert was posted (a minute's slack for the clocks); if Airflow is really down, the
-            # read of the runs below says so.
-            since = alert["posted_at"] - timedelta(minutes=1)
-            for run in client.dag_runs(RETRAIN):
-                queued = datetime.fromisoformat(run["queued_at"]) if run.get("queued_at") else None
-                if run.get("run_type") == "asset_triggered" and queued and queued >= since:
-                    return str(run["dag_run_id"])
+            # the ASGI app, a connection reset. If Airflow is really down, the read below says so.
+            pass
+        # Else, or while the event does not name its run yet: the newest run the asset triggered
+        # since the alert was posted.
+        for run in client.dag_runs(RETRAIN):
+            queued = datetime.fromisoformat(run["queued_at"]) if run.get("queued_at") else None
+            if run.get("run_type") == "asset_triggered" and queued and queued >= since:
+                return str(run["dag_run_id"])
         time.sleep(2)
     raise PipelineFailed(f"the alert's asset event started no {RETRAIN} run in {timeout_s:.0f} s")
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,21 @@ def uris(condition):
     if hasattr(condition, "uri"):
         return [condition.uri]
     return [uri for part in getattr(condition, "objects", []) for uri in uris(part)]
+def first_runs(dag):
+    # As the scheduler sees the DAG (serialized and back): its first run, no run yet and no catch-up,
+    # when switched on one minute after each of the four schedules' trigger times.
+    import pendulum
+    import airflow.timetables.trigger as trigger
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables.base import TimeRestriction
+    timetable = DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable
+    runs = {}
+    for now in ("2026-12-06T00:01:00Z", "2026-12-06T03:01:00Z", "2026-12-06T04:01:00Z", "2026-12-05T02:01:00Z"):
+        trigger.utcnow = lambda now=pendulum.parse(now): now  # the clock the timetable reads
+        info = timetable.next_dagrun_info(last_automated_data_interval=None,
+                                          restriction=TimeRestriction(None, None, False))
+        runs[now] = info.run_after.isoformat() if info else None
+    return runs
 dags = {}
 for dag_id, dag in bag.dags.items():
     tasks = {}
@@ -46,7 +62,7 @@ for dag_id, dag in bag.dags.items():
     dags[dag_id] = {
         "doc": bool(dag.doc_md), "tags": sorted(dag.tags), "schedule": repr(dag.timetable),
         "assets": sorted(uris(getattr(dag.timetable, "asset_condition", None))),
-        "summary": getattr(dag.timetable, "summary", ""), "params": sorted(dag.params.keys()), "tasks": tasks,
+        "summary": getattr(dag.timetable, "summary", ""), "first_runs": first_runs(dag), "params": sorted(dag.params.keys()), "tasks": tasks,
     }
 print(json.dumps({"errors": bag.import_errors, "warnings": [str(w.message) for w in caught
                   if "dags/" in str(w.filename)], "dags": dags}))
@@ -112,6 +128,17 @@ def test_retrain_runs_on_the_drift_asset_and_weekly_through_the_same_gate(dagbag
     assert "AssetOrTimeSchedule" in dag["schedule"]
     assert _upstream(dag, "training_dataset") == ["cause"]
     assert _upstream(dag, "model.deploy") == ["model.bless"]
+
+
+def test_a_dag_switched_on_after_its_trigger_time_first_runs_at_the_next_one(dagbag: dict) -> None:
+    """Airflow 3.3's cron timetables run a trigger time already past when a DAG is unpaused within 10%
+    of its period after it (apache/airflow#64162): a fresh ``fjord up`` on a Sunday morning started a
+    whole weekly retraining, and the drift alert's run waited behind it."""
+    for dag_id, dag in dagbag["dags"].items():
+        for now, first in dag["first_runs"].items():
+            assert first is not None and datetime.fromisoformat(first) > datetime.fromisoformat(now), (
+                f"{dag_id} switched on at {now} first runs at {first}"
+            )
 
 
 def test_dags_import_no_stage_job(dagbag: dict) -> None:
