@@ -109,24 +109,48 @@ def run_fjord(*args: str, env: dict[str, str] | None = None, cwd: Path | None = 
         )
 
 
+_MLFLOW_LOGINS: dict[str, dict[str, str]] = {}  # the session's MLflow servers' logins, by URI
+_MLFLOW_HOMES: dict[str, Path] = {}
+
+
+def mlflow_at(settings: object) -> Iterator[str]:
+    """An embedded MLflow server of its own home (``settings``), for a fixture to share; its URI."""
+    from fjord.experiment.tracking import login, start_server, stop_server
+
+    uri = start_server(settings)  # type: ignore[arg-type]
+    _MLFLOW_LOGINS[uri] = login(settings)  # type: ignore[arg-type]
+    _MLFLOW_HOMES[uri] = settings.home  # type: ignore[attr-defined]
+    yield uri
+    stop_server(settings)  # type: ignore[arg-type]
+
+
+def mlflow_home(uri: str) -> Path:
+    """The home of the session's MLflow server at ``uri``."""
+    return _MLFLOW_HOMES[uri]
+
+
+def use_mlflow(monkeypatch: pytest.MonkeyPatch, uri: str) -> str:
+    """Point this test's settings at one of the session's MLflow servers, as a user points Fjord at
+    any MLflow: the URI in ``mlflow.tracking_uri``, the login in MLflow's own variables."""
+    monkeypatch.setenv("FJORD_MLFLOW__TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", _MLFLOW_LOGINS[uri]["username"])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", _MLFLOW_LOGINS[uri]["password"])
+    reset_settings()
+    return uri
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real MLflow tracking server (the embedded one, started once for the session); its URI."""
     from fjord.config import Settings
-    from fjord.experiment.tracking import start_server, stop_server
 
-    settings = Settings(home=tmp_path_factory.mktemp("mlflow-home"))
-    uri = start_server(settings)
-    yield uri
-    stop_server(settings)
+    yield from mlflow_at(Settings(home=tmp_path_factory.mktemp("mlflow-home")))
 
 
 @pytest.fixture
 def tracking(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """This test's settings point at the session's MLflow server (any tracking URI is one setting)."""
-    monkeypatch.setenv("FJORD_MLFLOW__TRACKING_URI", mlflow_server)
-    reset_settings()
-    return mlflow_server
+    return use_mlflow(monkeypatch, mlflow_server)
 
 
 @pytest.fixture(scope="session")

@@ -107,7 +107,7 @@ def _prepare(project: str, first_step: int) -> tuple[Any, list[str]]:
 
 def _run_airflow(project: str, settings: Any, log: Any) -> None:
     from fjord.airflow.client import AirflowClient, PipelineFailed
-    from fjord.cli.stack_cmd import airflow_login, start_stack
+    from fjord.cli.stack_cmd import airflow_login, mlflow_login, start_stack
 
     t = _step(1, "The local stack: Kafka, MLflow, Airflow (api-server, scheduler, dag-processor, triggerer)")
     urls = start_stack(settings, lambda line: console.print(f"   {line}"))
@@ -164,7 +164,7 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
     dashboard = _monitor_drift(10, project, trained["model_name"], proj, batches[-1], url, client, log)
     console.print(f"\nAirflow UI  {urls.get('airflow', client.url)}  (login: {airflow_login(settings)})")
     console.print(f"Monitoring  {dashboard}/?project={project}&model={trained['model_name']}")
-    console.print(f"MLflow UI   {tracking_uri()}")
+    console.print(f"MLflow UI   {tracking_uri()}  ({mlflow_login(settings)})")
     console.print(f"validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
     console.print(
         f"serving: curl -s {url}/v1/models/{trained['model_name']}:predict -d @request.json · "

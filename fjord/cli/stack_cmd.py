@@ -69,6 +69,17 @@ def airflow_login(settings: Settings) -> str:
     return f"user {settings.airflow.username}, password {service.password()} (in {service.passwords_file})"
 
 
+def mlflow_login(settings: Settings) -> str:
+    """How to log in to the MLflow UI: the embedded server's login, or MLflow's own variables."""
+    if settings.mlflow.tracking_uri:
+        return "login: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+    from fjord.experiment.tracking import login
+
+    credentials = login(settings)
+    where = settings.home / "mlflow" / "credentials.json"
+    return f"user {credentials['username']}, password {credentials['password']} (in {where})"
+
+
 def start_stack(settings: Settings, echo: Callable[[str], None]) -> dict[str, str]:
     """Start every component that is not running; name -> URL.
 
@@ -128,7 +139,7 @@ def up() -> None:
     if "airflow" in urls:
         console.print(f"\nAirflow UI    {urls['airflow']}  ({airflow_login(settings)})")
     if "mlflow" in urls:
-        console.print(f"MLflow UI     {urls['mlflow']}")
+        console.print(f"MLflow UI     {urls['mlflow']}  ({mlflow_login(settings)})")
     if "dashboard" in urls:
         console.print(f"Monitoring    {urls['dashboard']}")
     console.print("stop it all:  fjord down     ·     state: fjord status     ·     logs: fjord logs NAME")

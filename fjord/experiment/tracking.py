@@ -2,8 +2,9 @@
 
 ``tracking_uri()`` is ``mlflow.tracking_uri`` when set (any MLflow server), else the embedded server:
 ``mlflow server`` on loopback with a SQLite backend in ``$FJORD_HOME/mlflow/`` and artifacts on the
-shared filesystem. It is started on first use, shared by every process of this Fjord home, and
-stopped with ``fjord mlflow stop``.
+shared filesystem, behind MLflow's basic-auth app with a login generated per home (see
+``fjord.experiment.mlflow_auth``). It is started on first use, shared by every process of this Fjord
+home, and stopped with ``fjord mlflow stop``.
 
 An experiment is one MLflow run (named by its Fjord run id) with a nested run per trial: parameters,
 metrics per reported step, final metrics, status, and the trial's files as artifacts.
@@ -15,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -29,8 +31,11 @@ from fjord.config import Settings, get_settings
 from fjord.errors import FjordError
 from fjord.fs import SharedFS
 from fjord.locks import locked
+from fjord.private import write_private
 from fjord.services.process import free_port
 
+AUTH_PROVIDER = "fjord"  # MLFLOW_TRACKING_AUTH: fjord.experiment.mlflow_auth
+USERNAME = "fjord"
 START_TIMEOUT_S = 180  # the first start migrates a new SQLite database: about 30 s here
 _STATUS = {"succeeded": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
 
@@ -62,14 +67,52 @@ def server_status(settings: Settings | None = None) -> dict[str, Any] | None:
     return record if _healthy(record["uri"]) else None
 
 
+def login(settings: Settings | None = None) -> dict[str, str]:
+    """The embedded server's admin login (``username``, ``password``), made on first use, mode 600."""
+    state_dir = _state_dir(settings or get_settings())
+    path = state_dir / "credentials.json"
+    with locked(state_dir / "credentials.lock"):
+        if not path.exists():
+            made = {"username": USERNAME, "password": secrets.token_urlsafe(24),
+                    "flask_secret_key": secrets.token_urlsafe(32)}  # fmt: skip
+            write_private(path, json.dumps(made))
+        found: dict[str, str] = json.loads(path.read_text())
+    return found
+
+
+def _auth_config(state_dir: Path, credentials: dict[str, str]) -> Path:
+    """MLflow's basic-auth config (mode 600): nobody but the admin may do anything, and the admin's
+    password check (scrypt, about 150 ms) is cached for a minute rather than paid per request."""
+    path = state_dir / "basic_auth.ini"
+    write_private(
+        path,
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{state_dir / 'basic_auth.db'}\n"
+        f"admin_username = {credentials['username']}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 60\n",
+    )
+    return path
+
+
+def _use_login() -> None:
+    """Have this process's MLflow clients (and its children's) log in to the embedded server."""
+    os.environ.setdefault("MLFLOW_TRACKING_AUTH", AUTH_PROVIDER)
+
+
 def start_server(settings: Settings | None = None) -> str:
     """Start the embedded MLflow server unless it already runs; its URI."""
     settings = settings or get_settings()
     state_dir = _state_dir(settings)
     with locked(state_dir / "server.lock"):  # one start, however many processes ask at once
         running = server_status(settings)
-        if running:
+        if running and running.get("auth"):
+            _use_login()
             return str(running["uri"])
+        if running:  # started by a Fjord before logins: restart it behind one
+            stop_server(settings)
+        credentials = login(settings)
         port = free_port()
         uri = f"http://127.0.0.1:{port}"
         artifacts = SharedFS(str(settings.storage.root)).sub("MLflow")
@@ -80,10 +123,18 @@ def start_server(settings: Settings | None = None) -> str:
             "--backend-store-uri", f"sqlite:///{state_dir / 'mlflow.db'}",
             "--default-artifact-root", artifacts.uri(),
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--app-name", "basic-auth",
         ]  # fmt: skip
         with log.open("ab") as out:
-            # No GenAI job runner (a second process and ~250 MB that experiments never use).
-            env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+            env = {
+                **os.environ,
+                # No GenAI job runner (a second process and ~250 MB that experiments never use).
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                # The login: read by the server's own process only (its environment is private).
+                "MLFLOW_AUTH_CONFIG_PATH": str(_auth_config(state_dir, credentials)),
+                "MLFLOW_AUTH_ADMIN_PASSWORD": credentials["password"],
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": credentials["flask_secret_key"],
+            }
             process = subprocess.Popen(
                 cmd,
                 stdout=out,
@@ -99,8 +150,9 @@ def start_server(settings: Settings | None = None) -> str:
                 tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
                 raise TrackingError(f"the embedded MLflow server did not start: {tail[0]} (log: {log})")
             time.sleep(0.5)
-        record = {"pid": process.pid, "uri": uri, "log": str(log), "started": time.time()}
+        record = {"pid": process.pid, "uri": uri, "log": str(log), "started": time.time(), "auth": True}
         (state_dir / "server.json").write_text(json.dumps(record))
+        _use_login()
         return uri
 
 
@@ -129,6 +181,7 @@ def tracking_uri(settings: Settings | None = None) -> str:
     """The tracking server to use: the configured one (checked) or the embedded one (started)."""
     settings = settings or get_settings()
     uri = settings.mlflow.tracking_uri
+    _use_login()  # harmless for a server that is not this home's: the login goes to that one only
     if uri is None:
         return start_server(settings)
     if uri.startswith(("http://", "https://")) and not _healthy(uri, timeout=5):
@@ -143,6 +196,7 @@ def client(uri: str) -> Any:
     """An ``MlflowClient`` for tracking and registry at ``uri``: quick to fail, quiet."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # fail in seconds, not minutes
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run is noise
+    _use_login()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
 

@@ -134,22 +134,30 @@ PIPELINE = "fraud_training_pipeline"
 
 
 def _the_airflow_login_is_on_the_terminal_and_in_no_file(home: Path, out: str) -> None:
-    """As Airflow's standalone mode does, `fjord run` prints the login; no log or other file of the
-    home holds the password but its own mode-600 file (docs/security.md)."""
+    """As Airflow's standalone mode does, `fjord run` prints the Airflow and MLflow logins; no log or
+    other file of the home holds either password but its own mode-600 file (docs/security.md)."""
     import stat
 
-    passwords = home / "services" / "airflow" / "simple_auth_manager_passwords.json"
-    assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
-    password = next(iter(json.loads(passwords.read_text()).values())).encode()
-    assert password.decode() in out
+    airflow = home / "services" / "airflow" / "simple_auth_manager_passwords.json"
+    mlflow = home / "mlflow" / "credentials.json"
+    logins = {
+        airflow: next(iter(json.loads(airflow.read_text()).values())).encode(),
+        mlflow: json.loads(mlflow.read_text())["password"].encode(),
+    }
+    for kept, password in logins.items():
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o600, kept
+        assert password.decode() in out, kept
 
     def holds(path: Path) -> bool:
         try:  # the running stack writes, rotates and removes files meanwhile
-            return path.is_file() and path.stat().st_size < 200_000_000 and password in path.read_bytes()
+            if not path.is_file() or path.stat().st_size >= 200_000_000:
+                return False
+            data = path.read_bytes()
         except OSError:
             return False
+        return any(password in data for kept, password in logins.items() if path != kept)
 
-    assert [path for path in home.rglob("*") if path != passwords and holds(path)] == []
+    assert [path for path in home.rglob("*") if holds(path)] == []
 
 
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}  # a JVM's IPv6 socket bound to 127.0.0.1 shows mapped

@@ -21,6 +21,7 @@ from fjord.projects import create_project
 from fjord.services.s3 import ACCESS_KEY, BUCKET
 from jobs.etl.demo_data import DemoSpec, generate
 from jobs.etl.job import EtlSpec, run
+from tests.conftest import mlflow_at, use_mlflow
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
@@ -155,21 +156,17 @@ def mlflow_on_hdfs(hdfs_server: str, tmp_path_factory: pytest.TempPathFactory) -
     HDFS host of its own artifact root (GHSA-mr9f-g8qf-4w4j), as `fjord mlflow start` on an hdfs://
     storage root sets it up."""
     from fjord.config import Settings, StorageSettings
-    from fjord.experiment.tracking import start_server, stop_server
 
     settings = Settings(
         home=tmp_path_factory.mktemp("mlflow-hdfs"),
         storage=StorageSettings(root=f"{hdfs_server}/mlflow-root"),
     )
-    yield start_server(settings)
-    stop_server(settings)
+    yield from mlflow_at(settings)
 
 
 def test_experiment_trial_files_reach_mlflow(root: str, request, monkeypatch) -> None:
     server = "mlflow_on_hdfs" if root.startswith("hdfs://") else "mlflow_server"
-    tracking = request.getfixturevalue(server)
-    monkeypatch.setenv("FJORD_MLFLOW__TRACKING_URI", tracking)
-    reset_settings()
+    tracking = use_mlflow(monkeypatch, request.getfixturevalue(server))
     # A project of its own: MLflow keeps an experiment's artifact location from its first run, and
     # the session's MLflow server has seen "lab" experiments on file:// roots.
     project = create_project(f"lab_{uuid.uuid4().hex[:8]}")

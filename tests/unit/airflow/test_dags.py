@@ -40,7 +40,8 @@ def first_runs(dag):
     from airflow.timetables.base import TimeRestriction
     timetable = DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable
     runs = {}
-    for now in ("2026-12-06T00:01:00Z", "2026-12-06T03:01:00Z", "2026-12-06T04:01:00Z", "2026-12-05T02:01:00Z"):
+    for now in ("2026-12-06T00:01:00Z", "2026-12-06T03:01:00Z", "2026-12-06T04:01:00Z",
+                "2026-12-05T02:01:00Z"):
         trigger.utcnow = lambda now=pendulum.parse(now): now  # the clock the timetable reads
         info = timetable.next_dagrun_info(last_automated_data_interval=None,
                                           restriction=TimeRestriction(None, None, False))
@@ -62,7 +63,8 @@ for dag_id, dag in bag.dags.items():
     dags[dag_id] = {
         "doc": bool(dag.doc_md), "tags": sorted(dag.tags), "schedule": repr(dag.timetable),
         "assets": sorted(uris(getattr(dag.timetable, "asset_condition", None))),
-        "summary": getattr(dag.timetable, "summary", ""), "first_runs": first_runs(dag), "params": sorted(dag.params.keys()), "tasks": tasks,
+        "summary": getattr(dag.timetable, "summary", ""), "first_runs": first_runs(dag),
+        "params": sorted(dag.params.keys()), "tasks": tasks,
     }
 print(json.dumps({"errors": bag.import_errors, "warnings": [str(w.message) for w in caught
                   if "dags/" in str(w.filename)], "dags": dags}))
