@@ -49,7 +49,9 @@ def produce(bootstrap: str, topic: str, records: int, seconds: float) -> Counter
     from fjord import kafka
 
     kafka.ensure_topic(topic, partitions=1)  # as the model server creates its log topic
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024, acks=1)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024, acks=1, **kafka.login_options()
+    )
     rng = np.random.default_rng(1)
     end = int(time.time() * 1000)
     start = end - int(seconds * 1000)
@@ -88,6 +90,9 @@ def spark_consume_rate(
     spark: Any, bootstrap: str, topic: str, batch: int, checkpoint: Path
 ) -> dict[str, float]:
     """The limit: Spark's Kafka source on the topic, counting each micro-batch and nothing else."""
+    from fjord.kafka import spark_options
+
+    assert spark_options()["kafka.bootstrap.servers"] == bootstrap
     counted, began = [0], [0.0]
 
     def count(frame: Any, _batch_id: int) -> None:
@@ -96,7 +101,7 @@ def spark_consume_rate(
 
     query = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", bootstrap)
+        .options(**spark_options())  # the address and the login, as the monitor's
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .option("maxOffsetsPerTrigger", str(batch))
@@ -233,7 +238,10 @@ def main() -> None:
         reset_settings()
         kafka = service_at("kafka", Path(home), preferred_ports=False)
         bootstrap = kafka.start()
+        login = kafka.client_options()  # type: ignore[attr-defined]
         os.environ["FJORD_KAFKA__BOOTSTRAP_SERVERS"] = bootstrap
+        os.environ["FJORD_KAFKA__SASL_USERNAME"] = login["sasl_plain_username"]
+        os.environ["FJORD_KAFKA__SASL_PASSWORD"] = login["sasl_plain_password"]
         reset_settings()
         try:
             print(

@@ -63,11 +63,11 @@ def bench_startup(name: str, repeat: int) -> dict[str, list[float]]:
     return {"cold_s": cold, "warm_s": warm, "rss_mb": rss}
 
 
-def _produce(bootstrap: str, topic: str, count: int, tuned: bool) -> float:
+def _produce(bootstrap: str, topic: str, count: int, tuned: bool, login: dict) -> float:
     from kafka import KafkaProducer
 
     options = {"linger_ms": 5, "batch_size": 256 * 1024} if tuned else {}
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, **options)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, **options, **login)
     began = time.perf_counter()
     for _ in range(count):
         producer.send(topic, RECORD)
@@ -77,11 +77,11 @@ def _produce(bootstrap: str, topic: str, count: int, tuned: bool) -> float:
     return count / seconds
 
 
-def _consume(bootstrap: str, topic: str, count: int, tuned: bool) -> float:
+def _consume(bootstrap: str, topic: str, count: int, tuned: bool, login: dict) -> float:
     from kafka import KafkaConsumer, TopicPartition
 
     options = {"max_partition_fetch_bytes": 8 * 2**20, "fetch_max_bytes": 64 * 2**20} if tuned else {}
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=20_000, **options)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=20_000, **options, **login)
     consumer.assign([TopicPartition(topic, 0)])
     consumer.seek_to_beginning()
     began, seen = time.perf_counter(), 0
@@ -102,15 +102,18 @@ def bench_kafka(repeat: int, count: int) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory(prefix="bench-kafka-rates-") as home:
         service = service_at("kafka", Path(home), preferred_ports=False)
         bootstrap = service.start()
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        login = service.client_options()  # type: ignore[attr-defined]
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, **login)
         try:
             for _ in range(repeat):
                 for tuned in (False, True):
                     label = "tuned" if tuned else "default"
                     topic = f"bench-{uuid.uuid4().hex[:8]}"
                     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-                    rates.setdefault(f"produce_{label}", []).append(_produce(bootstrap, topic, count, tuned))
-                    rates.setdefault(f"consume_{label}", []).append(_consume(bootstrap, topic, count, tuned))
+                    produced = _produce(bootstrap, topic, count, tuned, login)
+                    rates.setdefault(f"produce_{label}", []).append(produced)
+                    consumed = _consume(bootstrap, topic, count, tuned, login)
+                    rates.setdefault(f"consume_{label}", []).append(consumed)
         finally:
             admin.close()
             service.stop()

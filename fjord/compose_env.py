@@ -25,6 +25,7 @@ SECRETS = {
     "FJORD_AIRFLOW_FERNET_KEY": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
     "FJORD_MLFLOW_PASSWORD": lambda: secrets.token_urlsafe(18),
     "FJORD_MLFLOW_SECRET_KEY": lambda: secrets.token_urlsafe(32),
+    "FJORD_KAFKA_PASSWORD": lambda: secrets.token_urlsafe(24),
     "FJORD_MODEL_TOKEN": lambda: secrets.token_urlsafe(32),
 }
 SETTINGS = {"FJORD_BIND_ADDRESS": "127.0.0.1"}  # published ports: loopback unless changed here

@@ -108,6 +108,12 @@ class KafkaSettings(_Section):
     bootstrap_servers: str | None = Field(
         default=None, description="host:port[,host:port]. Default: the embedded Kafka-protocol broker."
     )
+    sasl_username: str | None = Field(
+        default=None,
+        description="A configured cluster's SASL/PLAIN login (SASL_PLAINTEXT). The embedded broker's is "
+        "generated per home and used without a setting.",
+    )
+    sasl_password: str | None = Field(default=None, description="The password of sasl_username.")
 
 
 class MlflowSettings(_Section):

@@ -14,6 +14,7 @@ with their partitions and retention by :func:`ensure_topic`, which is idempotent
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -86,14 +87,56 @@ def _unreachable(servers: str, exc: Exception) -> KafkaError:
     )
 
 
+def login_options(settings: Settings | None = None, servers: str | None = None) -> dict[str, Any]:
+    """kafka-python's options that log in to ``servers`` (default: the configured cluster): the
+    embedded broker's generated login, or ``kafka.sasl_username``/``sasl_password``, or none."""
+    settings = settings or get_settings()
+    if settings.kafka.sasl_username:
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": settings.kafka.sasl_username,
+            "sasl_plain_password": settings.kafka.sasl_password or "",
+        }
+    if settings.kafka.bootstrap_servers:
+        return {}
+    from fjord.services import service
+    from fjord.services.process import read_state
+
+    embedded = service("kafka", settings)
+    ports = read_state(embedded.dir / "state.json").get("ports")
+    if servers and (not ports or servers != embedded.address_for(ports)):
+        return {}  # a broker named explicitly that is not this home's: its own login, not ours
+    # kafka-python warns on every client that PLAIN sends the password in the clear: true, over
+    # loopback, which no other (non-root) user of the machine can read.
+    logging.getLogger("kafka.net.sasl.plain").setLevel(logging.ERROR)
+    return embedded.client_options()  # type: ignore[attr-defined]
+
+
+def spark_options(settings: Settings | None = None) -> dict[str, str]:
+    """The Spark Kafka source's options for the configured cluster: its address and login."""
+    from fjord.services.kafka import jaas_login
+
+    options = {"kafka.bootstrap.servers": bootstrap_servers(settings)}
+    login = login_options(settings)
+    if login:
+        options |= {
+            "kafka.security.protocol": login["security_protocol"],
+            "kafka.sasl.mechanism": login["sasl_mechanism"],
+            "kafka.sasl.jaas.config": jaas_login(login["sasl_plain_username"], login["sasl_plain_password"]),
+        }
+    return options
+
+
 def _client(make: Any, settings: Settings | None, servers: str | None) -> Any:
-    """``make(servers)`` for the configured cluster (or ``servers``); unreachable: one KafkaError."""
+    """``make(servers, login)`` for the configured cluster (or ``servers``); unreachable: one KafkaError."""
     from kafka.errors import KafkaError as ClientError
 
+    named = servers
     servers = servers or bootstrap_servers(settings)
     _check_reachable(servers)
     try:
-        return make(servers)
+        return make(servers, login_options(settings, named))
     except (ClientError, OSError) as exc:
         raise _unreachable(servers, exc) from None
 
@@ -104,7 +147,9 @@ def producer(settings: Settings | None = None, *, servers: str | None = None, **
     from kafka import KafkaProducer
 
     options = {**PRODUCER_DEFAULTS, **overrides}
-    return _client(lambda at: KafkaProducer(bootstrap_servers=at, **options), settings, servers)
+    return _client(
+        lambda at, login: KafkaProducer(bootstrap_servers=at, **login, **options), settings, servers
+    )
 
 
 def consumer(*topics: str, settings: Settings | None = None, **overrides: Any) -> Any:
@@ -112,7 +157,9 @@ def consumer(*topics: str, settings: Settings | None = None, **overrides: Any) -
     from kafka import KafkaConsumer
 
     options = {**CONSUMER_DEFAULTS, **overrides}
-    return _client(lambda at: KafkaConsumer(*topics, bootstrap_servers=at, **options), settings, None)
+    return _client(
+        lambda at, login: KafkaConsumer(*topics, bootstrap_servers=at, **login, **options), settings, None
+    )
 
 
 def admin(settings: Settings | None = None) -> Any:
@@ -120,7 +167,9 @@ def admin(settings: Settings | None = None) -> Any:
     from kafka import KafkaAdminClient
 
     return _client(
-        lambda at: KafkaAdminClient(bootstrap_servers=at, request_timeout_ms=15_000), settings, None
+        lambda at, login: KafkaAdminClient(bootstrap_servers=at, request_timeout_ms=15_000, **login),
+        settings,
+        None,
     )
 
 

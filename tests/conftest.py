@@ -205,6 +205,25 @@ def kafka_server(services_home: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def kafka_login(kafka_server: str, services_home: Path) -> dict[str, str]:
+    """kafka-python's options that log in to the session's broker (SASL/PLAIN, its generated login)."""
+    from fjord.services import service_at
+
+    return service_at("kafka", services_home, preferred_ports=False).client_options()  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.fixture
+def broker(kafka_server: str, kafka_login: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """This test's settings (and its subprocesses') point at the session's broker, as a user points
+    Fjord at any cluster: its address and its SASL login."""
+    monkeypatch.setenv("FJORD_KAFKA__BOOTSTRAP_SERVERS", kafka_server)
+    monkeypatch.setenv("FJORD_KAFKA__SASL_USERNAME", kafka_login["sasl_plain_username"])
+    monkeypatch.setenv("FJORD_KAFKA__SASL_PASSWORD", kafka_login["sasl_plain_password"])
+    reset_settings()
+    return kafka_server
+
+
+@pytest.fixture(scope="session")
 def hdfs_server(services_home: Path) -> Iterator[str]:
     """A real HDFS (NameNode + DataNode) for the session; its ``hdfs://host:port`` URI."""
     from fjord.services import service_at

@@ -4,21 +4,34 @@ Launched with ``java -cp .jvm/kafka/*`` (jars from Maven Central, pinned by ``fj
 the storage is formatted once (``kafka.tools.StorageTool format``), and its log segments stay under
 ``data/`` across restarts. Clients reach it at ``127.0.0.1:<port>`` (``kafka.bootstrap_servers`` when
 unset resolves to it); the docker-compose Kafka is the same software, configured the same way.
+
+Both listeners take SASL/PLAIN: the one login, ``fjord``, has a password generated per home (kept
+mode 600 in ``credentials.json``; the broker reads it from its mode-600 ``server.properties``), so
+another user of the machine can neither read the inference log nor write records into it.
 """
 
 from __future__ import annotations
 
 import base64
 import uuid
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from fjord.jvm import classpath, java_command
+from fjord.private import write_private
 from fjord.services.base import Process, Service
 from fjord.services.process import port_open, run_once
 
 # Sized for a 2-core, few-GB laptop: the broker is mostly page cache, not heap.
 HEAP = ["-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError"]
 NODE_ID = 1
+USERNAME = "fjord"
+PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
+
+
+def jaas_login(username: str, password: str, *, users: bool = False) -> str:
+    """A ``sasl.jaas.config`` for SASL/PLAIN: a client's login, and with ``users`` the broker's table."""
+    table = f' user_{username}="{password}"' if users else ""
+    return f'{PLAIN_LOGIN} required username="{username}" password="{password}"{table};'
 
 
 def _properties(values: dict[str, object]) -> str:
@@ -30,6 +43,16 @@ class KafkaService(Service):
 
     name = "kafka"
     ports: ClassVar[dict[str, int]] = {"broker": 9092, "controller": 9093}
+    secret_names = ("password",)
+
+    def client_options(self) -> dict[str, Any]:
+        """kafka-python's options that log in to this broker."""
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": USERNAME,
+            "sasl_plain_password": self.credentials()["password"],
+        }
 
     def address_for(self, ports: dict[str, int]) -> str:
         return f"127.0.0.1:{ports['broker']}"
@@ -41,11 +64,15 @@ class KafkaService(Service):
             "process.roles": "broker,controller",
             "node.id": NODE_ID,
             "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{controller}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{broker}",
+            "listeners": f"SASL_PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
+            "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{broker}",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            **self.login_properties(),
             "log.dirs": self.data / "logs",
             "metadata.log.dir": self.data / "metadata",
             "num.partitions": 1,
@@ -61,6 +88,14 @@ class KafkaService(Service):
             "auto.create.topics.enable": "true",
             "num.network.threads": 2,
             "num.io.threads": 4,
+        }
+
+    def login_properties(self) -> dict[str, str]:
+        """The listeners' logins: the broker's user table, and its own login as a client of both."""
+        login = jaas_login(USERNAME, self.credentials()["password"], users=True)
+        return {
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": login,
+            "listener.name.controller.plain.sasl.jaas.config": login,
         }
 
     def _log4j(self) -> str:
@@ -79,7 +114,7 @@ class KafkaService(Service):
         )
 
     def prepare(self, ports: dict[str, int]) -> None:
-        (self.dir / "server.properties").write_text(_properties(self.server_properties(ports)))
+        write_private(self.dir / "server.properties", _properties(self.server_properties(ports)))
         (self.dir / "log4j2.properties").write_text(self._log4j())
         if (self.data / "metadata" / "meta.properties").exists():
             return
@@ -107,7 +142,9 @@ class KafkaService(Service):
         from kafka.errors import KafkaError
 
         try:
-            admin = KafkaAdminClient(bootstrap_servers=self.address_for(ports), request_timeout_ms=3000)
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.address_for(ports), request_timeout_ms=3000, **self.client_options()
+            )
         except (KafkaError, OSError, ValueError):
             return False
         try:

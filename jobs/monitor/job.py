@@ -434,7 +434,7 @@ def _start_query(spark: Any, spec: MonitorSpec, topic: str, monitor: Monitor) ->
 
     reader = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", kafka.bootstrap_servers())
+        .options(**kafka.spark_options())  # the address and the login (Spark redacts its password)
         .option("subscribe", topic)
         .option("startingOffsets", spec.starting_offsets)
         .option("failOnDataLoss", "false")  # a retention that deleted unread records is not fatal

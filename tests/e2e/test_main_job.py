@@ -135,18 +135,21 @@ PIPELINE = "fraud_training_pipeline"
 
 def _the_airflow_login_is_on_the_terminal_and_in_no_file(home: Path, out: str) -> None:
     """As Airflow's standalone mode does, `fjord run` prints the Airflow and MLflow logins; no log or
-    other file of the home holds either password but its own mode-600 file (docs/security.md)."""
+    other file of the home holds them, or the broker's generated Kafka password, but their own
+    mode-600 files (docs/security.md)."""
     import stat
 
     airflow = home / "services" / "airflow" / "simple_auth_manager_passwords.json"
     mlflow = home / "mlflow" / "credentials.json"
-    logins = {
-        airflow: next(iter(json.loads(airflow.read_text()).values())).encode(),
-        mlflow: json.loads(mlflow.read_text())["password"].encode(),
+    kafka = home / "services" / "kafka" / "credentials.json"
+    kept = {  # each password, and the only files that may hold it
+        next(iter(json.loads(airflow.read_text()).values())).encode(): {airflow},
+        json.loads(mlflow.read_text())["password"].encode(): {mlflow},
+        json.loads(kafka.read_text())["password"].encode(): {kafka, kafka.parent / "server.properties"},
     }
-    for kept, password in logins.items():
-        assert stat.S_IMODE(kept.stat().st_mode) == 0o600, kept
-        assert password.decode() in out, kept
+    for files in kept.values():
+        assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in files), files
+    assert all(password.decode() in out for password in list(kept)[:2])  # the two logins a user types
 
     def holds(path: Path) -> bool:
         try:  # the running stack writes, rotates and removes files meanwhile
@@ -155,7 +158,7 @@ def _the_airflow_login_is_on_the_terminal_and_in_no_file(home: Path, out: str) -
             data = path.read_bytes()
         except OSError:
             return False
-        return any(password in data for kept, password in logins.items() if path != kept)
+        return any(password in data for password, files in kept.items() if path not in files)
 
     assert [path for path in home.rglob("*") if holds(path)] == []
 

@@ -22,7 +22,8 @@ from tests.waiting import wait_for
 pytestmark = pytest.mark.slow
 
 
-def test_every_call_is_logged_and_a_broker_restart_fails_no_request(kafka_server, services_home, tmp_path):
+def test_every_call_is_logged_and_a_broker_restart_fails_no_request(broker, services_home, tmp_path):
+    kafka_server = broker
     write_version(tmp_path / "m", 1)
     topic = f"m_log_{uuid.uuid4().hex[:6]}"
     server = ServerProcess(

@@ -10,26 +10,23 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from fjord import kafka
-from fjord.config import reset_settings
 from fjord.services import service_at
 from tests.conftest import run_fjord
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def broker(kafka_server, monkeypatch):
-    monkeypatch.setenv("FJORD_KAFKA__BOOTSTRAP_SERVERS", kafka_server)
-    reset_settings()
-    return kafka_server
-
-
-def read_all(bootstrap: str, topic: str, partitions: int, timeout: float = 60) -> list:
+def read_all(
+    bootstrap: str, topic: str, partitions: int, timeout: float = 60, login: dict | None = None
+) -> list:
     """Every record ``topic`` holds now, read up to each partition's end offset by an independent
-    consumer (no idle timeout to sit out)."""
+    consumer (no idle timeout to sit out); it logs in as this test's settings do, or with ``login``."""
     import time
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    from fjord.kafka import login_options
+
+    login = login_options() if login is None else login
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **login)
     parts = [TopicPartition(topic, p) for p in range(partitions)]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
@@ -108,3 +105,27 @@ def test_an_unreachable_cluster_is_one_line(monkeypatch):
     result = run_fjord("kafka", "topics")
     assert result.returncode == 13
     assert result.stderr.count("\n") == 1 and "Kafka at 127.0.0.1:9 is unreachable" in result.stderr
+
+
+def test_the_broker_refuses_a_client_without_its_login(broker, kafka_login, services_home):
+    """Another user of the machine reaches the broker's loopback port, but not without the home's
+    login: neither a plain client nor a wrong password reads or writes a record."""
+    import stat
+    import subprocess
+
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError as ClientError
+
+    with pytest.raises(ClientError):  # PLAINTEXT against SASL: the handshake is refused
+        KafkaProducer(bootstrap_servers=broker, max_block_ms=3000, bootstrap_timeout_ms=3000)
+    wrong = {**kafka_login, "sasl_plain_password": "not-the-password"}
+    with pytest.raises(ClientError):
+        KafkaConsumer(bootstrap_servers=broker, bootstrap_timeout_ms=3000, **wrong).topics()
+    assert kafka.admin().list_topics() is not None  # this test's settings carry the login
+
+    # The broker reads the login from its own mode-600 file: in no command line.
+    service = service_at("kafka", services_home, preferred_ports=False)
+    properties = service.dir / "server.properties"
+    assert stat.S_IMODE(properties.stat().st_mode) == 0o600
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert kafka_login["sasl_plain_password"] not in processes

@@ -30,13 +30,6 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 WINDOW_S = 2
 
 
-@pytest.fixture
-def broker(kafka_server, monkeypatch):
-    monkeypatch.setenv("FJORD_KAFKA__BOOTSTRAP_SERVERS", kafka_server)
-    reset_settings()
-    return kafka_server
-
-
 def _spec(topic: str, **overrides) -> MonitorSpec:
     fields = {"project": "mon", "model_name": MODEL, "topic": topic, "window_seconds": WINDOW_S,
               "lateness_seconds": 1, "min_rows": 100, "prediction_output": "sum", "notify_airflow": False,
@@ -65,7 +58,9 @@ def _expected(bootstrap: str, topic: str) -> tuple[Counter, int]:
 def _produce_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    from fjord.kafka import login_options
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **login_options())
     for value in values:
         producer.send(topic, value=value)
     producer.flush()

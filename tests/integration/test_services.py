@@ -202,10 +202,11 @@ def test_kafka_keeps_every_acknowledged_record_across_a_crash(tmp_path: Path, ow
     service = _new(KafkaService, tmp_path, own)
     bootstrap = service.start()
     topic = f"inference-{uuid.uuid4().hex[:6]}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    login = service.client_options()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **login)
     admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
     admin.close()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **login)
     futures = [producer.send(topic, key=str(i).encode(), value=f"record-{i}".encode()) for i in range(500)]
     producer.flush()
     acknowledged = [f.get(timeout=30) for f in futures]
@@ -213,7 +214,7 @@ def test_kafka_keeps_every_acknowledged_record_across_a_crash(tmp_path: Path, ow
     producer.close()
 
     bootstrap = _crash_and_restart(service)
-    values = {record.value for record in read_all(bootstrap, topic, 2)}
+    values = {record.value for record in read_all(bootstrap, topic, 2, login=login)}
     assert values == {f"record-{i}".encode() for i in range(500)}
 
 

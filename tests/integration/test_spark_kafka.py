@@ -13,22 +13,25 @@ from kafka.admin import KafkaAdminClient, NewTopic
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
-def _produce(bootstrap: str, topic: str, values: range) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+def _produce(bootstrap: str, topic: str, values: range, login: dict) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **login)
     for i in values:
         producer.send(topic, key=str(i).encode(), value=f'{{"i": {i}}}'.encode())
     producer.flush()
     producer.close()
 
 
-def test_batch_read_and_a_checkpointed_stream_resume_exactly(spark, kafka_server: str, tmp_path) -> None:
+def test_batch_read_and_a_checkpointed_stream_resume_exactly(spark, broker, kafka_login, tmp_path) -> None:
+    from fjord.kafka import spark_options
+
     topic = f"inference-{uuid.uuid4().hex[:6]}"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_server)
+    admin = KafkaAdminClient(bootstrap_servers=broker, **kafka_login)
     admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
     admin.close()
-    _produce(kafka_server, topic, range(100))
+    _produce(broker, topic, range(100), kafka_login)
 
-    source = {"kafka.bootstrap.servers": kafka_server, "subscribe": topic, "startingOffsets": "earliest"}
+    # The address and the login, as the monitor passes them.
+    source = {**spark_options(), "subscribe": topic, "startingOffsets": "earliest"}
     batch = spark.read.format("kafka").options(**source).load()
     assert batch.count() == 100
     assert {r.partition for r in batch.select("partition").distinct().collect()} == {0, 1}
@@ -50,7 +53,7 @@ def test_batch_read_and_a_checkpointed_stream_resume_exactly(spark, kafka_server
 
     run_once()
     assert spark.read.parquet(str(out)).count() == 100
-    _produce(kafka_server, topic, range(100, 150))
+    _produce(broker, topic, range(100, 150), kafka_login)
     run_once()  # a new query on the same checkpoint: only the 50 new records
     values = [r.value for r in spark.read.parquet(str(out)).collect()]
     assert len(values) == 150 and len(set(values)) == 150

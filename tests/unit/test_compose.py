@@ -103,8 +103,12 @@ def test_the_image_is_built_from_the_lock() -> None:
 
 def _properties_from_env(env: dict, prefix: str) -> dict[str, str]:
     """apache/kafka and apache/hadoop images: KAFKA_LOG_DIRS -> log.dirs, HDFS-SITE.XML_dfs.x -> dfs.x."""
-    if prefix == "KAFKA_":
-        return {k[6:].lower().replace("_", "."): str(v) for k, v in env.items() if k.startswith(prefix)}
+    if prefix == "KAFKA_":  # "___" -> "_", "__" -> "-", "_" -> "." (the image's rule)
+        return {
+            k[6:].lower().replace("___", "\0").replace("__", "-").replace("_", ".").replace("\0", "_"): str(v)
+            for k, v in env.items()
+            if k.startswith(prefix)
+        }
     return {k[len(prefix) :]: str(v) for k, v in env.items() if k.startswith(prefix)}
 
 
@@ -116,9 +120,27 @@ def test_the_cluster_kafka_is_configured_as_the_embedded_one(tmp_path) -> None:
     }
     cluster = _properties_from_env(SERVICES["kafka"]["environment"], "KAFKA_")
     addresses = {"listeners", "advertised.listeners", "controller.quorum.voters", "log.dirs", "node.id"}
-    shared = set(cluster) - addresses
+    logins = {k for k in embedded if k.endswith("sasl.jaas.config")}
+    shared = set(cluster) - addresses - logins
     assert {"process.roles", "offsets.topic.replication.factor", "controller.listener.names"} <= shared
+    assert {"listener.security.protocol.map", "sasl.enabled.mechanisms"} <= shared
     assert {k: cluster[k] for k in shared} == {k: embedded[k] for k in shared}
+    # Both listeners take the same SASL/PLAIN login, its password from .env (never in the file).
+    assert logins == {k for k in cluster if k.endswith("sasl.jaas.config")}
+    for key in logins:
+        assert (
+            'password="${FJORD_KAFKA_PASSWORD:?' in cluster[key]
+            and 'user_fjord="${FJORD_KAFKA_PASSWORD:?' in cluster[key]
+        )
+    assert all(
+        v.replace("://", "").startswith(("SASL_PLAINTEXT", "CONTROLLER"))
+        for v in cluster["listeners"].split(",")
+    )
+    env = _fjord_env(SERVICES["spark-master"])
+    assert env["FJORD_KAFKA__SASL_PASSWORD"].startswith("${FJORD_KAFKA_PASSWORD:?")
+    assert "--command-config /run/kafka-client.properties" in " ".join(
+        SERVICES["kafka"]["healthcheck"]["test"]
+    )
     assert SERVICES["kafka"]["image"].endswith(":4.1.1")  # the broker release of fjord/jvm/kafka/pom.xml
     assert "<kafka.version>4.1.1</kafka.version>" in (REPO / "fjord/jvm/kafka/pom.xml").read_text()
 
