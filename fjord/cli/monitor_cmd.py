@@ -135,7 +135,8 @@ def dashboard(
         console.print("dashboard stopped" if service.dashboard_stop() else "the dashboard was not running")
         return
     if foreground:
-        console.print(f"dashboard on http://127.0.0.1:{port or 8050} (Ctrl-C stops it)")
+        link = service.dashboard_login(f"http://127.0.0.1:{port or 8050}")
+        console.print(f"dashboard on {link} (Ctrl-C stops it)")
         page.main([f"--port={port or 8050}"])
         return
-    console.print(f"dashboard {service.dashboard_start(port)}")
+    console.print(f"dashboard {service.dashboard_login(service.dashboard_start(port))}")

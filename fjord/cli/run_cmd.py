@@ -163,7 +163,10 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
     _predict_and_trace(7, project, trained["model_name"], trained["model_version"], proj, batches[-1], url)
     dashboard = _monitor_drift(10, project, trained["model_name"], proj, batches[-1], url, client, log)
     console.print(f"\nAirflow UI  {urls.get('airflow', client.url)}  (login: {airflow_login(settings)})")
-    console.print(f"Monitoring  {dashboard}/?project={project}&model={trained['model_name']}")
+    from jobs.monitor.service import dashboard_login
+
+    query = f"project={project}&model={trained['model_name']}"
+    console.print(f"Monitoring  {dashboard_login(dashboard, query)}")
     console.print(f"MLflow UI   {tracking_uri()}  ({mlflow_login(settings)})")
     console.print(f"validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
     console.print(

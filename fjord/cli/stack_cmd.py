@@ -141,7 +141,9 @@ def up() -> None:
     if "mlflow" in urls:
         console.print(f"MLflow UI     {urls['mlflow']}  ({mlflow_login(settings)})")
     if "dashboard" in urls:
-        console.print(f"Monitoring    {urls['dashboard']}")
+        from jobs.monitor.service import dashboard_login
+
+        console.print(f"Monitoring    {dashboard_login(urls['dashboard'])}")
     console.print("stop it all:  fjord down     ·     state: fjord status     ·     logs: fjord logs NAME")
 
 

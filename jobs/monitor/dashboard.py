@@ -8,11 +8,17 @@ feature's drift score with its threshold; the alerts link to the retraining runs
 Everything it reads comes from the monitor's results tables (:mod:`jobs.monitor.store`), so it shows
 the same numbers as ``fjord monitor status``. The chart library (uPlot) is vendored under
 ``static/vendor``: nothing is fetched from elsewhere.
+
+Loopback is shared by every user of the machine, so the dashboard asks for the home's token, as
+Jupyter does: the link ``fjord up`` (or ``fjord monitor dashboard``) prints carries it once
+(``?token=...``); the dashboard then sets an HttpOnly, SameSite=Strict cookie and drops the token from
+the address. Scripts send ``Authorization: Bearer <token>``. Anything else is a 401.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import logging
 import time
 from pathlib import Path
@@ -20,9 +26,10 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fjord.config import get_settings
 from fjord.errors import FjordError
@@ -122,8 +129,43 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def app() -> Starlette:
-    return Starlette(
+def _same(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode(errors="replace"), token.encode())
+
+
+class TokenGate:
+    """Only requests that carry the dashboard's token get through (see the module's docstring)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        cookie = f"fjord_dashboard_{request.url.port or 80}"  # cookies are per host, not per port
+        given = request.query_params.get("token")
+        if given is not None and _same(given, self.token):
+            # Once, from the printed link: keep it in a cookie and out of the address bar and history.
+            response: Any = RedirectResponse(str(request.url.remove_query_params("token")), status_code=303)
+            response.set_cookie(cookie, self.token, httponly=True, samesite="strict")
+        elif _same(request.cookies.get(cookie, ""), self.token) or _same(
+            request.headers.get("authorization", ""), f"Bearer {self.token}"
+        ):
+            await self.app(scope, receive, send)
+            return
+        else:
+            response = JSONResponse(
+                {"error": "the dashboard needs its token: open the link `fjord monitor dashboard` prints"},
+                status_code=401,
+            )
+        await response(scope, receive, send)
+
+
+def app(token: str | None = None) -> ASGIApp:
+    """The dashboard, behind this home's token (or ``token``)."""
+    routes = Starlette(
         routes=[
             Route("/", index),
             Route("/api/monitors", api_monitors),
@@ -131,6 +173,7 @@ def app() -> Starlette:
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ]
     )
+    return TokenGate(routes, token or service.dashboard_token())
 
 
 def main(argv: list[str] | None = None) -> None:

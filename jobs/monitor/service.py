@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import sys
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 from fjord.config import get_settings
 from fjord.errors import InvalidNameError
+from fjord.private import write_private
 from fjord.projects import validate_name
 from fjord.services.process import alive, free_port, port_open, spawn, stop_group, wait_until
 from jobs.monitor.supervisor import read_health
@@ -201,8 +203,21 @@ def dashboard_state() -> dict[str, Any] | None:
     return _running(_dashboard_file())
 
 
+def dashboard_token() -> str:
+    """The dashboard's token: made on first use, kept mode 600 in ``monitor/dashboard_token``."""
+    path = get_settings().home / "monitor" / "dashboard_token"
+    if not path.exists():
+        write_private(path, secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+def dashboard_login(url: str, query: str = "") -> str:
+    """The dashboard's link that logs the browser in (printed on the terminal, written nowhere)."""
+    return f"{url}/?{query + '&' if query else ''}token={dashboard_token()}"
+
+
 def dashboard_start(port: int | None = None) -> str:
-    """Start the dashboard unless it runs; its URL."""
+    """Start the dashboard unless it runs; its URL (without the token: see ``dashboard_login``)."""
     existing = dashboard_state()
     if existing:
         return str(existing["url"])

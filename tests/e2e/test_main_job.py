@@ -142,14 +142,17 @@ def _the_airflow_login_is_on_the_terminal_and_in_no_file(home: Path, out: str) -
     airflow = home / "services" / "airflow" / "simple_auth_manager_passwords.json"
     mlflow = home / "mlflow" / "credentials.json"
     kafka = home / "services" / "kafka" / "credentials.json"
+    dashboard = home / "monitor" / "dashboard_token"
     kept = {  # each password, and the only files that may hold it
         next(iter(json.loads(airflow.read_text()).values())).encode(): {airflow},
         json.loads(mlflow.read_text())["password"].encode(): {mlflow},
         json.loads(kafka.read_text())["password"].encode(): {kafka, kafka.parent / "server.properties"},
+        dashboard.read_text().strip().encode(): {dashboard},
     }
     for files in kept.values():
         assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in files), files
-    assert all(password.decode() in out for password in list(kept)[:2])  # the two logins a user types
+    airflow_login, mlflow_login, _, dashboard_token = (password.decode() for password in kept)
+    assert airflow_login in out and mlflow_login in out and f"token={dashboard_token}" in out
 
     def holds(path: Path) -> bool:
         try:  # the running stack writes, rotates and removes files meanwhile

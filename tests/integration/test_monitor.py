@@ -241,16 +241,27 @@ def test_the_dashboard_shows_what_the_model_server_logged(broker, tmp_path, caps
     address = service.dashboard_start()
     try:
         assert service.dashboard_start() == address  # found running
+        # Another user of the machine reaches the port, not the data: no token, a wrong one, a guess.
+        token = service.dashboard_token()
+        guessed = {"Cookie": f"fjord_dashboard_{httpx.URL(address).port}=nope"}
+        for headers in ({}, {"Authorization": "Bearer nope"}, guessed):
+            for path in ("/", "/api/monitors", f"/api/data?project=mon&model={MODEL}", "/static/index.html"):
+                answer = httpx.get(f"{address}{path}", headers=headers, timeout=30)
+                assert answer.status_code == 401 and "token" in answer.json()["error"], (path, headers)
+        assert httpx.get(f"{address}/?token=nope", timeout=30).status_code == 401
+        assert token not in (service.dashboard_state() or {}).get("url", "")
+        bearer = {"Authorization": f"Bearer {token}"}
         for query in ("project=mon&model=../../services/airflow", "project=../mon&model=m",
                       "project=mon&model=frad", "project=nope&model=m"):  # fmt: skip
-            answer = httpx.get(f"{address}/api/data?{query}", timeout=30)
+            answer = httpx.get(f"{address}/api/data?{query}", headers=bearer, timeout=30)
             assert answer.status_code == 404 and answer.json()["error"], query
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=["--no-sandbox"]
             )
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
-            page.goto(f"{address}/?project=mon&model={MODEL}")
+            page.goto(service.dashboard_login(address, f"project=mon&model={MODEL}"))  # the printed link
+            assert "token" not in page.url and page.url.endswith(f"/?project=mon&model={MODEL}")
             page.wait_for_function("window.fjordCharts.throughput && window.fjordCharts.histogram")
             shown = page.evaluate(
                 "() => Object.fromEntries(Object.entries(window.fjordCharts).map(([k, c]) => [k, c.data]))"
