@@ -99,6 +99,9 @@ class Service(ABC):
     def prepare(self, ports: dict[str, int]) -> None:  # noqa: B027 (most services need nothing)
         """Set up the data directory before the first start (and the config before every start)."""
 
+    def started(self, ports: dict[str, int]) -> None:  # noqa: B027 (most services need nothing)
+        """What to do once every process is ready, at each start (not when found running)."""
+
     # -- the interface -------------------------------------------------------------------------
 
     def start(self) -> str:
@@ -127,6 +130,7 @@ class Service(ABC):
                         log=log,
                         timeout=self.start_timeout_s,
                     )
+                self.started(ports)
             except BaseException:
                 self._stop_pids({"pids": pids, "signals": signals})
                 self._record(ports, {})

@@ -2,9 +2,15 @@
 
 Launched with ``java -cp <conf>:.jvm/hdfs/*`` (the server jars from Maven Central, pinned by
 ``fjord/jvm/hdfs/pom.xml``): the same Hadoop release as the client inside pyspark, so Spark reads and
-writes ``hdfs://`` with what it ships. Replication is 1 and permissions are off (one machine, one
-user). The NameNode's web UI is at the ``http`` port. Python reaches it with ``hdfs-native`` (see
-:mod:`fjord.fs.backends`), a native client that needs no JVM and no ``libhdfs``.
+writes ``hdfs://`` with what it ships. Replication is 1. The NameNode's web UI is at the ``http``
+port. Python reaches it with ``hdfs-native`` (see :mod:`fjord.fs.backends`), a native client that
+needs no JVM and no ``libhdfs``.
+
+Loopback is shared by every user of the machine. HDFS without Kerberos trusts the user name a client
+states (SIMPLE), so it cannot stop a user who impersonates Fjord's; it can stop everyone else:
+permissions are on and the root is mode 700, owned by the user who runs the NameNode (its superuser);
+DataNodes serve a block only with the NameNode's token for it; WebHDFS, which takes its user name
+from the query string, is off.
 """
 
 from __future__ import annotations
@@ -52,7 +58,9 @@ class HdfsService(Service):
             "dfs.namenode.name.dir": (self.data / "name").as_uri(),
             "dfs.datanode.data.dir": (self.data / "data").as_uri(),
             "dfs.replication": 1,
-            "dfs.permissions.enabled": "false",
+            "dfs.permissions.enabled": "true",
+            "dfs.block.access.token.enable": "true",
+            "dfs.webhdfs.enabled": "false",
             "dfs.namenode.http-address": f"127.0.0.1:{ports['http']}",
             "dfs.datanode.address": f"127.0.0.1:{ports['datanode']}",
             "dfs.datanode.http.address": f"127.0.0.1:{ports['datanode_http']}",
@@ -97,6 +105,12 @@ class HdfsService(Service):
             return
         cmd = [*self._java("org.apache.hadoop.hdfs.server.namenode.NameNode"), "-format", "-nonInteractive"]
         run_once(cmd, "formatting the HDFS NameNode")
+
+    def started(self, ports: dict[str, int]) -> None:
+        """The root is its owner's alone (a new NameNode makes it 755); the NameNode's user is HDFS's
+        superuser, so Fjord, which runs it, still reaches everything."""
+        chmod = [*self._java("org.apache.hadoop.fs.FsShell"), "-chmod", "700", "/"]
+        run_once(chmod, "closing the HDFS root to other users")
 
     def processes(self, ports: dict[str, int]) -> list[Process]:
         return [

@@ -8,6 +8,7 @@ other tests.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -288,3 +289,32 @@ def test_unset_settings_resolve_to_the_embedded_servers(fjord_home: Path, monkey
     finally:
         for service in services(["redis"]):
             service.stop()
+
+
+_AS_USER = """
+import sys
+from hdfs_native import Client
+client = Client(sys.argv[1])
+try:
+    print(sorted(status.path for status in client.list_status("/")))
+except Exception as exc:
+    print(type(exc).__name__, str(exc).splitlines()[0][:200])
+"""
+
+
+def test_hdfs_keeps_other_users_out_of_its_root(hdfs_server: str) -> None:
+    """Another user of the machine reaches the NameNode's loopback port, but not Fjord's files: the root
+    is mode 700, its owner the NameNode's user, and permissions are on (docs/security.md)."""
+    import getpass
+    import subprocess
+    import sys
+
+    def as_user(name: str) -> str:
+        env = {**os.environ, "HADOOP_USER_NAME": name}
+        done = subprocess.run([sys.executable, "-c", _AS_USER, hdfs_server], capture_output=True, text=True,
+                              env=env, timeout=60, check=True)  # fmt: skip
+        return done.stdout.strip()
+
+    assert as_user(getpass.getuser()).startswith("[")  # the owner lists it
+    refused = as_user("stranger")
+    assert "Permission denied" in refused and "stranger" in refused, refused

@@ -152,8 +152,10 @@ def test_the_cluster_hdfs_is_configured_as_the_embedded_one(tmp_path) -> None:
     _, embedded = HdfsService(tmp_path).site_properties(ports)
     cluster = _properties_from_env(SERVICES["namenode"]["environment"], "HDFS-SITE.XML_")
     assert cluster["dfs.replication"] == str(embedded["dfs.replication"])
-    # one machine, one user: permissions off there; on a cluster, on, with Fjord's tree its own
-    assert embedded["dfs.permissions.enabled"] == "false" and cluster["dfs.permissions.enabled"] == "true"
+    # permissions on, block tokens on, WebHDFS (a user name from the query string) off, on both
+    for key, value in {"dfs.permissions.enabled": "true", "dfs.block.access.token.enable": "true",
+                       "dfs.webhdfs.enabled": "false"}.items():  # fmt: skip
+        assert embedded[key] == value and cluster[key] == value, key
     assert "hdfs dfs -chown fjord:fjord /fjord" in " ".join(SERVICES["hdfs-init"]["command"])
     assert (
         SERVICES["airflow-init"]["depends_on"]["hdfs-init"]["condition"] == "service_completed_successfully"
