@@ -16,7 +16,9 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +130,32 @@ def _project_python(project: Project, master: str, conf: dict[str, str]) -> str:
     return f"./{SHIPPED_ENV_NAME}/bin/python"
 
 
+def _gateway_popen(popen: Any) -> Any:
+    """pyspark's ``Popen`` for the JVM gateway, with no Python code run in the forked child.
+
+    pyspark passes ``preexec_fn`` (to ignore SIGINT). With one, CPython runs the fork hooks and then
+    Python code in the child before ``exec``: any lock another thread held at the fork, or a garbage
+    collection that frees a native object whose runtime threads did not survive it (hdfs-native's),
+    hangs the child, and the parent waits for ever (a CI worker's SparkSession start sat 900 s after
+    the e2e, twice). Without ``preexec_fn`` the child is C code up to ``exec``. SIGINT is ignored the
+    other way: a disposition of SIG_IGN survives fork and exec, so the parent ignores it for the
+    instant of the fork (on the main thread; elsewhere signals cannot be set, and pyspark's own path
+    is kept)."""
+
+    def launch(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("preexec_fn") is None or threading.current_thread() is not threading.main_thread():
+            return popen(*args, **kwargs)
+        kwargs.pop("preexec_fn")
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return popen(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    launch.fjord_wrapped = True  # type: ignore[attr-defined]
+    return launch
+
+
 def get_spark(project: Project | None = None, *, app_name: str = "fjord") -> SparkSession:
     """The process's SparkSession, configured for ``project`` (reused while the setup is the same).
 
@@ -149,8 +177,11 @@ def get_spark(project: Project | None = None, *, app_name: str = "fjord") -> Spa
     os.environ["PYSPARK_PYTHON"] = python
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    import pyspark.java_gateway
     from pyspark.sql import SparkSession
 
+    if not getattr(pyspark.java_gateway.Popen, "fjord_wrapped", False):
+        pyspark.java_gateway.Popen = _gateway_popen(pyspark.java_gateway.Popen)  # type: ignore[misc]
     builder = SparkSession.builder.appName(app_name)
     for name, value in conf.items():
         builder = builder.config(name, value)

@@ -13,6 +13,7 @@ from fjord.config import get_settings
 from fjord.envs import build_environment, spec_from_file
 from fjord.projects import create_project
 from fjord.spark import get_spark, spark_conf
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.spark
 
@@ -160,3 +161,32 @@ def test_a_spark_tasks_s3_secret_reaches_spark_but_not_its_command_line(tmp_path
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "secret: probe-secret-value" in done.stdout
+
+
+_START_WITH_A_FORK_HOOK = """
+import os, sys
+from pathlib import Path
+marker = Path(sys.argv[1])
+# What hung a CI worker for 900 s: Python code run in the forked child before exec (a hook, a
+# collection freeing a native object). Here a hook that leaves a mark instead.
+os.register_at_fork(after_in_child=lambda: marker.write_text("python ran in the child"))
+from fjord.spark import get_spark, stop_spark
+spark = get_spark(app_name="no-python-in-the-child")
+assert spark.range(3).count() == 3
+pid = spark.sparkContext._gateway.proc.pid
+ignored = int(next(l for l in Path(f"/proc/{pid}/status").read_text().splitlines()
+                   if l.startswith("SigIgn:")).split()[1], 16)
+print("sigint-ignored" if ignored & (1 << 1) else "sigint-delivered")
+stop_spark()
+"""
+
+
+def test_the_jvm_gateway_starts_with_no_python_in_the_forked_child(tmp_path) -> None:
+    """pyspark forks the JVM with a ``preexec_fn``, so Python ran in the child before exec; Fjord
+    starts it with none (the child is C code up to exec), and the JVM still ignores Ctrl-C."""
+    marker = tmp_path / "marker"
+    done = subprocess.run([sys.executable, "-c", _START_WITH_A_FORK_HOOK, str(marker)], capture_output=True,
+                          text=True, timeout=300, check=False, cwd=REPO)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not marker.exists()
+    assert done.stdout.strip().splitlines()[-1] == "sigint-ignored"
