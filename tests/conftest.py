@@ -58,6 +58,17 @@ def fjord_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     reset_settings()
     yield home
     reset_settings()
+    _stop_services_of(home)
+
+
+def _stop_services_of(home: Path) -> None:
+    """Stop the embedded servers a test's home started on first use (a model server's inference
+    log starts the home's Kafka): a JVM per such test outlived the suite."""
+    from fjord.services import SERVICE_NAMES, service_at
+
+    for name in SERVICE_NAMES:
+        if (home / "services" / name / "state.json").exists():
+            service_at(name, home).stop()
 
 
 @pytest.fixture(scope="session")
