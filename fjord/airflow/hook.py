@@ -204,6 +204,8 @@ def _options(args: dict[str, Any]) -> list[str]:
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list | tuple):  # a list field takes its items comma-separated
+            argv += [flag, ",".join(str(v) for v in value)]
         else:
             argv += [flag, str(value)]
     return argv

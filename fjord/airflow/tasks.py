@@ -64,6 +64,8 @@ def train_bless_deploy(dataset_task: str = "training_dataset") -> TaskGroup:
                 # the ETL's transaction rules: a request that breaks one is served, and counted
                 "input_rules": "transactions",
                 "input_rules_mode": "flag",
+                # the transaction id: logged with each call, joins a prediction to its label later
+                "passthrough": ["tid"],
             },
             doc_md="Serve the blessed version (TF Serving's REST and gRPC), smoke-test it, move `champion`.",
         )

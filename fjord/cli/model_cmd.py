@@ -49,6 +49,9 @@ def deploy(
     input_rules_mode: RuleMode | None = typer.Option(
         None, help="reject (a 400 naming the rule, the default) or flag (served, the violations logged)."
     ),
+    passthrough: list[str] | None = typer.Option(
+        None, help="A request field logged with each call, never fed to the model (tid); repeatable."
+    ),
 ) -> None:
     """Bless the candidate against the champion, serve it, smoke-test it, make it the champion."""
     from jobs.serve.deploy import DeploySpec, run
@@ -58,6 +61,7 @@ def deploy(
             project=_project(project), model_name=model, version=version, tolerance=tolerance, canary=canary,
             force=force, inference_logging=inference_logging, feature_view=feature_view,
             input_rules=input_rules, input_rules_mode=cast(Any, input_rules_mode and input_rules_mode.value),
+            passthrough=passthrough or None,
         )
     )  # fmt: skip
     console.print(result.summary())

@@ -204,8 +204,8 @@ def _monitor_drift(
     known = {a["alert_id"] for a in store.alerts()}
     # A later world: amounts five times larger, spent 1,000 km from the card's last place, today.
     now = datetime.now(UTC).isoformat()
-    drifted = [
-        {**t, "amount": t["amount"] * 5, "ts": now, "lat": t["lat"] + 9, "lon": t["lon"] + 9}
+    drifted = [  # made up, so without a transaction id: no label will ever join them
+        {**t, "tid": None, "amount": t["amount"] * 5, "ts": now, "lat": t["lat"] + 9, "lon": t["lon"] + 9}
         for t in _landed_transactions(proj, batch, first=2_000)
     ]
     stop, sent, first = threading.Event(), [0], [0.0]
@@ -404,6 +404,7 @@ def _deploy(step: int, project: str, model_name: str, version: int) -> str:
                 transformer="jobs.serve.transformers:fraud_transactions",
                 input_rules="transactions",
                 input_rules_mode="flag",
+                passthrough=["tid"],
             )
         )
         console.print(f"   {deployed.summary()}")
@@ -414,12 +415,13 @@ def _deploy(step: int, project: str, model_name: str, version: int) -> str:
 
 
 def _landed_transactions(proj: Any, batch: str, *, first: int = 0, last: int = 0) -> list[dict[str, Any]]:
-    """The ``first`` (or ``last``) transactions of a landed batch, as a client sends them to the model."""
+    """The ``first`` (or ``last``) transactions of a landed batch, as a client sends them to the model,
+    with the transaction id ``tid`` (a passthrough field: logged with the call, never the model's)."""
     frame = proj.fs.read_parquet(f"Resources/landing/{batch}/transactions.parquet").to_pandas()
     frame = frame.head(first) if first else frame.tail(last)
     return [
-        {"cc_num": int(r.cc_num), "amount": float(r.amount), "ts": r.ts.isoformat(), "lat": float(r.lat),
-         "lon": float(r.lon), "category": str(r.category)}
+        {"tid": int(r.tid), "cc_num": int(r.cc_num), "amount": float(r.amount), "ts": r.ts.isoformat(),
+         "lat": float(r.lat), "lon": float(r.lon), "category": str(r.category)}
         for r in frame.itertuples()
     ]  # fmt: skip
 

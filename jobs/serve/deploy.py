@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fjord.errors import FjordError, NotFoundError
 from fjord.experiment.tracking import client as mlflow_client
@@ -73,7 +73,16 @@ class DeploySpec(JobSpec):
     input_rules_mode: Literal["reject", "flag"] | None = Field(
         default=None, description="reject (a 400) or flag (served, violations logged); default reject"
     )
+    passthrough: list[str] | None = Field(
+        default=None, description="request fields logged with each call, never fed to the model (tid)"
+    )
     timeout_s: float = Field(default=300, gt=0, description="how long to wait for the version to load")
+
+    @field_validator("passthrough", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """``tid,order_id`` on a command line is a list of two."""
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
 class RollbackSpec(JobSpec):
@@ -242,6 +251,12 @@ def run(spec: DeploySpec) -> DeployResult:
                 record.run_id, name, spec.model_name, version, "", None, blessing, "", "", deployed=False
             )
         label = serving.CANARY if spec.canary else serving.STABLE
+        passthrough = spec.passthrough
+        if passthrough is None:
+            passthrough = previous.passthrough if previous else []
+        if fed := sorted(set(passthrough) & set(x.columns)):
+            raise DeployError(f"passthrough field {fed[0]} is an input of {spec.model_name} v{version}: "
+                              "a passthrough field is never fed to the model")  # fmt: skip
         if spec.feature_view:
             _ensure_view(project.name, spec.feature_view)
         serving.begin_deploy(name, previous, project=project.name)
@@ -252,6 +267,7 @@ def run(spec: DeploySpec) -> DeployResult:
             transformer=spec.transformer or (previous.transformer if previous else None),
             input_rules=spec.input_rules or (previous.input_rules if previous else None),
             input_rules_mode=spec.input_rules_mode or (previous.input_rules_mode if previous else "reject"),
+            passthrough=passthrough,
         )  # fmt: skip
         crash_point("deploy.configured")
         try:

@@ -105,26 +105,32 @@ def servicers(
         async def Predict(self, request: Any, context: Any) -> Any:
             call = _spec(request)
             started, wall = time.perf_counter(), time.time()
-            loaded, inputs, outputs = None, None, None
+            loaded, inputs, outputs, keys = None, None, None, None
             try:
                 loaded, signature = handlers.servable(call)
                 call.signature = signature
+                tensors = dict(request.inputs)
+                keys = handlers.passthrough.take_tensors(  # logged, never the model's
+                    call.model, tensors, lambda k, v: decode_tensor(k, v, max_elements)
+                )
                 expected = loaded.backend.signatures[signature].inputs
-                unknown = sorted(set(request.inputs) - set(expected))
-                missing = sorted(set(expected) - set(request.inputs))
+                unknown = sorted(set(tensors) - set(expected))
+                missing = sorted(set(expected) - set(tensors))
                 if unknown or missing:
                     raise ServingError(
                         Code.INVALID_ARGUMENT,
-                        f"input size does not match signature: {len(request.inputs)}!={len(expected)} len("
-                        f"{{{','.join(sorted(request.inputs))}}}). Missing {missing}, unexpected {unknown}",
+                        f"input size does not match signature: {len(tensors)}!={len(expected)} len("
+                        f"{{{','.join(sorted(tensors))}}}). Missing {missing}, unexpected {unknown}",
                     )
-                inputs = {k: decode_tensor(k, v, max_elements) for k, v in request.inputs.items()}
+                inputs = {k: decode_tensor(k, v, max_elements) for k, v in tensors.items()}
                 violations = handlers.rules.check({"inputs": _plain(inputs)}) if handlers.rules else []
                 outputs = await handlers.run(loaded, signature, inputs)
             except ServingError as exc:
-                handlers.record(call, loaded, started, wall, inputs, None, exc)
+                handlers.record(call, loaded, started, wall, inputs, None, exc, passthrough=keys)
                 raise
-            handlers.record(call, loaded, started, wall, inputs, outputs, None, violations=violations)
+            handlers.record(
+                call, loaded, started, wall, inputs, outputs, None, violations=violations, passthrough=keys
+            )
             wanted = set(request.output_filter) or set(outputs)
             response = predict_pb2.PredictResponse()
             response.model_spec.name = call.model

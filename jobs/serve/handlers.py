@@ -22,6 +22,7 @@ from jobs.serve.inference_log import InferenceLogger
 from jobs.serve.input_rules import InputRules
 from jobs.serve.metrics import Metrics
 from jobs.serve.models import Loaded, ModelManager
+from jobs.serve.passthrough import Passthrough
 from jobs.serve.tensors import TensorSpec
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -51,6 +52,7 @@ class Handlers:
         max_rows: int = 100_000,
         enrich: Callable[[str, dict[str, Any], list[str]], dict[str, Any]] | None = None,
         rules: InputRules | None = None,
+        passthrough: Passthrough | None = None,
     ) -> None:
         self.manager = manager
         self.metrics = metrics
@@ -59,6 +61,7 @@ class Handlers:
         self.max_rows = max_rows
         self.enrich = enrich
         self.rules = rules
+        self.passthrough = passthrough or Passthrough({})
 
     def servable(self, call: Call) -> tuple[Loaded, str]:
         loaded = self.manager.resolve(call.model, call.version, call.label)
@@ -92,8 +95,9 @@ class Handlers:
         error: ServingError | None,
         inference_id: str | None = None,
         violations: list[dict[str, Any]] | None = None,
+        passthrough: dict[str, list[Any]] | None = None,
     ) -> str:
-        """Count the call and log it to Kafka; its inference id."""
+        """Count the call and log it to Kafka (with the request's passthrough fields); its inference id."""
         status = error.code.name if error else "OK"
         self.metrics.request_count.inc(model_name=call.model, status=status)
         self.metrics.request_latency.observe(
@@ -107,7 +111,7 @@ class Handlers:
             self.logger.log(
                 inference_id, call.model, loaded.version, call.signature or DEFAULT_SIGNATURE, call.api,
                 wall_started, inputs, outputs, error.code.http if error else 200,
-                error.message if error else None, violations,
+                error.message if error else None, violations, passthrough,
             )  # fmt: skip
         if violations:
             self.metrics.input_violations.inc(len(violations), model_name=call.model)

@@ -9,7 +9,9 @@ the same partition, in order). A record is JSON::
      "modelVersion": 3, "signatureName": "serving_default", "api": "rest" | "grpc",
      "requestTimestamp": 1764750000123, "responseTimestamp": 1764750000125 (response only),
      "latencyMs": 1.7 (response only), "httpCode": 200 (response only),
-     "inputs": {...} (request), "outputs": {...} (response, when it succeeded), "error": "..." (when not)}
+     "inputs": {...} (request), "outputs": {...} (response, when it succeeded), "error": "..." (when not),
+     "passthrough": {"tid": ["t-81"]} (both, when the serving names passthrough fields and the request
+     carries them: jobs/serve/passthrough.py)}
 
 Timestamps are milliseconds since the epoch (UTC). ``inputs``/``outputs`` are columnar: name -> list
 of rows.
@@ -112,10 +114,11 @@ class InferenceLogger:
         http_code: int,
         error: str | None = None,
         violations: list[dict[str, Any]] | None = None,
+        passthrough: dict[str, list[Any]] | None = None,
     ) -> None:
         """Queue the records of one call (``started``: its wall-clock start, in seconds). Input-rule
         ``violations`` of a flagged request go with its response record (with its request record when
-        only inputs are logged)."""
+        only inputs are logged); the request's ``passthrough`` fields go with both."""
         if self.mode == "NONE":
             return
         now = time.time()
@@ -127,6 +130,8 @@ class InferenceLogger:
             "api": api,
             "requestTimestamp": int(started * 1000),
         }
+        if passthrough:
+            head["passthrough"] = passthrough
         topic, key = self.topic_for(model), inference_id.encode()
         if self.mode in ("ALL", "MODEL_INPUTS") and inputs is not None:
             request: dict[str, Any] = {**head, "type": "request", "inputs": _columns(inputs)}

@@ -5,7 +5,7 @@ The ETL's expectation suites (``jobs/etl/expectations/*.json``) say what a valid
 request that breaks them used to be scored anyway (``amount: -5, lat: 999, category: "nope"`` got a
 fraud probability of 1.0). With ``--input_rules transactions`` the server applies the suite's row-wise
 rules (not null, between, in set) to every instance of a request, before the online lookup; a rule
-applies to the fields a request carries (a transaction carries no ``tid``, so ``tid``'s rule waits).
+applies to the fields a request carries (a passthrough ``tid`` is taken out before, so its rule waits).
 Rules the suite only warns about are left out: the ETL lets those rows through too.
 
 Each serving chooses what a violation does (``--input_rules_mode``):

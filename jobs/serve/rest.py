@@ -149,11 +149,12 @@ class RestApp:
 
     async def _predict(self, call: Call, body: bytes) -> tuple[str, str]:
         started, wall = time.perf_counter(), time.time()
-        loaded, inputs, outputs, violations = None, None, None, []
+        loaded, inputs, outputs, violations, keys = None, None, None, [], None
         try:
             doc = parse_body(body)
             call.signature = read_signature_name(doc)
             loaded, signature = self.handlers.servable(call)
+            keys = self.handlers.passthrough.take(call.model, doc)  # logged, never the model's
             if self.handlers.rules is not None:  # reject mode: a 400 here, before any lookup
                 violations = self.handlers.rules.check(doc)
             if self.handlers.enrich is not None:
@@ -162,10 +163,12 @@ class RestApp:
             outputs = await self.handlers.run(loaded, signature, inputs)
             text = predict_response(outputs, fmt)
         except ServingError as exc:
-            exc.inference_id = self.handlers.record(call, loaded, started, wall, inputs, None, exc)
+            exc.inference_id = self.handlers.record(
+                call, loaded, started, wall, inputs, None, exc, passthrough=keys
+            )
             raise
         return text, self.handlers.record(
-            call, loaded, started, wall, inputs, outputs, None, violations=violations
+            call, loaded, started, wall, inputs, outputs, None, violations=violations, passthrough=keys
         )
 
 

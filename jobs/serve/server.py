@@ -11,7 +11,8 @@ Any TF Serving client (REST or gRPC) talks to it unchanged, and on a cluster the
 ``--bind_address`` (loopback by default), ``--auth_token_file`` (bearer token for REST),
 ``--model_backend`` (auto, savedmodel, tflite), ``--inference_logging`` (ALL, PREDICTIONS,
 MODEL_INPUTS, NONE) with ``--kafka_bootstrap_servers`` and ``--kafka_topic``, and
-``--feature_view`` (fill requests' features from the online store; docs/serving.md).
+``--feature_view`` (fill requests' features from the online store; docs/serving.md) and
+``--passthrough`` (request fields logged with the call, never fed to the model).
 
 Exit codes: 0 after a clean stop (SIGTERM, SIGINT), 2 for bad flags or config files (one line).
 """
@@ -42,6 +43,7 @@ from jobs.serve.config import (
 from jobs.serve.inference_log import MODES, InferenceLogger, default_topic
 from jobs.serve.input_rules import MODES as INPUT_RULE_MODES
 from jobs.serve.input_rules import InputRules
+from jobs.serve.passthrough import Passthrough, parse_flags
 
 log = logging.getLogger("fjord.serve")
 
@@ -142,6 +144,13 @@ def parser() -> argparse.ArgumentParser:
         default="reject",
         help="reject: a 400 naming the rule; flag: served, the violations logged (Fjord)",
     )
+    add(
+        "--passthrough",
+        action="append",
+        default=[],
+        metavar="MODEL=FIELD[,FIELD]",
+        help="request fields of MODEL logged with the call, never fed to it, e.g. fraud=tid (Fjord)",
+    )
     add("--log_level", default="WARNING", help="Python log level")
     return p
 
@@ -222,6 +231,7 @@ class ModelServer:
 
             enrich = FeatureEnricher.from_flag(args.feature_view, self.metrics, args.transformer)
         rules = InputRules.from_flag(args.input_rules, args.input_rules_mode) if args.input_rules else None
+        passthrough = Passthrough(parse_flags(args.passthrough))
         self.handlers = Handlers(
             self.manager,
             self.metrics,
@@ -229,6 +239,7 @@ class ModelServer:
             timeout_s=args.rest_api_timeout_in_ms / 1000,
             enrich=enrich,
             rules=rules,
+            passthrough=passthrough,
         )
         self._stop = asyncio.Event()
         self._config_mtime = self._mtime()

@@ -38,6 +38,7 @@ from fjord.services.process import alive, free_port, log_tail, port_open, spawn,
 from jobs.serve.config import ModelConfig, VersionPolicy, read_model_config, write_model_config
 from jobs.serve.inference_log import MODES, default_topic
 from jobs.serve.input_rules import InputRules
+from jobs.serve.passthrough import check_names
 
 SERVING_DIR = "Models/serving"
 CONFIG_FILE = f"{SERVING_DIR}/models.config"
@@ -66,6 +67,7 @@ class Serving:
     history: list[int] = field(default_factory=list)  # versions labelled stable, oldest first
     input_rules: str | None = None  # an ETL suite whose row-wise rules requests keep (input_rules.py)
     input_rules_mode: str = "reject"  # reject (a 400) or flag (served, the violations logged)
+    passthrough: list[str] = field(default_factory=list)  # request fields logged, not fed to the model
 
     @property
     def topic(self) -> str:
@@ -139,6 +141,7 @@ def create_or_update(
     transformer: str | None = None,
     input_rules: str | None = None,
     input_rules_mode: str = "reject",
+    passthrough: list[str] | None = None,
 ) -> Serving:
     """Serve ``model_version`` of ``model_name`` (default: ``name``) under ``label``. A version is
     served only if it was published whole (``Models/<model>/<version>/_SUCCESS``)."""
@@ -150,6 +153,8 @@ def create_or_update(
         raise ServingError(f"inference_logging {inference_logging!r}: one of {', '.join(MODES)}")
     if input_rules is not None:
         InputRules.from_flag(input_rules, input_rules_mode)  # a bad suite or mode fails here, not at start
+    if passthrough is not None:
+        check_names(passthrough, "passthrough")
     if not proj.fs.is_published(f"Models/{model_name}/{model_version}"):
         raise NotFoundError(
             f"model {model_name} has no published version {model_version} in project {proj.name}"
@@ -157,8 +162,11 @@ def create_or_update(
     with _servings_lock(proj):
         updated = _update(proj, name, model_name, model_version, label, inference_logging, kafka_topic,
                           feature_view, transformer)  # fmt: skip
-        if input_rules is not None:
-            updated.input_rules, updated.input_rules_mode = input_rules, input_rules_mode
+        if input_rules is not None or passthrough is not None:
+            if input_rules is not None:
+                updated.input_rules, updated.input_rules_mode = input_rules, input_rules_mode
+            if passthrough is not None:
+                updated.passthrough = list(passthrough)
             servings = _read(proj)
             servings[name] = updated
             _write(proj, servings)
@@ -193,6 +201,7 @@ def _update(
     servings[name] = Serving(
         name, model_name, labels, inference_logging, kafka_topic, feature_view, transformer, history,
         current.input_rules if current else None, current.input_rules_mode if current else "reject",
+        list(current.passthrough) if current else [],
     )  # fmt: skip
     _write(proj, servings)
     return servings[name]
@@ -409,6 +418,7 @@ def _start(proj: Project, batching: bool) -> str:
         *([f"--feature_view={proj.name}/{views[0].feature_view}"] if views else []),
         *([f"--transformer={views[0].transformer}"] if views and views[0].transformer else []),
         *_input_rule_flags(servings),
+        *[f"--passthrough={s.name}={','.join(s.passthrough)}" for s in servings.values() if s.passthrough],
         *([f"--auth_token_file={_token_file(proj.name)}"] if _token_file(proj.name).exists() else []),
     ]  # fmt: skip
     log = directory / "server.log"

@@ -1,6 +1,7 @@
 """Inference logging to the embedded Kafka, read back by an independent consumer: a request record
-and a response record per call, joined by key; a broker that is away for 20 s under load fails no
-request and loses no record, with the server's defaults."""
+and a response record per call, joined by key, each with the call's passthrough fields (never fed to
+the model); a broker that is away for 20 s under load fails no request and loses no record, with the
+server's defaults."""
 
 from __future__ import annotations
 
@@ -29,16 +30,18 @@ def test_every_call_is_logged_and_a_broker_restart_fails_no_request(broker, serv
     server = ServerProcess(
         "--model_name=m", f"--model_base_path={tmp_path / 'm'}", "--inference_logging=ALL",
         f"--kafka_bootstrap_servers={kafka_server}", f"--kafka_topic={topic}",
-        "--monitoring_config_file=/dev/null", log=tmp_path / "server.log",
+        "--monitoring_config_file=/dev/null", "--passthrough=m=tid", log=tmp_path / "server.log",
     )  # fmt: skip
     try:
         server.wait_ready("m")
         url = f"{server.url}/v1/models/m:predict"
-        for i in range(10):
-            assert httpx.post(url, json={"instances": [{"x": i, "y": 1}]}).status_code == 200
-        assert httpx.post(url, json={"instances": [{"x": "bad", "y": 1}]}).status_code == 400
+        for i in range(10):  # tid is no input of m: fed to it, it would be a 400
+            assert httpx.post(url, json={"instances": [{"x": i, "y": 1, "tid": f"t-{i}"}]}).status_code == 200
+        assert httpx.post(url, json={"instances": [{"x": "bad", "y": 1, "tid": 99}]}).status_code == 400
+        nested = httpx.post(url, json={"instances": [{"x": 1, "y": 1, "tid": {"a": 1}}]})
+        assert nested.status_code == 400 and "passthrough field tid: an object" in nested.json()["error"]
         records = wait_for(
-            lambda: (r := read_all(kafka_server, topic, 1)) and len(r) >= 21 and r, what="records"
+            lambda: (r := read_all(kafka_server, topic, 1)) and len(r) >= 22 and r, what="records"
         )
         by_id: dict[str, dict[str, dict]] = {}
         for record in records:
@@ -50,8 +53,12 @@ def test_every_call_is_logged_and_a_broker_restart_fails_no_request(broker, serv
         first = next(p for p in complete if p["request"]["inputs"]["x"] == [0.0])
         assert first["response"]["outputs"]["sum"] == [1.0] and first["response"]["httpCode"] == 200
         assert first["response"]["modelVersion"] == 1 and first["response"]["latencyMs"] >= 0
+        assert first["request"]["passthrough"] == first["response"]["passthrough"] == {"tid": ["t-0"]}
+        assert "tid" not in first["request"]["inputs"]
         refused = [p["response"] for p in by_id.values() if set(p) == {"response"}]
+        refused.sort(key=lambda r: r["requestTimestamp"])
         assert refused[0]["httpCode"] == 400 and "not of expected type" in refused[0]["error"]
+        assert refused[0]["passthrough"] == {"tid": [99]}  # a refused call is found by its key too
 
         # Load while the broker goes away for 20 s and comes back: every request answered 200, and
         # every call's two records on the topic (x = 1000 + the call's number, to count them).
