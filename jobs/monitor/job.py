@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -33,17 +34,22 @@ from pydantic import Field
 
 from fjord.airflow.client import drift_asset
 from fjord.errors import FjordError, NotFoundError
+from fjord.faults import crash_point
 from fjord.jobspec import JobSpec
 from fjord.projects import Project, get_project
 from jobs.monitor import alerts as alerting
-from jobs.monitor import stream
-from jobs.monitor.reference import load_reference
+from jobs.monitor import archive, stream
+from jobs.monitor.reference import load_card, load_reference
 from jobs.monitor.store import ALERT_SCHEMA, WINDOW_SCHEMA, MonitorStore
 from jobs.monitor.windows import Thresholds, Window, summarise
 
 log = logging.getLogger("fjord.monitor")
 COMPACT_EVERY = 100  # micro-batches
 DELIVERY_INTERVAL_S = 10.0
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 class MonitorError(FjordError):
@@ -74,6 +80,7 @@ class MonitorSpec(JobSpec):
     positive_threshold: float = Field(default=0.5, ge=0, le=1)
     cooldown_seconds: int = Field(default=3_600, ge=0, description="between retraining alerts, event time")
     asset_uri: str | None = Field(default=None, description="default: fjord://drift/<project>/<model>")
+    archive: bool = Field(default=True, description="keep every record in Resources/inference/<model>/")
     notify_airflow: bool = True
     available_now: bool = Field(default=False, description="process what the topic holds, then stop")
     run_seconds: float | None = Field(default=None, gt=0, description="stop after this long")
@@ -130,7 +137,10 @@ class Monitor:
             alerting.AirflowNotifier(spec.asset_uri or drift_asset(spec.project, spec.model_name))
             if spec.notify_airflow else None
         )  # fmt: skip
+        self.archive = archive.InferenceArchive(project.fs, spec.model_name) if spec.archive else None
+        self.linked: set[int] = set()  # versions whose archive is linked in the lineage
         self.references: dict[tuple[str, int], dict[str, Any] | None] = {}
+        self.cards: dict[tuple[str, int], dict[str, Any] | None] = {}
         self.app_id: str | None = None
         self.ready = threading.Event()
         self.batches = self.records = 0
@@ -161,6 +171,12 @@ class Monitor:
             self.references[(model, version)] = load_reference(self.project, model, version)
         return self.references[(model, version)]
 
+    def card(self, model: str, version: int) -> dict[str, Any] | None:
+        """The version's card (its test metrics, serving threshold and calibration), or None."""
+        if (model, version) not in self.cards:
+            self.cards[(model, version)] = load_card(self.project, model, version)
+        return self.cards[(model, version)]
+
     def preload_references(self) -> None:
         """The references of every version published under ``Models/<model>/``."""
         models = f"Models/{self.spec.model_name}"
@@ -179,6 +195,7 @@ class Monitor:
         out = stream.counters_and_dead_letters(
             batch, references, window_ms=self.spec.window_ms, watermark_ms=self.watermark_ms,
             output=self.spec.prediction_output, positive_threshold=self.spec.positive_threshold,
+            archive=self.spec.archive,
         ).persist()  # fmt: skip
         sums = [
             F.sum("n").alias("n"),
@@ -186,7 +203,23 @@ class Monitor:
             F.min("lo").alias("lo"),
             F.max("hi").alias("hi"),
         ]
-        return out.where(~F.col("dead")).groupBy(*stream.COUNTER_KEY).agg(*sums).collect(), out
+        counters = out.where(F.col("kind") == stream.COUNT).groupBy(*stream.COUNTER_KEY).agg(*sums).collect()
+        return counters, out
+
+    def _archive(self, out: Any, batch_id: int) -> None:
+        """The batch's valid records to the inference archive, once (before the windows' commit: a
+        replay after a crash between the two finds the archive's part done and does the rest)."""
+        from pyspark.sql import functions as F
+
+        assert self.archive is not None and self.app_id is not None
+        committed = self.archive.committed_batch(self.app_id)
+        if committed is not None and batch_id <= committed:
+            return
+        rows = out.where(F.col("kind") == stream.RECORD).select(*stream.ARCHIVED).toArrow()
+        self.archive.append(rows, self.app_id, batch_id)
+        for version in set(rows["version"].to_pylist()) - self.linked:
+            archive.link_version(self.project, self.spec.model_name, version, self.archive)
+            self.linked.add(version)
 
     def process_batch(self, batch: Any, batch_id: int) -> None:
         self.ready.wait()
@@ -208,11 +241,13 @@ class Monitor:
             out.unpersist()
             rows, out = self._counters(batch)
         try:
-            dead = {
-                r["reason"]: r["count"] for r in out.where(F.col("dead")).groupBy("reason").count().collect()
-            }
+            is_dead = F.col("kind") == stream.DEAD
+            dead = {r["reason"]: r["count"] for r in out.where(is_dead).groupBy("reason").count().collect()}
+            if self.archive is not None:
+                self._archive(out, batch_id)
+                crash_point("monitor.archived")  # a kill here: the replay finds the archive's part done
             if dead:
-                out.where(F.col("dead")).select("topic", "partition", "offset", "value", "reason").write.mode(
+                out.where(is_dead).select("topic", "partition", "offset", "value", "reason").write.mode(
                     "overwrite"
                 ).parquet(self.store.spark_uri(f"dead_letters/batch={batch_id}"))
         finally:
@@ -282,7 +317,9 @@ class Monitor:
         for key in sorted(keys, key=lambda k: k[2]):
             window = self.open[key]
             model, version, start_ms = key
-            summary = summarise(window, self.reference(model, version), self.thresholds)
+            summary = summarise(window, self.reference(model, version), self.thresholds,
+                                self.card(model, version), self.spec.positive_threshold)  # fmt: skip
+            cbpe = summary["estimated"]
             start = datetime.fromtimestamp(start_ms / 1000, UTC)
             end = start + timedelta(milliseconds=self.spec.window_ms)
             rows.append({
@@ -294,6 +331,7 @@ class Monitor:
                    "prediction_mean", "rows", "late", "drift", "drift_share", "drifted_features", "features",
                    "prediction_histogram", "input_violations", "violations_by_field")},
                 "max_event_ms": window.max_event_ms, "state": json.dumps(window.to_state()),
+                "estimated": cbpe, "estimated_roc_auc": _finite(cbpe.get("roc_auc")) if cbpe else None,
             })  # fmt: skip
             if key in final:
                 found = alerting.new_alerts(model, version, start, end, summary, self.thresholds, earlier,

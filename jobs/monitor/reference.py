@@ -15,6 +15,19 @@ from fjord.projects import Project
 log = logging.getLogger("fjord.monitor")
 
 
+def load_card(project: Project, model: str, version: int) -> dict[str, Any] | None:
+    """``Models/<model>/<version>/fjord-model.json``: the version's test metrics, serving threshold and
+    calibration, as the training job registered it (None for a version it did not register)."""
+    path = f"Models/{model}/{version}/fjord-model.json"
+    try:
+        return json.loads(project.fs.read_text(path)) if project.fs.exists(path) else None
+    except (OSError, ValueError) as exc:
+        log.warning(
+            "%s v%s: unreadable model card (%s); estimates use the default threshold", model, version, exc
+        )
+        return None
+
+
 def training_dataset_of(project: Project, model: str, version: int) -> tuple[str, int, int] | None:
     """(feature view, its version, training dataset version) model ``version`` was trained on."""
     card_path = f"Models/{model}/{version}/fjord-model.json"

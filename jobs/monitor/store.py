@@ -44,6 +44,7 @@ WINDOW_SCHEMA = pa.schema(
         ("max_event_ms", pa.int64()), ("state", pa.string()),
         # added later: an older table gets them at its next write (merge_schema), reads fill them in
         ("input_violations", pa.int64()), ("violations_by_field", pa.string()),
+        ("estimated_roc_auc", pa.float64()), ("estimated", pa.string()),
     ]
 )  # fmt: skip
 ALERT_SCHEMA = pa.schema(
@@ -55,7 +56,8 @@ ALERT_SCHEMA = pa.schema(
         ("posted_at", pa.timestamp("us", tz="UTC")),
     ]
 )  # fmt: skip
-JSON_COLUMNS = ("drifted_features", "features", "prediction_histogram", "detail", "violations_by_field")
+JSON_COLUMNS = ("drifted_features", "features", "prediction_histogram", "detail", "violations_by_field",
+                "estimated")  # fmt: skip
 
 
 def _utc_ms(ms: int) -> datetime:

@@ -1,10 +1,11 @@
-"""The executor side of the monitor: inference log records -> window counters and dead letters.
+"""The executor side of the monitor: inference log records -> window counters, dead letters, archive rows.
 
 Spark's Kafka source hands each micro-batch to Spark; every partition of it is turned, on the
 executors, into the counter rows of :mod:`jobs.monitor.windows`, ``(model, version, window, metric,
-key, n, sum, min, max)``, and into dead-letter rows for the records that cannot be counted, with the
-reason (``mapInArrow``). Spark then adds the partitions' counters up by key. Only those counters (a
-few hundred rows per window) reach the driver.
+key, n, sum, min, max)``, into dead-letter rows for the records that cannot be counted, with the
+reason, and (with ``archive``) into one row per valid record for the inference archive
+(:mod:`jobs.monitor.archive`): its head fields and the record itself (``mapInArrow``). Spark then
+adds the partitions' counters up by key; a few hundred counter rows per window reach the driver.
 
 Why Python on the executors and not Spark SQL expressions: the per-value work is a binary search
 of a value in its feature's grid. Spark SQL offers it only as a lambda over the edges (``filter``),
@@ -23,22 +24,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from fjord.evaluation import score_bins
 from jobs.monitor.drift import grid_bin
 from jobs.monitor.windows import LATENCY_BUCKETS_PER_DOUBLING, PREDICTION_BINS
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+COUNT, DEAD, RECORD = "count", "dead", "record"  # the kinds of output rows
 OUTPUT = pa.schema(
     [
-        ("dead", pa.bool_()),
+        ("kind", pa.string()),
         ("model", pa.string()), ("version", pa.int64()), ("window", pa.int64()), ("metric", pa.string()),
         ("key", pa.string()), ("n", pa.int64()), ("s", pa.float64()), ("lo", pa.float64()),
         ("hi", pa.float64()),
         ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
         ("value", pa.string()), ("reason", pa.string()),
+        # a record row (archive): the model and version above, the Kafka position and the record in value
+        ("inference_id", pa.string()), ("type", pa.string()), ("api", pa.string()),
+        ("request_ms", pa.int64()), ("http_code", pa.int32()), ("latency_ms", pa.float64()),
     ]
 )  # fmt: skip
+ARCHIVED = ["inference_id", "type", "model", "version", "api", "request_ms", "http_code", "latency_ms",
+            "value", "topic", "partition", "offset"]  # fmt: skip
 COUNTER_KEY = ["model", "version", "window", "metric", "key"]  # a counter row's identity
 
 
@@ -63,6 +71,10 @@ class _Counts:
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _latency(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _number(value: Any) -> float:
@@ -122,8 +134,10 @@ def count_partition(
     watermark_ms: int,
     output: str | None,
     positive_threshold: float,
+    archive: list[tuple[Any, ...]] | None = None,
 ) -> tuple[_Counts, list[tuple[str, int, int, str | None, str]]]:
-    """The counters and the dead letters of (value, topic, partition, offset) records.
+    """The counters and the dead letters of (value, topic, partition, offset) records; with
+    ``archive``, each valid record's archive row is appended to it (:data:`ARCHIVED`'s fields).
 
     Each record only appends its fields to its window's lists; the counting is vectorised per window
     (numpy) at the end: a Python loop per value would cost more than the parsing."""
@@ -144,6 +158,12 @@ def count_partition(
             dead.append((topic, partition, offset, text, reason))
             continue
         ts = record["requestTimestamp"]
+        if archive is not None:
+            archive.append(
+                (record.get("inferenceId"), record["type"], record["modelName"], record["modelVersion"],
+                 record.get("api"), ts, _int(record.get("httpCode")), _latency(record.get("latencyMs")),
+                 raw.decode(errors="replace"), topic, partition, offset)  # type: ignore[union-attr]
+            )  # fmt: skip
         head = (record["modelName"], record["modelVersion"], ts - ts % window_ms)
         if head[2] + window_ms <= watermark_ms:
             counts.add(head, "late", "")
@@ -223,6 +243,7 @@ def _count_window(counts: _Counts, head: tuple[str, int, int], window: _Window,
         if len(scores):
             bins = np.clip(np.floor(scores * PREDICTION_BINS), 0, PREDICTION_BINS - 1).astype("int64")
             _add_bins(counts, head, "prediction", bins, scores)
+            _add_bins(counts, head, "score", score_bins(scores), scores)  # CBPE's histogram
             if (positive := int((scores >= positive_threshold).sum())) > 0:
                 counts.add(head, "positive", "", n=positive)
     if reference is None:
@@ -259,21 +280,30 @@ def _rows(counts: _Counts, dead: list[tuple[str, int, int, str | None, str]]) ->
         """Counter rows first, then dead-letter rows: each column holds one kind, nulls for the other."""
         return [None] * size + column if dead_rows else column + [None] * dead_size
 
+    columns = {
+        "kind": [COUNT] * size + [DEAD] * dead_size,
+        "model": pad([k[0] for k, _ in items], False), "version": pad([k[1] for k, _ in items], False),
+        "window": pad([k[2] for k, _ in items], False), "metric": pad([k[3] for k, _ in items], False),
+        "key": pad([k[4] for k, _ in items], False), "n": pad([int(v[0]) for _, v in items], False),
+        "s": pad([v[1] for _, v in items], False),
+        "lo": pad([None if v[2] == math.inf else v[2] for _, v in items], False),
+        "hi": pad([None if v[3] == -math.inf else v[3] for _, v in items], False),
+        "topic": pad([d[0] for d in dead], True), "partition": pad([d[1] for d in dead], True),
+        "offset": pad([d[2] for d in dead], True), "value": pad([d[3] for d in dead], True),
+        "reason": pad([d[4] for d in dead], True),
+    }  # fmt: skip
     return pa.RecordBatch.from_pydict(
-        {
-            "dead": [False] * size + [True] * dead_size,
-            "model": pad([k[0] for k, _ in items], False), "version": pad([k[1] for k, _ in items], False),
-            "window": pad([k[2] for k, _ in items], False), "metric": pad([k[3] for k, _ in items], False),
-            "key": pad([k[4] for k, _ in items], False), "n": pad([int(v[0]) for _, v in items], False),
-            "s": pad([v[1] for _, v in items], False),
-            "lo": pad([None if v[2] == math.inf else v[2] for _, v in items], False),
-            "hi": pad([None if v[3] == -math.inf else v[3] for _, v in items], False),
-            "topic": pad([d[0] for d in dead], True), "partition": pad([d[1] for d in dead], True),
-            "offset": pad([d[2] for d in dead], True), "value": pad([d[3] for d in dead], True),
-            "reason": pad([d[4] for d in dead], True),
-        },
-        schema=OUTPUT,
-    )  # fmt: skip
+        {name: columns.get(name, [None] * (size + dead_size)) for name in OUTPUT.names}, schema=OUTPUT
+    )
+
+
+def _archive_rows(archive: list[tuple[Any, ...]]) -> pa.RecordBatch:
+    """The archive rows of a partition, in :data:`OUTPUT`'s columns (``kind`` record)."""
+    columns: dict[str, list[Any]] = {name: [row[i] for row in archive] for i, name in enumerate(ARCHIVED)}
+    columns["kind"] = [RECORD] * len(archive)
+    return pa.RecordBatch.from_pydict(
+        {name: columns.get(name, [None] * len(archive)) for name in OUTPUT.names}, schema=OUTPUT
+    )
 
 
 def counters_and_dead_letters(
@@ -284,9 +314,11 @@ def counters_and_dead_letters(
     watermark_ms: int,
     output: str | None,
     positive_threshold: float,
+    archive: bool = False,
 ) -> DataFrame:
-    """A micro-batch of Kafka rows -> one row per counter of each partition (``dead`` false) and one
-    per dead letter (``dead`` true). Add the counters up by key to get the batch's."""
+    """A micro-batch of Kafka rows -> one row per counter of each partition (``kind`` count), one per
+    dead letter (dead) and, with ``archive``, one per valid record (record). Add the counters up by
+    key to get the batch's."""
     options = {"window_ms": window_ms, "watermark_ms": watermark_ms, "output": output,
                "positive_threshold": positive_threshold}  # fmt: skip
 
@@ -297,8 +329,11 @@ def counters_and_dead_letters(
                 zip(part.column("value").to_pylist(), part.column("topic").to_pylist(),
                     part.column("partition").to_pylist(), part.column("offset").to_pylist(), strict=True)
             )  # fmt: skip
-        counts, dead = count_partition(records, references, **options)
+        archived: list[tuple[Any, ...]] | None = [] if archive else None
+        counts, dead = count_partition(records, references, archive=archived, **options)
         yield _rows(counts, dead)
+        if archived:
+            yield _archive_rows(archived)
 
     from pyspark.sql.pandas.types import from_arrow_schema
 

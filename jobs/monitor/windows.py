@@ -14,6 +14,8 @@ The metrics counted, and what a row's key, n, sum, min and max mean for each:
 - ``errors``: response records with an HTTP status of 400 or more (n);
 - ``latency``: key is the latency's log bucket (8 per doubling of ms); n, sum, min, max;
 - ``prediction``: key is the score's bin, 20 over [0, 1]; n, sum;
+- ``score``: key is the score's bin, 1,000 over [0, 1]; n, sum (performance estimated without labels,
+  fjord/evaluation.py);
 - ``positive``: predictions at or above the positive threshold (n);
 - ``inputs``: request records (n) and their rows (sum);
 - ``late``: records that arrived after the window closed, not counted in it (n);
@@ -123,7 +125,37 @@ def _percentile(buckets: Mapping[str, Counter], q: float, low: float, high: floa
     return high
 
 
-def summarise(window: Window, reference: Mapping[str, Any] | None, thresholds: Thresholds) -> dict[str, Any]:
+def estimated(
+    window: Window, card: Mapping[str, Any] | None, default_threshold: float
+) -> dict[str, Any] | None:
+    """CBPE's estimate of the window's performance at the version's serving threshold (its card's),
+    flagged with whether the version's scores were found calibrated when it was registered."""
+    import numpy as np
+
+    from fjord.evaluation import estimate
+
+    bins = window.of("score")
+    if not bins:
+        return None
+    metrics = (card or {}).get("metrics") or {}
+    threshold = float(metrics.get("threshold", default_threshold))
+    counters = list(bins.values())
+    found = estimate(
+        np.array([c.n for c in counters], "float64"), np.array([c.sum for c in counters]), threshold
+    )
+    calibration = (card or {}).get("calibration") or {}
+    finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in found.items()}
+    return {**finite, "threshold": threshold, "calibrated": calibration.get("calibrated"),
+            "blessed_roc_auc": metrics.get("roc_auc")}  # fmt: skip
+
+
+def summarise(
+    window: Window,
+    reference: Mapping[str, Any] | None,
+    thresholds: Thresholds,
+    card: Mapping[str, Any] | None = None,
+    positive_threshold: float = 0.5,
+) -> dict[str, Any]:
     """The window's metrics: what the results table, the topic and the dashboard show."""
     requests, errors = window.n("requests"), window.n("errors")
     latency = window.of("latency")
@@ -151,6 +183,7 @@ def summarise(window: Window, reference: Mapping[str, Any] | None, thresholds: T
         "late": window.n("late"),
         "input_violations": sum(c.n for c in window.of("violations").values()),
         "violations_by_field": {k: c.n for k, c in sorted(window.of("violations").items())},
+        "estimated": estimated(window, card, positive_threshold),
         "features": {},
         "drift_share": None,
         "drift": False,

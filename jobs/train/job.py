@@ -8,7 +8,8 @@
 3. retrains the best configuration (seeded) and exports a SavedModel whose serving signature takes
    the named raw features and returns the fraud probability, calibrated on the validation set;
 4. evaluates it on the held-out, later part of the data: ROC AUC, PR AUC, precision and recall at
-   the validation set's best-F1 threshold, calibration (Brier score, ECE);
+   the validation set's best-F1 threshold, calibration (Brier score, ECE); checks calibration on the
+   validation split, which estimating performance without labels assumes (fjord/evaluation.py);
 5. optimizes it (TensorFlow Lite, optionally quantized), kept only within ``tolerance`` AUC;
 6. publishes ``Models/<name>/<version>/`` and registers the version in the MLflow model registry
    with the alias ``candidate``, tagged with the run id, the training dataset version and metrics.
@@ -31,6 +32,7 @@ from pydantic import Field
 import featurestore
 from fjord import experiment
 from fjord.errors import AlreadyExistsError, FjordError, NotFoundError
+from fjord.evaluation import calibration_check
 from fjord.experiment.tracking import client as mlflow_client
 from fjord.experiment.tracking import tracking_uri
 from fjord.faults import crash_point
@@ -228,6 +230,8 @@ def run(spec: TrainSpec) -> TrainResult:
                                  spec.test_size, spec.val_size)  # fmt: skip
             threshold = best_f1_threshold(splits.y_val, np.load(local / "val_scores.npy"))
             metrics = evaluate(splits.y_test, predict_saved_model(local / "model", splits.x_test), threshold)
+            # Estimating performance before labels land (CBPE) assumes calibrated scores: checked here.
+            calibration = calibration_check(splits.y_val, predict_saved_model(local / "model", splits.x_val))
             progress("train: final model evaluated" + ("; optimizing it" if spec.optimize else ""))
             optimization = None
             if spec.optimize:
@@ -245,7 +249,7 @@ def run(spec: TrainSpec) -> TrainResult:
             model_version, model_uri = _register(
                 spec, project, local / "model", final.best.mlflow_run_id, uri, record.run_id, version,
                 metrics, optimization, best, splits.x_test.head(5),
-                {"search": search.run_id, "trials": counts},
+                {"search": search.run_id, "trials": counts, "calibration": calibration},
             )  # fmt: skip
         record.add_output(model_uri, str(model_version), kind="model")
         return TrainResult(
@@ -335,6 +339,13 @@ def _registered_by_an_earlier_try(spec: TrainSpec, project: Any, uri: str) -> Tr
     return None
 
 
+def _calibration_tags(calibration: dict[str, Any] | None) -> dict[str, str]:
+    if not calibration:
+        return {}
+    return {"fjord.calibration.ece": f"{calibration['ece']:.4g}",
+            "fjord.calibration.calibrated": str(calibration["calibrated"]).lower()}  # fmt: skip
+
+
 def _register(
     spec: TrainSpec,
     project: Any,
@@ -361,6 +372,7 @@ def _register(
         "fjord.training_dataset": f"{spec.feature_view}_{spec.feature_view_version}/{dataset_version}",
         **{f"metric.{k}": f"{v:.6g}" for k, v in finite(metrics).items()},
         **{f"param.{k}": str(v) for k, v in params.items()},
+        **_calibration_tags((extra or {}).get("calibration")),
     }
     try:
         client.get_registered_model(spec.model_name)

@@ -1,9 +1,11 @@
 """The streaming monitor on the embedded Kafka and Spark: windows that add up to what an independent
-consumer reads, exactly once across a SIGKILL; dead letters that never stop the query; records
+consumer reads, exactly once across a kill, and an inference archive that holds each record once;
+dead letters that never stop the query; records
 attributed to the version that served them; drift against the training dataset's statistics."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +21,9 @@ import pytest
 
 from fjord.config import reset_settings
 from fjord.errors import NotFoundError
+from fjord.faults import CRASH_EXIT_CODE
+from fjord.lineage import get_run
+from jobs.monitor.archive import InferenceArchive, predictions
 from jobs.monitor.job import Monitor, MonitorSpec, run
 from jobs.monitor.store import MonitorStore
 from tests.conftest import REPO
@@ -91,8 +96,9 @@ def test_windows_add_up_exactly_once_across_a_kill(broker, tmp_path) -> None:
     traffic.call(2, started=now + 3)  # a later record moves the watermark past every window above
     traffic.close()
 
-    # A monitor in its own process, small micro-batches, SIGKILLed once it committed some of them.
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # A monitor in its own process, small micro-batches, killed (os._exit, as kill -9) in its third
+    # micro-batch, after the batch's records went to the archive and before its windows did.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FJORD_CRASH_AT": "monitor.archived#3"}
     args = [f"--{k.replace('_', '-')}={v}" for k, v in _spec(topic, available_now=False).model_dump().items()
             if v is not None and not isinstance(v, bool)]  # fmt: skip
     monitor = subprocess.Popen(
@@ -101,16 +107,15 @@ def test_windows_add_up_exactly_once_across_a_kill(broker, tmp_path) -> None:
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     store = MonitorStore(project.fs, MODEL)
-
-    def committed_some() -> bool:
-        assert monitor.poll() is None, monitor.stdout.read().decode()[-3000:]
-        return bool(store.windows()) and max(w["batch_id"] for w in store.windows()) >= 3
-
-    wait_for(committed_some, 180, "the monitor to commit micro-batch 3", interval=0.5)
-    os.killpg(monitor.pid, signal.SIGKILL)
-    monitor.wait()
+    archived = InferenceArchive(project.fs, MODEL)
+    try:
+        assert monitor.wait(timeout=180) == CRASH_EXIT_CODE, monitor.stdout.read().decode()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(monitor.pid, signal.SIGKILL)  # its Spark JVM too
     partial = store.windows()
     assert partial and not all(w["final"] for w in partial)  # killed mid-stream
+    assert max(w["batch_id"] for w in partial) < max(archived.records()["batch_id"].to_pylist())
 
     result = run(_spec(topic))  # the same checkpoint: resumes after the last committed batch
     expected, malformed = _expected(broker, topic)
@@ -130,6 +135,19 @@ def test_windows_add_up_exactly_once_across_a_kill(broker, tmp_path) -> None:
     # every other response record counted once, in its window: none lost, none twice
     assert counted == expected - Counter({late_key: 1})
     assert malformed == 300 and store.dead_letter_count() == 300 and result.dead_letters == 300
+    # the archive: every valid record once (the table itself, not a deduplicating read), as a consumer
+    # of the topic counts them, each at its Kafka position
+    table = archived.table().to_pyarrow_table()
+    positions = list(
+        zip(table["kafka_partition"].to_pylist(), table["kafka_offset"].to_pylist(), strict=True)
+    )
+    valid = {(r.partition, r.offset) for r in read_all(broker, topic, 1) if b"modelName" in r.value}
+    assert len(positions) == len(set(positions)) and set(positions) == valid
+    served = predictions(archived, output="sum")
+    assert len(served) == 4 * sum(expected.values()) and served["score"].notna().all()  # 4 rows a call
+    assert {str(a.uri) for a in get_run(f"archive-mon-{MODEL}-v2").inputs} >= {
+        project.fs.uri(f"Models/{MODEL}/2")
+    }
     reasons = Counter(d["reason"] for d in store.dead_letters())
     assert reasons == {"not valid JSON": 100, "not a JSON object": 100, "no modelName": 100}
 

@@ -88,3 +88,20 @@ def test_flagged_input_rule_violations_are_counted_by_field() -> None:
     assert dead == []
     assert counts[("violations", "amount")][0] == 2 and counts[("violations", "category")][0] == 1
     assert {k for (m, k) in counts if m == "violations"} == {"amount", "category"}
+
+
+def test_every_valid_record_and_only_those_become_an_archive_row_with_its_kafka_position() -> None:
+    late = _response(1_000, p=[0.2])
+    values = [_request(50_000, x=[1.0]), b"not json", {**late, "inferenceId": "i-1"}, {"type": "request"}]
+    records = [(v if isinstance(v, bytes) else orjson.dumps(v), "t", 3, 10 + i) for i, v in enumerate(values)]
+    archive: list = []
+    stream.count_partition(records, REFERENCES, window_ms=10_000, watermark_ms=40_000, output="p",
+                           positive_threshold=0.5, archive=archive)  # fmt: skip
+    rows = [dict(zip(stream.ARCHIVED, row, strict=True)) for row in archive]
+    positions = [(r["type"], r["partition"], r["offset"]) for r in rows]
+    assert positions == [("request", 3, 10), ("response", 3, 12)]
+    late_row = rows[1]  # a record late for its window is still archived, whole and as it came
+    assert (late_row["inference_id"], late_row["http_code"], late_row["latency_ms"]) == ("i-1", 200, 2.0)
+    assert orjson.loads(late_row["value"]) == {**late, "inferenceId": "i-1"}
+    batch = stream._archive_rows(archive)
+    assert batch.schema == stream.OUTPUT and batch.column("kind").to_pylist() == ["record", "record"]
