@@ -1,5 +1,6 @@
 """fraud_retrain: when the monitor reports drift (an event on the Asset ``fjord://drift/fraud/fraud``,
-project and model), and weekly: a training dataset over a recent window, a new model, and a
+project and model) or the performance job finds the realized ROC AUC below the blessed one
+(``fjord://performance/fraud/fraud``), and weekly: a training dataset over a recent window, a new model, and a
 deployment only through the same blessing gate. A run started by an asset event records the event
 (its window and scores) as the cause, in the DAG run's record (``fjord lineage show``)."""
 
@@ -10,17 +11,18 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, Param, task
 
-from fjord.airflow.client import drift_asset
+from fjord.airflow.client import drift_asset, performance_asset
 from fjord.airflow.defaults import cron, dag_arguments
 from fjord.airflow.tasks import train_bless_deploy, training_dataset
 
 DRIFT = Asset(drift_asset("fraud", "fraud"), group="monitoring")
+PERFORMANCE = Asset(performance_asset("fraud", "fraud"), group="monitoring")
 
 with DAG(
     dag_id="fraud_retrain",
     description="Retrain the fraud model on a recent window when its inputs drift, and weekly",
     doc_md=__doc__,
-    schedule=AssetOrTimeSchedule(timetable=cron("0 3 * * 0"), assets=DRIFT),
+    schedule=AssetOrTimeSchedule(timetable=cron("0 3 * * 0"), assets=DRIFT | PERFORMANCE),
     **dag_arguments(tags=["fraud", "retraining"]),
     params={
         "project": Param("fraud", type="string", description="the Fjord project"),

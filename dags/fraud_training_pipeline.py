@@ -1,5 +1,6 @@
 """fraud_training_pipeline: landing batches -> ETL + validation -> training data -> train -> bless ->
-deploy. Daily, or triggered with conf (``{"project": "fraud", "batches": ["2026-11-01"]}``)."""
+deploy, and beside them the realized performance of what is served (the labels just landed).
+Daily, or triggered with conf (``{"project": "fraud", "batches": ["2026-11-01"]}``)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,15 @@ with DAG(
         ).expand(args=wanted)
         landed >> etl
 
+    performance = FjordJobOperator(
+        task_id="performance",
+        stage="performance",
+        args={"project": "{{ params.project }}"},
+        doc_md="The labels the ETL just published, joined with the archived predictions: realized "
+        "performance per model version and window beside its estimate; an alert below the blessed AUC.",
+    )
     dataset = training_dataset()
     model = train_bless_deploy()
 
+    etl >> performance
     etl >> dataset >> model

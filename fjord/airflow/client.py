@@ -36,6 +36,12 @@ def drift_asset(project: str, model: str) -> str:
     return f"fjord://drift/{project}/{model}"
 
 
+def performance_asset(project: str, model: str) -> str:
+    """The Airflow asset the performance job posts a model's alerts on: its realized ROC AUC fell
+    below its blessed one (``fraud_retrain`` is scheduled on it too)."""
+    return f"fjord://performance/{project}/{model}"
+
+
 class AirflowError(FjordError):
     """Airflow is unreachable, refuses a call, or a DAG cannot run."""
 

@@ -68,6 +68,7 @@ STAGES: dict[str, Stage] = {
     "deploy": Stage("jobs.serve.main", spark=False),
     "batch_inference": Stage("jobs.batch.main", spark=False),
     "maintenance": Stage("jobs.features.maintenance", spark=False),
+    "performance": Stage("jobs.performance.main", spark=False),
 }
 
 

@@ -1,5 +1,6 @@
-"""``fjord monitor start|stop|status|alerts|dashboard``: the streaming monitor of a served model and
-its dashboard (the stage is jobs/monitor, loaded only when a command runs)."""
+"""``fjord monitor start|stop|status|alerts|performance|archive|dashboard``: the streaming monitor of a
+served model, its inference archive, the realized performance once labels land, and the dashboard
+(the stages are jobs/monitor and jobs/performance, loaded only when a command runs)."""
 
 from __future__ import annotations
 
@@ -110,7 +111,8 @@ def alerts(
 ) -> None:
     """Every alert: its window, what crossed which threshold, and the retraining run it started."""
 
-    found = _store(_project(project), model).alerts()
+    store = _store(_project(project), model)
+    found = sorted(store.alerts() + store.alerts_of("performance_alerts"), key=lambda a: a["created_at"])
     if as_json:
         print_json(json.loads(json.dumps(found, default=str)))
         return
@@ -119,6 +121,59 @@ def alerts(
         table.add_row(_time(a["window_start"]), str(a["version"]), a["kind"], a["message"], a["state"],
                       a["dag_run_id"] or "")  # fmt: skip
     console.print(table if found else "no alerts")
+
+
+@app.command()
+def performance(
+    project: str | None = PROJECT,
+    model: str = MODEL,
+    refresh: bool = typer.Option(False, "--refresh", help="Join the labels landed so far first (the job)."),
+    last: int = typer.Option(10, min=1, help="Windows shown."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Realized performance per version and window (labelled predictions) beside CBPE's estimate."""
+    from jobs.performance.job import PerformanceSpec, window_line
+    from jobs.performance.job import run as measure
+
+    name = _project(project)
+    if refresh:
+        result = measure(PerformanceSpec(project=name, model_name=model, notify_airflow=False))
+        windows = result.windows
+    else:
+        windows = _store(name, model).performance()
+    windows = windows[-last:]
+    if as_json:
+        print_json(json.loads(json.dumps(windows, default=str)))
+        return
+    if not windows:
+        console.print(
+            f"no performance measured for {model} yet: labels join archived predictions "
+            "(fjord monitor performance --refresh, or the pipeline's performance task)"
+        )
+        return
+    for w in windows:
+        console.print(window_line(w))
+
+
+@app.command()
+def archive(
+    project: str | None = PROJECT,
+    model: str = MODEL,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """The inference archive: every logged request and response, kept past the topic's retention."""
+    from fjord.projects import get_project
+    from jobs.monitor.archive import InferenceArchive
+
+    stats = InferenceArchive(get_project(_project(project)).fs, model).stats()
+    if as_json:
+        print_json(stats)
+        return
+    days = stats["days"]
+    span = f"{days[0]} .. {days[-1]}" if days else "no days yet"
+    console.print(f"{stats['uri']}: {stats['records']:,} records ({stats.get('requests', 0):,} requests, "
+                  f"{stats.get('responses', 0):,} responses), {span}, versions {stats['versions']}, "
+                  f"Delta version {stats['delta_version']}")  # fmt: skip
 
 
 @app.command()

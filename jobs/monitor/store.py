@@ -2,6 +2,8 @@
 
 Under ``Resources/monitoring/<model>/`` of the project:
 
+- ``performance/`` and ``performance_alerts/``: the realized performance per window and its alerts,
+  written by the performance job (jobs/performance/job.py);
 - ``windows/``: a Delta table, one row per (model, version, window_start): the window's metrics and
   its counters (``state``), updated by every micro-batch that sees the window, ``final`` once the
   watermark passed its end;
@@ -57,7 +59,7 @@ ALERT_SCHEMA = pa.schema(
     ]
 )  # fmt: skip
 JSON_COLUMNS = ("drifted_features", "features", "prediction_histogram", "detail", "violations_by_field",
-                "estimated")  # fmt: skip
+                "estimated", "calibration", "estimation_error")  # fmt: skip
 
 
 def _utc_ms(ms: int) -> datetime:
@@ -180,11 +182,27 @@ class MonitorStore:
         return max(values) if values else None
 
     def alerts(self) -> list[dict[str, Any]]:
-        table = self._table("alerts")
+        return self.alerts_of("alerts")
+
+    def alerts_of(self, part: str) -> list[dict[str, Any]]:
+        """The alerts of table ``part``: the stream's (alerts) or the performance job's
+        (performance_alerts), oldest first."""
+        table = self._table(part)
         if table is None:
             return []
         return sorted(
             (_decoded(r) for r in table.to_pyarrow_table().to_pylist()), key=lambda r: r["created_at"]
+        )
+
+    def performance(self) -> list[dict[str, Any]]:
+        """The realized and estimated performance per (model, version, window), oldest first
+        (jobs/performance/job.py)."""
+        table = self._table("performance")
+        if table is None:
+            return []
+        return sorted(
+            (_decoded(r) for r in table.to_pyarrow_table().to_pylist()),
+            key=lambda r: (r["window_start"], r["model"], r["version"]),
         )
 
     def _dead_letter_files(self) -> tuple[Any, bool] | None:
