@@ -5,7 +5,8 @@
   them) is monitored to the end (``available_now``, ``maxOffsetsPerTrigger`` = ``--batch``), on the
   embedded Kafka and Spark ``local[2]``. Records per second over the micro-batches (Spark's start is
   not counted). **The limit**: the same client (Spark's Kafka source, the same batches) on the same
-  topic doing nothing but count the records.
+  topic doing nothing but count the records. **The archive's cost**: the monitor runs twice on each
+  topic, with the inference archive off and on (which goes first alternates between runs).
 - **Restart**: a monitor process over a pre-filled topic is SIGKILLed ``--kills`` times at random
   moments and started again; at the end each window's request count is compared with what was
   produced into it: records lost and counted twice.
@@ -124,40 +125,50 @@ def bench_throughput(bootstrap: str, records: int, batch: int, repeat: int) -> d
     from tests.integration.monitor_setup import monitored_project
 
     monitored_project("bench", versions=(1,), extra_features=13)
-    runs, limits = [], []
+    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    limits = []
     for attempt in range(repeat):
         topic = f"m_bench_{uuid.uuid4().hex[:6]}"
         produce(bootstrap, topic, records, seconds=120)
-        spec = MonitorSpec(
-            project="bench",
-            model_name="m",
-            topic=topic,
-            window_seconds=WINDOW_S,
-            lateness_seconds=WINDOW_S,
-            max_records_per_trigger=batch,
-            available_now=True,
-            prediction_output="sum",
-            notify_airflow=False,
-        )
-        result = run(spec)
-        runs.append(
-            {
-                "records": result.records,
-                "batches": result.batches,
-                "seconds": result.busy_seconds,
-                "records_per_s": result.records_per_second,
-            }
-        )
+        for archive in (False, True) if attempt % 2 == 0 else (True, False):
+            spec = MonitorSpec(
+                project="bench",
+                model_name="m",
+                topic=topic,
+                window_seconds=WINDOW_S,
+                lateness_seconds=WINDOW_S,
+                max_records_per_trigger=batch,
+                available_now=True,
+                prediction_output="sum",
+                notify_airflow=False,
+                archive=archive,
+            )
+            result = run(spec)
+            runs[archive].append(
+                {
+                    "records": result.records,
+                    "batches": result.batches,
+                    "seconds": result.busy_seconds,
+                    "records_per_s": result.records_per_second,
+                }
+            )
+            # the results and the archive are per model: cleared between runs
+            for rel in ("Resources/monitoring/m", "Resources/inference/m"):
+                if get_project("bench").fs.exists(rel):
+                    get_project("bench").fs.rm(rel, recursive=True)
         with tempfile.TemporaryDirectory() as tmp:
             limits.append(spark_consume_rate(get_spark(), bootstrap, topic, batch, Path(tmp) / "cp"))
         print(
-            f"  run {attempt + 1}: monitor {runs[-1]['records_per_s']:,.0f} rec/s "
-            f"({result.batches} batches), Spark Kafka source alone {limits[-1]['records_per_s']:,.0f} rec/s",
+            f"  run {attempt + 1}: monitor {runs[False][-1]['records_per_s']:,.0f} rec/s, with the archive "
+            f"{runs[True][-1]['records_per_s']:,.0f} rec/s ({result.batches} batches), "
+            f"Spark Kafka source alone {limits[-1]['records_per_s']:,.0f} rec/s",
             flush=True,
         )
-        # A new project per run would also do; the windows table is per model, so clear it between runs.
-        get_project("bench").fs.rm("Resources/monitoring/m", recursive=True)
-    return {"monitor": runs, "spark_kafka_source_count_only": limits}
+    return {
+        "monitor": runs[False],
+        "monitor_with_archive": runs[True],
+        "spark_kafka_source_count_only": limits,
+    }
 
 
 def bench_restart(bootstrap: str, records: int, kills: int) -> dict[str, Any]:
@@ -226,7 +237,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=400_000)
     parser.add_argument("--batch", type=int, default=100_000, help="maxOffsetsPerTrigger")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--kills", type=int, default=3, help="0: no restart bench")
     parser.add_argument("--run-log", type=Path, default=None, help="a fjord run's .tasks.json")
     args = parser.parse_args()
 
@@ -248,17 +259,23 @@ def main() -> None:
                 f"throughput: {args.records:,} records, micro-batches of {args.batch:,}, {args.repeat} runs"
             )
             throughput = bench_throughput(bootstrap, args.records, args.batch, args.repeat)
-            print(f"restart: {args.kills} SIGKILLs over {args.records // 4:,} records")
-            restart = bench_restart(bootstrap, args.records // 4, args.kills)
+            restart = None
+            if args.kills:
+                print(f"restart: {args.kills} SIGKILLs over {args.records // 4:,} records")
+                restart = bench_restart(bootstrap, args.records // 4, args.kills)
         finally:
             kafka.stop()
     ours = [r["records_per_s"] for r in throughput["monitor"]]
+    archived = [r["records_per_s"] for r in throughput["monitor_with_archive"]]
     limit = [r["records_per_s"] for r in throughput["spark_kafka_source_count_only"]]
     result = {
         "machine": f"{os.cpu_count()} cores",
         "throughput": {
             **throughput,
             "monitor_records_per_s": _spread(ours),
+            "monitor_with_archive_records_per_s": _spread(archived),
+            "archive_ratio": statistics.median(archived) / statistics.median(ours),
+            "archive_ratio_per_run": [a / o for a, o in zip(archived, ours, strict=True)],
             "limit_records_per_s": _spread(limit),
             "ratio_to_limit": statistics.median(ours) / statistics.median(limit),
         },
@@ -268,7 +285,11 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "monitor.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "throughput"}, indent=2))
-    print(f"monitor {statistics.median(ours):,.0f} rec/s (limit {statistics.median(limit):,.0f} rec/s)")
+    ratio = result["throughput"]["archive_ratio"]
+    print(
+        f"monitor {statistics.median(ours):,.0f} rec/s, with the archive {statistics.median(archived):,.0f} "
+        f"({ratio:.2f}x); limit {statistics.median(limit):,.0f} rec/s"
+    )
 
 
 if __name__ == "__main__":

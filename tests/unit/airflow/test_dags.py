@@ -119,14 +119,15 @@ def test_training_pipeline_waits_validates_trains_blesses_then_deploys(dagbag: d
     assert _upstream(dag, "model.train") == ["training_dataset"]
     assert _upstream(dag, "model.bless") == ["model.train"]
     assert _upstream(dag, "model.deploy") == ["model.bless"]
+    assert _upstream(dag, "performance") == ["ingest.etl"]  # the labels just published, beside training
     assert dag["tasks"]["ingest.wait_for_batch"]["type"] == "MappedOperator"  # one per batch
     assert "expression='0 0 * * *'" in dag["schedule"]  # @daily
     assert {"project", "batches", "samples", "epochs"} <= set(dag["params"])
 
 
-def test_retrain_runs_on_the_drift_asset_and_weekly_through_the_same_gate(dagbag: dict) -> None:
+def test_retrain_runs_on_drift_or_a_performance_drop_and_weekly_through_the_same_gate(dagbag: dict) -> None:
     dag = dagbag["dags"]["fraud_retrain"]
-    assert dag["assets"] == ["fjord://drift/fraud/fraud"]
+    assert dag["assets"] == ["fjord://drift/fraud/fraud", "fjord://performance/fraud/fraud"]
     assert "AssetOrTimeSchedule" in dag["schedule"]
     assert _upstream(dag, "training_dataset") == ["cause"]
     assert _upstream(dag, "model.deploy") == ["model.bless"]
