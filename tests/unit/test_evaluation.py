@@ -1,6 +1,7 @@
 """Performance from a score histogram: CBPE's estimate against its per-row definition and against
 realized labels drawn from calibrated scores; realized metrics against scikit-learn's."""
 
+import json
 import math
 
 import numpy as np
@@ -65,3 +66,18 @@ def test_calibration_is_judged_by_its_expected_error():
     assert calibration_check(y, scores)["calibrated"]
     overconfident = calibration_check(y, np.clip(scores * 3, 0, 1))
     assert not overconfident["calibrated"] and overconfident["ece"] > 0.05
+
+
+def test_the_estimate_agrees_with_nannymls_cbpe_on_the_same_chunks():
+    """NannyML 0.13.1's CBPE estimates, computed by ``python -m bench.performance_estimation`` in its own
+    venv and kept in tests/data: Fjord's histogram estimate of each chunk is within 0.01 of each."""
+    from bench.performance_estimation import GOLDEN, METRICS, scores_and_labels
+
+    golden = json.loads(GOLDEN.read_text())
+    _, analysis = scores_and_labels(golden["chunks"], golden["chunk"], golden["seed"])
+    scores = analysis["y_pred_proba"].to_numpy()
+    for i, theirs in enumerate(golden["estimates"]):
+        _, rows, sums = histogram(scores[i * golden["chunk"] : (i + 1) * golden["chunk"]])
+        ours = estimate(rows, sums, golden["threshold"])
+        for metric in METRICS:
+            assert abs(ours[metric] - theirs[metric]) < 0.01, (i, metric, ours[metric], theirs[metric])
