@@ -124,6 +124,16 @@ def _finite(value: Any) -> float | None:
     return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
+def key_text(value: Any) -> str | None:
+    """A join key as text, the same for 1042, 1042.0 and "1042" (pandas reads a column of integers
+    with gaps as floats); None for a missing one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _labels(spec: PerformanceSpec) -> tuple[Any, int]:
     """(key -> label as a pandas Series, the labels group's commit id)."""
     store = featurestore.connect(spec.project)
@@ -135,7 +145,7 @@ def _labels(spec: PerformanceSpec) -> tuple[Any, int]:
     commit = group.snapshot().version
     frame = group.read(columns=[spec.key, spec.label])
     frame = frame.dropna(subset=[spec.label])
-    return frame.set_index(frame[spec.key].astype(str))[spec.label].astype("int64"), commit
+    return frame.set_index(frame[spec.key].map(key_text))[spec.label].astype("int64"), commit
 
 
 def _window_rows(spec: PerformanceSpec, project: Any, served: Any, labels: Any, commit: int,
@@ -145,8 +155,10 @@ def _window_rows(spec: PerformanceSpec, project: Any, served: Any, labels: Any, 
     window = pd.Timedelta(seconds=spec.window_seconds)
     epoch = pd.Timestamp(0, tz="UTC")
     served = served.assign(window_start=epoch + ((served["request_time"] - epoch) // window) * window)
-    keys = served[spec.key].astype(str) if spec.key in served.columns else pd.Series(dtype=str)
-    served = served.assign(label=keys.map(labels) if len(keys) else np.nan)
+    if spec.key in served.columns:
+        served = served.assign(label=served[spec.key].map(key_text).map(labels))
+    else:  # no call carried the key: nothing joins
+        served = served.assign(label=np.nan)
     rows, now = [], datetime.now(UTC)
     for (version, start), group in served.groupby(["version", "window_start"], sort=True):
         card = load_card(project, spec.model_name, int(version)) or {}

@@ -76,11 +76,12 @@ def test_realized_metrics_late_labels_and_an_alert_across_a_kill():
     tids = np.arange(1_000, 1_600)
     _card(project, 1, auc=0.75)
     _serve(archive, 1, tids, scores, batch=0)
+    _serve(archive, 1, np.array([None] * 50), rng.random(50), batch=1)  # calls without a tid: never joined
     _label(tids[:400], y[:400])  # the rest of the labels land a day later
 
     first = run(_spec())
     (window,) = first.windows
-    assert (window["predictions"], window["labelled_rows"], first.labelled) == (600, 400, 400)
+    assert (window["predictions"], window["labelled_rows"], first.labelled) == (650, 400, 400)
     joined_y, joined_scores = y[:400], scores[:400]
     assert window["roc_auc"] == pytest.approx(roc_auc_score(joined_y, joined_scores), abs=1e-12)
     assert window["pr_auc"] == pytest.approx(average_precision_score(joined_y, joined_scores), abs=1e-12)
@@ -104,7 +105,7 @@ def test_realized_metrics_late_labels_and_an_alert_across_a_kill():
     # Version 2 serves scores unrelated to the labels: realized AUC far below its blessed 0.9. The
     # job is killed after it stored the windows, before the alert: the rerun raises it, once.
     _card(project, 2, auc=0.9)
-    _serve(archive, 2, tids, rng.random(600), batch=1)
+    _serve(archive, 2, tids, rng.random(600), batch=2)
     env = {**os.environ, "FJORD_CRASH_AT": "performance.measured"}
     argv = [sys.executable, "-m", "jobs.performance.main", "--project=fraud", "--no-notify-airflow",
             "--lookback-days=3650", "--min-rows=100"]  # fmt: skip
