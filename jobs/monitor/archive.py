@@ -126,7 +126,8 @@ class InferenceArchive:
         versions: list[int] | None = None,
         as_of: int | datetime | str | None = None,
     ) -> pa.Table:
-        """The archived records with request time in [start, end), each (inference_id, type) once."""
+        """The archived records with request time in [start, end), each (inference_id, type) once, in
+        request time order."""
         table = self.table(as_of)
         if table is None:
             return SCHEMA.empty_table()
@@ -140,8 +141,13 @@ class InferenceArchive:
             filters.append(("type", "=", kind))
         if versions is not None:
             filters.append(("version", "in", versions))
-        data = table.to_pyarrow_table(filters=filters or None)
-        return _first_of_each(data)
+        data = _first_of_each(table.to_pyarrow_table(filters=filters or None))
+        order = [
+            ("request_time", "ascending"),
+            ("kafka_partition", "ascending"),
+            ("kafka_offset", "ascending"),
+        ]
+        return data.sort_by(order)
 
     def stats(self) -> dict[str, Any]:
         """Rows, days, versions and the Delta version: what ``fjord monitor archive`` shows."""
