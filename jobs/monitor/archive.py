@@ -5,9 +5,10 @@ row per record as the model server logged it: its head fields as typed columns a
 (``record``, the JSON the server sent: inputs after the online lookup, outputs, passthrough fields
 such as ``tid``, violations). The Kafka topic keeps 7 days; the archive keeps everything.
 
-It is fed by the monitor's stream, in the same micro-batch as its windows: the batch's archive rows
-are appended in one Delta commit that carries the streaming query's id and the batch id as an
-application transaction, so a batch replayed after a crash finds itself committed and appends
+It is fed by the monitor's stream, in the same micro-batch as its windows: the executors write the
+batch's records as Parquet files where the table lives (the records never cross to the driver), and
+the driver appends the files in one Delta commit that carries the streaming query's id and the batch
+id as an application transaction, so a batch replayed after a crash finds itself committed and appends
 nothing (the same rule as the monitor's windows, :mod:`jobs.monitor.store`). The server may, rarely,
 deliver one record twice (a requeue after a delivery timed out: jobs/serve/inference_log.py); the
 readers here keep the first row of each (``inference_id``, ``type``).
@@ -21,7 +22,9 @@ the deployment that served it, so an archived prediction walks back to its raw b
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -29,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.transaction import AddAction
 
 from fjord.errors import NotFoundError
 from fjord.fs import SharedFS, object_store_options
@@ -91,22 +95,12 @@ class InferenceArchive:
 
     def append(self, rows: pa.Table, app_id: str, batch_id: int) -> int:
         """Append a micro-batch's records (the stream's archive columns) in one commit carrying
-        (``app_id``, ``batch_id``); nothing when that batch was committed before. The rows appended."""
+        (``app_id``, ``batch_id``), written here; nothing when that batch was committed before. The
+        rows appended. (The monitor's stream writes on its executors: :func:`write_files`.)"""
         committed = self.committed_batch(app_id)
         if committed is not None and batch_id <= committed:
             return 0
-        request_time = pc.cast(pc.multiply(rows["request_ms"], 1000), pa.timestamp("us", tz="UTC"))
-        data = pa.table(
-            {
-                "inference_id": rows["inference_id"], "type": rows["type"], "model": rows["model"],
-                "version": rows["version"], "api": rows["api"], "request_time": request_time,
-                "date": pc.cast(pc.cast(request_time, pa.timestamp("us")), pa.date32()),
-                "http_code": rows["http_code"], "latency_ms": rows["latency_ms"], "record": rows["value"],
-                "kafka_topic": rows["topic"], "kafka_partition": rows["partition"],
-                "kafka_offset": rows["offset"], "batch_id": pa.array([batch_id] * len(rows), pa.int64()),
-            },
-            schema=SCHEMA,
-        )  # fmt: skip
+        data = archive_table(rows, batch_id)
         transaction = Transaction(app_id=app_id, version=batch_id)
         write_deltalake(
             self.uri, data, mode="append", partition_by=["date"],
@@ -114,6 +108,29 @@ class InferenceArchive:
             commit_properties=CommitProperties(app_transactions=[transaction]),
         )  # fmt: skip
         return len(data)
+
+    def commit_files(self, files: list[tuple[str, str, int, int]], app_id: str, batch_id: int) -> int:
+        """Commit Parquet files the executors wrote (:func:`write_files`: path, day, rows, bytes) as the
+        micro-batch's append, in one commit carrying (``app_id``, ``batch_id``); nothing when that
+        batch was committed before. The rows committed."""
+        committed = self.committed_batch(app_id)
+        if committed is not None and batch_id <= committed:
+            return 0
+        options = object_store_options(self.uri)
+        table = self.table() or DeltaTable.create(
+            self.uri, SCHEMA, mode="ignore", partition_by=["date"], storage_options=options
+        )
+        now = int(time.time() * 1000)
+        actions = [
+            AddAction(path, size, {"date": day}, now, True, json.dumps({"numRecords": rows}))
+            for path, day, rows, size in files
+        ]
+        transaction = Transaction(app_id=app_id, version=batch_id)
+        table.create_write_transaction(
+            actions, "append", SCHEMA, partition_by=["date"],
+            commit_properties=CommitProperties(app_transactions=[transaction]),
+        )  # fmt: skip
+        return sum(rows for _, _, rows, _ in files)
 
     # -- the readers ---------------------------------------------------------------------------------
 
@@ -164,6 +181,44 @@ class InferenceArchive:
             "versions": sorted(set(data["version"].to_pylist())),
             "delta_version": table.version(),
         }
+
+
+def archive_table(rows: pa.Table, batch_id: int) -> pa.Table:
+    """The stream's archive columns (:data:`jobs.monitor.stream.ARCHIVED`) as the table's rows."""
+    request_time = pc.cast(pc.multiply(rows["request_ms"], 1000), pa.timestamp("us", tz="UTC"))
+    return pa.table(
+        {
+            "inference_id": rows["inference_id"], "type": rows["type"], "model": rows["model"],
+            "version": rows["version"], "api": rows["api"], "request_time": request_time,
+            "date": pc.cast(pc.cast(request_time, pa.timestamp("us")), pa.date32()),
+            "http_code": rows["http_code"], "latency_ms": rows["latency_ms"], "record": rows["value"],
+            "kafka_topic": rows["topic"], "kafka_partition": rows["partition"],
+            "kafka_offset": rows["offset"], "batch_id": pa.array([batch_id] * len(rows), pa.int64()),
+        },
+        schema=SCHEMA,
+    )  # fmt: skip
+
+
+def write_files(uri: str, rows: pa.Table, batch_id: int) -> list[tuple[str, str, int, int]]:
+    """On an executor: a partition's archive rows as Parquet files under the table at ``uri``, one per
+    day, not yet in the table; (path in the table, day, rows, bytes) of each, for
+    :meth:`InferenceArchive.commit_files`. A file no commit names (a task run twice) is never read."""
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    data = archive_table(rows, batch_id)
+    fs = SharedFS(uri)
+    out = []
+    for day in pc.unique(data["date"]).to_pylist():
+        part = data.filter(pc.equal(data["date"], day)).drop_columns(["date"])
+        sink = pa.BufferOutputStream()
+        pq.write_table(part, sink, compression="zstd")
+        path = f"date={day.isoformat()}/part-{batch_id:08d}-{uuid.uuid4().hex}.zstd.parquet"
+        body = sink.getvalue().to_pybytes()
+        fs.write_bytes(path, body)
+        out.append((path, day.isoformat(), len(part), len(body)))
+    return out
 
 
 def _first_of_each(data: pa.Table) -> pa.Table:

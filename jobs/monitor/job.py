@@ -187,7 +187,7 @@ class Monitor:
 
     # -- one micro-batch ---------------------------------------------------------------------------
 
-    def _counters(self, batch: Any) -> tuple[list[Any], Any]:
+    def _counters(self, batch: Any, batch_id: int) -> tuple[list[Any], Any]:
         """The batch's counters, added up by key, and its (persisted) output with the dead letters."""
         from pyspark.sql import functions as F
 
@@ -195,7 +195,7 @@ class Monitor:
         out = stream.counters_and_dead_letters(
             batch, references, window_ms=self.spec.window_ms, watermark_ms=self.watermark_ms,
             output=self.spec.prediction_output, positive_threshold=self.spec.positive_threshold,
-            archive=self.spec.archive,
+            archive_uri=self.archive.uri if self.archive is not None else None, batch_id=batch_id,
         ).persist()  # fmt: skip
         sums = [
             F.sum("n").alias("n"),
@@ -206,7 +206,7 @@ class Monitor:
         counters = out.where(F.col("kind") == stream.COUNT).groupBy(*stream.COUNTER_KEY).agg(*sums).collect()
         return counters, out
 
-    def _archive(self, out: Any, batch_id: int) -> None:
+    def _archive(self, out: Any, batch_id: int, versions: set[int]) -> None:
         """The batch's valid records to the inference archive, once (before the windows' commit: a
         replay after a crash between the two finds the archive's part done and does the rest)."""
         from pyspark.sql import functions as F
@@ -215,9 +215,11 @@ class Monitor:
         committed = self.archive.committed_batch(self.app_id)
         if committed is not None and batch_id <= committed:
             return
-        rows = out.where(F.col("kind") == stream.RECORD).select(*stream.ARCHIVED).toArrow()
-        self.archive.append(rows, self.app_id, batch_id)
-        for version in set(rows["version"].to_pylist()) - self.linked:
+        files = out.where(F.col("kind") == stream.FILE).select("value", "key", "n", "s").collect()
+        self.archive.commit_files(
+            [(f["value"], f["key"], int(f["n"]), int(f["s"])) for f in files], self.app_id, batch_id
+        )
+        for version in versions - self.linked:
             archive.link_version(self.project, self.spec.model_name, version, self.archive)
             self.linked.add(version)
 
@@ -232,19 +234,19 @@ class Monitor:
 
         started = time.monotonic()
         self.first_batch_at = self.first_batch_at or started
-        rows, out = self._counters(batch)
+        rows, out = self._counters(batch, batch_id)
         seen = {(r["model"], int(r["version"])) for r in rows if r["metric"] == "events"}
         # A version this monitor had not met (deployed since it started): with its reference found,
         # the batch is counted again, so the version's features are scored from its first record.
         unknown = [key for key in seen if key not in self.references]
         if [key for key in unknown if self.reference(*key) is not None]:
             out.unpersist()
-            rows, out = self._counters(batch)
+            rows, out = self._counters(batch, batch_id)
         try:
             is_dead = F.col("kind") == stream.DEAD
             dead = {r["reason"]: r["count"] for r in out.where(is_dead).groupBy("reason").count().collect()}
             if self.archive is not None:
-                self._archive(out, batch_id)
+                self._archive(out, batch_id, {version for _, version in seen})
                 crash_point("monitor.archived")  # a kill here: the replay finds the archive's part done
             if dead:
                 out.where(is_dead).select("topic", "partition", "offset", "value", "reason").write.mode(

@@ -31,7 +31,7 @@ from jobs.monitor.windows import LATENCY_BUCKETS_PER_DOUBLING, PREDICTION_BINS
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-COUNT, DEAD, RECORD = "count", "dead", "record"  # the kinds of output rows
+COUNT, DEAD, FILE = "count", "dead", "file"  # the kinds of output rows
 OUTPUT = pa.schema(
     [
         ("kind", pa.string()),
@@ -40,7 +40,7 @@ OUTPUT = pa.schema(
         ("hi", pa.float64()),
         ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
         ("value", pa.string()), ("reason", pa.string()),
-        # a record row (archive): the model and version above, the Kafka position and the record in value
+        # the fields of an archived record (the model, version, Kafka position and record above too)
         ("inference_id", pa.string()), ("type", pa.string()), ("api", pa.string()),
         ("request_ms", pa.int64()), ("http_code", pa.int32()), ("latency_ms", pa.float64()),
     ]
@@ -297,12 +297,18 @@ def _rows(counts: _Counts, dead: list[tuple[str, int, int, str | None, str]]) ->
     )
 
 
-def _archive_rows(archive: list[tuple[Any, ...]]) -> pa.RecordBatch:
-    """The archive rows of a partition, in :data:`OUTPUT`'s columns (``kind`` record)."""
-    columns: dict[str, list[Any]] = {name: [row[i] for row in archive] for i, name in enumerate(ARCHIVED)}
-    columns["kind"] = [RECORD] * len(archive)
+def _archive_table(archive: list[tuple[Any, ...]]) -> pa.Table:
+    """A partition's archive rows in :data:`ARCHIVED`'s columns."""
+    schema = pa.schema([OUTPUT.field(name) for name in ARCHIVED])
+    return pa.table({name: [row[i] for row in archive] for i, name in enumerate(ARCHIVED)}, schema=schema)
+
+
+def _file_rows(files: list[tuple[str, str, int, int]]) -> pa.RecordBatch:
+    """The files a partition wrote, as :data:`OUTPUT` rows of kind file."""
+    columns = {"kind": [FILE] * len(files), "value": [f[0] for f in files], "key": [f[1] for f in files],
+               "n": [f[2] for f in files], "s": [float(f[3]) for f in files]}  # fmt: skip
     return pa.RecordBatch.from_pydict(
-        {name: columns.get(name, [None] * len(archive)) for name in OUTPUT.names}, schema=OUTPUT
+        {name: columns.get(name, [None] * len(files)) for name in OUTPUT.names}, schema=OUTPUT
     )
 
 
@@ -314,11 +320,13 @@ def counters_and_dead_letters(
     watermark_ms: int,
     output: str | None,
     positive_threshold: float,
-    archive: bool = False,
+    archive_uri: str | None = None,
+    batch_id: int = 0,
 ) -> DataFrame:
     """A micro-batch of Kafka rows -> one row per counter of each partition (``kind`` count), one per
-    dead letter (dead) and, with ``archive``, one per valid record (record). Add the counters up by
-    key to get the batch's."""
+    dead letter (dead) and, with ``archive_uri``, one per Parquet file of valid records the partition
+    wrote under the archive's table (file: its path in ``value``, day in ``key``, rows in ``n``,
+    bytes in ``s``), for the driver to commit. Add the counters up by key to get the batch's."""
     options = {"window_ms": window_ms, "watermark_ms": watermark_ms, "output": output,
                "positive_threshold": positive_threshold}  # fmt: skip
 
@@ -329,11 +337,13 @@ def counters_and_dead_letters(
                 zip(part.column("value").to_pylist(), part.column("topic").to_pylist(),
                     part.column("partition").to_pylist(), part.column("offset").to_pylist(), strict=True)
             )  # fmt: skip
-        archived: list[tuple[Any, ...]] | None = [] if archive else None
+        archived: list[tuple[Any, ...]] | None = [] if archive_uri else None
         counts, dead = count_partition(records, references, archive=archived, **options)
         yield _rows(counts, dead)
-        if archived:
-            yield _archive_rows(archived)
+        if archived and archive_uri:
+            from jobs.monitor.archive import write_files
+
+            yield _file_rows(write_files(archive_uri, _archive_table(archived), batch_id))
 
     from pyspark.sql.pandas.types import from_arrow_schema
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from fjord.fs import SharedFS
 from jobs.monitor import stream
-from jobs.monitor.archive import InferenceArchive, predictions, requests
+from jobs.monitor.archive import InferenceArchive, predictions, requests, write_files
 
 T0 = int(datetime(2026, 12, 3, 23, 59, tzinfo=UTC).timestamp() * 1000)
 
@@ -65,3 +65,14 @@ def test_a_record_delivered_twice_is_read_once(tmp_path):
     assert archive.stats()["records"] == 3  # the table keeps what arrived
     assert len(archive.records()) == 2 and len(predictions(archive)) == 1
     assert archive.records(kind="response")["kafka_offset"].to_pylist() == [1]  # the first delivery
+
+
+def test_files_the_executors_write_count_only_once_committed_and_once(tmp_path):
+    archive = InferenceArchive(SharedFS((tmp_path / "root").as_uri()), "fraud")
+    rows = _rows(_call("a", T0, [1]) + _call("b", T0 + 120_000, [2]), 0)  # two days
+    files = write_files(archive.uri, rows, 0)
+    assert sorted(day for _, day, _, _ in files) == ["2026-12-03", "2026-12-04"]
+    write_files(archive.uri, rows, 0)  # a task run twice: its files are never committed
+    assert archive.commit_files(files, "query", 0) == 4
+    assert archive.commit_files(files, "query", 0) == 0  # the batch replayed
+    assert archive.stats()["records"] == 4 and len(predictions(archive)) == 2
