@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.transaction import AddAction
 
+from featurestore.query import as_time
 from fjord.errors import NotFoundError
 from fjord.fs import SharedFS, object_store_options
 from fjord.projects import Project
@@ -52,13 +53,6 @@ SCHEMA = pa.schema(
     ]
 )  # fmt: skip
 LINEAGE_STAGE = "archive"
-
-
-def _time(value: datetime | str | None) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
-    stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -84,7 +78,7 @@ class InferenceArchive:
         if isinstance(as_of, int):
             table.load_as_version(as_of)
         elif as_of is not None:
-            table.load_as_version(_time(as_of))
+            table.load_as_version(as_time(as_of, "as_of"))
         return table
 
     # -- the writer: the monitor's micro-batches -----------------------------------------------------
@@ -148,7 +142,7 @@ class InferenceArchive:
         table = self.table(as_of)
         if table is None:
             return SCHEMA.empty_table()
-        first, last = _time(start), _time(end)
+        first, last = as_time(start, "start"), as_time(end, "end")
         filters: list[tuple[str, str, Any]] = []
         if first is not None:
             filters += [("date", ">=", first.date()), ("request_time", ">=", first)]
@@ -322,9 +316,3 @@ def link_version(project: Project, model: str, version: int, archive: InferenceA
     record.status, record.ended_at = "succeeded", datetime.now(UTC)
     save_run(project, record)
     log.info("archive of %s v%d linked in the lineage (%s)", model, version, run_id)
-
-
-def day_range(day: date) -> tuple[datetime, datetime]:
-    """[start, end) of a UTC day."""
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return start, datetime.fromtimestamp(start.timestamp() + 86_400, UTC)

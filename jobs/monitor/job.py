@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import signal
 import threading
 import time
@@ -46,10 +45,6 @@ from jobs.monitor.windows import Thresholds, Window, summarise
 log = logging.getLogger("fjord.monitor")
 COMPACT_EVERY = 100  # micro-batches
 DELIVERY_INTERVAL_S = 10.0
-
-
-def _finite(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 class MonitorError(FjordError):
@@ -333,7 +328,7 @@ class Monitor:
                    "prediction_mean", "rows", "late", "drift", "drift_share", "drifted_features", "features",
                    "prediction_histogram", "input_violations", "violations_by_field")},
                 "max_event_ms": window.max_event_ms, "state": json.dumps(window.to_state()),
-                "estimated": cbpe, "estimated_roc_auc": _finite(cbpe.get("roc_auc")) if cbpe else None,
+                "estimated": cbpe, "estimated_roc_auc": cbpe.get("roc_auc") if cbpe else None,
             })  # fmt: skip
             if key in final:
                 found = alerting.new_alerts(model, version, start, end, summary, self.thresholds, earlier,

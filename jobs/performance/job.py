@@ -134,8 +134,8 @@ def key_text(value: Any) -> str | None:
     return str(value)
 
 
-def _labels(spec: PerformanceSpec) -> tuple[Any, int]:
-    """(key -> label as a pandas Series, the labels group's commit id)."""
+def _labels(spec: PerformanceSpec) -> tuple[Any, int, str]:
+    """(key -> label as a pandas Series, the labels group's commit id, its location)."""
     store = featurestore.connect(spec.project)
     group = store.get_feature_group(spec.labels_group, spec.labels_version)
     missing = [c for c in (spec.key, spec.label) if c not in {f.name for f in group.features}]
@@ -145,7 +145,7 @@ def _labels(spec: PerformanceSpec) -> tuple[Any, int]:
     commit = group.snapshot().version
     frame = group.read(columns=[spec.key, spec.label])
     frame = frame.dropna(subset=[spec.label])
-    return frame.set_index(frame[spec.key].map(key_text))[spec.label].astype("int64"), commit
+    return frame.set_index(frame[spec.key].map(key_text))[spec.label].astype("int64"), commit, group.location
 
 
 def _window_rows(spec: PerformanceSpec, project: Any, served: Any, labels: Any, commit: int,
@@ -160,8 +160,9 @@ def _window_rows(spec: PerformanceSpec, project: Any, served: Any, labels: Any, 
     else:  # no call carried the key: nothing joins
         served = served.assign(label=np.nan)
     rows, now = [], datetime.now(UTC)
+    cards = {int(v): load_card(project, spec.model_name, int(v)) or {} for v in served["version"].unique()}
     for (version, start), group in served.groupby(["version", "window_start"], sort=True):
-        card = load_card(project, spec.model_name, int(version)) or {}
+        card = cards[int(version)]
         metrics = card.get("metrics") or {}
         threshold = float(metrics.get("threshold", 0.5))
         scores = group["score"].to_numpy("float64")
@@ -223,15 +224,14 @@ def run(spec: PerformanceSpec) -> PerformanceResult:
     store = MonitorStore(project.fs, spec.model_name)
     with track_run(project, "performance", params=spec.model_dump(mode="json"), code=_CODE,
                    **spec.run_tree()) as record:  # fmt: skip
-        labels, commit = _labels(spec)
+        labels, commit, labels_location = _labels(spec)
         table = archive.table()
         archive_version = table.version() if table is not None else None
         since = datetime.now(UTC) - timedelta(days=spec.lookback_days)
         served = predictions(archive, since, output=spec.prediction_output, as_of=archive_version)
         progress(f"performance: {len(served):,} archived predictions since {since:%Y-%m-%d}, "
                  f"{len(labels):,} labels (commit {commit})")  # fmt: skip
-        record.add_input(featurestore.connect(spec.project).get_feature_group(
-            spec.labels_group, spec.labels_version).location, str(commit), kind="feature_group")  # fmt: skip
+        record.add_input(labels_location, str(commit), kind="feature_group")
         if archive_version is not None:
             record.add_input(archive.uri, str(archive_version), kind="inference_archive")
         rows = []
