@@ -1,5 +1,6 @@
 """fraud_training_pipeline: landing batches -> ETL + validation -> training data -> train -> bless ->
-deploy, and beside them the realized performance of what is served (the labels just landed).
+deploy, and beside them the realized performance of what is served (the labels just landed) and its
+training/serving skew (the served inputs against the features just computed for the same rows).
 Daily, or triggered with conf (``{"project": "fraud", "batches": ["2026-11-01"]}``)."""
 
 from __future__ import annotations
@@ -7,8 +8,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Param, TaskGroup, task
+from airflow.sdk import DAG, Asset, Param, TaskGroup, task
 
+from fjord.airflow.client import skew_asset
 from fjord.airflow.defaults import cron, dag_arguments
 from fjord.airflow.operators import FjordJobOperator
 from fjord.airflow.sensors import SharedFileSensor
@@ -69,8 +71,19 @@ with DAG(
         doc_md="The labels the ETL just published, joined with the archived predictions: realized "
         "performance per model version and window beside its estimate; an alert below the blessed AUC.",
     )
+    skew = FjordJobOperator(
+        task_id="skew",
+        stage="skew",
+        args={"project": "{{ params.project }}"},
+        # An inlet, so that Airflow knows the asset the job posts skew alerts on (an outlet would
+        # post an event on every success); no DAG of ours is scheduled on it.
+        inlets=[Asset(skew_asset("fraud", "fraud"), group="monitoring")],
+        doc_md="The inputs the model was served, against the features the ETL just computed for the "
+        "same transactions: per feature, the share beyond tolerance and the worst rows; an alert, and "
+        "the drift alerts of the same window marked suspect, when a share exceeds its threshold.",
+    )
     dataset = training_dataset()
     model = train_bless_deploy()
 
-    etl >> performance
+    etl >> [performance, skew]
     etl >> dataset >> model

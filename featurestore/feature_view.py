@@ -304,11 +304,12 @@ class FeatureView(Versioned):
             parts = []
             query_parts = self.query._parts()
             joined_on = {left for _, _, keys, _, _ in query_parts for left, _ in keys}
-            for group, features, keys, _, prefix in query_parts:
-                # A group's key and event time, and the columns the view joins on, are what a request
-                # brings, not features to look up: a label group read with select_all() serves nothing
-                # online and needs no online table.
-                own = {*group.primary_key, group.event_time, *joined_on}
+            for index, (group, features, keys, _, prefix) in enumerate(query_parts):
+                # The left group's key and event time, and the columns the view joins on, are what a
+                # request brings, not features to look up: a label group read with select_all()
+                # serves nothing online and needs no online table. A joined group's event time, when
+                # the view selects it, is looked up: when its row was computed (a profile's day).
+                own = {*group.primary_key, *joined_on, *([group.event_time] if index == 0 else [])}
                 wanted = [f for f in features if prefix + f in self.features and f not in own]
                 if not wanted:
                     continue

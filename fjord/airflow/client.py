@@ -42,6 +42,13 @@ def performance_asset(project: str, model: str) -> str:
     return f"fjord://performance/{project}/{model}"
 
 
+def skew_asset(project: str, model: str) -> str:
+    """The Airflow asset the skew job posts a model's alerts on: its served inputs differ from the
+    features the ETL computed for the same rows (no DAG retrains on it: retraining on skewed inputs
+    would bake the bug in; schedule a DAG of your own on it to be told)."""
+    return f"fjord://skew/{project}/{model}"
+
+
 class AirflowError(FjordError):
     """Airflow is unreachable, refuses a call, or a DAG cannot run."""
 

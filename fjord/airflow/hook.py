@@ -69,6 +69,7 @@ STAGES: dict[str, Stage] = {
     "batch_inference": Stage("jobs.batch.main", spark=False),
     "maintenance": Stage("jobs.features.maintenance", spark=False),
     "performance": Stage("jobs.performance.main", spark=False),
+    "skew": Stage("jobs.skew.main", spark=False),
 }
 
 

@@ -1,6 +1,7 @@
-"""``fjord monitor start|stop|status|alerts|performance|archive|dashboard``: the streaming monitor of a
-served model, its inference archive, the realized performance once labels land, and the dashboard
-(the stages are jobs/monitor and jobs/performance, loaded only when a command runs)."""
+"""``fjord monitor start|stop|status|alerts|performance|skew|archive|dashboard``: the streaming monitor
+of a served model, its inference archive, the realized performance once labels land, the
+training/serving skew once features do, and the dashboard (the stages are jobs/monitor,
+jobs/performance and jobs/skew, loaded only when a command runs)."""
 
 from __future__ import annotations
 
@@ -112,13 +113,18 @@ def alerts(
     """Every alert: its window, what crossed which threshold, and the retraining run it started."""
 
     store = _store(_project(project), model)
-    found = sorted(store.alerts() + store.alerts_of("performance_alerts"), key=lambda a: a["created_at"])
+    parts = ("alerts", "performance_alerts", "skew_alerts")
+    found = sorted((a for part in parts for a in store.alerts_of(part)), key=lambda a: a["created_at"])
+    suspect = {m["alert_id"]: m["skew_alert_id"] for m in store.suspects()}
+    for a in found:
+        a["suspect_of_skew"] = suspect.get(a["alert_id"])
     if as_json:
         print_json(json.loads(json.dumps(found, default=str)))
         return
     table = Table("window", "v", "kind", "what", "state", "retraining run")
     for a in found:
-        table.add_row(_time(a["window_start"]), str(a["version"]), a["kind"], a["message"], a["state"],
+        what = a["message"] + (" [suspect: skew in the same window]" if a["suspect_of_skew"] else "")
+        table.add_row(_time(a["window_start"]), str(a["version"]), a["kind"], what, a["state"],
                       a["dag_run_id"] or "")  # fmt: skip
     console.print(table if found else "no alerts")
 
@@ -153,6 +159,36 @@ def performance(
         return
     for w in windows:
         console.print(window_line(w))
+
+
+@app.command()
+def skew(
+    project: str | None = PROJECT,
+    model: str = MODEL,
+    refresh: bool = typer.Option(False, "--refresh", help="Compare the archived requests first (the job)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (every window and feature)."),
+) -> None:
+    """Training/serving skew: per feature, the share of served inputs that differ from the features the
+    ETL computed for the same rows, the mean difference and the worst rows by inference id."""
+    from jobs.skew.job import SkewSpec, report_lines
+    from jobs.skew.job import run as compare
+
+    name = _project(project)
+    if refresh:
+        rows = compare(SkewSpec(project=name, model_name=model, notify_airflow=False)).rows
+    else:
+        rows = _store(name, model).skew()
+    if as_json:
+        print_json(json.loads(json.dumps(rows, default=str)))
+        return
+    if not rows:
+        console.print(
+            f"no skew measured for {model} yet: archived requests with a key meet the features the ETL "
+            "computed for them (fjord monitor skew --refresh, or the pipeline's skew task)"
+        )
+        return
+    for line in report_lines(rows):
+        console.print(line, markup=False)
 
 
 @app.command()

@@ -336,8 +336,12 @@ def transaction_features(batch: DataFrame, history: DataFrame | None) -> DataFra
 def card_features(features: DataFrame, history: DataFrame | None) -> DataFrame:
     """Each card's state as of its last transaction in the batch: what the model server needs to
     compute a new transaction's window features from the card number alone (``card_features``, the
-    per-card online group). Counts and sums are those of the windows ending at that transaction;
-    ``category_counts_7d`` is a JSON map of the card's categories over the 7 days before it."""
+    per-card online group). ``recent_7d`` is what exact windows need: a JSON list of the card's
+    transactions, ``{"s": epoch second, "a": amount, "c": category}``, whose second is at most 7 days
+    before the last one's, oldest first (jobs/serve/transformers.py counts a new transaction's
+    windows over it, as :func:`transaction_features` does). The counts and sums beside it (those of
+    the windows ending at the last transaction) and ``category_counts_7d`` serve transformers written
+    before it."""
     latest = Window.partitionBy("cc_num").orderBy(F.col("ts").desc(), F.col("tid").desc())
     last = (
         features.withColumn("_n", F.row_number().over(latest))
@@ -355,16 +359,17 @@ def card_features(features: DataFrame, history: DataFrame | None) -> DataFrame:
             "amount_sum_7d",
         )
     )
-    rows = features.select("cc_num", "ts", "category")
+    rows = features.select("cc_num", "tid", "ts", "amount", "category")
     if history is not None:
-        rows = rows.unionByName(history.select("cc_num", "ts", "category"))
+        rows = rows.unionByName(history.select("cc_num", "tid", "ts", "amount", "category"))
     edge = last.select("cc_num", F.col("ts").alias("_last"))
+    seconds = F.col("ts").cast("long")
     recent = rows.join(edge, "cc_num").where(
-        (F.col("ts") <= F.col("_last"))
-        & (F.col("ts") > F.col("_last") - F.expr(f"INTERVAL {WINDOWS['7d']} SECONDS"))
+        (F.col("ts") <= F.col("_last")) & (seconds >= F.col("_last").cast("long") - WINDOWS["7d"])
     )
     counts = (
-        recent.groupBy("cc_num", "category")
+        recent.where(F.col("ts") > F.col("_last") - F.expr(f"INTERVAL {WINDOWS['7d']} SECONDS"))
+        .groupBy("cc_num", "category")
         .count()
         .groupBy("cc_num")
         .agg(
@@ -373,7 +378,16 @@ def card_features(features: DataFrame, history: DataFrame | None) -> DataFrame:
             )
         )
     )
-    return last.join(counts, "cc_num", "left")
+    ordered = F.array_sort(F.collect_list(F.struct(seconds.alias("s"), F.col("tid"), "amount", "category")))
+    history_7d = recent.groupBy("cc_num").agg(
+        F.to_json(
+            F.transform(
+                ordered,
+                lambda t: F.struct(t["s"].alias("s"), t["amount"].alias("a"), t["category"].alias("c")),
+            )
+        ).alias("recent_7d")
+    )
+    return last.join(counts, "cc_num", "left").join(history_7d, "cc_num", "left")
 
 
 def profile_features(profiles: DataFrame, batch_start: datetime) -> DataFrame:

@@ -91,6 +91,22 @@ def build_query(store: featurestore.FeatureStore, definition: ViewDefinition) ->
     return query
 
 
+def ensure_view(project: str, ref: str) -> featurestore.FeatureView:
+    """The feature view ``ref`` (``VIEW`` or ``VIEW/VERSION``) of ``project``; a built-in definition is
+    created over the project's groups if it does not exist yet."""
+    from jobs.serve.features import view_version
+
+    name, version = view_version(ref, f"feature view {ref!r}")
+    store = featurestore.connect(project)
+    definition = BUILT_IN.get(name)
+    if definition is None or definition.version != version:
+        return store.get_feature_view(name, version)
+    return store.get_or_create_feature_view(
+        definition.name, definition.version, query=build_query(store, definition), labels=definition.labels,
+        description=definition.description,
+    )  # fmt: skip
+
+
 def run(spec: FeaturesSpec) -> FeaturesResult:
     """Create the view if needed and a new training dataset version of it."""
     definition = _definition(spec)

@@ -75,8 +75,9 @@ FRAUD_DEMO = ViewDefinition(
         Selection(group="profile_features", keys=["cc_num"], features=["age_years", "days_to_expiry"]),
     ],
 )
-# What the model server reads online for a card: its latest state (card_features) and its holder's
-# profile, both keyed by cc_num; jobs/serve/transformers.py turns them and a request into model inputs.
+# What the model server reads online for a card: its latest state (card_features: its last 7 days of
+# transactions) and its holder's profile (and the day it was computed), both keyed by cc_num;
+# jobs/serve/transformers.py turns them and a request into model inputs, by the ETL's definitions.
 FRAUD_SERVING = ViewDefinition(
     name="fraud_serving",
     description="Card fraud at serving time: each card's latest state and its holder's profile, by cc_num",
@@ -92,9 +93,12 @@ FRAUD_SERVING = ViewDefinition(
             "tx_count_7d",
             "amount_sum_7d",
             "category_counts_7d",
+            "recent_7d",
         ],
     ),
-    joins=[Selection(group="profile_features", keys=["cc_num"], features=["age_years", "days_to_expiry"])],
+    joins=[
+        Selection(group="profile_features", keys=["cc_num"], features=["age_years", "days_to_expiry", "as_of"])
+    ],
 )
 BUILT_IN = {view.name: view for view in (FRAUD_DEMO, FRAUD_SERVING)}
 

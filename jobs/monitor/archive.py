@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -261,6 +262,16 @@ def _rows(records: pa.Table, part: str) -> list[dict[str, Any]]:
                 )
             out.append(item)
     return out
+
+
+def key_text(value: Any) -> str | None:
+    """A join key as text, the same for 1042, 1042.0 and "1042" (pandas reads a column of integers
+    with gaps as floats); None for a missing one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def predictions(archive: InferenceArchive, start: Any = None, end: Any = None, *, output: str | None = None,

@@ -4,6 +4,8 @@ Under ``Resources/monitoring/<model>/`` of the project:
 
 - ``performance/`` and ``performance_alerts/``: the realized performance per window and its alerts,
   written by the performance job (jobs/performance/job.py);
+- ``skew/``, ``skew_alerts/`` and ``suspect/``: training/serving skew per window and feature, its
+  alerts, and the drift alerts it marked suspect, written by the skew job (jobs/skew/job.py);
 - ``windows/``: a Delta table, one row per (model, version, window_start): the window's metrics and
   its counters (``state``), updated by every micro-batch that sees the window, ``final`` once the
   watermark passed its end;
@@ -59,7 +61,7 @@ ALERT_SCHEMA = pa.schema(
     ]
 )  # fmt: skip
 JSON_COLUMNS = ("drifted_features", "features", "prediction_histogram", "detail", "violations_by_field",
-                "estimated", "calibration", "estimation_error")  # fmt: skip
+                "estimated", "calibration", "estimation_error", "worst", "commits")  # fmt: skip
 
 
 def _utc_ms(ms: int) -> datetime:
@@ -204,6 +206,22 @@ class MonitorStore:
             (_decoded(r) for r in table.to_pyarrow_table().to_pylist()),
             key=lambda r: (r["window_start"], r["model"], r["version"]),
         )
+
+    def skew(self) -> list[dict[str, Any]]:
+        """Training/serving skew per (model, version, window, feature), oldest window first
+        (jobs/skew/job.py)."""
+        table = self._table("skew")
+        if table is None:
+            return []
+        return sorted(
+            (_decoded(r) for r in table.to_pyarrow_table().to_pylist()),
+            key=lambda r: (r["window_start"], r["model"], r["version"], r["feature"]),
+        )
+
+    def suspects(self) -> list[dict[str, Any]]:
+        """The drift alerts the skew job marked suspect: alert_id, the skew alert, its features."""
+        table = self._table("suspect")
+        return [] if table is None else table.to_pyarrow_table().to_pylist()
 
     def _dead_letter_files(self) -> tuple[Any, bool] | None:
         """The dead letters as one pyarrow dataset, and whether it may be scanned on threads

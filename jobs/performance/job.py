@@ -42,7 +42,7 @@ from fjord.lineage import track_run
 from fjord.progress import progress
 from fjord.projects import get_project
 from jobs.monitor import alerts as alerting
-from jobs.monitor.archive import InferenceArchive, predictions
+from jobs.monitor.archive import InferenceArchive, key_text, predictions
 from jobs.monitor.reference import load_card
 from jobs.monitor.store import ALERT_SCHEMA, MonitorStore
 
@@ -122,16 +122,6 @@ def window_line(w: dict[str, Any]) -> str:
 
 def _finite(value: Any) -> float | None:
     return float(value) if value is not None and math.isfinite(float(value)) else None
-
-
-def key_text(value: Any) -> str | None:
-    """A join key as text, the same for 1042, 1042.0 and "1042" (pandas reads a column of integers
-    with gaps as floats); None for a missing one."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _labels(spec: PerformanceSpec) -> tuple[Any, int, str]:

@@ -171,25 +171,6 @@ def _auc(project: Project, model: str, version: int, x: Any, y: Any) -> float | 
         return roc_auc(y, predict_saved_model(local, x[sorted(inputs)]))
 
 
-def _ensure_view(project: str, spec: str) -> None:
-    """The serving's feature view exists: a built-in definition is created over the project's groups."""
-    import featurestore
-    from jobs.features.job import build_query
-    from jobs.features.views import BUILT_IN
-    from jobs.serve.features import view_version
-
-    name, version = view_version(spec, f"feature view {spec!r}")
-    store = featurestore.connect(project)
-    definition = BUILT_IN.get(name)
-    if definition is None:
-        store.get_feature_view(name, version)
-        return
-    store.get_or_create_feature_view(
-        definition.name, definition.version, query=build_query(store, definition), labels=definition.labels,
-        description=definition.description,
-    )  # fmt: skip
-
-
 def _smoke(serving_name: str, version: int, project: str, x: Any) -> None:
     rows = x.head(3).astype("float32")
     instances = [{k: float(v) for k, v in row.items()} for row in rows.to_dict(orient="records")]
@@ -258,7 +239,9 @@ def run(spec: DeploySpec) -> DeployResult:
             raise DeployError(f"passthrough field {fed[0]} is an input of {spec.model_name} v{version}: "
                               "a passthrough field is never fed to the model")  # fmt: skip
         if spec.feature_view:
-            _ensure_view(project.name, spec.feature_view)
+            from jobs.features.job import ensure_view
+
+            ensure_view(project.name, spec.feature_view)
         serving.begin_deploy(name, previous, project=project.name)
         updated = serving.create_or_update(
             name, version, project=project.name, model_name=spec.model_name, label=label,

@@ -120,6 +120,7 @@ def test_training_pipeline_waits_validates_trains_blesses_then_deploys(dagbag: d
     assert _upstream(dag, "model.bless") == ["model.train"]
     assert _upstream(dag, "model.deploy") == ["model.bless"]
     assert _upstream(dag, "performance") == ["ingest.etl"]  # the labels just published, beside training
+    assert _upstream(dag, "skew") == ["ingest.etl"]  # the features just computed for the served rows
     assert dag["tasks"]["ingest.wait_for_batch"]["type"] == "MappedOperator"  # one per batch
     assert "expression='0 0 * * *'" in dag["schedule"]  # @daily
     assert {"project", "batches", "samples", "epochs"} <= set(dag["params"])

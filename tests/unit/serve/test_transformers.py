@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.serve.transformers import fraud_transactions
+from jobs.serve.transformers import FraudTransformer, fraud_transactions
 
 CARD = {
     "cc_num": 4111,
@@ -61,6 +61,52 @@ def test_an_unknown_card_gets_the_documented_defaults():
     assert all(math.isnan(out[k]) for k in ("secs_since_prev", "dist_prev_km", "age_years", "days_to_expiry"))
 
 
+NOON = 1_764_590_400  # 2025-12-01T12:00:00Z
+STATE = {  # a card's published state with its last 7 days (jobs/etl/job.py card_features)
+    "cc_num": 4111, "last_ts": float(NOON), "last_lat": 52.52, "last_lon": 13.40,
+    "recent_7d": json.dumps([
+        {"s": NOON - 6 * 86_400, "a": 10.0, "c": "travel"},      # in the 7-day window only
+        {"s": NOON - 86_400 + 1_800, "a": 20.0, "c": "grocery"},  # 22.5 h before the request
+        {"s": NOON, "a": 30.0, "c": "travel"},                    # the last one, 1.5 h before
+    ]),
+    "age_years": 40.0, "days_to_expiry": 400, "as_of": "2025-12-01T00:00:00+00:00",
+}  # fmt: skip
+
+
+def test_windows_are_counted_over_the_cards_last_seven_days_as_the_etl_counts_them():
+    request = {**STATE, "amount": 40.0, "ts": NOON + 5_400, "lat": 52.52, "lon": 13.40, "category": "travel"}
+    (out,) = FraudTransformer()([request])
+    # 24 h back from 13:30 reaches 13:30 the day before: the grocery charge at 12:30 is out (the
+    # approximation, counting the windows that ended at the last charge, had it in)
+    assert (out["tx_count_1h"], out["tx_count_24h"], out["amount_sum_24h"]) == (1.0, 2.0, 70.0)
+    assert out["amount_mean_7d"] == pytest.approx(100 / 4) and out["category_freq_7d"] == pytest.approx(3 / 4)
+    assert out["secs_since_prev"] == 5_400 and out["dist_prev_km"] == 0.0
+    (old,) = fraud_transactions([{k: v for k, v in request.items() if k not in ("recent_7d", "as_of")}])
+    assert old["tx_count_24h"] == 1.0  # no counts in the state: the approximation, as documented
+
+
+def test_a_servers_earlier_transactions_count_until_the_etl_publishes_them_and_a_retry_counts_once():
+    transformer = FraudTransformer()
+    first = {**STATE, "amount": 5.0, "ts": NOON + 600, "lat": 48.14, "lon": 11.58, "category": "grocery"}
+    second = {**STATE, "amount": 7.0, "ts": NOON + 1_200, "lat": 48.14, "lon": 11.58, "category": "grocery"}
+    transformer([first])
+    transformer([first])  # a client's retry of the same transaction
+    (out,) = transformer([second])
+    assert (out["tx_count_1h"], out["amount_sum_24h"]) == (3.0, 30.0 + 5.0 + 7.0 + 20.0)
+    assert out["secs_since_prev"] == 600 and out["dist_prev_km"] == 0.0  # from the first, in Munich
+    published = {**second, "last_ts": float(NOON + 600), "recent_7d": json.dumps(
+        [*json.loads(STATE["recent_7d"]), {"s": NOON + 600, "a": 5.0, "c": "grocery"}])}  # fmt: skip
+    (after,) = transformer([published])  # the ETL caught up: the state holds the first, once
+    assert (after["tx_count_1h"], after["amount_sum_24h"]) == (3.0, 62.0)
+    (fresh,) = FraudTransformer()([second])  # another server saw none of it
+    assert fresh["tx_count_1h"] == 2.0
+
+
+def test_the_profile_is_moved_to_the_transactions_day():
+    (out,) = FraudTransformer()([{**STATE, "amount": 1.0, "ts": NOON + 3 * 86_400}])
+    assert out["days_to_expiry"] == 397 and out["age_years"] == pytest.approx(40 + 3 / 31 / 12)
+
+
 @pytest.mark.parametrize(
     ("row", "message"),
     [
@@ -96,6 +142,8 @@ JSON = st.recursive(
             "last_ts": JSON,
             "tx_count_1h": JSON,
             "category_counts_7d": st.none() | st.just('{"travel": 2}'),
+            "recent_7d": JSON | st.just('[{"s": 1764547200, "a": 3.5, "c": "travel"}]') | st.just("[1]"),
+            "as_of": JSON | st.just("2025-12-01T00:00:00+00:00"),
             "age_years": JSON,
         },
     )
