@@ -34,6 +34,7 @@ with DAG(
         "samples": Param(4, type="integer", minimum=1, description="random-search trials"),
         "epochs": Param(2, type="integer", minimum=1, description="epochs per trial"),
         "feature_view": Param("fraud_demo", type="string", description="the view to train on"),
+        "train": Param(True, type="boolean", description="false: ingest and measure only"),
     },
 ) as dag:
 
@@ -82,8 +83,16 @@ with DAG(
         "same transactions: per feature, the share beyond tolerance and the worst rows; an alert, and "
         "the drift alerts of the same window marked suspect, when a share exceeds its threshold.",
     )
+
+    @task.short_circuit(
+        doc_md="Whether this run trains (`train`, default true). An ingest-only run "
+        "publishes the batches, measures performance and skew, and stops here."
+    )
+    def train_wanted(params: dict | None = None) -> bool:
+        return bool((params or {}).get("train", True))
+
     dataset = training_dataset()
     model = train_bless_deploy()
 
     etl >> [performance, skew]
-    etl >> dataset >> model
+    etl >> train_wanted() >> dataset >> model

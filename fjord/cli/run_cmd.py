@@ -118,7 +118,47 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
     client = AirflowClient.connect(settings)
     client.wait_for_dag(PIPELINE)
     client.unpause(PIPELINE)
-    dag_run = client.trigger(PIPELINE, conf={"project": project, "batches": batches, **SEARCH})
+    results, run_id, state = _follow(client, {"project": project, "batches": batches, **SEARCH}, log)
+    if state != "success":
+        raise PipelineFailed(
+            f"{PIPELINE} run {run_id} failed",
+            hint=f"the failed task's log: {client.url}/dags/{PIPELINE}/runs/{run_id}; "
+            f"validation reports: {proj.fs.uri('Logs/validation')}",
+        )
+    _done(t, f"{PIPELINE} {state}; task durations in {log.with_suffix('.tasks.json')}")
+
+    trained = results["model.train"]
+    _model_provenance(6, trained["model_name"], trained["model_version"], trained["model_uri"],
+                      trained["training_dataset_version"])  # fmt: skip
+    if "model.deploy" not in results:
+        console.print("   the gate kept the champion: the candidate was not deployed")
+    from jobs.serve import serving
+
+    url = serving.url(project=project)
+    _predict_and_trace(7, project, trained["model_name"], trained["model_version"], proj, batches[-1], url)
+    _days_traffic(10, project, trained["model_name"], proj, url, client, log)
+    dashboard = _monitor_drift(11, project, trained["model_name"], proj, batches[-1], url, client, log)
+    console.print(f"\nAirflow UI  {urls.get('airflow', client.url)}  (login: {airflow_login(settings)})")
+    from jobs.monitor.service import dashboard_login
+
+    query = f"project={project}&model={trained['model_name']}"
+    console.print(f"Monitoring  {dashboard_login(dashboard, query)}")
+    console.print(f"MLflow UI   {tracking_uri()}  ({mlflow_login(settings)})")
+    console.print(f"validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
+    console.print(
+        f"serving: curl -s {url}/v1/models/{trained['model_name']}:predict -d @request.json · "
+        f"fjord kafka tail {trained['model_name']}_inference_log · "
+        f"metrics {url}/monitoring/prometheus/metrics"
+    )
+    console.print("The stack stays up for its UIs and clients: `fjord status`; stop it with `fjord down`.")
+
+
+def _follow(
+    client: Any, conf: dict[str, Any], log: Any, key: str | None = None
+) -> tuple[dict[str, Any], str, str]:
+    """Trigger ``PIPELINE`` with ``conf`` and print each task as it ends; the tasks' results, the run
+    id and its state. The task durations go to the run's ``.tasks.json`` (under ``key``, if given)."""
+    dag_run = client.trigger(PIPELINE, conf=conf)
     run_id = dag_run["dag_run_id"]
     console.print(f"   run {run_id}: {client.url}/dags/{PIPELINE}/runs/{run_id}")
     results: dict[str, Any] = {}
@@ -140,41 +180,75 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
                 tail = client.task_log(PIPELINE, run_id, task).strip().splitlines()[-12:]
                 console.print("\n".join(f"      | {line[:200]}" for line in tail), markup=False)
 
-    state = client.follow(PIPELINE, run_id, report, task_timeout_s=settings.airflow.task_timeout_seconds)
-    (log.with_suffix(".tasks.json")).write_text(
-        json.dumps({"run_id": run_id, "state": state, "tasks": durations})
-    )
-    if state != "success":
-        raise PipelineFailed(
-            f"{PIPELINE} run {run_id} failed",
-            hint=f"the failed task's log: {client.url}/dags/{PIPELINE}/runs/{run_id}; "
-            f"validation reports: {proj.fs.uri('Logs/validation')}",
-        )
-    _done(t, f"{PIPELINE} {state}; task durations in {log.with_suffix('.tasks.json')}")
+    timeout = get_settings().airflow.task_timeout_seconds
+    state = client.follow(PIPELINE, run_id, report, task_timeout_s=timeout)
+    path, figures = log.with_suffix(".tasks.json"), {"run_id": run_id, "state": state, "tasks": durations}
+    if key is not None:
+        figures = {**json.loads(path.read_text()), key: figures}
+    path.write_text(json.dumps(figures))
+    return results, run_id, state
 
-    trained = results["model.train"]
-    _model_provenance(6, trained["model_name"], trained["model_version"], trained["model_uri"],
-                      trained["training_dataset_version"])  # fmt: skip
-    if "model.deploy" not in results:
-        console.print("   the gate kept the champion: the candidate was not deployed")
+
+ARCHIVE_TIMEOUT_S = 180.0
+
+
+def _days_traffic(step: int, project: str, model: str, proj: Any, url: str, client: Any, log: Any) -> None:
+    """The loop closed on the demo: the next day's transactions land and are served over REST, with
+    their ``tid``, as that day's traffic; the monitor archives the calls; the day's batch then goes
+    through the ETL (an ingest-only run of the pipeline: its labels and features land), and the
+    performance and skew tasks judge what was served. Prints realized beside estimated performance,
+    and the skew report."""
+    import httpx
+
+    from fjord.airflow.client import PipelineFailed
+    from fjord.cli.stack_cmd import start_monitors
+    from jobs.etl.demo_data import DemoSpec, generate, recent_start
+    from jobs.monitor.archive import InferenceArchive
+    from jobs.monitor.store import MonitorStore
+    from jobs.performance.job import window_line
     from jobs.serve import serving
+    from jobs.skew.job import report_lines
 
-    url = serving.url(project=project)
-    _predict_and_trace(7, project, trained["model_name"], trained["model_version"], proj, batches[-1], url)
-    dashboard = _monitor_drift(10, project, trained["model_name"], proj, batches[-1], url, client, log)
-    console.print(f"\nAirflow UI  {urls.get('airflow', client.url)}  (login: {airflow_login(settings)})")
-    from jobs.monitor.service import dashboard_login
-
-    query = f"project={project}&model={trained['model_name']}"
-    console.print(f"Monitoring  {dashboard_login(dashboard, query)}")
-    console.print(f"MLflow UI   {tracking_uri()}  ({mlflow_login(settings)})")
-    console.print(f"validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
-    console.print(
-        f"serving: curl -s {url}/v1/models/{trained['model_name']}:predict -d @request.json · "
-        f"fjord kafka tail {trained['model_name']}_inference_log · "
-        f"metrics {url}/monitoring/prometheus/metrics"
-    )
-    console.print("The stack stays up for its UIs and clients: `fjord status`; stop it with `fjord down`.")
+    t = _step(step, "A day of traffic: its transactions over REST, then its labels land -> performance, skew")
+    start_monitors(lambda line: console.print(f"   {line}"))
+    days = DEMO_DAYS + 1  # the same first days, and one more (jobs/etl/demo_data.py)
+    spec = DemoSpec(rows=DEMO_ROWS * days // DEMO_DAYS, days=days, seed=42, start=recent_start(DEMO_DAYS))
+    (batch,) = generate(proj.fs, spec, days=[DEMO_DAYS])
+    frame = proj.fs.read_parquet(f"Resources/landing/{batch}/transactions.parquet").to_pandas()
+    traffic = [
+        {"tid": int(r.tid), "cc_num": int(r.cc_num), "amount": float(r.amount), "ts": r.ts.isoformat(),
+         "lat": float(r.lat), "lon": float(r.lon), "category": str(r.category)}
+        for r in frame.sort_values(["ts", "tid"]).itertuples()
+    ]  # fmt: skip
+    archive = InferenceArchive(proj.fs, model)
+    before = archive.stats()["requests"]
+    began = time.monotonic()
+    with httpx.Client(timeout=60, headers=serving.auth_headers(project=project)) as http:
+        for start in range(0, len(traffic), 100):
+            calls = {"instances": traffic[start : start + 100]}
+            http.post(f"{url}/v1/models/{model}:predict", json=calls).raise_for_status()
+    sent, calls_made = time.monotonic() - began, (len(traffic) + 99) // 100
+    console.print(f"   {batch}: {len(traffic):,} transactions in {calls_made} REST calls, {sent:.1f} s")
+    while archive.stats()["requests"] < before + calls_made:
+        if time.monotonic() - began > ARCHIVE_TIMEOUT_S:
+            raise PipelineFailed(f"the monitor archived not all the day's calls in {ARCHIVE_TIMEOUT_S:.0f} s",
+                                 hint=f"fjord monitor archive -p {project} -m {model}; fjord logs "
+                                      f"monitor/{project}/{model}")  # fmt: skip
+        time.sleep(1)
+    console.print(f"   the monitor archived them: {archive.uri}")
+    console.print(f"   {batch}'s batch (transactions, labels) through the ETL: an ingest-only {PIPELINE} run")
+    _, run_id, state = _follow(client, {"project": project, "batches": [batch], "train": False}, log, "day")
+    if state != "success":
+        raise PipelineFailed(f"the ingest-only {PIPELINE} run {run_id} of {batch} failed",
+                             hint=f"its log: {client.url}/dags/{PIPELINE}/runs/{run_id}")  # fmt: skip
+    store = MonitorStore(proj.fs, model)
+    console.print("   performance, realized (labels joined by tid) beside estimated (CBPE, no labels):")
+    for w in store.performance()[-3:]:
+        console.print(f"     {window_line(w)}", markup=False)
+    console.print("   training/serving skew (the inputs served against the ETL's features, by tid):")
+    for line in report_lines(store.skew())[:14]:
+        console.print(f"     {line}", markup=False)
+    _done(t, f"fjord monitor performance -p {project} · fjord monitor skew -p {project}")
 
 
 RETRAIN = "fraud_retrain"

@@ -26,6 +26,7 @@ hour and category) separates these far better than one on the raw amount alone.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -242,8 +243,10 @@ def _write(out: SharedFS, name: str, table: pa.Table, fmt: str) -> None:
             pq.write_table(table, handle)
 
 
-def generate(project_fs: SharedFS, spec: DemoSpec) -> list[str]:
-    """Land ``spec.days`` daily batches in the project; the batch names (dates).
+def generate(project_fs: SharedFS, spec: DemoSpec, *, days: Sequence[int] | None = None) -> list[str]:
+    """Land ``spec.days`` daily batches in the project (or those of the day indexes ``days``); the
+    batch names (dates). A day's data depends on the seed, the day and the rows per day only: the
+    first two days of 30,000 rows over 3 days are those of 20,000 rows over 2.
 
     Landed data is never overwritten (lineage recorded its checksums): a batch this same spec landed
     before is kept as it is, and a batch of the same date landed otherwise is refused, before any
@@ -253,7 +256,10 @@ def generate(project_fs: SharedFS, spec: DemoSpec) -> list[str]:
         raise ValueError(f"format must be parquet or csv, not {spec.fmt!r}")
     if spec.rows < spec.days or spec.days < 1:
         raise ValueError(f"need at least one row per day (rows={spec.rows}, days={spec.days})")
-    batches = [(spec.start + timedelta(days=day)).isoformat() for day in range(spec.days)]
+    chosen = range(spec.days) if days is None else sorted(set(days))
+    if any(not 0 <= day < spec.days for day in chosen):
+        raise ValueError(f"days must be within 0..{spec.days - 1}, not {list(chosen)}")
+    batches = [(spec.start + timedelta(days=day)).isoformat() for day in chosen]
     stamp = json.dumps({**asdict(spec), "start": spec.start.isoformat()}, sort_keys=True)
     landed = set()
     for batch in batches:
@@ -267,7 +273,7 @@ def generate(project_fs: SharedFS, spec: DemoSpec) -> list[str]:
             )
         landed.add(batch)
     profiles = _profiles(spec)
-    for day, batch in enumerate(batches):
+    for day, batch in zip(chosen, batches, strict=True):
         if batch in landed:
             continue  # the same spec landed the same bytes before
         transactions, labels = _day(spec, day, profiles)

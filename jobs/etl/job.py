@@ -337,7 +337,8 @@ def card_features(features: DataFrame, history: DataFrame | None) -> DataFrame:
     """Each card's state as of its last transaction in the batch: what the model server needs to
     compute a new transaction's window features from the card number alone (``card_features``, the
     per-card online group). ``recent_7d`` is what exact windows need: a JSON list of the card's
-    transactions, ``{"s": epoch second, "a": amount, "c": category}``, whose second is at most 7 days
+    transactions, ``{"s": epoch second, "a": amount, "c": category, "la": lat, "lo": lon}``, whose
+    second is at most 7 days
     before the last one's, oldest first (jobs/serve/transformers.py counts a new transaction's
     windows over it, as :func:`transaction_features` does). The counts and sums beside it (those of
     the windows ending at the last transaction) and ``category_counts_7d`` serve transformers written
@@ -359,9 +360,10 @@ def card_features(features: DataFrame, history: DataFrame | None) -> DataFrame:
             "amount_sum_7d",
         )
     )
-    rows = features.select("cc_num", "tid", "ts", "amount", "category")
+    kept = ["cc_num", "tid", "ts", "amount", "category", "lat", "lon"]
+    rows = features.select(*kept)
     if history is not None:
-        rows = rows.unionByName(history.select("cc_num", "tid", "ts", "amount", "category"))
+        rows = rows.unionByName(history.select(*kept))
     edge = last.select("cc_num", F.col("ts").alias("_last"))
     seconds = F.col("ts").cast("long")
     recent = rows.join(edge, "cc_num").where(
@@ -378,12 +380,20 @@ def card_features(features: DataFrame, history: DataFrame | None) -> DataFrame:
             )
         )
     )
-    ordered = F.array_sort(F.collect_list(F.struct(seconds.alias("s"), F.col("tid"), "amount", "category")))
+    ordered = F.array_sort(
+        F.collect_list(F.struct(seconds.alias("s"), F.col("tid"), "amount", "category", "lat", "lon"))
+    )
     history_7d = recent.groupBy("cc_num").agg(
         F.to_json(
             F.transform(
                 ordered,
-                lambda t: F.struct(t["s"].alias("s"), t["amount"].alias("a"), t["category"].alias("c")),
+                lambda t: F.struct(
+                    t["s"].alias("s"),
+                    t["amount"].alias("a"),
+                    t["category"].alias("c"),
+                    t["lat"].alias("la"),
+                    t["lon"].alias("lo"),
+                ),
             )
         ).alias("recent_7d")
     )

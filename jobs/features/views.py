@@ -97,7 +97,9 @@ FRAUD_SERVING = ViewDefinition(
         ],
     ),
     joins=[
-        Selection(group="profile_features", keys=["cc_num"], features=["age_years", "days_to_expiry", "as_of"])
+        Selection(
+            group="profile_features", keys=["cc_num"], features=["age_years", "days_to_expiry", "as_of"]
+        )
     ],
 )
 BUILT_IN = {view.name: view for view in (FRAUD_DEMO, FRAUD_SERVING)}

@@ -4,7 +4,10 @@
 
 The page (``static/index.html``) polls ``/api/data`` every two seconds and draws, per window:
 throughput, latency percentiles, error rate, the positive rate and the score distribution, and each
-feature's drift score with its threshold; the alerts link to the retraining runs in the Airflow UI.
+feature's drift score with its threshold; the ROC AUC estimated without labels (CBPE) per window, and
+per day the realized ROC AUC once labels land beside the estimate, against the blessed AUC; the
+training/serving skew per feature; the alerts (drift, performance, skew; a drift alert of a skewed
+window marked suspect) link to the retraining runs in the Airflow UI.
 Everything it reads comes from the monitor's results tables (:mod:`jobs.monitor.store`), so it shows
 the same numbers as ``fjord monitor status``. The chart library (uPlot) is vendored under
 ``static/vendor``: nothing is fetched from elsewhere.
@@ -81,6 +84,13 @@ def data(project: str, model: str) -> dict[str, Any]:
 
     store = service.results_of(project, model)  # names checked, and a typo is not found
     windows = store.windows()[-WINDOWS_SHOWN:]
+    suspect = {m["alert_id"]: m["skew_alert_id"] for m in store.suspects()}
+    alerts = sorted(
+        (a for part in ("alerts", "performance_alerts", "skew_alerts") for a in store.alerts_of(part)),
+        key=lambda a: a["created_at"],
+    )
+    for a in alerts:
+        a["suspect_of_skew"] = suspect.get(a["alert_id"])
     record = service.state(project, model)
     spec = record["spec"] if record else MonitorSpec(project=project, model_name=model).model_dump()
     return {
@@ -90,7 +100,9 @@ def data(project: str, model: str) -> dict[str, Any]:
         "state": service.describe(project, model),
         "spec": spec,
         "windows": windows,
-        "alerts": store.alerts(),
+        "alerts": alerts,
+        "performance": store.performance()[-WINDOWS_SHOWN:],
+        "skew": store.skew(),
         "dead_letters": store.dead_letter_count(),
         "serving": _serving(project, model),
         "airflow_url": _airflow_url(),

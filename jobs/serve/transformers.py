@@ -94,8 +94,13 @@ def _approximate(row: dict[str, Any], amount: float, now: float) -> dict[str, fl
 Tx = tuple[int, float, str | None, float, float]  # (epoch second, amount, category, lat, lon)
 
 
+def _place(entry: dict[str, Any], name: str) -> float:
+    value = entry.get(name)
+    return float(value) if value is not None and not isinstance(value, bool) else math.nan
+
+
 def _history(row: dict[str, Any]) -> list[Tx]:
-    """The card's published transactions (``recent_7d``), oldest first; the last one has its place."""
+    """The card's published transactions (``recent_7d``), oldest first, with their places."""
     entries = json.loads(row["recent_7d"]) if isinstance(row["recent_7d"], str) else row["recent_7d"]
     if not isinstance(entries, list):
         raise ValueError("recent_7d is not a list of transactions")
@@ -103,10 +108,9 @@ def _history(row: dict[str, Any]) -> list[Tx]:
     for entry in entries:
         if not isinstance(entry, dict):
             raise ValueError("recent_7d holds something other than a transaction")
-        out.append((int(entry["s"]), float(entry["a"]), entry.get("c"), math.nan, math.nan))
-    last = _number(row, "last_ts")
-    if out and not math.isnan(last) and out[-1][0] == math.floor(last):
-        out[-1] = (*out[-1][:3], _number(row, "last_lat"), _number(row, "last_lon"))
+        out.append(
+            (int(entry["s"]), float(entry["a"]), entry.get("c"), _place(entry, "la"), _place(entry, "lo"))
+        )
     return out
 
 

@@ -4,12 +4,14 @@ The ETL publishes the earlier days (their online state: each card's latest state
 day's transactions then go, in time order and in requests of ``per_request``, through the server's own
 enrichment (:class:`jobs.serve.features.FeatureEnricher` over the ``fraud_serving`` view, the online
 store, and a transformer), and each request's record (the model inputs after the lookup, the ``tid``)
-lands in the inference archive as the monitor archives it. The ETL of the day afterwards computes
+lands in the inference archive as the monitor archives it, with its response (a score growing with the
+amount, standing in for a model's). The ETL of the day afterwards computes
 the same transactions' features from the raw batch.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -80,8 +82,15 @@ def serve_day(project: Any, batch: str, *, transformer: Any = None, per_request:
             "inferenceId": uuid.uuid4().hex, "type": "request", "modelName": "fraud", "modelVersion": version,
             "api": "rest", "requestTimestamp": now + start, "inputs": inputs, "passthrough": {"tid": tids},
         }  # fmt: skip
-        rows.append((record["inferenceId"], "request", "fraud", version, "rest", record["requestTimestamp"],
-                     200, 1.0, orjson.dumps(record).decode(), "fraud_inference_log", 0, start))  # fmt: skip
+        head = (record["inferenceId"], "request", "fraud", version, "rest", now + start, 200, 1.0)
+        rows.append((*head, orjson.dumps(record).decode(), "fraud_inference_log", 0, 2 * start))
+        # The response, with a score that grows with the amount (a stand-in for the model's output:
+        # what the performance job judges against the labels the ETL publishes)
+        scores = [1 / (1 + math.exp(-(a / 150 - 2))) for a in inputs["amount"]]
+        response = {**record, "type": "response", "httpCode": 200, "outputs": {"fraud_probability": scores}}
+        del response["inputs"]
+        head = (head[0], "response", *head[2:])
+        rows.append((*head, orjson.dumps(response).decode(), "fraud_inference_log", 0, 2 * start + 1))
     table = pa.Table.from_pylist([dict(zip(stream.ARCHIVED, r, strict=True)) for r in rows])
     archive = InferenceArchive(project.fs, "fraud")
     schema = pa.schema([stream.OUTPUT.field(n) for n in stream.ARCHIVED])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from fjord.faults import CRASH_EXIT_CODE
 from fjord.projects import create_project
 from jobs.etl.demo_data import DemoSpec, generate
 from jobs.monitor.store import ALERT_SCHEMA, MonitorStore
+from jobs.performance.job import PerformanceSpec
+from jobs.performance.job import run as run_performance
 from jobs.skew.job import SkewSpec, run
 from tests.conftest import REPO
 from tests.integration.skew_setup import local_hour, publish, serve_day
@@ -82,6 +85,49 @@ def test_the_served_inputs_match_the_etl_and_a_wrong_transformer_is_caught(spark
     app(["monitor", "alerts", "-p", "fraud", "--json"], standalone_mode=False)
     alerts = {a["alert_id"]: a for a in json.loads(capsys.readouterr().out)}
     assert alerts[drift]["suspect_of_skew"] == alert["alert_id"] and alert["alert_id"] in alerts
+
+    # The labels the ETL published join the served scores: realized beside estimated, on the page
+    for version, auc in ((1, 0.7), (2, 0.7)):
+        with project.fs.publish(f"Models/fraud/{version}") as out:
+            out.write_text("fjord-model.json", json.dumps({"metrics": {"roc_auc": auc, "threshold": 0.5}}))
+    performance = run_performance(PerformanceSpec(project="fraud", notify_airflow=False)).windows
+    assert {w["version"] for w in performance} == {1, 2} and all(
+        w["labelled_rows"] == served for w in performance
+    )
+    _the_dashboard_shows_performance_skew_and_the_suspect_alert(store, performance, drift)
+
+
+def _the_dashboard_shows_performance_skew_and_the_suspect_alert(store, performance, drift) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from jobs.monitor import service
+
+    address = service.dashboard_start()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=["--no-sandbox"]
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            page.goto(service.dashboard_login(address, "project=fraud&model=fraud"))
+            page.wait_for_function(
+                "window.fjordCharts.performance && window.fjordSkew && window.fjordSkew.length"
+            )
+            drawn = page.evaluate("() => window.fjordCharts.performance.data")
+            skew_rows = page.locator("#skew tbody tr").all_inner_texts()
+            alerts = page.locator("#alerts tbody tr").all_inner_texts()
+            browser.close()
+    finally:
+        assert service.dashboard_stop()
+    assert drawn[0] == [int(w["window_start"].timestamp()) for w in performance]
+    assert drawn[1] == pytest.approx([w["roc_auc"] for w in performance])
+    assert drawn[2] == pytest.approx([w["estimated_roc_auc"] for w in performance])
+    assert drawn[3] == [0.7, 0.7]  # the blessed AUC, the reference line
+    assert len(skew_rows) == 26 and skew_rows[0].startswith("v1")  # the latest window of each version
+    hour = next(r for r in skew_rows if r.startswith("v2") and "\thour\t" in r)
+    assert "100.0 %" in hour
+    suspect = next(a for a in alerts if "[suspect: skew in the same window]" in a)
+    assert "drift" in suspect and any("\tskew\t" in a for a in alerts)
 
 
 def test_an_unknown_view_or_a_bad_option_is_one_line():

@@ -120,11 +120,53 @@ function draw(payload) {
                               paths: uPlot.paths.bars({ size: [0.9] }) }],
         [bins, hist], { time: false, xLabel: "score" });
 
+  // CBPE per window (the stream's), and per day realized beside estimated (the performance job's), each
+  // against the blessed test AUC of the version the window served
+  const blessed = (v) => { const p = (payload.performance || []).find((r) => r.version === v); return p ? p.blessed_roc_auc : null; };
+  chart("chart-estimate", [line("estimated ROC AUC", 0), line("blessed ROC AUC", 7, { dash: [6, 4], width: 1 })],
+        [x, windows.map((w) => w.estimated_roc_auc), windows.map((w) => blessed(w.version))]);
+  const perf = payload.performance || [];
+  chart("chart-performance", [line("realized ROC AUC", 2, { points: { show: true } }),
+                              line("estimated ROC AUC", 0, { points: { show: true } }),
+                              line("blessed ROC AUC", 7, { dash: [6, 4], width: 1 })],
+        [perf.map(seconds), perf.map((r) => r.roc_auc), perf.map((r) => r.estimated_roc_auc), perf.map((r) => r.blessed_roc_auc)]);
+  const labelled = perf.reduce((n, r) => n + r.labelled_rows, 0);
+  document.getElementById("performance-caption").textContent =
+    `ROC AUC per day: realized (${labelled.toLocaleString()} labelled predictions) and estimated, against the blessed AUC`;
+
+  // the latest window of each version, worst feature first
+  const skew = payload.skew || [];
+  const latest = {};
+  for (const r of skew) if (!latest[r.version] || r.window_start > latest[r.version]) latest[r.version] = r.window_start;
+  const shown = skew.filter((r) => latest[r.version] === r.window_start)
+    .sort((a, b) => a.version - b.version || b.share - a.share || a.feature.localeCompare(b.feature));
+  window.fjordSkew = shown;
+  document.getElementById("skew-note").textContent = shown.length
+    ? `The inputs each model version was served (after the online lookup), against the features the ETL computed for the same rows, ` +
+      `by key; ${shown[0].rows.toLocaleString()} rows of ${new Date(Date.parse(shown[0].window_start)).toLocaleDateString()} (v${shown[0].version}).`
+    : "No skew measured yet: it needs archived requests with a key, and the ETL of their batch.";
+  const skewBody = document.querySelector("#skew tbody");
+  skewBody.innerHTML = "";
+  for (const r of shown) {
+    const worst = (r.worst || [])[0] || {};
+    const row = document.createElement("tr");
+    const cells = ["v" + r.version, r.feature, pct(r.share), fixed(r.mean_abs_diff, 4),
+                   r.beyond ? worst.inference_id || "" : "", r.beyond ? String(worst.served) : "", r.beyond ? String(worst.offline) : ""];
+    cells.forEach((text, i) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (i === 2) td.className = r.share > 0.01 ? "bad" : "ok";
+      row.appendChild(td);
+    });
+    skewBody.appendChild(row);
+  }
+
   const body = document.querySelector("#alerts tbody");
   body.innerHTML = "";
   for (const a of [...payload.alerts].reverse()) {
     const row = document.createElement("tr");
-    const cells = [new Date(Date.parse(a.window_start)).toLocaleString(), "v" + a.version, a.kind, a.message];
+    const what = a.message + (a.suspect_of_skew ? " [suspect: skew in the same window]" : "");
+    const cells = [new Date(Date.parse(a.window_start)).toLocaleString(), "v" + a.version, a.kind, what];
     for (const text of cells) {
       const td = document.createElement("td");
       td.textContent = text;

@@ -115,7 +115,8 @@ def test_training_pipeline_waits_validates_trains_blesses_then_deploys(dagbag: d
     dag = dagbag["dags"]["fraud_training_pipeline"]
     assert _upstream(dag, "ingest.wait_for_batch") == ["ingest.batches_to_ingest"]
     assert _upstream(dag, "ingest.etl") == ["ingest.batches_to_ingest", "ingest.wait_for_batch"]
-    assert _upstream(dag, "training_dataset") == ["ingest.etl"]
+    assert _upstream(dag, "train_wanted") == ["ingest.etl"]  # an ingest-only run stops there
+    assert _upstream(dag, "training_dataset") == ["train_wanted"]
     assert _upstream(dag, "model.train") == ["training_dataset"]
     assert _upstream(dag, "model.bless") == ["model.train"]
     assert _upstream(dag, "model.deploy") == ["model.bless"]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.serve.transformers import FraudTransformer, fraud_transactions
+from jobs.serve.transformers import FraudTransformer, _haversine_km, fraud_transactions
 
 CARD = {
     "cc_num": 4111,
@@ -65,9 +65,9 @@ NOON = 1_764_590_400  # 2025-12-01T12:00:00Z
 STATE = {  # a card's published state with its last 7 days (jobs/etl/job.py card_features)
     "cc_num": 4111, "last_ts": float(NOON), "last_lat": 52.52, "last_lon": 13.40,
     "recent_7d": json.dumps([
-        {"s": NOON - 6 * 86_400, "a": 10.0, "c": "travel"},      # in the 7-day window only
+        {"s": NOON - 6 * 86_400, "a": 10.0, "c": "travel", "la": 52.52, "lo": 13.40},  # 7 days only
         {"s": NOON - 86_400 + 1_800, "a": 20.0, "c": "grocery"},  # 22.5 h before the request
-        {"s": NOON, "a": 30.0, "c": "travel"},                    # the last one, 1.5 h before
+        {"s": NOON, "a": 30.0, "c": "travel", "la": 52.52, "lo": 13.40},  # the last, 1.5 h before
     ]),
     "age_years": 40.0, "days_to_expiry": 400, "as_of": "2025-12-01T00:00:00+00:00",
 }  # fmt: skip
@@ -95,9 +95,21 @@ def test_a_servers_earlier_transactions_count_until_the_etl_publishes_them_and_a
     assert (out["tx_count_1h"], out["amount_sum_24h"]) == (3.0, 30.0 + 5.0 + 7.0 + 20.0)
     assert out["secs_since_prev"] == 600 and out["dist_prev_km"] == 0.0  # from the first, in Munich
     published = {**second, "last_ts": float(NOON + 600), "recent_7d": json.dumps(
-        [*json.loads(STATE["recent_7d"]), {"s": NOON + 600, "a": 5.0, "c": "grocery"}])}  # fmt: skip
+        [*json.loads(STATE["recent_7d"]), {"s": NOON + 600, "a": 5.0, "c": "grocery", "la": 48.14,
+                                           "lo": 11.58}])}  # fmt: skip
     (after,) = transformer([published])  # the ETL caught up: the state holds the first, once
-    assert (after["tx_count_1h"], after["amount_sum_24h"]) == (3.0, 62.0)
+    assert (after["tx_count_1h"], after["amount_sum_24h"]) == (3.0, 62.0) and after["dist_prev_km"] == 0.0
+    past = {
+        **STATE,
+        "amount": 20.0,
+        "ts": NOON - 86_400 + 1_800,
+        "lat": 50.0,
+        "lon": 8.0,
+        "category": "grocery",
+    }
+    (replayed,) = FraudTransformer()([past])  # a published transaction sent again: as the ETL saw it
+    assert (replayed["tx_count_24h"], replayed["secs_since_prev"]) == (1.0, 5 * 86_400 + 1_800)
+    assert replayed["dist_prev_km"] == pytest.approx(_haversine_km(52.52, 13.40, 50.0, 8.0))
     (fresh,) = FraudTransformer()([second])  # another server saw none of it
     assert fresh["tx_count_1h"] == 2.0
 
