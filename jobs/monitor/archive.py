@@ -161,6 +161,20 @@ class InferenceArchive:
         ]
         return data.sort_by(order)
 
+    def compact(self, days: list[str], retention_hours: int = 168) -> int:
+        """Merge the small files each micro-batch wrote into the partitions of ``days`` (the days being
+        written: older ones were merged when they were), and drop files no version of the last
+        ``retention_hours`` needs (point-in-time reads within a week keep working). Files merged."""
+        table = self.table()
+        if table is None:
+            return 0
+        merged = 0
+        for day in days:
+            metrics = table.optimize.compact(partition_filters=[("date", "=", day)])
+            merged += int(metrics.get("numFilesRemoved", 0))
+        table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+        return merged
+
     def stats(self) -> dict[str, Any]:
         """Rows, days, versions and the Delta version: what ``fjord monitor archive`` shows."""
         table = self.table()

@@ -272,6 +272,9 @@ class Monitor:
         self.deliver()
         if self.batches % COMPACT_EVERY == 0:
             self.store.compact()
+            if self.archive is not None:
+                today = datetime.now(UTC).date()
+                self.archive.compact([(today - timedelta(days=d)).isoformat() for d in (1, 0)])
         self.last_batch_end = time.monotonic()
         log.info(
             "batch %d: %d records, %d windows updated, %d final, %d alerts, %d dead letters in %.2f s "

@@ -76,3 +76,19 @@ def test_files_the_executors_write_count_only_once_committed_and_once(tmp_path):
     assert archive.commit_files(files, "query", 0) == 4
     assert archive.commit_files(files, "query", 0) == 0  # the batch replayed
     assert archive.stats()["records"] == 4 and len(predictions(archive)) == 2
+
+
+def test_compaction_merges_a_days_small_files_and_keeps_rows_and_batch_ids(tmp_path):
+    archive = InferenceArchive(SharedFS((tmp_path / "root").as_uri()), "fraud")
+    for batch in range(6):  # one small file per micro-batch, all on the 4th
+        archive.append(_rows(_call(f"c{batch}", T0 + 120_000 + batch, [batch]), 2 * batch), "query", batch)
+    archive.append(_rows(_call("old", T0, [99]), 100), "query", 6)  # the 3rd: not compacted
+    before = archive.records().sort_by("inference_id")
+    assert len(archive.table().file_uris()) == 7
+
+    assert archive.compact(["2026-12-04"]) == 6
+    assert len(archive.table().file_uris()) == 2  # one merged file for the 4th, the 3rd's as it was
+    assert archive.records().sort_by("inference_id").equals(before)
+    assert archive.committed_batch("query") == 6  # a replayed batch still appends nothing
+    assert archive.append(_rows(_call("c5", T0 + 120_005, [5]), 10), "query", 5) == 0
+    assert len(predictions(archive, as_of=0)) == 1  # point in time, within the retention
