@@ -256,8 +256,9 @@ def run(spec: SkewSpec) -> SkewResult:
         total = len(served)
         if spec.key in served.columns:
             served = served.assign(_key=served[spec.key].map(key_text)).dropna(subset=["_key"])
-        else:  # no call carried the key: nothing joins
-            served = served.iloc[0:0].assign(_key=[])
+        else:  # no call carried the key (or none was archived yet): nothing joins
+            served = served.iloc[0:0].assign(_key=None)
+        served = served.astype({"_key": object})
         offline, features, commits, view = _offline(spec, set(served["_key"]))
         compared = [f for f in features if f"inputs.{f}" in served.columns]
         if len(served) and not compared:

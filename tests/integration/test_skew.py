@@ -12,8 +12,10 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
+import pandas as pd
 import pytest
 
+import featurestore
 from fjord.cli.main import app
 from fjord.faults import CRASH_EXIT_CODE
 from fjord.projects import create_project
@@ -130,8 +132,17 @@ def _the_dashboard_shows_performance_skew_and_the_suspect_alert(store, performan
     assert "drift" in suspect and any("\tskew\t" in a for a in alerts)
 
 
-def test_an_unknown_view_or_a_bad_option_is_one_line():
-    create_project("fraud")
+def test_an_empty_archive_measures_nothing_and_an_unknown_view_or_a_bad_option_is_one_line():
+    project = create_project("fraud")
+    store = featurestore.connect("fraud")
+    group = store.get_or_create_feature_group("tx", 1, primary_key=["tid"], event_time="ts")
+    group.insert(pd.DataFrame({"tid": [1, 2], "ts": pd.to_datetime(["2026-12-01", "2026-12-02"], utc=True),
+                               "amount": [10.0, 20.0]}))  # fmt: skip
+    store.get_or_create_feature_view("v", 1, query=group.select(["amount"]))
+    empty = run(_spec(view="v"))  # nothing archived yet: no rows, no alert, no error
+    assert (empty.rows, empty.alerts, empty.joined) == ([], [], 0)
+    assert MonitorStore(project.fs, "fraud").skew() == []
+
     argv = [sys.executable, "-m", "jobs.skew.main", "--project=fraud", "--view=nope"]
     missing = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 3 and missing.stderr.count("\n") == 1, missing.stderr
