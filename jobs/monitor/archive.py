@@ -179,7 +179,8 @@ class InferenceArchive:
         """Rows, days, versions and the Delta version: what ``fjord monitor archive`` shows."""
         table = self.table()
         if table is None:
-            return {"uri": self.uri, "records": 0, "days": [], "versions": [], "delta_version": None}
+            return {"uri": self.uri, "records": 0, "requests": 0, "responses": 0, "days": [], "versions": [],
+                    "delta_version": None}  # fmt: skip
         data = table.to_pyarrow_table(columns=["date", "version", "type"])
         return {
             "uri": self.uri,

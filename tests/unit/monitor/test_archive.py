@@ -37,6 +37,8 @@ def _call(inference_id: str, ts: int, tids: list, version: int = 1) -> list[dict
 
 def test_batches_append_once_and_read_back_per_served_row(tmp_path):
     archive = InferenceArchive(SharedFS((tmp_path / "root").as_uri()), "fraud")
+    assert archive.stats() == {"uri": archive.uri, "records": 0, "requests": 0, "responses": 0, "days": [],
+                               "versions": [], "delta_version": None}  # nothing archived yet  # fmt: skip
     first = _rows(_call("a", T0, [7, None]), 0)  # 23:59 on the 3rd
     second = _rows(_call("b", T0 + 120_000, ["x-1"]), 2)  # 00:01 on the 4th
     assert archive.append(first, "query", 0) == 2
