@@ -172,6 +172,7 @@ def _follow(
             colour = {"success": "green", "skipped": "yellow"}.get(task.state, "red")
             result = client.xcom(PIPELINE, run_id, task) if task.state == "success" else None
             summary = result.get("summary", "") if isinstance(result, dict) else ""
+            summary = summary.splitlines()[0] if summary else ""  # the step prints the details
             if isinstance(result, dict):
                 results[task.task_id] = result
             line = f" {task.name:<26} {task.duration_s or 0:6.1f} s  {summary}"
