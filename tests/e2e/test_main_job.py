@@ -85,6 +85,11 @@ def test_main_job_runs_the_pipeline_through_airflow(fjord_home, stack) -> None:
         "<- training dataset fraud_demo_1 v1",
         "card_features_1 commit",
         "monitor/fraud/fraud  running",
+        "the monitor archived them",
+        "success train_wanted",  # the day's ingest-only run stops before the training data
+        "skipped training_dataset",
+        "success performance",
+        "success skew",
         "alert drift in window",
         "-> Airflow asset event",
         "-> fraud_retrain run asset_triggered__",
@@ -107,6 +112,7 @@ def test_main_job_runs_the_pipeline_through_airflow(fjord_home, stack) -> None:
     assert auc > 0.75  # engineered features make fraud learnable (raw amount alone: about 0.69)
     timings = json.loads(Path(re.search(r"task durations in (\S+)", out).group(1)).read_text())
     assert timings["state"] == "success" and timings["tasks"]["model.train"] > 0
+    _the_days_traffic_was_judged_by_its_labels_and_its_features(out, landed, timings)
 
     _the_airflow_login_is_on_the_terminal_and_in_no_file(fjord_home, out)
     _every_listening_port_of_the_stack_is_on_loopback()
@@ -131,6 +137,28 @@ def test_main_job_runs_the_pipeline_through_airflow(fjord_home, stack) -> None:
 
 
 PIPELINE = "fraud_training_pipeline"
+
+
+def _the_days_traffic_was_judged_by_its_labels_and_its_features(
+    out: str, landed: tuple, timings: dict
+) -> None:
+    """Step 10: the next day's transactions went over REST with their tids; once its batch went
+    through the ETL, every served row met its label (realized beside estimated) and its offline
+    features (the skew report: the served inputs are the ETL's, but for the rare transactions of one
+    card within one second)."""
+    day = re.search(r"(\S+): (\d+),(\d{3}) transactions in (\d+) REST calls", out)
+    assert day and date.fromisoformat(day.group(1)) == date.fromisoformat(landed[1]) + timedelta(days=1)
+    sent = int(day.group(2) + day.group(3))
+    assert timings["day"]["state"] == "success" and timings["day"]["tasks"]["skew"] > 0
+    window = re.search(
+        r"v1 \S+ 00:00: ([\d,]+)/([\d,]+) labelled; ROC AUC realized (0\.\d+) estimated (0\.\d+)", out
+    )
+    assert window, out[-4000:]
+    labelled = int(window.group(1).replace(",", ""))
+    assert labelled >= sent  # the day's rows, and the samples of step 7
+    assert float(window.group(3)) > 0.75 and abs(float(window.group(3)) - float(window.group(4))) < 0.15
+    skew = dict(re.findall(r"^\s+(\w+)\s+([\d.]+)% beyond tolerance", out, flags=re.M))
+    assert len(skew) == 13 and max(float(s) for s in skew.values()) < 1.0, skew
 
 
 def _the_airflow_login_is_on_the_terminal_and_in_no_file(home: Path, out: str) -> None:

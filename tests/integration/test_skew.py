@@ -127,7 +127,7 @@ def _the_dashboard_shows_performance_skew_and_the_suspect_alert(store, performan
     assert drawn[3] == [0.7, 0.7]  # the blessed AUC, the reference line
     assert len(skew_rows) == 26 and skew_rows[0].startswith("v1")  # the latest window of each version
     hour = next(r for r in skew_rows if r.startswith("v2") and "\thour\t" in r)
-    assert "100.0 %" in hour
+    assert "100.00 %" in hour
     suspect = next(a for a in alerts if "[suspect: skew in the same window]" in a)
     assert "drift" in suspect and any("\tskew\t" in a for a in alerts)
 

@@ -129,7 +129,9 @@ function draw(payload) {
   chart("chart-performance", [line("realized ROC AUC", 2, { points: { show: true } }),
                               line("estimated ROC AUC", 0, { points: { show: true } }),
                               line("blessed ROC AUC", 7, { dash: [6, 4], width: 1 })],
-        [perf.map(seconds), perf.map((r) => r.roc_auc), perf.map((r) => r.estimated_roc_auc), perf.map((r) => r.blessed_roc_auc)]);
+        [perf.map(seconds), perf.map((r) => r.roc_auc), perf.map((r) => r.estimated_roc_auc), perf.map((r) => r.blessed_roc_auc)],
+        // a day on either side: one day's point is drawn in a readable range, not over years
+        { scales: { x: { time: true, range: (u, min, max) => [min - 86400, max + 86400] } } });
   const labelled = perf.reduce((n, r) => n + r.labelled_rows, 0);
   document.getElementById("performance-caption").textContent =
     `ROC AUC per day: realized (${labelled.toLocaleString()} labelled predictions) and estimated, against the blessed AUC`;
@@ -150,7 +152,7 @@ function draw(payload) {
   for (const r of shown) {
     const worst = (r.worst || [])[0] || {};
     const row = document.createElement("tr");
-    const cells = ["v" + r.version, r.feature, pct(r.share), fixed(r.mean_abs_diff, 4),
+    const cells = ["v" + r.version, r.feature, r.share == null ? "-" : (100 * r.share).toFixed(2) + " %", fixed(r.mean_abs_diff, 4),
                    r.beyond ? worst.inference_id || "" : "", r.beyond ? String(worst.served) : "", r.beyond ? String(worst.offline) : ""];
     cells.forEach((text, i) => {
       const td = document.createElement("td");
