@@ -131,7 +131,8 @@ function draw(payload) {
                               line("blessed ROC AUC", 7, { dash: [6, 4], width: 1 })],
         [perf.map(seconds), perf.map((r) => r.roc_auc), perf.map((r) => r.estimated_roc_auc), perf.map((r) => r.blessed_roc_auc)],
         // a day on either side: one day's point is drawn in a readable range, not over years
-        { scales: { x: { time: true, range: (u, min, max) => [min - 86400, max + 86400] } } });
+        { scales: { x: { time: true, range: () => perf.length
+          ? [seconds(perf[0]) - 86400, seconds(perf[perf.length - 1]) + 86400] : [0, 1] } } });
   const labelled = perf.reduce((n, r) => n + r.labelled_rows, 0);
   document.getElementById("performance-caption").textContent =
     `ROC AUC per day: realized (${labelled.toLocaleString()} labelled predictions) and estimated, against the blessed AUC`;
