@@ -159,6 +159,9 @@ def _the_days_traffic_was_judged_by_its_labels_and_its_features(
     assert float(window.group(3)) > 0.75 and abs(float(window.group(3)) - float(window.group(4))) < 0.15
     skew = dict(re.findall(r"^\s+(\w+)\s+([\d.]+)% beyond tolerance", out, flags=re.M))
     assert len(skew) == 13 and max(float(s) for s in skew.values()) < 1.0, skew
+    from fjord.airflow.client import AirflowClient, skew_asset
+
+    assert AirflowClient.connect().asset_id(skew_asset("fraud", "fraud")) > 0  # a skew alert can be posted
 
 
 def _the_airflow_login_is_on_the_terminal_and_in_no_file(home: Path, out: str) -> None:

@@ -59,6 +59,7 @@ for dag_id, dag in bag.dags.items():
             "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
             "doc": bool(t.doc_md),
             "on_failure": bool(t.on_failure_callback),
+            "inlets": sorted(getattr(i, "uri", str(i)) for i in t.inlets),
         }
     dags[dag_id] = {
         "doc": bool(dag.doc_md), "tags": sorted(dag.tags), "schedule": repr(dag.timetable),
@@ -122,6 +123,7 @@ def test_training_pipeline_waits_validates_trains_blesses_then_deploys(dagbag: d
     assert _upstream(dag, "model.deploy") == ["model.bless"]
     assert _upstream(dag, "performance") == ["ingest.etl"]  # the labels just published, beside training
     assert _upstream(dag, "skew") == ["ingest.etl"]  # the features just computed for the served rows
+    assert dag["tasks"]["skew"]["inlets"] == ["fjord://skew/fraud/fraud"]  # Airflow knows its asset
     assert dag["tasks"]["ingest.wait_for_batch"]["type"] == "MappedOperator"  # one per batch
     assert "expression='0 0 * * *'" in dag["schedule"]  # @daily
     assert {"project", "batches", "samples", "epochs"} <= set(dag["params"])
