@@ -36,6 +36,8 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 HOUR, DAY, WEEK = 3_600, 86_400, 7 * 86_400
 REQUIRED = ("cc_num", "amount", "ts")
 _YEAR_10000 = 253_402_300_800  # epoch seconds of 10000-01-01: datetime's limit
@@ -91,50 +93,60 @@ def _approximate(row: dict[str, Any], amount: float, now: float) -> dict[str, fl
     }
 
 
-Tx = tuple[int, float, str | None, float, float]  # (epoch second, amount, category, lat, lon)
+Tx = tuple[int, float, Any, Any, Any]  # (epoch second, amount, category, lat, lon as stored)
 
 
-def _place(entry: dict[str, Any], name: str) -> float:
-    value = entry.get(name)
+def _coordinate(value: Any) -> float:
     return float(value) if value is not None and not isinstance(value, bool) else math.nan
 
 
 def _history(row: dict[str, Any]) -> list[Tx]:
-    """The card's published transactions (``recent_7d``), oldest first, with their places."""
-    entries = json.loads(row["recent_7d"]) if isinstance(row["recent_7d"], str) else row["recent_7d"]
+    """The card's published transactions (``recent_7d``), oldest first, with their places (parsed
+    with orjson, and a place turned into a number only for the one previous transaction: this runs
+    per row of every request)."""
+    entries = orjson.loads(row["recent_7d"]) if isinstance(row["recent_7d"], str) else row["recent_7d"]
     if not isinstance(entries, list):
         raise ValueError("recent_7d is not a list of transactions")
-    out: list[Tx] = []
-    for entry in entries:
-        if not isinstance(entry, dict):
-            raise ValueError("recent_7d holds something other than a transaction")
-        out.append(
-            (int(entry["s"]), float(entry["a"]), entry.get("c"), _place(entry, "la"), _place(entry, "lo"))
-        )
-    return out
+    try:
+        return [(int(e["s"]), float(e["a"]), e.get("c"), e.get("la"), e.get("lo")) for e in entries]
+    except AttributeError:
+        raise ValueError("recent_7d holds something other than a transaction") from None
 
 
 def _exact(this: Tx, earlier: list[Tx]) -> dict[str, float]:
-    """The ETL's window features of ``this`` among the card's ``earlier`` transactions."""
-    second, _, category, lat, lon = this
-    seen = [t for t in earlier if t[0] <= second]
-
-    def window(span: int) -> list[Tx]:
-        return [t for t in seen if t[0] >= second - span] + [this]
-
-    day, week = window(DAY), window(WEEK)
-    previous = max(seen, key=lambda t: t[0], default=None)
+    """The ETL's window features of ``this`` among the card's ``earlier`` transactions (one pass)."""
+    second, amount, category, lat, lon = this
+    count_1h = count_24h = count_7d = 1
+    sum_24h = sum_7d = amount
+    same_category = 1
+    previous: Tx | None = None
+    for t in earlier:
+        at = t[0]
+        if at > second:
+            continue  # later than this one: not in its windows
+        if previous is None or at > previous[0]:
+            previous = t
+        if at >= second - WEEK:
+            count_7d += 1
+            sum_7d += t[1]
+            same_category += t[2] == category
+            if at >= second - DAY:
+                count_24h += 1
+                sum_24h += t[1]
+                count_1h += at >= second - HOUR
     gap = float(second - previous[0]) if previous else math.nan
-    distance = _haversine_km(previous[3], previous[4], lat, lon) if previous else math.nan
+    distance = (
+        _haversine_km(_coordinate(previous[3]), _coordinate(previous[4]), lat, lon) if previous else math.nan
+    )
     return {
-        "tx_count_1h": float(len(window(HOUR))),
-        "tx_count_24h": float(len(day)),
-        "amount_sum_24h": sum(t[1] for t in day),
-        "amount_mean_7d": sum(t[1] for t in week) / len(week),
+        "tx_count_1h": float(count_1h),
+        "tx_count_24h": float(count_24h),
+        "amount_sum_24h": sum_24h,
+        "amount_mean_7d": sum_7d / count_7d,
         "secs_since_prev": gap,
         "dist_prev_km": distance,
         "speed_prev_kmh": distance / (max(gap, 60) / 3600) if previous else math.nan,
-        "category_freq_7d": sum(1 for t in week if t[2] == category) / len(week) if category else math.nan,
+        "category_freq_7d": same_category / count_7d if category else math.nan,
     }
 
 
