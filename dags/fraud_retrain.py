@@ -60,5 +60,6 @@ with DAG(
 
     why = cause()
     dataset = training_dataset(start_time="{{ ti.xcom_pull(task_ids='cause')['start_time'] }}")
-    model = train_bless_deploy()
+    # the gate replays the candidate on the last day's traffic before it deploys (jobs/serve/replay.py)
+    model = train_bless_deploy(replay_hours=24)
     why >> dataset >> model

@@ -28,8 +28,13 @@ def training_dataset(**args: Any) -> FjordJobOperator:
     )
 
 
-def train_bless_deploy(dataset_task: str = "training_dataset") -> TaskGroup:
-    """``model``: search + train + evaluate + optimize + register -> the gate -> deployment."""
+def train_bless_deploy(
+    dataset_task: str = "training_dataset", replay_hours: float | None = None
+) -> TaskGroup:
+    """``model``: search + train + evaluate + optimize + register -> the gate -> deployment. With
+    ``replay_hours``, the gate also replays the candidate on the serving's traffic of those last hours
+    (jobs/serve/replay.py) and refuses it on the replay's rules."""
+    replay = {"replay_hours": replay_hours} if replay_hours else {}
     with TaskGroup("model", tooltip="search, train, evaluate, optimize, register; bless; deploy") as group:
         train = FjordJobOperator(
             task_id="train",
@@ -49,9 +54,10 @@ def train_bless_deploy(dataset_task: str = "training_dataset") -> TaskGroup:
         bless = FjordJobOperator(
             task_id="bless",
             stage="bless",
-            args={"project": PROJECT, "version": version, "bless_only": True},
-            doc_md="The gate: the candidate against the champion on the candidate's held-out rows. "
-            "Refused: deploy is skipped and the champion keeps serving.",
+            args={"project": PROJECT, "version": version, "bless_only": True, **replay},
+            doc_md="The gate: the candidate against the champion on the candidate's held-out rows (and, "
+            "when set, replayed on the traffic the champion served). Refused: deploy is skipped and the "
+            "champion keeps serving.",
         )
         deploy = FjordJobOperator(
             task_id="deploy",
@@ -66,6 +72,7 @@ def train_bless_deploy(dataset_task: str = "training_dataset") -> TaskGroup:
                 "input_rules_mode": "flag",
                 # the transaction id: logged with each call, joins a prediction to its label later
                 "passthrough": ["tid"],
+                **replay,
             },
             doc_md="Serve the blessed version (TF Serving's REST and gRPC), smoke-test it, move `champion`.",
         )

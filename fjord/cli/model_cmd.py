@@ -1,5 +1,6 @@
-"""``fjord model deploy|rollback|list|status|start|stop`` and ``fjord serve``: registered models, their
-servings and the project's model server (the stage is jobs/serve, loaded only when a command runs)."""
+"""``fjord model deploy|rollback|shadow|list|status|start|stop`` and ``fjord serve``: registered models,
+their servings, replays of a candidate on archived traffic and the project's model server (the stage
+is jobs/serve, loaded only when a command runs)."""
 
 from __future__ import annotations
 
@@ -116,6 +117,62 @@ def status(
         return
     for key, value in row.items():
         console.print(f"{key:<9} {value}")
+
+
+_SPANS = {"m": 1 / 60, "h": 1.0, "d": 24.0}
+
+
+def _hours(text: str) -> float:
+    """``30m``, ``24h`` or ``7d`` as hours; a one-line error otherwise."""
+    from fjord.errors import ConfigError
+
+    number, unit = text[:-1], text[-1:].lower()
+    try:
+        hours = float(number) * _SPANS[unit]
+    except (KeyError, ValueError):
+        raise ConfigError(f"--since {text!r}: expected a number and m, h or d (30m, 24h, 7d)") from None
+    if not hours > 0:
+        raise ConfigError(f"--since {text!r}: the window must be longer than nothing")
+    return hours
+
+
+@app.command()
+def shadow(
+    serving: str = typer.Argument(..., help="The serving whose archived traffic is replayed."),
+    candidate: int = typer.Option(..., min=1, help="The model version to judge."),
+    project: str | None = PROJECT,
+    since: str = typer.Option("24h", help="The window: the last 30m, 24h, 7d..."),
+    start: str | None = typer.Option(None, "--from", help="Or from this time (ISO 8601) ..."),
+    end: str | None = typer.Option(None, "--to", help="... to this one."),
+    output: str | None = typer.Option(None, help="The output compared (default: the first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Replay a candidate on the requests the served versions answered: decision agreement and flips,
+    score shift, latency, and realized ROC AUC of both where labels landed (docs/serving.md)."""
+    from dataclasses import asdict
+
+    from pydantic import ValidationError
+
+    from fjord.errors import ConfigError
+    from jobs.serve.replay import ReplaySpec, run
+
+    try:
+        window: dict[str, Any] = {"since_hours": _hours(since), "start_time": start, "end_time": end}
+        spec = ReplaySpec(project=_project(project), serving=serving, candidate=candidate, output=output,
+                          **window)  # fmt: skip
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(map(str, error["loc"])) or "options"
+        raise ConfigError(f"{where}: {error['msg']}") from None
+    result = run(spec)
+    if as_json:
+        print_json(asdict(result))
+        return
+    console.print(result.summary(), markup=False)
+    for flip in result.flipped[:10]:
+        console.print(f"  flip {flip['inference_id']} row {flip['row']} (v{flip['version']}): served "
+                      f"{flip['served']:.4f} -> candidate {flip['candidate']:.4f}", markup=False)  # fmt: skip
+    console.print(f"result: {result.uri}", markup=False)
 
 
 @app.command()

@@ -77,6 +77,22 @@ class DeploySpec(JobSpec):
         default=None, description="request fields logged with each call, never fed to the model (tid)"
     )
     timeout_s: float = Field(default=300, gt=0, description="how long to wait for the version to load")
+    replay_hours: float | None = Field(
+        default=None, gt=0, description="replay the candidate on the serving's last N hours of traffic first"
+    )
+    replay_auc_tolerance: float = Field(
+        default=0.01, ge=0, description="replay: largest realized ROC AUC drop on labelled traffic"
+    )
+    replay_min_labelled: int = Field(
+        default=200, ge=1, description="replay: labelled rows the AUC rule needs"
+    )
+    replay_max_flips: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="replay: largest share of decisions flipped, unless labels back it",
+    )
+    replay_max_p99_ms: float | None = Field(default=None, gt=0, description="replay: largest p99 latency")
 
     @field_validator("passthrough", mode="before")
     @classmethod
@@ -113,6 +129,12 @@ class DeployResult:
             if b.get("champion_version") not in (None, self.version)
             else "no champion yet"
         )
+        replay = b.get("replay")
+        if replay and replay.get("rows"):
+            figures += (f"; replayed on {replay['rows']:,} served rows: {replay['decision']}, "
+                        f"{replay['agreement']:.1%} of decisions agree")  # fmt: skip
+        elif replay:
+            figures += f"; replay: {replay['decision']}"
         if not self.deployed:
             return (
                 f"{self.model_name} v{self.version} {b['decision']} for serving {self.serving} "
@@ -171,6 +193,44 @@ def _auc(project: Project, model: str, version: int, x: Any, y: Any) -> float | 
         return roc_auc(y, predict_saved_model(local, x[sorted(inputs)]))
 
 
+def replay_verdict(result: Any, spec: DeploySpec) -> tuple[str, list[str]]:
+    """The replay rules of ``spec`` applied to a replay's result: ("passed" | "refused", why)."""
+    reasons = []
+    labelled = result.auc_difference is not None and result.labelled >= spec.replay_min_labelled
+    if labelled and result.auc_difference < -spec.replay_auc_tolerance:
+        reasons.append(f"realized ROC AUC {result.auc_candidate:.4f} on {result.labelled:,} labelled rows "
+                       f"is below the served {result.auc_served:.4f} by more than "
+                       f"{spec.replay_auc_tolerance}")  # fmt: skip
+    backed = labelled and result.auc_difference >= 0
+    share = 1 - result.agreement
+    if spec.replay_max_flips is not None and share > spec.replay_max_flips and not backed:
+        reasons.append(f"{share:.1%} of {result.rows:,} decisions flipped (at most "
+                       f"{spec.replay_max_flips:.1%} unless labels back the change)")  # fmt: skip
+    if spec.replay_max_p99_ms is not None and result.latency_p99_ms > spec.replay_max_p99_ms:
+        reasons.append(f"p99 latency {result.latency_p99_ms:.2f} ms above {spec.replay_max_p99_ms} ms")
+    return ("refused" if reasons else "passed"), reasons
+
+
+def _replay(spec: DeploySpec, project: Project, name: str, version: int, parent: str) -> dict[str, Any]:
+    """Replay the candidate on the serving's recent traffic and judge it (jobs/serve/replay.py)."""
+    from jobs.serve.replay import ReplaySpec
+    from jobs.serve.replay import run as replay
+
+    try:
+        result = replay(ReplaySpec(project=project.name, serving=name, candidate=version,
+                                   model_name=spec.model_name, since_hours=spec.replay_hours or 24.0,
+                                   parent_run_id=parent))  # fmt: skip
+    except NotFoundError as exc:  # no traffic yet: nothing to judge on, the static gate decides
+        return {"decision": "no traffic", "reasons": [exc.one_line()], "run_id": None}
+    decision, reasons = replay_verdict(result, spec)
+    return {
+        "decision": decision, "reasons": reasons, "run_id": result.run_id, "uri": result.uri,
+        "rows": result.rows, "agreement": result.agreement, "flips": result.flips, "psi": result.psi,
+        "latency_p99_ms": result.latency_p99_ms, "labelled": result.labelled,
+        "auc_difference": result.auc_difference, "auc_difference_ci": result.auc_difference_ci,
+    }  # fmt: skip
+
+
 def _smoke(serving_name: str, version: int, project: str, x: Any) -> None:
     rows = x.head(3).astype("float32")
     instances = [{k: float(v) for k, v in row.items()} for row in rows.to_dict(orient="records")]
@@ -212,7 +272,7 @@ def run(spec: DeploySpec) -> DeployResult:
         )
         blessed = champion_auc is None or (candidate_auc or 0) >= champion_auc - spec.tolerance
         decision = "blessed" if blessed else ("forced" if spec.force else "rejected")
-        blessing = {
+        blessing: dict[str, Any] = {
             "metric": "roc_auc", "candidate": candidate_auc, "champion": champion_auc,
             "champion_version": champion, "tolerance": spec.tolerance, "decision": decision,
             "rows": len(y),
@@ -220,6 +280,22 @@ def run(spec: DeploySpec) -> DeployResult:
         record.params["blessing"] = blessing
         for key, value in blessing.items():
             client.set_model_version_tag(spec.model_name, str(version), f"fjord.blessing.{key}", str(value))
+        if spec.replay_hours and previous is not None and decision != "rejected":
+            blessing["replay"] = _replay(spec, project, name, version, record.run_id)
+            record.params["blessing"] = blessing
+            for key in ("decision", "reasons", "run_id"):
+                value = blessing["replay"].get(key)
+                client.set_model_version_tag(spec.model_name, str(version), f"fjord.replay.{key}", str(value))
+            if blessing["replay"]["decision"] == "refused":
+                decision = blessing["decision"] = "forced" if spec.force else "rejected"
+                if decision == "rejected":
+                    client.set_model_version_tag(spec.model_name, str(version), "fjord.blessing.decision",
+                                                 decision)  # fmt: skip
+                    raise DeployRejected(
+                        f"{spec.model_name} v{version} not deployed: on replayed traffic of {name}, "
+                        + "; ".join(blessing["replay"]["reasons"]),
+                        hint=f"the replay: {blessing['replay'].get('uri')}; --force deploys it anyway",
+                    )
         if decision == "rejected":
             raise DeployRejected(
                 f"{spec.model_name} v{version} not deployed: ROC AUC {auc_text(candidate_auc)} on {len(y):,} "

@@ -31,3 +31,16 @@ def test_the_summary_names_every_figure(candidate, champion, champion_version, s
 
 def test_auc_text() -> None:
     assert auc_text(0.5) == "0.5000" and auc_text(None).startswith("not measurable")
+
+
+def test_the_summary_names_the_replays_decision() -> None:
+    result = _result(0.91, 0.9, 2)
+    result.blessing["replay"] = {"decision": "passed", "rows": 1234, "agreement": 0.987}
+    assert "replayed on 1,234 served rows: passed, 98.7% of decisions agree" in result.summary()
+    result.blessing["replay"] = {"decision": "no traffic", "reasons": ["no archived traffic"], "run_id": None}
+    assert "replay: no traffic" in result.summary() and "replay: no traffic" in _bless_only(result).summary()
+
+
+def _bless_only(result: DeployResult) -> DeployResult:
+    result.deployed = False
+    return result
