@@ -306,7 +306,9 @@ def predictions(archive: InferenceArchive, start: Any = None, end: Any = None, *
         raise NotFoundError(f"the archived responses of {archive.model} have no output {output!r}")
     frame = frame.rename(columns={chosen: "score"}).drop(columns=[c for c in outputs if c != chosen])
     frame["score"] = pd.to_numeric(frame["score"], errors="coerce")
-    return frame.drop(columns=["http_code"]).reset_index(drop=True)
+    frame = frame.drop(columns=["http_code"]).reset_index(drop=True)
+    frame.attrs["output"] = chosen.removeprefix("outputs.")  # which output ``score`` is
+    return frame
 
 
 def requests(archive: InferenceArchive, start: Any = None, end: Any = None, *, as_of: Any = None) -> Any:

@@ -177,7 +177,9 @@ def _traffic(spec: ReplaySpec, archive: InferenceArchive, as_of: int | None) -> 
         ["inference_id", "row", "version", "score", *[c for c in answered.columns if c == spec.key]]
     ]
     joined = rows.merge(asked[["inference_id", "row", *inputs]], on=["inference_id", "row"], how="inner")
-    return joined[joined["version"] != spec.candidate].reset_index(drop=True)
+    joined = joined[joined["version"] != spec.candidate].reset_index(drop=True)
+    joined.attrs["output"] = answered.attrs.get("output")
+    return joined
 
 
 def _score(spec: ReplaySpec, local: Path, traffic: Any) -> tuple[np.ndarray, list[float]]:
@@ -191,7 +193,8 @@ def _score(spec: ReplaySpec, local: Path, traffic: Any) -> tuple[np.ndarray, lis
     if missing:
         raise ReplayError(f"candidate v{spec.candidate} reads {', '.join(sorted(missing))}, which the "
                           f"archived requests of {spec.serving} do not hold")  # fmt: skip
-    output = spec.output or sorted(signature.outputs)[0]
+    served = traffic.attrs.get("output")  # the output the served scores are: the same one, by name
+    output = spec.output or (served if served in signature.outputs else sorted(signature.outputs)[0])
     if output not in signature.outputs:
         raise ReplayError(f"candidate v{spec.candidate} has no output {output!r} "
                           f"(its outputs: {', '.join(sorted(signature.outputs))})")  # fmt: skip
