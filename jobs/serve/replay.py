@@ -291,9 +291,9 @@ def run(spec: ReplaySpec) -> ReplayResult:
         for version in versions:
             record.add_input(project.fs.uri(f"Models/{model}/{version}"), str(version), kind="model")
         rel = f"{REPLAYS}/{spec.serving}/{record.run_id}"
+        result.uri = project.fs.uri(f"{rel}/replay.json")
         with project.fs.publish(rel, overwrite=True) as out:
             out.write_text("replay.json", json.dumps(asdict(result), indent=2, default=str))
-        result.uri = project.fs.uri(f"{rel}/replay.json")
         record.add_output(project.fs.uri(rel), record.run_id, kind="replay")
         return result
 

@@ -122,7 +122,7 @@ def test_agreement_flips_and_paired_auc_are_those_computed_independently(replaye
         ("inference_archive", "0"), ("model", "2"), ("model", "1"),
     }  # fmt: skip
     kept = json.loads(project.fs.read_text(result.uri.split("/Projects/fraud/")[1]))
-    assert kept["flips"] == result.flips and kept["candidate"] == 2
+    assert kept["flips"] == result.flips and kept["candidate"] == 2 and kept["uri"] == result.uri
 
     worse = run(_spec(3))  # ranks against the labels: worse, and the interval says so
     assert worse.auc_difference < -0.2 and worse.auc_difference_ci[1] < 0
