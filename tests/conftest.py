@@ -152,10 +152,20 @@ def use_mlflow(monkeypatch: pytest.MonkeyPatch, uri: str) -> str:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow tracking server (the embedded one, started once for the session); its URI."""
+    """A real MLflow tracking server (the embedded one, started once for the session); its URI.
+
+    It starts in whichever test asks for it first, so it starts with none of that test's ``FJORD_*``
+    settings: a server first asked for under an ``s3://`` storage root kept its default artifact root
+    on S3 for the rest of the session, and later tests, without S3 keys, failed to log a model."""
     from fjord.config import Settings
 
-    yield from mlflow_at(Settings(home=tmp_path_factory.mktemp("mlflow-home")))
+    with pytest.MonkeyPatch.context() as clean:
+        for name in [n for n in os.environ if n.startswith("FJORD_")]:
+            clean.delenv(name)
+        server = mlflow_at(Settings(home=tmp_path_factory.mktemp("mlflow-home")))
+        uri = next(server)
+    yield uri
+    next(server, None)  # stops it
 
 
 @pytest.fixture
