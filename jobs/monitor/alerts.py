@@ -106,6 +106,25 @@ def undelivered(alert: dict[str, Any]) -> bool:
     return alert["state"] == "pending" or (alert["state"] == "posted" and not alert["dag_run_id"])
 
 
+def record_new(store: Any, part: str, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Store the alerts of ``found`` that table ``part`` does not hold yet (a rerun finds the same
+    ids and adds nothing); those new ones."""
+    from jobs.monitor.store import ALERT_SCHEMA
+
+    known = {a["alert_id"] for a in store.alerts_of(part)}
+    fresh = [a for a in found if a["alert_id"] not in known]
+    store.upsert(part, fresh, ("alert_id",), ALERT_SCHEMA)
+    return fresh
+
+
+def deliver_stored(store: Any, part: str, asset_uri: str) -> None:
+    """Post table ``part``'s undelivered alerts on ``asset_uri`` and record what changed."""
+    from jobs.monitor.store import ALERT_SCHEMA
+
+    changed = AirflowNotifier(asset_uri).deliver(store.alerts_of(part))
+    store.upsert(part, changed, ("alert_id",), ALERT_SCHEMA)
+
+
 class AirflowNotifier:
     """Posts pending alerts as asset events and finds the runs they started."""
 

@@ -196,27 +196,23 @@ class MonitorStore:
             (_decoded(r) for r in table.to_pyarrow_table().to_pylist()), key=lambda r: r["created_at"]
         )
 
+    def _decoded_rows(self, part: str, order: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Table ``part``'s rows, JSON columns decoded, sorted by the columns of ``order``."""
+        table = self._table(part)
+        if table is None:
+            return []
+        rows = (_decoded(r) for r in table.to_pyarrow_table().to_pylist())
+        return sorted(rows, key=lambda r: tuple(r[c] for c in order))
+
     def performance(self) -> list[dict[str, Any]]:
         """The realized and estimated performance per (model, version, window), oldest first
         (jobs/performance/job.py)."""
-        table = self._table("performance")
-        if table is None:
-            return []
-        return sorted(
-            (_decoded(r) for r in table.to_pyarrow_table().to_pylist()),
-            key=lambda r: (r["window_start"], r["model"], r["version"]),
-        )
+        return self._decoded_rows("performance", ("window_start", "model", "version"))
 
     def skew(self) -> list[dict[str, Any]]:
         """Training/serving skew per (model, version, window, feature), oldest window first
         (jobs/skew/job.py)."""
-        table = self._table("skew")
-        if table is None:
-            return []
-        return sorted(
-            (_decoded(r) for r in table.to_pyarrow_table().to_pylist()),
-            key=lambda r: (r["window_start"], r["model"], r["version"], r["feature"]),
-        )
+        return self._decoded_rows("skew", ("window_start", "model", "version", "feature"))
 
     def suspects(self) -> list[dict[str, Any]]:
         """The drift alerts the skew job marked suspect: alert_id, the skew alert, its features."""

@@ -44,7 +44,7 @@ from fjord.projects import get_project
 from jobs.monitor import alerts as alerting
 from jobs.monitor.archive import InferenceArchive, key_text, predictions
 from jobs.monitor.reference import load_card
-from jobs.monitor.store import ALERT_SCHEMA, MonitorStore
+from jobs.monitor.store import MonitorStore
 
 log = logging.getLogger("fjord.performance")
 _CODE = [__file__]
@@ -230,14 +230,10 @@ def run(spec: PerformanceSpec) -> PerformanceResult:
         labelled = sum(r["labelled_rows"] for r in rows)
         store.upsert("performance", rows, ("model", "version", "window_start"), PERFORMANCE_SCHEMA)
         crash_point("performance.measured")  # a kill here: the rerun measures the same, then alerts
-        known = {a["alert_id"]: a for a in store.alerts_of("performance_alerts")}
-        fresh = [a for a in _findings(spec, rows) if a["alert_id"] not in known]
-        store.upsert("performance_alerts", fresh, ("alert_id",), ALERT_SCHEMA)
+        fresh = alerting.record_new(store, "performance_alerts", _findings(spec, rows))
         if spec.notify_airflow:
             asset = spec.asset_uri or performance_asset(spec.project, spec.model_name)
-            notifier = alerting.AirflowNotifier(asset)
-            changed = notifier.deliver(store.alerts_of("performance_alerts"))
-            store.upsert("performance_alerts", changed, ("alert_id",), ALERT_SCHEMA)
+            alerting.deliver_stored(store, "performance_alerts", asset)
         record.add_output(store.uri("performance"), kind="performance")
         shown = [r for r in store.performance() if r["model"] == spec.model_name]
         return PerformanceResult(

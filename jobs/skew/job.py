@@ -42,7 +42,7 @@ from fjord.projects import get_project
 from jobs.features.job import ensure_view
 from jobs.monitor import alerts as alerting
 from jobs.monitor.archive import InferenceArchive, key_text, requests
-from jobs.monitor.store import ALERT_SCHEMA, MonitorStore
+from jobs.monitor.store import MonitorStore
 
 log = logging.getLogger("fjord.skew")
 _CODE = [__file__]
@@ -274,17 +274,14 @@ def run(spec: SkewSpec) -> SkewResult:
         rows = _skew_rows(spec, joined, compared, view, commits, record.run_id) if len(joined) else []
         store.upsert("skew", rows, ("model", "version", "window_start", "feature"), SKEW_SCHEMA)
         crash_point("skew.measured")  # a kill here: the rerun measures the same, then alerts
-        known = {a["alert_id"] for a in store.alerts_of("skew_alerts")}
-        fresh = [a for a in _findings(spec, rows) if a["alert_id"] not in known]
-        store.upsert("skew_alerts", fresh, ("alert_id",), ALERT_SCHEMA)
+        fresh = alerting.record_new(store, "skew_alerts", _findings(spec, rows))
         marks = _suspects(store.alerts_of("skew_alerts"), store.alerts())
         marked = {m["alert_id"] for m in store.suspects()}
         fresh_marks = [m for m in marks if m["alert_id"] not in marked]
         store.upsert("suspect", fresh_marks, ("alert_id",), SUSPECT_SCHEMA)
         if spec.notify_airflow:
-            notifier = alerting.AirflowNotifier(spec.asset_uri or skew_asset(spec.project, spec.model_name))
-            changed = notifier.deliver(store.alerts_of("skew_alerts"))
-            store.upsert("skew_alerts", changed, ("alert_id",), ALERT_SCHEMA)
+            asset = spec.asset_uri or skew_asset(spec.project, spec.model_name)
+            alerting.deliver_stored(store, "skew_alerts", asset)
         record.add_output(store.uri("skew"), kind="skew")
         return SkewResult(
             run_id=record.run_id, model=spec.model_name, rows=store.skew(), alerts=fresh, requests=total,
