@@ -40,3 +40,23 @@ def write_corrupt_version(base: Path, version: int) -> Path:
     (path / "saved_model.pb").write_bytes(b"\x00not a SavedModel\xff" * 10)
     (path / "_SUCCESS").write_text("{}")
     return path
+
+
+def write_failing_version(base: Path, version: int, *, below: float = 100.0) -> Path:
+    """``serving_default`` as :func:`write_version`'s (scale 1), except that it fails (an assertion,
+    a 400) for any ``x`` of ``below`` or more: a version with a bug on part of the traffic."""
+    import tensorflow as tf
+
+    class Model(tf.Module):
+        @tf.function(
+            input_signature=[tf.TensorSpec([None], tf.float32, "x"), tf.TensorSpec([None], tf.float32, "y")]
+        )
+        def serve(self, x, y):
+            with tf.control_dependencies([tf.debugging.assert_less(x, below, message="x out of range")]):
+                return {"sum": x + y, "diff": x - y}
+
+    model = Model()
+    path = base / str(version)
+    tf.saved_model.save(model, str(path), signatures={"serving_default": model.serve})
+    (path / "_SUCCESS").write_text(json.dumps({"files": 0}))
+    return path

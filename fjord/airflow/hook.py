@@ -70,6 +70,7 @@ STAGES: dict[str, Stage] = {
     "maintenance": Stage("jobs.features.maintenance", spark=False),
     "performance": Stage("jobs.performance.main", spark=False),
     "skew": Stage("jobs.skew.main", spark=False),
+    "canary": Stage("jobs.serve.canary_main", spark=False),
 }
 
 

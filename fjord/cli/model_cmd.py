@@ -1,6 +1,6 @@
-"""``fjord model deploy|rollback|shadow|list|status|start|stop`` and ``fjord serve``: registered models,
-their servings, replays of a candidate on archived traffic and the project's model server (the stage
-is jobs/serve, loaded only when a command runs)."""
+"""``fjord model deploy|rollback|shadow|canary|list|status|start|stop`` and ``fjord serve``:
+registered models, their servings, replays of a candidate on archived traffic, the canary rule and
+the project's model server (the stage is jobs/serve, loaded only when a command runs)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,15 @@ def deploy(
     version: int | None = typer.Option(None, min=1, help="Default: the MLflow candidate."),
     tolerance: float = typer.Option(0.005, min=0, help="Largest ROC AUC drop against the champion."),
     canary: bool = typer.Option(False, "--canary", help="Serve it as the canary beside the stable version."),
+    canary_percent: float = typer.Option(
+        10, min=0, max=100, help="With --canary: the share of calls it answers (the rest: stable)."
+    ),
+    canary_key: str | None = typer.Option(
+        None, help="With --canary: the request field that keeps a caller on one side (card_id)."
+    ),
+    shadow: bool = typer.Option(
+        False, "--shadow", help="Score every call beside the served version, logged, never answered."
+    ),
     force: bool = typer.Option(False, "--force", help="Deploy even if it is not blessed."),
     inference_logging: str = typer.Option("ALL", help="ALL, PREDICTIONS, MODEL_INPUTS or NONE."),
     feature_view: str | None = typer.Option(None, help="VIEW[/VERSION]: fill request features online."),
@@ -60,7 +69,8 @@ def deploy(
     result = run(
         DeploySpec(
             project=_project(project), model_name=model, version=version, tolerance=tolerance, canary=canary,
-            force=force, inference_logging=inference_logging, feature_view=feature_view,
+            canary_percent=canary_percent, canary_key=canary_key, shadow=shadow, force=force,
+            inference_logging=inference_logging, feature_view=feature_view,
             input_rules=input_rules, input_rules_mode=cast(Any, input_rules_mode and input_rules_mode.value),
             passthrough=passthrough or None,
         )
@@ -173,6 +183,26 @@ def shadow(
         console.print(f"  flip {flip['inference_id']} row {flip['row']} (v{flip['version']}): served "
                       f"{flip['served']:.4f} -> candidate {flip['candidate']:.4f}", markup=False)  # fmt: skip
     console.print(f"result: {result.uri}", markup=False)
+
+
+@app.command()
+def canary(
+    serving: str = typer.Argument(..., help="The serving whose canary is judged."),
+    project: str | None = PROJECT,
+    min_requests: int = typer.Option(500, min=1, help="Calls the canary needs before a decision."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Decide and record, change nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Promote the serving's canary to stable or roll it back, on its error rate, latency and
+    estimated and realized ROC AUC against stable's since it started; or wait for more calls."""
+    from jobs.serve.canary import CanarySpec, run
+
+    result = run(CanarySpec(project=_project(project), serving=serving, min_requests=min_requests,
+                            dry_run=dry_run))  # fmt: skip
+    if as_json:
+        print_json(result.to_json())
+        return
+    console.print(result.summary(), markup=False)
 
 
 @app.command()

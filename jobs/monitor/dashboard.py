@@ -78,6 +78,25 @@ def _serving(project: str, model: str) -> dict[str, Any] | None:
     return {"labels": found.labels, "topic": found.topic}
 
 
+def _side_by_side(
+    windows: list[dict[str, Any]],
+    performance: list[dict[str, Any]],
+    model: str,
+    served: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """Each version in the windows shown (the stable one, a canary, a shadow), with its labels and its
+    figures over those windows: a shadow's beside the champion's it scored the calls of."""
+    from jobs.monitor.store import version_summary
+
+    labels = (served or {}).get("labels", {})
+    versions = sorted({w["version"] for w in windows if w["model"] == model} | set(labels.values()))
+    side = []
+    for version in versions:
+        roles = sorted(label for label, v in labels.items() if v == version)
+        side.append({**version_summary(windows, performance, model, version), "labels": roles})
+    return side
+
+
 def data(project: str, model: str) -> dict[str, Any]:
     """What the page draws for one monitored model."""
     from jobs.monitor.job import MonitorSpec
@@ -93,6 +112,8 @@ def data(project: str, model: str) -> dict[str, Any]:
         a["suspect_of_skew"] = suspect.get(a["alert_id"])
     record = service.state(project, model)
     spec = record["spec"] if record else MonitorSpec(project=project, model_name=model).model_dump()
+    served = _serving(project, model)
+    performance = store.performance()[-WINDOWS_SHOWN:]
     return {
         "project": project,
         "model": model,
@@ -101,10 +122,11 @@ def data(project: str, model: str) -> dict[str, Any]:
         "spec": spec,
         "windows": windows,
         "alerts": alerts,
-        "performance": store.performance()[-WINDOWS_SHOWN:],
+        "performance": performance,
+        "versions": _side_by_side(windows, performance, model, served),
         "skew": store.skew(),
         "dead_letters": store.dead_letter_count(),
-        "serving": _serving(project, model),
+        "serving": served,
         "airflow_url": _airflow_url(),
         "generated_at": time.time(),
     }

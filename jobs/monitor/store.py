@@ -252,3 +252,44 @@ def _decoded(row: dict[str, Any]) -> dict[str, Any]:
         if column in row and row[column] is not None:
             row[column] = json.loads(row[column])
     return row
+
+
+def version_summary(
+    windows: list[dict[str, Any]], performance: list[dict[str, Any]], model: str, version: int,
+    since: Any = None,
+) -> dict[str, Any]:  # fmt: skip
+    """What ``version`` of ``model`` did in the windows (and the realized-performance rows) that end
+    after ``since`` (all, if None): calls and errors summed, p99 the worst window's, positive rate,
+    mean score and estimated ROC AUC weighted by calls, realized ROC AUC by labelled rows. The canary
+    rule and the dashboard's versions side by side read the same figures."""
+    out: dict[str, Any] = {"version": version, "windows": 0, "requests": 0, "errors": 0, "p99_ms": None}
+    sums = {"positive_rate": [0.0, 0], "prediction_mean": [0.0, 0], "estimated_roc_auc": [0.0, 0]}
+    for w in windows:
+        if w["model"] != model or w["version"] != version or (since is not None and w["window_end"] <= since):
+            continue
+        requests = int(w.get("requests") or 0)
+        out["windows"] += 1
+        out["requests"] += requests
+        out["errors"] += int(w.get("errors") or 0)
+        if w.get("latency_p99_ms") is not None:
+            out["p99_ms"] = max(out["p99_ms"] or 0.0, float(w["latency_p99_ms"]))
+        for name, acc in sums.items():
+            if w.get(name) is not None and requests:
+                acc[0] += float(w[name]) * requests
+                acc[1] += requests
+    for name, (total, weight) in sums.items():
+        out[name] = total / weight if weight else None
+    out["error_rate"] = out["errors"] / out["requests"] if out["requests"] else None
+    realized, labelled = 0.0, 0
+    for row in performance:
+        if (
+            row["model"] != model
+            or row["version"] != version
+            or (since is not None and row["window_end"] <= since)
+        ):
+            continue
+        if row.get("roc_auc") is not None and row.get("labelled_rows"):
+            realized += float(row["roc_auc"]) * row["labelled_rows"]
+            labelled += int(row["labelled_rows"])
+    out["realized_roc_auc"], out["labelled"] = (realized / labelled if labelled else None), labelled
+    return out

@@ -9,11 +9,13 @@ Evaluator + Pusher), and the rollback.
    ROC AUC is not below the champion's by more than ``tolerance``. The decision and both figures go to
    the run record and to the version's MLflow tags, deployed or not (a refusal exits 3);
 3. writes the project's ``models.config`` atomically: the candidate under the label ``stable`` (or
-   ``canary`` with ``canary=True``, the stable version staying), specific versions only;
+   ``canary`` with ``canary=True``, answering ``canary_percent`` % of the calls, or ``shadow`` with
+   ``shadow=True``, answering none: jobs/serve/routing.py), specific versions only;
 4. starts the project's model server unless it runs, waits until the version is AVAILABLE, and sends
    a smoke request of real held-out rows; a failure puts the old config back;
-5. moves the MLflow alias ``champion`` (not for a canary) and records the deployment in the lineage:
-   served version -> model version -> training run -> training dataset -> feature commits -> batches.
+5. moves the MLflow alias ``champion`` (not for a canary or a shadow) and records the deployment in
+   the lineage: served version -> model version -> training run -> training dataset -> feature
+   commits -> batches.
 
 ``rollback(RollbackSpec(...))`` points ``stable`` back at the version deployed before and moves
 ``champion`` with it.
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from fjord.errors import FjordError, NotFoundError
 from fjord.experiment.tracking import client as mlflow_client
@@ -60,6 +62,11 @@ class DeploySpec(JobSpec):
     serving: str | None = Field(default=None, description="the serving's name (default: the model's)")
     tolerance: float = Field(default=0.005, ge=0, description="largest ROC AUC drop accepted")
     canary: bool = Field(default=False, description="serve it as the canary beside the stable version")
+    canary_percent: float = Field(default=10, ge=0, le=100, description="canary: its share of the calls")
+    canary_key: str | None = Field(
+        default=None, description="canary: the request field that keeps a caller on one side (card_id)"
+    )
+    shadow: bool = Field(default=False, description="score every call beside the served version, answer none")
     force: bool = Field(default=False, description="deploy without the blessing")
     bless_only: bool = Field(default=False, description="decide and record the blessing, deploy nothing")
     inference_logging: str = Field(default="ALL", description="ALL, PREDICTIONS, MODEL_INPUTS or NONE")
@@ -93,6 +100,12 @@ class DeploySpec(JobSpec):
         description="replay: largest share of decisions flipped, unless labels back it",
     )
     replay_max_p99_ms: float | None = Field(default=None, gt=0, description="replay: largest p99 latency")
+
+    @model_validator(mode="after")
+    def _one_label(self) -> DeploySpec:
+        if self.canary and self.shadow:
+            raise ValueError("a version is deployed as the canary or as the shadow, not both")
+        return self
 
     @field_validator("passthrough", mode="before")
     @classmethod
@@ -307,7 +320,7 @@ def run(spec: DeploySpec) -> DeployResult:
             return DeployResult(
                 record.run_id, name, spec.model_name, version, "", None, blessing, "", "", deployed=False
             )
-        label = serving.CANARY if spec.canary else serving.STABLE
+        label = serving.CANARY if spec.canary else serving.SHADOW if spec.shadow else serving.STABLE
         passthrough = spec.passthrough
         if passthrough is None:
             passthrough = previous.passthrough if previous else []
@@ -327,6 +340,8 @@ def run(spec: DeploySpec) -> DeployResult:
             input_rules=spec.input_rules or (previous.input_rules if previous else None),
             input_rules_mode=spec.input_rules_mode or (previous.input_rules_mode if previous else "reject"),
             passthrough=passthrough,
+            canary_percent=spec.canary_percent if spec.canary else None,
+            canary_key=spec.canary_key if spec.canary else None,
         )  # fmt: skip
         crash_point("deploy.configured")
         try:
@@ -337,7 +352,7 @@ def run(spec: DeploySpec) -> DeployResult:
             serving.restore(name, previous, project=project.name)  # as it was, or gone if it was new
             serving.end_deploy(name, project=project.name)
             raise
-        if not spec.canary:
+        if label == serving.STABLE:
             client.set_registered_model_alias(spec.model_name, CHAMPION, str(version))
         serving.end_deploy(name, project=project.name)
         record.add_output(serving.serving_uri(project.name, name), str(version), kind="deployment")

@@ -13,6 +13,7 @@ import grpc
 
 from jobs.serve.errors import Code, ServingError
 from jobs.serve.handlers import Call, Handlers
+from jobs.serve.routing import CANARY, STABLE
 from jobs.serve.status import metadata_proto, status_proto
 
 
@@ -84,6 +85,21 @@ def decode_tensor(name: str, proto: Any, max_elements: int) -> Any:
         raise ServingError(Code.INVALID_ARGUMENT, f"input {name}: {str(exc).splitlines()[0]}") from None
 
 
+def _first_value(request: Any, name: str, max_elements: int) -> Any:
+    """The first element of input ``name`` of a PredictRequest (None: absent or unreadable)."""
+    import numpy as np
+
+    if name not in request.inputs:
+        return None
+    try:
+        values = np.asarray(decode_tensor(name, request.inputs[name], max_elements)).ravel()[:1].tolist()
+    except ServingError:
+        return None  # the call fails on its own inputs, wherever it goes
+    if not values:
+        return None
+    return values[0].decode(errors="replace") if isinstance(values[0], bytes) else values[0]
+
+
 def servicers(
     handlers: Handlers, reload_config: Callable[[Any], None] | None, *, max_elements: int = 64 * 2**20
 ) -> list[tuple[Any, Callable[..., Any]]]:
@@ -100,49 +116,61 @@ def servicers(
         status_pb2,
     )
 
+    async def answer(call: Any, request: Any, started: float, wall: float) -> Any:
+        loaded, inputs, outputs, keys, signature = None, None, None, None, ""
+        try:
+            loaded, signature = handlers.servable(call)
+            call.signature = signature
+            tensors = dict(request.inputs)
+            keys = handlers.passthrough.take_tensors(  # logged, never the model's
+                call.model, tensors, lambda k, v: decode_tensor(k, v, max_elements)
+            )
+            expected = loaded.backend.signatures[signature].inputs
+            unknown = sorted(set(tensors) - set(expected))
+            missing = sorted(set(expected) - set(tensors))
+            if unknown or missing:
+                raise ServingError(
+                    Code.INVALID_ARGUMENT,
+                    f"input size does not match signature: {len(tensors)}!={len(expected)} len("
+                    f"{{{','.join(sorted(tensors))}}}). Missing {missing}, unexpected {unknown}",
+                )
+            inputs = {k: decode_tensor(k, v, max_elements) for k, v in tensors.items()}
+            violations = handlers.rules.check({"inputs": _plain(inputs)}) if handlers.rules else []
+            outputs = await handlers.run(loaded, signature, inputs)
+        except ServingError as exc:
+            handlers.record(call, loaded, started, wall, inputs, None, exc, passthrough=keys)
+            raise
+        inference_id = handlers.record(
+            call, loaded, started, wall, inputs, outputs, None, violations=violations, passthrough=keys
+        )
+        handlers.shadow(call, loaded, signature, inputs, inference_id, keys)  # scored once this returns
+        wanted = set(request.output_filter) or set(outputs)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = call.model
+        response.model_spec.version.value = loaded.version
+        response.model_spec.signature_name = signature
+        for name in sorted(wanted):
+            if name not in outputs:
+                raise ServingError(
+                    Code.INVALID_ARGUMENT, f"output tensor alias not found in signature: {name}"
+                )
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name]))
+        return response
+
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         @_guarded
         async def Predict(self, request: Any, context: Any) -> Any:
             call = _spec(request)
             started, wall = time.perf_counter(), time.time()
-            loaded, inputs, outputs, keys = None, None, None, None
-            try:
-                loaded, signature = handlers.servable(call)
-                call.signature = signature
-                tensors = dict(request.inputs)
-                keys = handlers.passthrough.take_tensors(  # logged, never the model's
-                    call.model, tensors, lambda k, v: decode_tensor(k, v, max_elements)
-                )
-                expected = loaded.backend.signatures[signature].inputs
-                unknown = sorted(set(tensors) - set(expected))
-                missing = sorted(set(expected) - set(tensors))
-                if unknown or missing:
-                    raise ServingError(
-                        Code.INVALID_ARGUMENT,
-                        f"input size does not match signature: {len(tensors)}!={len(expected)} len("
-                        f"{{{','.join(sorted(tensors))}}}). Missing {missing}, unexpected {unknown}",
-                    )
-                inputs = {k: decode_tensor(k, v, max_elements) for k, v in tensors.items()}
-                violations = handlers.rules.check({"inputs": _plain(inputs)}) if handlers.rules else []
-                outputs = await handlers.run(loaded, signature, inputs)
-            except ServingError as exc:
-                handlers.record(call, loaded, started, wall, inputs, None, exc, passthrough=keys)
-                raise
-            handlers.record(
-                call, loaded, started, wall, inputs, outputs, None, violations=violations, passthrough=keys
-            )
-            wanted = set(request.output_filter) or set(outputs)
-            response = predict_pb2.PredictResponse()
-            response.model_spec.name = call.model
-            response.model_spec.version.value = loaded.version
-            response.model_spec.signature_name = signature
-            for name in sorted(wanted):
-                if name not in outputs:
-                    raise ServingError(
-                        Code.INVALID_ARGUMENT, f"output tensor alias not found in signature: {name}"
-                    )
-                response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name]))
-            return response
+            key = handlers.router.split_key(call.model)
+            handlers.router.route(call, _first_value(request, key, max_elements) if key else None)
+            if call.routed == CANARY:
+                try:
+                    return await answer(call, request, started, wall)
+                except ServingError:  # logged as the canary's; stable answers the client
+                    handlers.metrics.canary_fallbacks.inc(model_name=call.model)
+                    call.label = call.routed = STABLE
+            return await answer(call, request, started, wall)
 
         @_guarded
         async def Classify(self, request: Any, context: Any) -> Any:

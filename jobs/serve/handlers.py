@@ -23,9 +23,11 @@ from jobs.serve.input_rules import InputRules
 from jobs.serve.metrics import Metrics
 from jobs.serve.models import Loaded, ModelManager
 from jobs.serve.passthrough import Passthrough
+from jobs.serve.routing import Router
 from jobs.serve.tensors import TensorSpec
 
 DEFAULT_SIGNATURE = "serving_default"
+MAX_SHADOW_WAITING = 64  # shadow scorings queued at once; more are skipped, never the answered calls
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Call:
     label: str | None
     signature: str
     api: str  # rest | grpc
+    routed: str | None = None  # the label the router chose for a call that named none
 
 
 class Handlers:
@@ -53,8 +56,12 @@ class Handlers:
         enrich: Callable[[str, dict[str, Any], list[str]], dict[str, Any]] | None = None,
         rules: InputRules | None = None,
         passthrough: Passthrough | None = None,
+        router: Router | None = None,
     ) -> None:
         self.manager = manager
+        self.router = router or Router(manager)
+        self._shadows = 0
+        self._background: set[asyncio.Task[None]] = set()
         self.metrics = metrics
         self.logger = logger
         self.timeout_s = timeout_s
@@ -116,6 +123,64 @@ class Handlers:
         if violations:
             self.metrics.input_violations.inc(len(violations), model_name=call.model)
         return inference_id
+
+    # -- the shadow: scored after the answer is sent, logged, never returned -------------------------
+
+    def shadow(
+        self,
+        call: Call,
+        answered: Loaded,
+        signature: str,
+        inputs: dict[str, np.ndarray],
+        answered_id: str,
+        passthrough: dict[str, list[Any]] | None,
+    ) -> None:
+        """Have the serving's shadow version (if it has one) score the inputs ``answered`` was given,
+        in the background: the caller has its answer already, or gets it without waiting for this."""
+        shadow = self.router.shadow(call.model, answered.version)
+        if shadow is None:
+            return
+        if self._shadows >= MAX_SHADOW_WAITING:  # the shadow falls behind: it sheds, the calls do not wait
+            self.metrics.shadow_skipped.inc(model_name=call.model)
+            return
+        self._shadows += 1
+        task = asyncio.get_running_loop().create_task(
+            self._score_shadow(call, shadow, signature, inputs, answered_id, passthrough)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _score_shadow(
+        self,
+        call: Call,
+        shadow: Loaded,
+        signature: str,
+        inputs: dict[str, np.ndarray],
+        answered_id: str,
+        passthrough: dict[str, list[Any]] | None,
+    ) -> None:
+        wall, outputs, error = time.time(), None, None
+        try:
+            spec = shadow.backend.signatures.get(signature)
+            if spec is None:
+                raise invalid(f'the shadow v{shadow.version} has no signature "{signature}"')
+            missing = sorted(set(spec.inputs) - set(inputs))
+            if missing:
+                raise invalid(
+                    f"the shadow v{shadow.version} reads {missing[0]}, which the answered call lacks"
+                )
+            outputs = await self.run(shadow, signature, {k: inputs[k] for k in spec.inputs})
+        except ServingError as exc:
+            error = exc
+        finally:
+            self._shadows -= 1
+        self.metrics.shadow_requests.inc(model_name=call.model, status=error.code.name if error else "OK")
+        if self.logger.enabled:
+            self.logger.log(
+                uuid.uuid4().hex, call.model, shadow.version, signature, call.api, wall, None, outputs,
+                error.code.http if error else 200, error.message if error else None,
+                passthrough=passthrough, shadow_of=answered_id,
+            )  # fmt: skip
 
     # -- classify and regress: tf.Example inputs through a classify or regress signature -----------
 

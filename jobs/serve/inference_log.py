@@ -11,7 +11,9 @@ the same partition, in order). A record is JSON::
      "latencyMs": 1.7 (response only), "httpCode": 200 (response only),
      "inputs": {...} (request), "outputs": {...} (response, when it succeeded), "error": "..." (when not),
      "passthrough": {"tid": ["t-81"]} (both, when the serving names passthrough fields and the request
-     carries them: jobs/serve/passthrough.py)}
+     carries them: jobs/serve/passthrough.py),
+     "shadow": true, "answered": "<inferenceId>" (the shadow version's scoring of a call: a response
+     record only, its inputs are the answered call's request record: jobs/serve/routing.py)}
 
 Timestamps are milliseconds since the epoch (UTC). ``inputs``/``outputs`` are columnar: name -> list
 of rows.
@@ -115,6 +117,7 @@ class InferenceLogger:
         error: str | None = None,
         violations: list[dict[str, Any]] | None = None,
         passthrough: dict[str, list[Any]] | None = None,
+        shadow_of: str | None = None,
     ) -> None:
         """Queue the records of one call (``started``: its wall-clock start, in seconds). Input-rule
         ``violations`` of a flagged request go with its response record (with its request record when
@@ -132,6 +135,9 @@ class InferenceLogger:
         }
         if passthrough:
             head["passthrough"] = passthrough
+        if shadow_of is not None:  # a shadow's scoring of the call ``shadow_of`` (its inputs are there)
+            head["shadow"] = True
+            head["answered"] = shadow_of
         topic, key = self.topic_for(model), inference_id.encode()
         if self.mode in ("ALL", "MODEL_INPUTS") and inputs is not None:
             request: dict[str, Any] = {**head, "type": "request", "inputs": _columns(inputs)}

@@ -133,6 +133,18 @@ class Metrics:
             "fjord_serving_input_violations",
             "Input-rule violations of the requests served under --input_rules_mode=flag.",
         )
+        self.shadow_requests = Counter(
+            "fjord_serving_shadow_requests",
+            "Calls the shadow version scored after the answer was sent, by status.",
+        )
+        self.shadow_skipped = Counter(
+            "fjord_serving_shadow_skipped",
+            "Calls the shadow did not score because too many shadow scorings were waiting.",
+        )
+        self.canary_fallbacks = Counter(
+            "fjord_serving_canary_fallbacks",
+            "Calls routed to the canary that it failed, answered by the stable version instead.",
+        )
 
     def exposition(self) -> str:
         metrics = [
@@ -144,5 +156,8 @@ class Metrics:
             self.log_dropped,
             self.feature_lookup_latency,
             self.input_violations,
+            self.shadow_requests,
+            self.shadow_skipped,
+            self.canary_fallbacks,
         ]
         return "\n".join(line for metric in metrics for line in metric.lines()) + "\n"

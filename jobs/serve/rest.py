@@ -23,6 +23,7 @@ from typing import Any
 
 from jobs.serve.errors import Code, ServingError, invalid
 from jobs.serve.handlers import Call, Handlers, examples_from_json
+from jobs.serve.routing import CANARY, STABLE, key_of
 from jobs.serve.status import metadata_json, status_json
 from jobs.serve.tensors import error_response, parse_body, predict_inputs, predict_response, results_response
 from jobs.serve.tensors import signature_name as read_signature_name
@@ -88,9 +89,10 @@ class RestApp:
             )
             return
         headers = JSON_HEADERS
+        after: list[Callable[[], None]] = []  # what runs once the answer is sent (the shadow)
         try:
             body = await self._body(receive, scope)
-            status, text, inference_id = await self._route(method, path, body)
+            status, text, inference_id = await self._route(method, path, body, after)
             if inference_id:  # which inference log records are this call's (the body stays TF Serving's)
                 headers = [*JSON_HEADERS, (INFERENCE_ID_HEADER, inference_id.encode())]
         except ServingError as exc:
@@ -101,6 +103,8 @@ class RestApp:
             log.exception("internal error answering %s %s", method, path)
             status, text = 500, error_response(f"Internal: {type(exc).__name__}: {exc}")
         await _reply(send, status, text.encode(), headers)
+        for task in after:
+            task()
 
     def _authorized(self, scope: dict[str, Any]) -> bool:
         for name, value in scope["headers"]:
@@ -123,13 +127,15 @@ class RestApp:
             if not message.get("more_body"):
                 return b"".join(chunks)
 
-    async def _route(self, method: str, path: str, body: bytes) -> tuple[int, str, str | None]:
+    async def _route(
+        self, method: str, path: str, body: bytes, after: list[Callable[[], None]]
+    ) -> tuple[int, str, str | None]:
         if method == "POST" and (match := PREDICTION.fullmatch(path)):
             name, version, label, verb = match.groups()
             call = Call(name, _version(version), label, "", "rest")
             verb = verb.lower()
             if verb == "predict":
-                return 200, *(await self._predict(call, body))
+                return 200, *(await self._predict(call, body, after))
             doc = parse_body(body)
             call.signature = read_signature_name(doc)
             results = await self.handlers.classify_or_regress(
@@ -147,12 +153,30 @@ class RestApp:
             raise invalid(f"Malformed request: {method} {path}")
         raise ServingError(Code.NOT_FOUND, f"Not found: {method} {path}")
 
-    async def _predict(self, call: Call, body: bytes) -> tuple[str, str]:
+    async def _predict(self, call: Call, body: bytes, after: list[Callable[[], None]]) -> tuple[str, str]:
         started, wall = time.perf_counter(), time.time()
-        loaded, inputs, outputs, violations, keys = None, None, None, [], None
         try:
             doc = parse_body(body)
             call.signature = read_signature_name(doc)
+            key = self.handlers.router.split_key(call.model)
+            self.handlers.router.route(call, key_of(doc, key) if key else None)
+        except ServingError as exc:
+            exc.inference_id = self.handlers.record(call, None, started, wall, None, None, exc)
+            raise
+        if call.routed == CANARY:
+            try:
+                return await self._answer(call, doc, started, wall, after)
+            except ServingError:  # the canary's failure is logged as its own; stable answers the client
+                self.handlers.metrics.canary_fallbacks.inc(model_name=call.model)
+                call.label = call.routed = STABLE
+                doc = parse_body(body)  # as it came: the canary's attempt took its passthrough fields
+        return await self._answer(call, doc, started, wall, after)
+
+    async def _answer(
+        self, call: Call, doc: Any, started: float, wall: float, after: list[Callable[[], None]]
+    ) -> tuple[str, str]:
+        loaded, inputs, outputs, violations, keys = None, None, None, [], None
+        try:
             loaded, signature = self.handlers.servable(call)
             keys = self.handlers.passthrough.take(call.model, doc)  # logged, never the model's
             if self.handlers.rules is not None:  # reject mode: a 400 here, before any lookup
@@ -167,9 +191,11 @@ class RestApp:
                 call, loaded, started, wall, inputs, None, exc, passthrough=keys
             )
             raise
-        return text, self.handlers.record(
+        inference_id = self.handlers.record(
             call, loaded, started, wall, inputs, outputs, None, violations=violations, passthrough=keys
         )
+        after.append(lambda: self.handlers.shadow(call, loaded, signature, inputs, inference_id, keys))
+        return text, inference_id
 
 
 async def _reply(

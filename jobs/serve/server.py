@@ -44,6 +44,7 @@ from jobs.serve.inference_log import MODES, InferenceLogger, default_topic
 from jobs.serve.input_rules import MODES as INPUT_RULE_MODES
 from jobs.serve.input_rules import InputRules
 from jobs.serve.passthrough import Passthrough, parse_flags
+from jobs.serve.routing import Router, Split, read_splits
 
 log = logging.getLogger("fjord.serve")
 
@@ -151,6 +152,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="MODEL=FIELD[,FIELD]",
         help="request fields of MODEL logged with the call, never fed to it, e.g. fraud=tid (Fjord)",
     )
+    add(
+        "--routing_file",
+        default=None,
+        help="JSON of serving -> canary split, re-read with the model config (Fjord: jobs/serve/routing.py)",
+    )
     add("--log_level", default="WARNING", help="Python log level")
     return p
 
@@ -232,6 +238,7 @@ class ModelServer:
             enrich = FeatureEnricher.from_flag(args.feature_view, self.metrics, args.transformer)
         rules = InputRules.from_flag(args.input_rules, args.input_rules_mode) if args.input_rules else None
         passthrough = Passthrough(parse_flags(args.passthrough))
+        self.router = Router(self.manager, self._splits())
         self.handlers = Handlers(
             self.manager,
             self.metrics,
@@ -240,14 +247,22 @@ class ModelServer:
             enrich=enrich,
             rules=rules,
             passthrough=passthrough,
+            router=self.router,
         )
         self._stop = asyncio.Event()
         self._config_mtime = self._mtime()
 
+    def _splits(self) -> dict[str, Split]:
+        spec = self.args.routing_file
+        return read_splits(_local_config(spec)[0]) if spec is not None else {}
+
     def _mtime(self) -> str | None:
         """What changes when the config file does (None: no config file)."""
         spec = self.args.model_config_file
-        return _local_config(spec)[1] if spec is not None else None
+        if spec is None:
+            return None
+        routing = self.args.routing_file
+        return _local_config(spec)[1] + (f"|{_local_config(routing)[1]}" if routing else "")
 
     def reload_proto(self, config: Any) -> None:
         """HandleReloadConfigRequest: serve the models of a ModelServerConfig proto."""
@@ -269,6 +284,7 @@ class ModelServer:
                     continue
                 self._config_mtime = mtime
                 self.manager.configure(read_model_config(_local_config(self.args.model_config_file)[0]))
+                self.router.splits = self._splits()
                 log.warning("model config %s reloaded", self.args.model_config_file)
             except FjordError as exc:
                 log.error("model config not reloaded, the old one stays: %s", exc.one_line())

@@ -11,8 +11,9 @@ predictions, and the Kafka topic their inference log goes to.
 
 A project's servings are two files under ``Models/serving/`` on the shared filesystem:
 ``models.config``, the ModelServerConfig that this server, or tensorflow_model_server on a cluster,
-reads (specific versions, labels ``stable``/``canary``), and ``servings.json``, what Fjord keeps
-beside it (inference logging mode, topic, feature view). Both are replaced atomically. One server
+reads (specific versions, labels ``stable``/``canary``/``shadow``), ``routing.json`` beside it (the
+canary's share of the traffic: jobs/serve/routing.py), and ``servings.json``, what Fjord keeps beside
+them (inference logging mode, topic, feature view). Each is replaced atomically. One server
 process per project serves them all (``python -m jobs.serve.server --model_config_file=...``,
 re-reading the file every second); its pid, ports and log are under ``$FJORD_HOME/serving/<project>/``.
 """
@@ -24,7 +25,7 @@ import secrets
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,13 @@ from jobs.serve.config import ModelConfig, VersionPolicy, read_model_config, wri
 from jobs.serve.inference_log import MODES, default_topic
 from jobs.serve.input_rules import InputRules
 from jobs.serve.passthrough import check_names
+from jobs.serve.routing import CANARY, SHADOW, STABLE, Split, write_splits
 
 SERVING_DIR = "Models/serving"
 CONFIG_FILE = f"{SERVING_DIR}/models.config"
 SERVINGS_FILE = f"{SERVING_DIR}/servings.json"
-STABLE, CANARY = "stable", "canary"
+ROUTING_FILE = f"{SERVING_DIR}/routing.json"
+LABELS = (STABLE, CANARY, SHADOW)
 START_TIMEOUT_S = 180.0
 
 
@@ -59,7 +62,7 @@ class Serving:
 
     name: str
     model_name: str
-    labels: dict[str, int]  # stable (and canary) -> version
+    labels: dict[str, int]  # stable (and canary, shadow) -> version
     inference_logging: str = "ALL"
     kafka_topic: str | None = None
     feature_view: str | None = None  # VIEW[/VERSION] of the project, looked up for each request
@@ -68,6 +71,9 @@ class Serving:
     input_rules: str | None = None  # an ETL suite whose row-wise rules requests keep (input_rules.py)
     input_rules_mode: str = "reject"  # reject (a 400) or flag (served, the violations logged)
     passthrough: list[str] = field(default_factory=list)  # request fields logged, not fed to the model
+    canary_percent: float = 0.0  # the share of label-less calls the canary answers
+    canary_key: str | None = None  # the request field that keeps a caller on one side (None: per call)
+    canary_since: float | None = None  # when the canary label got its version (epoch seconds)
 
     @property
     def topic(self) -> str:
@@ -84,7 +90,11 @@ def _project(project: str | None) -> Project:
 def _read(project: Project) -> dict[str, Serving]:
     if not project.fs.exists(SERVINGS_FILE):
         return {}
-    return {k: Serving(**v) for k, v in json.loads(project.fs.read_text(SERVINGS_FILE)).items()}
+    known = {f.name for f in fields(Serving)}  # a field a newer Fjord wrote is left to it
+    return {
+        k: Serving(**{f: x for f, x in v.items() if f in known})
+        for k, v in json.loads(project.fs.read_text(SERVINGS_FILE)).items()
+    }
 
 
 def serving_uri(project: str, name: str) -> str:
@@ -116,8 +126,11 @@ def _write_config(project: Project, servings: dict[str, Serving]) -> None:
         for s in servings.values()
     ]
     config = config_path(project)
+    splits = {s.name: Split(s.canary_percent, s.canary_key) for s in servings.values() if s.canary_percent}
+    write_splits(config.with_name("routing.json"), splits)  # first: a new canary starts at its share
     write_model_config(config, models)
     if not project.fs.backend.local:
+        project.fs.write_text(ROUTING_FILE, config.with_name("routing.json").read_text())
         project.fs.write_text(CONFIG_FILE, config.read_text())
 
 
@@ -142,19 +155,27 @@ def create_or_update(
     input_rules: str | None = None,
     input_rules_mode: str = "reject",
     passthrough: list[str] | None = None,
+    canary_percent: float | None = None,
+    canary_key: str | None = None,
 ) -> Serving:
     """Serve ``model_version`` of ``model_name`` (default: ``name``) under ``label``. A version is
-    served only if it was published whole (``Models/<model>/<version>/_SUCCESS``)."""
+    served only if it was published whole (``Models/<model>/<version>/_SUCCESS``). A ``canary``
+    answers ``canary_percent`` % of the label-less calls, kept apart by the request field
+    ``canary_key`` (jobs/serve/routing.py); a ``shadow`` scores every call and answers none."""
     proj = _project(project)
     model_name = model_name or name
-    if label not in (STABLE, CANARY):
-        raise ServingError(f"label {label!r}: one of {STABLE}, {CANARY}")
+    if label not in LABELS:
+        raise ServingError(f"label {label!r}: one of {', '.join(LABELS)}")
     if inference_logging not in MODES:
         raise ServingError(f"inference_logging {inference_logging!r}: one of {', '.join(MODES)}")
     if input_rules is not None:
         InputRules.from_flag(input_rules, input_rules_mode)  # a bad suite or mode fails here, not at start
     if passthrough is not None:
         check_names(passthrough, "passthrough")
+    if canary_percent is not None and (label != CANARY or not 0 <= canary_percent <= 100):
+        raise ServingError("canary_percent: a number from 0 to 100, for the canary label")
+    if canary_key is not None:
+        check_names([canary_key], "canary_key")
     if not proj.fs.is_published(f"Models/{model_name}/{model_version}"):
         raise NotFoundError(
             f"model {model_name} has no published version {model_version} in project {proj.name}"
@@ -162,11 +183,13 @@ def create_or_update(
     with _servings_lock(proj):
         updated = _update(proj, name, model_name, model_version, label, inference_logging, kafka_topic,
                           feature_view, transformer)  # fmt: skip
-        if input_rules is not None or passthrough is not None:
+        if input_rules is not None or passthrough is not None or canary_percent is not None:
             if input_rules is not None:
                 updated.input_rules, updated.input_rules_mode = input_rules, input_rules_mode
             if passthrough is not None:
                 updated.passthrough = list(passthrough)
+            if canary_percent is not None:
+                updated.canary_percent, updated.canary_key = float(canary_percent), canary_key
             servings = _read(proj)
             servings[name] = updated
             _write(proj, servings)
@@ -196,15 +219,28 @@ def _update(
     history = list(current.history) if current else []
     if label == STABLE and (not history or history[-1] != model_version):
         history.append(model_version)
-    if label == STABLE and labels.get(CANARY) == model_version:
-        labels.pop(CANARY)  # a promoted canary is the stable version now
+    for other in (CANARY, SHADOW):
+        if label != other and labels.get(other) == model_version:
+            labels.pop(other)  # a promoted canary (or shadow) is no longer one
     servings[name] = Serving(
         name, model_name, labels, inference_logging, kafka_topic, feature_view, transformer, history,
         current.input_rules if current else None, current.input_rules_mode if current else "reject",
         list(current.passthrough) if current else [],
+        current.canary_percent if current and CANARY in labels else 0.0,
+        current.canary_key if current and CANARY in labels else None,
+        _canary_since(current, labels),
     )  # fmt: skip
     _write(proj, servings)
     return servings[name]
+
+
+def _canary_since(current: Serving | None, labels: dict[str, int]) -> float | None:
+    """When the canary of ``labels`` started: kept while its version stays, now for a new one."""
+    if CANARY not in labels:
+        return None
+    if current and current.labels.get(CANARY) == labels[CANARY] and current.canary_since:
+        return current.canary_since
+    return time.time()
 
 
 def set_labels(
@@ -215,7 +251,10 @@ def set_labels(
     with _servings_lock(proj):
         servings = _read(proj)
         serving = get_serving(name, project=proj.name)
+        serving.canary_since = _canary_since(serving, labels)
         serving.labels = dict(labels)
+        if CANARY not in serving.labels:
+            serving.canary_percent, serving.canary_key = 0.0, None
         if history is not None:
             serving.history = list(history)
         servings[name] = serving
@@ -420,6 +459,7 @@ def _start(proj: Project, batching: bool) -> str:
         *_input_rule_flags(servings),
         *[f"--passthrough={s.name}={','.join(s.passthrough)}" for s in servings.values() if s.passthrough],
         *([f"--auth_token_file={_token_file(proj.name)}"] if _token_file(proj.name).exists() else []),
+        f"--routing_file={config.with_name('routing.json')}",
     ]  # fmt: skip
     log = directory / "server.log"
     pid = spawn(argv, log, cwd=Path(__file__).resolve().parents[2])

@@ -373,7 +373,8 @@ def _quiet_retraining(client) -> None:
     import os
 
     client.request("PATCH", "/dags/fraud_retrain", json={"is_paused": True})
-    active = [r["dag_run_id"] for r in client.dag_runs("fraud_retrain") if r["state"] in ("queued", "running")]
+    runs = client.dag_runs("fraud_retrain")
+    active = [r["dag_run_id"] for r in runs if r["state"] in ("queued", "running")]
     for run_id in active:
         client.request("PATCH", f"/dags/fraud_retrain/dagRuns/{run_id}", json={"state": "failed"})
 

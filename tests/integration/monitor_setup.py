@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,10 +22,12 @@ MODEL = "m"
 
 
 def monitored_project(
-    name: str = "mon", versions: tuple[int, ...] = (1, 2), extra_features: int = 0
-) -> Project:
+    name: str = "mon", versions: tuple[int, ...] = (1, 2), extra_features: int = 0,
+    files: dict[int, Path] | None = None,
+) -> Project:  # fmt: skip
     """Project ``name`` with training dataset m_view_1 v1 (x ~ N(0, 1), y in 0..9, and
-    ``extra_features`` more, f1.. ~ N(0, 1)) and model ``m`` versions trained on it."""
+    ``extra_features`` more, f1.. ~ N(0, 1)) and model ``m`` versions trained on it (with the
+    SavedModel of ``files[version]``, where given: a version the model server can load)."""
     project = create_project(name)
     store = featurestore.connect(name)
     rng = np.random.default_rng(3)
@@ -50,6 +53,11 @@ def monitored_project(
         with track_run(project, "train", params={"feature_view": "m_view", "feature_view_version": 1}) as run:
             run.add_input(view.training_dataset_uri(dataset), str(dataset), kind="training_dataset")
         with project.fs.publish(f"Models/{MODEL}/{version}", overwrite=True) as out:
+            local = (files or {}).get(version)
+            for path in (
+                sorted(p for p in local.rglob("*") if p.is_file() and p.name != "_SUCCESS") if local else []
+            ):
+                out.upload(str(path), path.relative_to(local).as_posix())
             out.write_text("fjord-model.json", json.dumps({"run_id": run.run_id}))
     return project
 

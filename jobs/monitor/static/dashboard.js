@@ -43,13 +43,15 @@ function line(label, i, extra = {}) { return { label, stroke: COLORS[i % COLORS.
 
 function draw(payload) {
   window.fjordData = payload;
-  const windows = payload.windows;
+  // the charts follow the versions that answered; a shadow's windows are in the versions table
+  const shadow = payload.serving ? payload.serving.labels.shadow : undefined;
+  const windows = payload.windows.filter((w) => w.version !== shadow);
   const closed = windows.filter((w) => w.final);
   const last = closed[closed.length - 1] || windows[windows.length - 1];
   const x = windows.map(seconds);
   document.getElementById("state").textContent = "monitor " + (payload.state || (payload.running ? "running" : "stopped"));
   document.getElementById("state").className = "pill " + (payload.running ? "running" : "stopped");
-  const versions = [...new Set(windows.map((w) => w.version))].sort((a, b) => a - b);
+  const versions = [...new Set(payload.windows.map((w) => w.version))].sort((a, b) => a - b);
   const labels = payload.serving ? Object.entries(payload.serving.labels).map(([k, v]) => `${k} v${v}`).join(", ") : "";
   document.getElementById("served").textContent =
     `${payload.project}/${payload.model}` + (labels ? ` · served: ${labels}` : "") +
@@ -136,6 +138,24 @@ function draw(payload) {
   const labelled = perf.reduce((n, r) => n + r.labelled_rows, 0);
   document.getElementById("performance-caption").textContent =
     `ROC AUC per day: realized (${labelled.toLocaleString()} labelled predictions) and estimated, against the blessed AUC`;
+
+  // every version side by side over the windows shown: stable, canary, shadow
+  window.fjordVersions = payload.versions || [];
+  const versionBody = document.querySelector("#versions tbody");
+  versionBody.innerHTML = "";
+  for (const v of window.fjordVersions) {
+    const row = document.createElement("tr");
+    const cells = ["v" + v.version, v.labels.join(", ") || "-", v.requests.toLocaleString(), pct(v.error_rate),
+                   v.p99_ms == null ? "-" : fixed(v.p99_ms, 2) + " ms", pct(v.positive_rate), fixed(v.prediction_mean, 4),
+                   fixed(v.estimated_roc_auc, 4),
+                   v.realized_roc_auc == null ? "-" : `${fixed(v.realized_roc_auc, 4)} (${v.labelled.toLocaleString()} rows)`];
+    for (const text of cells) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      row.appendChild(td);
+    }
+    versionBody.appendChild(row);
+  }
 
   // the latest window of each version, worst feature first
   const skew = payload.skew || [];
