@@ -79,6 +79,7 @@ bench: $(STAMP) $(JARS)
 	$(VENV)/bin/python -m bench.etl
 	$(VENV)/bin/python -m bench.experiment
 	$(VENV)/bin/python -m bench.serve
+	$(VENV)/bin/python -m bench.shadow
 	$(VENV)/bin/python -m bench.orchestration
 	$(VENV)/bin/python -m bench.monitor
 

@@ -263,12 +263,16 @@ def _rows(records: pa.Table, part: str) -> list[dict[str, Any]]:
         strict=True,
     ):
         record = orjson.loads(text)
+        head["shadow"] = record.get("shadow") is True  # a shadow's scoring, not an answer
+        owners = _answered_by_row(record)
         values = record.get(part) or {}
         passthrough = record.get("passthrough") or {}
         size = max((len(v) for v in values.values() if isinstance(v, list)), default=0)
         size = size or max((len(v) for v in passthrough.values() if isinstance(v, list)), default=0)
         for row in range(size):
             item = {**head, "row": row}
+            if owners is not None:
+                item["answered"] = owners[row] if row < len(owners) else None
             for name, column in passthrough.items():
                 item[name] = column[row] if isinstance(column, list) and row < len(column) else None
             for name, column in values.items():
@@ -277,6 +281,16 @@ def _rows(records: pa.Table, part: str) -> list[dict[str, Any]]:
                 )
             out.append(item)
     return out
+
+
+def _answered_by_row(record: dict[str, Any]) -> list[str] | None:
+    """For a shadow's batch record, the answered call's inference id of each row (None otherwise)."""
+    answered, rows = record.get("answered"), record.get("answeredRows")
+    if not isinstance(answered, list) or not isinstance(rows, list) or len(answered) != len(rows):
+        return None
+    return [
+        call for call, n in zip(answered, rows, strict=True) for _ in range(n if isinstance(n, int) else 0)
+    ]
 
 
 def key_text(value: Any) -> str | None:
@@ -292,13 +306,16 @@ def key_text(value: Any) -> str | None:
 def predictions(archive: InferenceArchive, start: Any = None, end: Any = None, *, output: str | None = None,
                 as_of: Any = None) -> Any:  # fmt: skip
     """One row per served prediction (answered 200): inference_id, row, model, version, request_time,
-    ``score`` (``output``, default the model's first output) and the passthrough fields (pandas)."""
+    ``score`` (``output``, default the model's first output), ``shadow`` (a shadow version's scoring
+    of a call another version answered) and the passthrough fields (pandas)."""
     import pandas as pd
 
     rows = _rows(archive.records(start, end, kind="response", as_of=as_of), "outputs")
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=["inference_id", "row", "model", "version", "request_time", "score"])
+        return pd.DataFrame(
+            columns=["inference_id", "row", "model", "version", "request_time", "score", "shadow"]
+        )
     frame = frame[frame["http_code"] == 200]
     outputs = [c for c in frame.columns if c.startswith("outputs.")]
     chosen = f"outputs.{output}" if output else (outputs[0] if outputs else None)

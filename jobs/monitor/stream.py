@@ -182,8 +182,10 @@ def count_partition(
             for name, column in inputs.items():
                 window.values.setdefault(name, []).extend(column)
             continue
-        window.http.append(record["httpCode"])
-        window.latency.append(record.get("latencyMs"))
+        answered = record.get("answered")  # a shadow's record of a batch: one response per call in it
+        calls = len(answered) if type(answered) is list and answered else 1
+        window.http.extend([record["httpCode"]] * calls)
+        window.latency.extend([record.get("latencyMs")] * calls)
         outputs = record.get("outputs")
         if isinstance(outputs, dict) and outputs:
             scores = outputs.get(output) if output else next(iter(outputs.values()))

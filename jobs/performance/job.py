@@ -230,7 +230,13 @@ def run(spec: PerformanceSpec) -> PerformanceResult:
         labelled = sum(r["labelled_rows"] for r in rows)
         store.upsert("performance", rows, ("model", "version", "window_start"), PERFORMANCE_SCHEMA)
         crash_point("performance.measured")  # a kill here: the rerun measures the same, then alerts
-        fresh = alerting.record_new(store, "performance_alerts", _findings(spec, rows))
+        # a shadow's windows are measured and shown, but only an answering version's alert retrains
+        shadows: set[int] = set()
+        if len(served):
+            shadow = served["shadow"].astype(bool)
+            shadows = set(served.loc[shadow, "version"]) - set(served.loc[~shadow, "version"])
+        findings = [f for f in _findings(spec, rows) if f["version"] not in shadows]
+        fresh = alerting.record_new(store, "performance_alerts", findings)
         if spec.notify_airflow:
             asset = spec.asset_uri or performance_asset(spec.project, spec.model_name)
             alerting.deliver_stored(store, "performance_alerts", asset)

@@ -24,10 +24,10 @@ from jobs.serve.metrics import Metrics
 from jobs.serve.models import Loaded, ModelManager
 from jobs.serve.passthrough import Passthrough
 from jobs.serve.routing import Router
+from jobs.serve.shadow import ShadowCall, ShadowScorer
 from jobs.serve.tensors import TensorSpec
 
 DEFAULT_SIGNATURE = "serving_default"
-MAX_SHADOW_WAITING = 64  # shadow scorings queued at once; more are skipped, never the answered calls
 
 
 @dataclass
@@ -60,8 +60,7 @@ class Handlers:
     ) -> None:
         self.manager = manager
         self.router = router or Router(manager)
-        self._shadows = 0
-        self._background: set[asyncio.Task[None]] = set()
+        self.shadows = ShadowScorer(logger, metrics)
         self.metrics = metrics
         self.logger = logger
         self.timeout_s = timeout_s
@@ -124,7 +123,7 @@ class Handlers:
             self.metrics.input_violations.inc(len(violations), model_name=call.model)
         return inference_id
 
-    # -- the shadow: scored after the answer is sent, logged, never returned -------------------------
+    # -- the shadow: scored after the answer, in a thread of its own (jobs/serve/shadow.py) ---------
 
     def shadow(
         self,
@@ -135,52 +134,30 @@ class Handlers:
         answered_id: str,
         passthrough: dict[str, list[Any]] | None,
     ) -> None:
-        """Have the serving's shadow version (if it has one) score the inputs ``answered`` was given,
-        in the background: the caller has its answer already, or gets it without waiting for this."""
+        """Hand the inputs ``answered`` was given to the serving's shadow version, if it has one: it
+        scores them later, off this call's path, and logs its outputs as the shadow's."""
         shadow = self.router.shadow(call.model, answered.version)
         if shadow is None:
             return
-        if self._shadows >= MAX_SHADOW_WAITING:  # the shadow falls behind: it sheds, the calls do not wait
-            self.metrics.shadow_skipped.inc(model_name=call.model)
+        spec = shadow.backend.signatures.get(signature)
+        if spec is None:  # the shadow cannot score this call at all: logged as its failure, at once
+            error = invalid(f'the shadow v{shadow.version} has no signature "{signature}"')
+            rows = int(next(iter(inputs.values())).shape[0]) if inputs else 1
+            self.metrics.shadow_requests.inc(model_name=call.model, status=error.code.name)
+            if self.logger.enabled:
+                self.logger.log_shadow(uuid.uuid4().hex, call.model, shadow.version, signature, call.api,
+                                       time.time(), None, error.code.http, error.message, [answered_id],
+                                       [rows], passthrough, 0.0)  # fmt: skip
             return
-        self._shadows += 1
-        task = asyncio.get_running_loop().create_task(
-            self._score_shadow(call, shadow, signature, inputs, answered_id, passthrough)
+        wanted = {k: inputs[k] for k in spec.inputs if k in inputs}  # one it lacks: its error, logged
+        waiting = ShadowCall(
+            call.model, call.api, signature, shadow, wanted, answered_id, passthrough, time.time()
         )
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.shadows.submit(waiting)
 
-    async def _score_shadow(
-        self,
-        call: Call,
-        shadow: Loaded,
-        signature: str,
-        inputs: dict[str, np.ndarray],
-        answered_id: str,
-        passthrough: dict[str, list[Any]] | None,
-    ) -> None:
-        wall, outputs, error = time.time(), None, None
-        try:
-            spec = shadow.backend.signatures.get(signature)
-            if spec is None:
-                raise invalid(f'the shadow v{shadow.version} has no signature "{signature}"')
-            missing = sorted(set(spec.inputs) - set(inputs))
-            if missing:
-                raise invalid(
-                    f"the shadow v{shadow.version} reads {missing[0]}, which the answered call lacks"
-                )
-            outputs = await self.run(shadow, signature, {k: inputs[k] for k in spec.inputs})
-        except ServingError as exc:
-            error = exc
-        finally:
-            self._shadows -= 1
-        self.metrics.shadow_requests.inc(model_name=call.model, status=error.code.name if error else "OK")
-        if self.logger.enabled:
-            self.logger.log(
-                uuid.uuid4().hex, call.model, shadow.version, signature, call.api, wall, None, outputs,
-                error.code.http if error else 200, error.message if error else None,
-                passthrough=passthrough, shadow_of=answered_id,
-            )  # fmt: skip
+    def close(self) -> None:
+        """Score what the shadow still holds (its records go to the log before the logger closes)."""
+        self.shadows.close()
 
     # -- classify and regress: tf.Example inputs through a classify or regress signature -----------
 

@@ -12,8 +12,9 @@ the same partition, in order). A record is JSON::
      "inputs": {...} (request), "outputs": {...} (response, when it succeeded), "error": "..." (when not),
      "passthrough": {"tid": ["t-81"]} (both, when the serving names passthrough fields and the request
      carries them: jobs/serve/passthrough.py),
-     "shadow": true, "answered": "<inferenceId>" (the shadow version's scoring of a call: a response
-     record only, its inputs are the answered call's request record: jobs/serve/routing.py)}
+     "shadow": true, "answered": ["<inferenceId>", ...], "answeredRows": [1, ...] (a shadow version's
+     scoring of a batch of answered calls: a response record only, whose rows are those calls' rows
+     in order; their inputs are in the calls' own request records: jobs/serve/shadow.py)}
 
 Timestamps are milliseconds since the epoch (UTC). ``inputs``/``outputs`` are columnar: name -> list
 of rows.
@@ -117,7 +118,6 @@ class InferenceLogger:
         error: str | None = None,
         violations: list[dict[str, Any]] | None = None,
         passthrough: dict[str, list[Any]] | None = None,
-        shadow_of: str | None = None,
     ) -> None:
         """Queue the records of one call (``started``: its wall-clock start, in seconds). Input-rule
         ``violations`` of a flagged request go with its response record (with its request record when
@@ -135,9 +135,6 @@ class InferenceLogger:
         }
         if passthrough:
             head["passthrough"] = passthrough
-        if shadow_of is not None:  # a shadow's scoring of the call ``shadow_of`` (its inputs are there)
-            head["shadow"] = True
-            head["answered"] = shadow_of
         topic, key = self.topic_for(model), inference_id.encode()
         if self.mode in ("ALL", "MODEL_INPUTS") and inputs is not None:
             request: dict[str, Any] = {**head, "type": "request", "inputs": _columns(inputs)}
@@ -159,6 +156,42 @@ class InferenceLogger:
             if violations:
                 response["violations"] = violations
             self._put(topic, key, response)
+
+    def log_shadow(
+        self,
+        batch_id: str,
+        model: str,
+        version: int,
+        signature: str,
+        api: str,
+        started: float,
+        outputs: dict[str, np.ndarray] | None,
+        http_code: int,
+        error: str | None,
+        answered: list[str],
+        rows: list[int],
+        passthrough: dict[str, list[Any]] | None,
+        latency_s: float,
+    ) -> None:
+        """Queue one response record for a batch of calls the shadow version scored together:
+        ``answered`` (their inference ids) and ``answeredRows`` (their rows, in order) say which rows of
+        ``outputs`` and ``passthrough`` are whose. One record per batch, not per call: a record costs
+        the producer about as much as a call costs the server (docs/serving.md, "Shadow")."""
+        if self.mode not in ("ALL", "PREDICTIONS"):
+            return
+        record: dict[str, Any] = {
+            "inferenceId": batch_id, "type": "response", "modelName": model, "modelVersion": version,
+            "signatureName": signature, "api": api, "requestTimestamp": int(started * 1000),
+            "responseTimestamp": int(time.time() * 1000), "latencyMs": round(latency_s * 1000, 3),
+            "httpCode": http_code, "shadow": True, "answered": answered, "answeredRows": rows,
+        }  # fmt: skip
+        if outputs is not None:
+            record["outputs"] = _columns(outputs)
+        if error is not None:
+            record["error"] = error
+        if passthrough:
+            record["passthrough"] = passthrough
+        self._put(self.topic_for(model), batch_id.encode(), record)
 
     def _put(self, topic: str, key: bytes, record: dict[str, Any]) -> None:
         if len(self._queue) >= self._size:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -299,6 +300,11 @@ class ModelServer:
         args = self.args
         self.manager.configure(self.configs)
         self.manager.start(args.file_system_poll_wait_seconds)
+        # TensorFlow's import leaves millions of long-lived objects; each full collection walked them
+        # all, under the GIL, in the middle of calls: p99 at 16 clients 215 -> 15 ms once they are
+        # frozen out of the collector's reach (docs/serving.md). New garbage is collected as before.
+        gc.collect()
+        gc.freeze()
         self._stopped = threading.Event()
         if args.model_config_file is not None and args.model_config_file_poll_wait_seconds > 0:
             threading.Thread(target=self._watch_config, name="config-watcher", daemon=True).start()
@@ -361,6 +367,7 @@ class ModelServer:
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
         self._stopped.set()
+        self.handlers.close()
         self.manager.stop()
         self.logger.close()
 

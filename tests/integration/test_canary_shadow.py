@@ -80,32 +80,40 @@ def test_the_shadow_never_answers_a_failing_canary_never_fails_a_call_and_is_rol
         assert f'fjord_serving_canary_fallbacks{{model_name="{MODEL}"}} {rest_fallbacks}\n' in metrics
         fallbacks = rest_fallbacks + 1  # and the gRPC one
 
-        # the log: each answered call's records, the canary's failures as its own, and one shadow
-        # scoring per answered call, after it, linked to it, never a request record of its own
-        # each answered call: its request and response, and the shadow's; each canary failure: its two
-        expected = 3 * (CALLS + 2) + 2 * fallbacks
-        records = wait_for(
-            lambda: (r := read_all(broker, topic, 1)) and len(r) >= expected and r, 60, "the log"
-        )
-        values = [json.loads(r.value) for r in records]
-        assert len(values) == expected
+        # the log: each answered call's request and response, each canary failure's two, and the
+        # shadow's scorings, in batch records: each answered call's rows in exactly one, after it
+        def logged():
+            values = [json.loads(r.value) for r in read_all(broker, topic, 1)]
+            shadowed = sum(len(v["answered"]) for v in values if v.get("shadow"))
+            calls = sum(1 for v in values if not v.get("shadow"))
+            return shadowed == CALLS + 2 and calls == 2 * (CALLS + 2) + 2 * fallbacks and values
+
+        values = wait_for(logged, 60, "the log")
         responses = {v["inferenceId"]: v for v in values if v["type"] == "response" and not v.get("shadow")}
-        shadows = [v for v in values if v.get("shadow")]
-        assert all(v["type"] == "response" for v in shadows)
         for inference_id, (x, key) in answered.items():
             served = responses[inference_id]
             assert served["httpCode"] == 200 and served["passthrough"] == {"k": [key]}
             side = 2 if key in canary_keys and x < 100 else 1  # sticky: a key's side is its hash's
             assert served["modelVersion"] == side, (x, key, served["modelVersion"])
-        by_answer = {}
-        for shadow in shadows:
-            assert shadow["modelVersion"] == 3 and shadow["httpCode"] == 200
-            by_answer.setdefault(shadow["answered"], []).append(shadow)
-        assert len(shadows) == CALLS + 2
+        by_answer: dict[str, list] = {}
+        for batch in (v for v in values if v.get("shadow")):
+            assert batch["type"] == "response" and batch["modelVersion"] == 3 and batch["httpCode"] == 200
+            offset = 0
+            for inference_id, rows in zip(batch["answered"], batch["answeredRows"], strict=True):
+                part = slice(offset, offset + rows)
+                by_answer.setdefault(inference_id, []).append(
+                    (
+                        batch["outputs"]["sum"][part],
+                        batch["passthrough"]["k"][part],
+                        batch["responseTimestamp"],
+                    )
+                )
+                offset += rows
+            assert offset == len(batch["outputs"]["sum"])
         for inference_id, (x, key) in answered.items():
-            (shadow,) = by_answer[inference_id]
-            assert shadow["outputs"]["sum"] == [10 * (x + 1)] and shadow["passthrough"] == {"k": [key]}
-            assert shadow["requestTimestamp"] >= responses[inference_id]["requestTimestamp"]
+            ((scores, keys, scored_at),) = by_answer[inference_id]
+            assert scores == [10 * (x + 1)] and keys == [key]
+            assert scored_at >= responses[inference_id]["responseTimestamp"]
         failed = [v for v in responses.values() if v["modelVersion"] == 2 and v["httpCode"] == 400]
         assert len(failed) == fallbacks and all("x out of range" in v["error"] for v in failed)
     finally:
