@@ -14,6 +14,7 @@ null``; an asset is addressed by its integer id.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -379,3 +380,18 @@ def _detail(answer: httpx.Response) -> str:
     except ValueError:
         detail = answer.text
     return " ".join(str(detail).split())[:300]
+
+
+# -- the run ids of DAG runs and their tasks in Fjord's lineage (no Airflow needed to name them) ------
+
+
+def task_run_id(stage: str, dag_id: str, dag_run_id: str, task_id: str, map_index: int = -1) -> str:
+    """The stable run id of one task of one DAG run (the same on every try and every clear)."""
+    digest = hashlib.sha1(f"{dag_id}/{dag_run_id}/{task_id}/{map_index}".encode()).hexdigest()[:16]
+    return f"{stage}-af-{digest}"
+
+
+def dag_run_record_id(dag_id: str, dag_run_id: str) -> str:
+    """The id every task's run record names as its parent: the DAG run as one node of the run tree."""
+    digest = hashlib.sha1(f"{dag_id}/{dag_run_id}".encode()).hexdigest()[:16]
+    return f"dagrun-{digest}"

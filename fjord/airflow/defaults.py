@@ -16,7 +16,7 @@ from fjord.projects import get_project
 
 def record_failure(context: Any) -> None:
     """``on_failure_callback``: mark the task's run record failed, with the exception and the try."""
-    from fjord.airflow.hook import dag_run_record_id, task_run_id
+    from fjord.airflow.client import dag_run_record_id, task_run_id
 
     task, ti = context["task"], context["ti"]
     stage = getattr(task, "stage", None)

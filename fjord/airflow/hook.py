@@ -23,7 +23,6 @@ the gate refuses (20) skips what follows; anything else is retried with back-off
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -38,6 +37,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from fjord.airflow.client import dag_run_record_id
 from fjord.config import get_settings
 from fjord.errors import NotFoundError
 from fjord.jobmain import RESULT_FILE
@@ -72,18 +72,6 @@ STAGES: dict[str, Stage] = {
     "skew": Stage("jobs.skew.main", spark=False),
     "canary": Stage("jobs.serve.canary_main", spark=False),
 }
-
-
-def task_run_id(stage: str, dag_id: str, dag_run_id: str, task_id: str, map_index: int = -1) -> str:
-    """The stable run id of one task of one DAG run (the same on every try and every clear)."""
-    digest = hashlib.sha1(f"{dag_id}/{dag_run_id}/{task_id}/{map_index}".encode()).hexdigest()[:16]
-    return f"{stage}-af-{digest}"
-
-
-def dag_run_record_id(dag_id: str, dag_run_id: str) -> str:
-    """The id every task's run record names as its parent: the DAG run as one node of the run tree."""
-    digest = hashlib.sha1(f"{dag_id}/{dag_run_id}".encode()).hexdigest()[:16]
-    return f"dagrun-{digest}"
 
 
 class FjordJobHook(BaseHook):

@@ -13,7 +13,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from fjord.airflow.hook import FjordJobHook, dag_run_record_id, task_run_id
+from fjord.airflow.client import dag_run_record_id, task_run_id
+from fjord.airflow.hook import FjordJobHook
 
 
 class FjordJobOperator(BaseOperator):

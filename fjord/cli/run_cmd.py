@@ -137,7 +137,10 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
     url = serving.url(project=project)
     _predict_and_trace(7, project, trained["model_name"], trained["model_version"], proj, batches[-1], url)
     _days_traffic(10, project, trained["model_name"], proj, url, client, log)
-    dashboard = _monitor_drift(11, project, trained["model_name"], proj, batches[-1], url, client, log)
+    dashboard, retraining = _monitor_drift(
+        11, project, trained["model_name"], proj, batches[-1], url, client, log
+    )
+    _retraining_judged(12, retraining, client)
     console.print(f"\nAirflow UI  {urls.get('airflow', client.url)}  (login: {airflow_login(settings)})")
     from jobs.monitor.service import dashboard_login
 
@@ -258,10 +261,10 @@ DRIFT_TIMEOUT_S = 300.0
 
 def _monitor_drift(
     step: int, project: str, model: str, proj: Any, batch: str, url: str, client: Any, log: Any
-) -> str:
+) -> tuple[str, str]:
     """Start the model's monitor, send drifted traffic over REST until it raises a drift alert, and
-    show the retraining run the alert started in Airflow; the dashboard's URL. The delays from the
-    first drifted request to the alert and to the run go to the run's ``.tasks.json``."""
+    show the retraining run the alert started in Airflow; the dashboard's URL and the run's id. The
+    delays from the first drifted request to the alert and to the run go to the run's ``.tasks.json``."""
     import threading
 
     import httpx
@@ -335,7 +338,62 @@ def _monitor_drift(
         f"alert {figures['alert_after_s']:.0f} s and {RETRAIN} run {figures['retraining_run_after_s']:.0f} s "
         f"after the first drifted request ({figures['window_seconds']} s windows)",
     )
-    return urls["dashboard"]
+    return urls["dashboard"], run_id
+
+
+BLESS_TASK = "model.bless"
+TERMINAL = ("success", "failed", "skipped", "upstream_failed", "removed")
+
+
+def _retraining_judged(step: int, run_id: str, client: Any, timeout_s: float = 1_800) -> None:
+    """Follow the drift alert's fraud_retrain run until its gate decided: the candidate against the
+    champion on the held-out split, then replayed on the serving's last 24 hours of traffic (the
+    drifted calls, and the day whose labels landed); print the decision and its reasons. The
+    deployment, if any, goes on in Airflow."""
+    from fjord.airflow.client import PipelineFailed, task_run_id
+    from fjord.lineage import get_run
+
+    t = _step(step, f"The retraining's candidate, judged on the traffic it would have served ({RETRAIN})")
+    deadline, shown = time.monotonic() + timeout_s, set()
+    while True:
+        states = {task.task_id: task for task in client.task_states(RETRAIN, run_id)}
+        for task in states.values():
+            if task.state in TERMINAL and task.task_id not in shown:
+                shown.add(task.task_id)
+                took = f"{task.duration:6.1f} s" if task.duration else ""
+                console.print(f"   {task.state:<8} {task.task_id:<22} {took}")
+        bless = states.get(BLESS_TASK)
+        if bless is not None and bless.state in TERMINAL:
+            break
+        if client.dag_run(RETRAIN, run_id)["state"] == "failed" or time.monotonic() > deadline:
+            raise PipelineFailed(f"{RETRAIN} run {run_id} ended before its gate decided",
+                                 hint=f"{client.url}/dags/{RETRAIN}/runs/{run_id}")  # fmt: skip
+        time.sleep(3)
+    record = get_run(task_run_id("bless", RETRAIN, run_id, BLESS_TASK))
+    blessing = record.params.get("blessing") or {}
+    version = record.params.get("version") or "?"
+    static = (f"held-out ROC AUC {_auc(blessing.get('candidate'))} against champion "
+              f"v{blessing.get('champion_version')}'s {_auc(blessing.get('champion'))}")  # fmt: skip
+    console.print(f"   candidate fraud v{version}: {static}")
+    replay = blessing.get("replay") or {}
+    if replay.get("rows"):
+        console.print(f"   replayed on {replay['rows']:,} served rows of the last 24 h: "
+                      f"{replay['agreement']:.1%} of decisions agree ({replay['flips']:,} flipped), "
+                      f"score PSI {replay['psi']:.3f}")  # fmt: skip
+        if replay.get("auc_difference") is not None:
+            low, high = replay.get("auc_difference_ci") or (float("nan"), float("nan"))
+            console.print(f"   realized ROC AUC {replay['auc_difference']:+.4f} against the served, 95% CI "
+                          f"{low:+.4f}..{high:+.4f}, on {replay['labelled']:,} labelled rows")  # fmt: skip
+    decision = blessing.get("decision", bless.state)
+    reasons = "; ".join(replay.get("reasons") or []) if replay.get("decision") == "refused" else ""
+    after = (f"the deployment goes on in Airflow: {client.url}/dags/{RETRAIN}/runs/{run_id}"
+             if bless.state == "success" else "nothing deployed")  # fmt: skip
+    console.print(f"   -> {decision}" + (f": {reasons}" if reasons else "") + f"; {after}")
+    _done(t, f"replay {replay.get('decision', 'not run')}, candidate {decision}")
+
+
+def _auc(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "n/a"
 
 
 def _created_run(client: Any, asset: str, alert: dict[str, Any], timeout_s: float = 300.0) -> str:

@@ -38,6 +38,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from fjord.errors import FjordError, NotFoundError
+from fjord.faults import crash_point
 from fjord.jobspec import JobSpec
 from fjord.lineage import track_run
 from fjord.progress import progress
@@ -251,6 +252,7 @@ def run(spec: ReplaySpec) -> ReplayResult:
             local = Path(tmp) / "model"
             project.fs.download(f"Models/{model}/{spec.candidate}", local)
             scores, seconds = _score(spec, local, traffic)
+        crash_point("replay.scored")  # a kill here: no result kept, no serving touched
         served = traffic["score"].to_numpy("float64")
         versions = sorted(int(v) for v in traffic["version"].unique())
         thresholds = {v: _threshold(project, model, v) for v in versions}

@@ -93,6 +93,8 @@ def test_main_job_runs_the_pipeline_through_airflow(fjord_home, stack) -> None:
         "alert drift in window",
         "-> Airflow asset event",
         "-> fraud_retrain run asset_triggered__",
+        "The retraining's candidate, judged on the traffic it would have served",
+        "candidate fraud v2: held-out ROC AUC",
         "Airflow UI",
         "Monitoring  http://127.0.0.1:",
         "MLflow UI",
@@ -100,6 +102,11 @@ def test_main_job_runs_the_pipeline_through_airflow(fjord_home, stack) -> None:
     ):
         assert text in out, text
     assert re.search(r"label rate \d\.\d+%", out)
+    # the retraining's gate: held-out split, then (if that passed) the last 24 h of served traffic
+    decided = re.search(r"   -> (blessed|rejected)(: [^;]+)?; (the deployment goes on|nothing deployed)", out)
+    assert decided, out[-3000:]
+    if "held-out ROC AUC" in out and decided.group(1) == "blessed":
+        assert re.search(r"replayed on [\d,]+ served rows of the last 24 h: \d+\.\d% of decisions agree", out)
     # the demo's batches end yesterday: a daily schedule and every Trigger button's default window find them
     landed = re.search(r"2 batches, 20,000 transactions: (\S+) \.\. (\S+)", out).groups()
     first_day = date.fromisoformat(landed[0])
@@ -287,17 +294,15 @@ def _a_bad_batch_stops_at_validation_and_nothing_changes(published: dict, latest
 def _the_drift_alert_started_a_retraining_run(out: str) -> None:
     """`fjord run`'s drifted traffic made the monitor post an alert on the drift asset; the
     fraud_retrain run it started records the alert as its cause, and the alert records the run."""
-    from fjord.airflow.client import AirflowClient
-    from fjord.airflow.hook import dag_run_record_id
+    from fjord.airflow.client import AirflowClient, dag_run_record_id
     from fjord.lineage import get_run
     from fjord.projects import get_project
     from jobs.monitor.store import MonitorStore
 
     run_id = re.search(r"-> fraud_retrain run (\S+):", out).group(1)
     client = AirflowClient.connect()
-    wait_for(
-        lambda: _task_state(client, "fraud_retrain", run_id, "cause") == "success", 180, "the cause task"
-    )
+    # `fjord run` followed it through its gate; the deployment (if blessed) ends on its own
+    assert client.follow("fraud_retrain", run_id, timeout_s=900) == "success"
     cause = get_run(dag_run_record_id("fraud_retrain", run_id)).params["cause"]
     extra = cause["events"][0]["extra"]
     assert cause["trigger"] == "asset event" and extra["kind"] == "drift" and extra["model"] == "fraud"
@@ -329,8 +334,7 @@ def _after_a_cleared_retraining_run_the_next_drift_alert_retrains(out: str) -> N
     retrains, blesses and deploys: it succeeds."""
     from datetime import UTC, datetime, timedelta
 
-    from fjord.airflow.client import AirflowClient, drift_asset
-    from fjord.airflow.hook import dag_run_record_id
+    from fjord.airflow.client import AirflowClient, dag_run_record_id, drift_asset
     from fjord.lineage import get_run
     from jobs.monitor.alerts import AirflowNotifier
 
@@ -424,8 +428,8 @@ def _batch_inference_scores_a_day_once(latest: str) -> None:
     # the defaults, unless the clock passed midnight since the demo landed its batches
     conf = {} if latest == yesterday else {"start_time": latest, "end_time": yesterday}
     first = _run_dag("fraud_batch_inference", conf)
-    # the champion: v1 (fraud_retrain is paused until the step after this one)
-    assert first["dataset_version"] == 1 and first["model_version"] == 1 and first["rows"] > 9000
+    # the champion: v1, or v2 if the drift alert's retraining deployed its candidate
+    assert first["dataset_version"] == 1 and first["model_version"] in (1, 2) and first["rows"] > 9000
     assert not first["reused"] and 0 < first["mean_score"] < 0.5
     tree = lineage_graph(first["uri"], "1")
     assert {n.artifact.kind for n in tree.inputs} == {"model", "feature_group"}

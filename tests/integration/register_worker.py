@@ -1,4 +1,4 @@
-"""Registers a constant model as ``python -m tests.integration.register_worker NAME RUN_ID``, as the
+"""Registers a model as ``python -m tests.integration.register_worker NAME RUN_ID [KIND]``, as the
 training job does (``jobs.train.job._register``, inside a train run record on training dataset v1 of
 fraud_demo), so the deploy job can bless it; FJORD_CRASH_AT says where to die. Prints the version."""
 
@@ -19,13 +19,26 @@ from jobs.train.job import TrainSpec, _register
 
 
 class Constant(tf.Module):
+    """0.5 for every transaction."""
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="amount")])
     def serve(self, amount):
         return {"fraud_probability": amount * 0 + 0.5}
 
 
-def main(name: str, run_id: str) -> None:
-    module = Constant()
+class EveryTwentieth(tf.Module):
+    """1 for an amount that is a multiple of 20 (the fraud of the tests' training data), else 0."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="amount")])
+    def serve(self, amount):
+        return {"fraud_probability": tf.cast(tf.math.floormod(amount, 20.0) == 0.0, tf.float32)}
+
+
+KINDS = {"constant": Constant, "every_20th": EveryTwentieth}
+
+
+def main(name: str, run_id: str, kind: str = "constant") -> None:
+    module = KINDS[kind]()
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model"
         tf.saved_model.save(module, str(model), signatures={"serving_default": module.serve})
@@ -43,4 +56,4 @@ def main(name: str, run_id: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

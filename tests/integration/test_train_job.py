@@ -234,3 +234,89 @@ def test_a_kill_between_mlflow_and_the_published_directory_leaves_nothing_deploy
     assert serving.get_serving("killed", project="fraud").labels == {"stable": 2}  # half done
     assert deploy(DeploySpec(project="fraud", model_name="killed", bless_only=True)).deployed is False
     assert not serving.exists("killed", project="fraud")  # as it was before the killed deploy
+
+
+def test_a_candidate_better_on_the_held_out_split_but_worse_on_replayed_traffic_is_refused(project):
+    """The training data's fraud is an amount that is a multiple of 20; production's fraud has moved
+    to amounts ending in 10 (and multiples of 20 are common and honest). A candidate that flags
+    multiples of 20 beats the constant champion on the held-out split (ROC AUC 1.0 against 0.5) and
+    is blessed by it alone; replayed on the serving's labelled traffic it ranks worse than what was
+    served, and the gate refuses it (exit 20), with its figures on MLflow, the serving unchanged. A
+    kill during the replay changes nothing either."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+    from datetime import UTC, datetime
+
+    import numpy as np
+    import orjson
+    import pandas as pd
+    import pyarrow as pa
+
+    from fjord.experiment.tracking import client, tracking_uri
+    from fjord.faults import CRASH_EXIT_CODE
+    from jobs.monitor import stream
+    from jobs.monitor.archive import InferenceArchive
+    from jobs.serve import serving
+    from jobs.serve.deploy import DeployRejected, DeploySpec
+    from jobs.serve.deploy import run as deploy
+    from tests.conftest import REPO
+    from tests.integration.register_worker import main as register
+
+    featurestore.connect("fraud").get_feature_view("fraud_demo", 1).create_training_data()
+    register("moved", "train-af-00000000000000c1", "constant")  # v1, the champion, served
+    register("moved", "train-af-00000000000000c2", "every_20th")  # v2, the candidate
+    mlflow = client(tracking_uri())
+    mlflow.set_registered_model_alias("moved", "champion", "1")
+    serving.create_or_update("moved", 1, project="fraud", passthrough=["tid"])
+    before = {name: project.fs.read_bytes(name) for name in (serving.SERVINGS_FILE, serving.CONFIG_FILE)}
+
+    # the last hour's traffic, served by v1 (0.5 for all), and its labels
+    rng = np.random.default_rng(5)
+    amounts = np.where(rng.random(600) < 0.3, 20.0 * rng.integers(1, 50, 600), rng.integers(1, 999, 600))
+    fraud = (amounts % 20 == 10).astype("int64")
+    tids = np.arange(50_000, 50_600)
+    now = int(datetime.now(UTC).timestamp() * 1000) - 3_600_000
+    rows = []
+    for i in range(0, 600, 6):
+        part = slice(i, i + 6)
+        head = {"inferenceId": uuid.uuid4().hex, "modelName": "moved", "modelVersion": 1,
+                "requestTimestamp": now + i, "passthrough": {"tid": tids[part].tolist()}}  # fmt: skip
+        request = {**head, "type": "request", "inputs": {"amount": amounts[part].tolist()}}
+        response = {**head, "type": "response", "httpCode": 200, "latencyMs": 1.0,
+                    "outputs": {"fraud_probability": [0.5] * 6}}  # fmt: skip
+        for record in (request, response):
+            fields = (record["inferenceId"], record["type"], "moved", 1, "rest", record["requestTimestamp"],
+                      record.get("httpCode"), record.get("latencyMs"), orjson.dumps(record).decode(), "t", 0,
+                      len(rows))  # fmt: skip
+            rows.append(dict(zip(stream.ARCHIVED, fields, strict=True)))
+    InferenceArchive(project.fs, "moved").append(
+        pa.Table.from_pylist(rows).cast(pa.schema([stream.OUTPUT.field(n) for n in stream.ARCHIVED])),
+        "test",
+        0,
+    )
+    labels = featurestore.connect("fraud").get_or_create_feature_group(
+        "fraud_labels", 1, primary_key=["tid"], event_time="ts"
+    )
+    labels.insert(pd.DataFrame({"tid": tids, "ts": pd.Timestamp.now(tz="UTC"), "is_fraud": fraud}))
+
+    static = deploy(DeploySpec(project="fraud", model_name="moved", version=2, bless_only=True))
+    assert static.blessing["decision"] == "blessed"  # the held-out split alone would let it through
+    assert (static.blessing["candidate"], static.blessing["champion"]) == (1.0, 0.5)
+
+    argv = [sys.executable, "-m", "jobs.serve.main", "--project", "fraud", "--model-name", "moved",
+            "--version", "2", "--bless-only", "--replay-hours", "24"]  # fmt: skip
+    env = {**os.environ, "FJORD_CRASH_AT": "replay.scored"}
+    killed = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False)
+    assert killed.returncode == CRASH_EXIT_CODE, killed.stderr[-2000:]
+    assert {name: project.fs.read_bytes(name) for name in before} == before
+
+    refused = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+    assert refused.returncode == DeployRejected.exit_code, refused.stderr[-2000:]
+    (line,) = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert "moved v2 not deployed: on replayed traffic of moved, realized ROC AUC" in line
+    tags = mlflow.get_model_version("moved", "2").tags
+    assert tags["fjord.replay.decision"] == "refused" and tags["fjord.blessing.decision"] == "rejected"
+    assert {name: project.fs.read_bytes(name) for name in before} == before
+    assert serving.get_serving("moved", project="fraud").labels == {"stable": 1}

@@ -7,16 +7,8 @@ from __future__ import annotations
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from fjord.airflow.client import AirflowClient, AirflowError
-from fjord.airflow.hook import (
-    STAGES,
-    FjordJobHook,
-    _error_line,
-    _options,
-    _outcome,
-    dag_run_record_id,
-    task_run_id,
-)
+from fjord.airflow.client import AirflowClient, AirflowError, dag_run_record_id, task_run_id
+from fjord.airflow.hook import STAGES, FjordJobHook, _error_line, _options, _outcome
 from fjord.jobspec import JobSpec
 
 
