@@ -360,7 +360,7 @@ def _retraining_judged(step: int, run_id: str, client: Any, timeout_s: float = 1
         for task in states.values():
             if task.state in TERMINAL and task.task_id not in shown:
                 shown.add(task.task_id)
-                took = f"{task.duration:6.1f} s" if task.duration else ""
+                took = f"{task.duration_s:6.1f} s" if task.duration_s else ""
                 console.print(f"   {task.state:<8} {task.task_id:<22} {took}")
         bless = states.get(BLESS_TASK)
         if bless is not None and bless.state in TERMINAL:
@@ -369,6 +369,9 @@ def _retraining_judged(step: int, run_id: str, client: Any, timeout_s: float = 1
             raise PipelineFailed(f"{RETRAIN} run {run_id} ended before its gate decided",
                                  hint=f"{client.url}/dags/{RETRAIN}/runs/{run_id}")  # fmt: skip
         time.sleep(3)
+    if bless.state not in ("success", "skipped"):  # skipped: the gate refused the candidate
+        raise PipelineFailed(f"{RETRAIN} run {run_id}: {BLESS_TASK} {bless.state}",
+                             hint=f"{client.url}/dags/{RETRAIN}/runs/{run_id}")  # fmt: skip
     record = get_run(task_run_id("bless", RETRAIN, run_id, BLESS_TASK))
     blessing = record.params.get("blessing") or {}
     version = record.params.get("version") or "?"
@@ -381,9 +384,10 @@ def _retraining_judged(step: int, run_id: str, client: Any, timeout_s: float = 1
                       f"{replay['agreement']:.1%} of decisions agree ({replay['flips']:,} flipped), "
                       f"score PSI {replay['psi']:.3f}")  # fmt: skip
         if replay.get("auc_difference") is not None:
-            low, high = replay.get("auc_difference_ci") or (float("nan"), float("nan"))
-            console.print(f"   realized ROC AUC {replay['auc_difference']:+.4f} against the served, 95% CI "
-                          f"{low:+.4f}..{high:+.4f}, on {replay['labelled']:,} labelled rows")  # fmt: skip
+            ci = [c for c in replay.get("auc_difference_ci") or [] if isinstance(c, int | float)]
+            interval = f", 95% CI {ci[0]:+.4f}..{ci[1]:+.4f}" if len(ci) == 2 else ""
+            console.print(f"   realized ROC AUC {replay['auc_difference']:+.4f} against the served{interval}, "
+                          f"on {replay['labelled']:,} labelled rows")  # fmt: skip
     decision = blessing.get("decision", bless.state)
     reasons = "; ".join(replay.get("reasons") or []) if replay.get("decision") == "refused" else ""
     after = (f"the deployment goes on in Airflow: {client.url}/dags/{RETRAIN}/runs/{run_id}"

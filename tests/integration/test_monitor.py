@@ -290,6 +290,11 @@ def test_the_dashboard_shows_what_the_model_server_logged(broker, tmp_path, caps
             drift_tile = page.locator("#tile-drift").inner_text()
             assert page.locator("#tile-violations").inner_text().replace(",", "") == str(2 * calls)
             assert page.locator("#tile-violations-fields").inner_text().replace(",", "") == f"x {2 * calls}"
+            # the versions side by side: the one version that answered, with all its calls
+            (version,) = page.evaluate("() => window.fjordVersions")
+            assert (version["version"], version["requests"]) == (1, calls + 1)
+            cells = page.locator("#versions tbody tr td").all_inner_texts()
+            assert cells[0] == "v1" and cells[2].replace(",", "") == str(calls + 1)
             browser.close()
     finally:
         assert service.dashboard_stop()
