@@ -386,8 +386,8 @@ def _retraining_judged(step: int, run_id: str, client: Any, timeout_s: float = 1
         if replay.get("auc_difference") is not None:
             ci = [c for c in replay.get("auc_difference_ci") or [] if isinstance(c, int | float)]
             interval = f", 95% CI {ci[0]:+.4f}..{ci[1]:+.4f}" if len(ci) == 2 else ""
-            console.print(f"   realized ROC AUC {replay['auc_difference']:+.4f} against the served{interval}, "
-                          f"on {replay['labelled']:,} labelled rows")  # fmt: skip
+            console.print(f"   realized ROC AUC {replay['auc_difference']:+.4f} against the served"
+                          f"{interval}, on {replay['labelled']:,} labelled rows")  # fmt: skip
     decision = blessing.get("decision", bless.state)
     reasons = "; ".join(replay.get("reasons") or []) if replay.get("decision") == "refused" else ""
     after = (f"the deployment goes on in Airflow: {client.url}/dags/{RETRAIN}/runs/{run_id}"
