@@ -130,7 +130,13 @@ def parser() -> argparse.ArgumentParser:
     )
     add("--inference_logging", choices=MODES, default="NONE", help="what goes to Kafka (Fjord)")
     add("--kafka_bootstrap_servers", default=None, help="default: kafka.bootstrap_servers (Fjord)")
-    add("--kafka_topic", default=None, help="inference log topic (default: <model>_inference_log)")
+    add(
+        "--kafka_topic",
+        action="append",
+        default=[],
+        metavar="TOPIC|MODEL=TOPIC",
+        help="inference log topic of every model, or of one (repeatable; default: <model>_inference_log)",
+    )
     add("--max_body_bytes", type=_int_in(1, 2**40), default=64 * 1024 * 1024, help="largest REST body")
     add("--feature_view", default=None, help="PROJECT/VIEW[/VERSION]: fill features online (Fjord)")
     add("--transformer", default=None, help="module:function turning looked-up rows into model inputs")
@@ -225,10 +231,10 @@ class ModelServer:
             completion_marker=args.completion_marker,
             metrics=self.metrics,
         )
-        topic = args.kafka_topic
+        topics = dict(t.split("=", 1) if "=" in t else ("", t) for t in args.kafka_topic)
         self.logger = InferenceLogger(
             args.inference_logging,
-            (lambda _model: topic) if topic else default_topic,
+            lambda model: topics.get(model) or topics.get("") or default_topic(model),
             self.metrics,
             bootstrap_servers=args.kafka_bootstrap_servers,
         )

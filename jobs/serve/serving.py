@@ -460,6 +460,7 @@ def _start(proj: Project, batching: bool) -> str:
         *[f"--passthrough={s.name}={','.join(s.passthrough)}" for s in servings.values() if s.passthrough],
         *([f"--auth_token_file={_token_file(proj.name)}"] if _token_file(proj.name).exists() else []),
         f"--routing_file={config.with_name('routing.json')}",
+        *[f"--kafka_topic={s.name}={s.kafka_topic}" for s in servings.values() if s.kafka_topic],
     ]  # fmt: skip
     log = directory / "server.log"
     pid = spawn(argv, log, cwd=Path(__file__).resolve().parents[2])

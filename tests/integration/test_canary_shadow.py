@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 import httpx
 import pytest
@@ -49,7 +50,10 @@ def test_the_shadow_never_answers_a_failing_canary_never_fails_a_call_and_is_rol
     files = {1: write_version(base, 1), 2: write_failing_version(base, 2, below=100.0),
              3: write_version(base, 3, scale=10.0)}  # fmt: skip
     monitored_project(versions=(1, 2, 3), files=files)
-    serving.create_or_update(MODEL, 1, project="mon", passthrough=["k"])
+    # a topic of its own: the serving's, passed to its server (not <serving>_inference_log)
+    serving.create_or_update(
+        MODEL, 1, project="mon", passthrough=["k"], kafka_topic=f"m_log_{uuid.uuid4().hex[:6]}"
+    )
     serving.create_or_update(MODEL, 2, project="mon", label="canary", canary_percent=50, canary_key="k")
     serving.create_or_update(MODEL, 3, project="mon", label="shadow")
     topic = serving.get_kafka_topic(MODEL, project="mon")
