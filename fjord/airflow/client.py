@@ -283,9 +283,10 @@ class AirflowClient:
         timeout_s: float = 3600.0,
         stuck_queued_s: float = 180.0,
         task_timeout_s: float | None = None,
+        until: Callable[[TaskState], bool] | None = None,
     ) -> str:
         """Poll the run until it ends, calling ``on_change`` for each task whose state changes; the
-        run's final state.
+        run's final state. With ``until``, return as soon as a task satisfies it: that task's state.
 
         A hang fails fast, naming the task and its log: a task queued longer than ``stuck_queued_s`` is
         the classic misconfiguration (the worker cannot reach the execution API), :class:`AirflowError`;
@@ -304,6 +305,8 @@ class AirflowClient:
                     seen[task.name] = task.state
                     if on_change:
                         on_change(task)
+                    if until is not None and until(task):
+                        return str(task.state)
                 for state in ("queued", "running"):
                     if task.state != state:
                         since.pop((task.name, state), None)

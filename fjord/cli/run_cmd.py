@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -166,24 +167,7 @@ def _follow(
     console.print(f"   run {run_id}: {client.url}/dags/{PIPELINE}/runs/{run_id}")
     results: dict[str, Any] = {}
     durations: dict[str, float] = {}
-
-    def report(task: Any) -> None:
-        if task.state == "running":
-            console.print(f"   .. {task.name}")
-        elif task.state in ("success", "skipped", "failed", "upstream_failed"):
-            durations[task.name] = round(task.duration_s or 0.0, 1)
-            colour = {"success": "green", "skipped": "yellow"}.get(task.state, "red")
-            result = client.xcom(PIPELINE, run_id, task) if task.state == "success" else None
-            summary = result.get("summary", "") if isinstance(result, dict) else ""
-            summary = summary.splitlines()[0] if summary else ""  # the step prints the details
-            if isinstance(result, dict):
-                results[task.task_id] = result
-            line = f" {task.name:<26} {task.duration_s or 0:6.1f} s  {summary}"
-            console.print(Text.assemble("   ", (f"{task.state:<7}", colour), line))
-            if task.state == "failed":
-                tail = client.task_log(PIPELINE, run_id, task).strip().splitlines()[-12:]
-                console.print("\n".join(f"      | {line[:200]}" for line in tail), markup=False)
-
+    report = _reporter(client, PIPELINE, run_id, results, durations)
     timeout = get_settings().airflow.task_timeout_seconds
     state = client.follow(PIPELINE, run_id, report, task_timeout_s=timeout)
     path, figures = log.with_suffix(".tasks.json"), {"run_id": run_id, "state": state, "tasks": durations}
@@ -191,6 +175,32 @@ def _follow(
         figures = {**json.loads(path.read_text()), key: figures}
     path.write_text(json.dumps(figures))
     return results, run_id, state
+
+
+def _reporter(
+    client: Any, dag_id: str, run_id: str, results: dict[str, Any], durations: dict[str, float]
+) -> Callable[[Any], None]:
+    """What prints each task of a run as it starts and ends (its duration, its result's first line,
+    a failed task's log tail) and keeps its result and duration."""
+
+    def report(task: Any) -> None:
+        if task.state == "running":
+            console.print(f"   .. {task.name}")
+        elif task.state in ("success", "skipped", "failed", "upstream_failed"):
+            durations[task.name] = round(task.duration_s or 0.0, 1)
+            colour = {"success": "green", "skipped": "yellow"}.get(task.state, "red")
+            result = client.xcom(dag_id, run_id, task) if task.state == "success" else None
+            summary = result.get("summary", "") if isinstance(result, dict) else ""
+            summary = summary.splitlines()[0] if summary else ""  # the step prints the details
+            if isinstance(result, dict):
+                results[task.task_id] = result
+            line = f" {task.name:<26} {task.duration_s or 0:6.1f} s  {summary}"
+            console.print(Text.assemble("   ", (f"{task.state:<7}", colour), line))
+            if task.state == "failed":
+                tail = client.task_log(dag_id, run_id, task).strip().splitlines()[-12:]
+                console.print("\n".join(f"      | {line[:200]}" for line in tail), markup=False)
+
+    return report
 
 
 ARCHIVE_TIMEOUT_S = 180.0
@@ -342,35 +352,23 @@ def _monitor_drift(
 
 
 BLESS_TASK = "model.bless"
-TERMINAL = ("success", "failed", "skipped", "upstream_failed", "removed")
 
 
-def _retraining_judged(step: int, run_id: str, client: Any, timeout_s: float = 1_800) -> None:
+def _retraining_judged(step: int, run_id: str, client: Any) -> None:
     """Follow the drift alert's fraud_retrain run until its gate decided: the candidate against the
     champion on the held-out split, then replayed on the serving's last 24 hours of traffic (the
     drifted calls, and the day whose labels landed); print the decision and its reasons. The
     deployment, if any, goes on in Airflow."""
-    from fjord.airflow.client import PipelineFailed, task_run_id
+    from fjord.airflow.client import TASK_DONE, PipelineFailed, task_run_id
     from fjord.lineage import get_run
 
     t = _step(step, f"The retraining's candidate, judged on the traffic it would have served ({RETRAIN})")
-    deadline, shown = time.monotonic() + timeout_s, set()
-    while True:
-        states = {task.task_id: task for task in client.task_states(RETRAIN, run_id)}
-        for task in states.values():
-            if task.state in TERMINAL and task.task_id not in shown:
-                shown.add(task.task_id)
-                took = f"{task.duration_s:6.1f} s" if task.duration_s else ""
-                console.print(f"   {task.state:<8} {task.task_id:<22} {took}")
-        bless = states.get(BLESS_TASK)
-        if bless is not None and bless.state in TERMINAL:
-            break
-        if client.dag_run(RETRAIN, run_id)["state"] == "failed" or time.monotonic() > deadline:
-            raise PipelineFailed(f"{RETRAIN} run {run_id} ended before its gate decided",
-                                 hint=f"{client.url}/dags/{RETRAIN}/runs/{run_id}")  # fmt: skip
-        time.sleep(3)
-    if bless.state not in ("success", "skipped"):  # skipped: the gate refused the candidate
-        raise PipelineFailed(f"{RETRAIN} run {run_id}: {BLESS_TASK} {bless.state}",
+    report = _reporter(client, RETRAIN, run_id, {}, {})
+    timeout = get_settings().airflow.task_timeout_seconds
+    decided = lambda task: task.task_id == BLESS_TASK and task.state in TASK_DONE  # noqa: E731
+    state = client.follow(RETRAIN, run_id, report, task_timeout_s=timeout, until=decided)
+    if state not in ("success", "skipped"):  # skipped: the gate refused the candidate
+        raise PipelineFailed(f"{RETRAIN} run {run_id}: its gate did not decide ({state})",
                              hint=f"{client.url}/dags/{RETRAIN}/runs/{run_id}")  # fmt: skip
     record = get_run(task_run_id("bless", RETRAIN, run_id, BLESS_TASK))
     blessing = record.params.get("blessing") or {}
@@ -388,10 +386,10 @@ def _retraining_judged(step: int, run_id: str, client: Any, timeout_s: float = 1
             interval = f", 95% CI {ci[0]:+.4f}..{ci[1]:+.4f}" if len(ci) == 2 else ""
             console.print(f"   realized ROC AUC {replay['auc_difference']:+.4f} against the served"
                           f"{interval}, on {replay['labelled']:,} labelled rows")  # fmt: skip
-    decision = blessing.get("decision", bless.state)
+    decision = blessing.get("decision", state)
     reasons = "; ".join(replay.get("reasons") or []) if replay.get("decision") == "refused" else ""
     after = (f"the deployment goes on in Airflow: {client.url}/dags/{RETRAIN}/runs/{run_id}"
-             if bless.state == "success" else "nothing deployed")  # fmt: skip
+             if state == "success" else "nothing deployed")  # fmt: skip
     console.print(f"   -> {decision}" + (f": {reasons}" if reasons else "") + f"; {after}")
     _done(t, f"replay {replay.get('decision', 'not run')}, candidate {decision}")
 

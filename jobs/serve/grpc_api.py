@@ -13,7 +13,6 @@ import grpc
 
 from jobs.serve.errors import Code, ServingError
 from jobs.serve.handlers import Call, Handlers
-from jobs.serve.routing import CANARY, STABLE
 from jobs.serve.status import metadata_proto, status_proto
 
 
@@ -164,13 +163,7 @@ def servicers(
             started, wall = time.perf_counter(), time.time()
             key = handlers.router.split_key(call.model)
             handlers.router.route(call, _first_value(request, key, max_elements) if key else None)
-            if call.routed == CANARY:
-                try:
-                    return await answer(call, request, started, wall)
-                except ServingError:  # logged as the canary's; stable answers the client
-                    handlers.metrics.canary_fallbacks.inc(model_name=call.model)
-                    call.label = call.routed = STABLE
-            return await answer(call, request, started, wall)
+            return await handlers.answer_routed(call, lambda: answer(call, request, started, wall))
 
         @_guarded
         async def Classify(self, request: Any, context: Any) -> Any:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,11 +23,12 @@ from jobs.serve.input_rules import InputRules
 from jobs.serve.metrics import Metrics
 from jobs.serve.models import Loaded, ModelManager
 from jobs.serve.passthrough import Passthrough
-from jobs.serve.routing import Router
+from jobs.serve.routing import CANARY, STABLE, Router
 from jobs.serve.shadow import ShadowCall, ShadowScorer
 from jobs.serve.tensors import TensorSpec
 
 DEFAULT_SIGNATURE = "serving_default"
+T = TypeVar("T")
 
 
 @dataclass
@@ -122,6 +123,17 @@ class Handlers:
         if violations:
             self.metrics.input_violations.inc(len(violations), model_name=call.model)
         return inference_id
+
+    async def answer_routed(self, call: Call, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()`` the call; a call routed to the canary that the canary fails (logged as the
+        canary's by ``attempt``) is attempted again on stable: a canary never fails a client's call."""
+        if call.routed == CANARY:
+            try:
+                return await attempt()
+            except ServingError:
+                self.metrics.canary_fallbacks.inc(model_name=call.model)
+                call.label = call.routed = STABLE
+        return await attempt()
 
     # -- the shadow: scored after the answer, in a thread of its own (jobs/serve/shadow.py) ---------
 

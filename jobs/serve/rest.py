@@ -23,7 +23,7 @@ from typing import Any
 
 from jobs.serve.errors import Code, ServingError, invalid
 from jobs.serve.handlers import Call, Handlers, examples_from_json
-from jobs.serve.routing import CANARY, STABLE, key_of
+from jobs.serve.routing import key_of
 from jobs.serve.status import metadata_json, status_json
 from jobs.serve.tensors import error_response, parse_body, predict_inputs, predict_response, results_response
 from jobs.serve.tensors import signature_name as read_signature_name
@@ -163,14 +163,11 @@ class RestApp:
         except ServingError as exc:
             exc.inference_id = self.handlers.record(call, None, started, wall, None, None, exc)
             raise
-        if call.routed == CANARY:
-            try:
-                return await self._answer(call, doc, started, wall, after)
-            except ServingError:  # the canary's failure is logged as its own; stable answers the client
-                self.handlers.metrics.canary_fallbacks.inc(model_name=call.model)
-                call.label = call.routed = STABLE
-                doc = parse_body(body)  # as it came: the canary's attempt took its passthrough fields
-        return await self._answer(call, doc, started, wall, after)
+        parsed = [doc]  # a second attempt (on stable) reads the body as it came: the first took fields
+        return await self.handlers.answer_routed(
+            call,
+            lambda: self._answer(call, parsed.pop() if parsed else parse_body(body), started, wall, after),
+        )
 
     async def _answer(
         self, call: Call, doc: Any, started: float, wall: float, after: list[Callable[[], None]]

@@ -197,7 +197,7 @@ def _local_config(spec: str) -> tuple[Path, str]:
         text = SharedFS(parent).read_text(name)
     except (OSError, FjordError) as exc:
         raise ConfigError(f"--model_config_file {spec}: cannot read it ({exc})") from None
-    local = Path(tempfile.gettempdir()) / f"fjord-models-{os.getpid()}.config"
+    local = Path(tempfile.gettempdir()) / f"fjord-{os.getpid()}-{name}"  # models.config, routing.json
     local.write_text(text)
     return local, text
 
