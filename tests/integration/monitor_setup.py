@@ -81,3 +81,32 @@ class Traffic:
 
     def close(self) -> None:
         self.logger.close()
+
+
+def archive_calls(
+    project: Project, model: str, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+    tids: np.ndarray, *, at_ms: int, per_call: int = 4, version: int = 1,
+) -> None:  # fmt: skip
+    """Calls of ``per_call`` rows served by ``version`` of ``model`` (their request and response
+    records, the rows' ``tid`` passed through), in the inference archive as the monitor writes it."""
+    import orjson
+    import pyarrow as pa
+
+    from jobs.monitor import stream
+    from jobs.monitor.archive import InferenceArchive
+
+    rows = []
+    for start in range(0, len(tids), per_call):
+        part = slice(start, start + per_call)
+        head = {"inferenceId": uuid.uuid4().hex, "modelName": model, "modelVersion": version,
+                "requestTimestamp": at_ms + start, "passthrough": {"tid": tids[part].tolist()}}  # fmt: skip
+        request = {**head, "type": "request", "inputs": {k: v[part].tolist() for k, v in inputs.items()}}
+        response = {**head, "type": "response", "httpCode": 200, "latencyMs": 1.0,
+                    "outputs": {k: v[part].tolist() for k, v in outputs.items()}}  # fmt: skip
+        for record in (request, response):
+            fields = (record["inferenceId"], record["type"], model, version, "rest",
+                      record["requestTimestamp"], record.get("httpCode"), record.get("latencyMs"),
+                      orjson.dumps(record).decode(), "t", 0, len(rows))  # fmt: skip
+            rows.append(dict(zip(stream.ARCHIVED, fields, strict=True)))
+    table = pa.Table.from_pylist(rows).cast(pa.schema([stream.OUTPUT.field(n) for n in stream.ARCHIVED]))
+    InferenceArchive(project.fs, model).append(table, "test", 0)

@@ -4,24 +4,20 @@ server's backend, against the served outputs and the labels that landed; bad inp
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 import featurestore
 from fjord.lineage import get_run
 from fjord.projects import create_project
-from jobs.monitor import stream
-from jobs.monitor.archive import InferenceArchive
 from jobs.serve.deploy import DeploySpec, replay_verdict
 from jobs.serve.replay import ReplayError, ReplaySpec, run
 from tests.conftest import run_fjord
+from tests.integration.monitor_setup import archive_calls
 from tests.serving_models import write_version
 
 pytestmark = pytest.mark.slow
@@ -52,30 +48,6 @@ def _worse_version(base: Path, version: int) -> Path:
     return base / str(version)
 
 
-def _archive(project, x: np.ndarray, y: np.ndarray, tids: np.ndarray, per_call: int = 4) -> None:
-    """Calls of ``per_call`` rows served by v1 (``sum = x + y``), request and response records."""
-    rows = []
-    for start in range(0, len(x), per_call):
-        part = slice(start, start + per_call)
-        head = {"inferenceId": uuid.uuid4().hex, "modelName": "fraud", "modelVersion": 1,
-                "requestTimestamp": int(NOW.timestamp() * 1000) - 60_000 + start,
-                "passthrough": {"tid": tids[part].tolist()}}  # fmt: skip
-        served = (x[part].astype("float32") + y[part].astype("float32")).astype("float64")
-        records = [
-            {**head, "type": "request", "inputs": {"x": x[part].tolist(), "y": y[part].tolist()}},
-            {**head, "type": "response", "httpCode": 200, "latencyMs": 1.0,
-             "outputs": {"sum": served.tolist(), "diff": (x[part] - y[part]).tolist()}},
-        ]  # fmt: skip
-        for r in records:
-            head_fields = (r["inferenceId"], r["type"], "fraud", 1, "rest", r["requestTimestamp"])
-            value = orjson.dumps(r).decode()
-            rows.append((*head_fields, r.get("httpCode"), r.get("latencyMs"), value, "t", 0, len(rows)))
-    table = pa.Table.from_pylist([dict(zip(stream.ARCHIVED, r, strict=True)) for r in rows])
-    InferenceArchive(project.fs, "fraud").append(
-        table.cast(pa.schema([stream.OUTPUT.field(n) for n in stream.ARCHIVED])), "test", 0
-    )
-
-
 @pytest.fixture
 def replayed(tmp_path):
     project = create_project("fraud")
@@ -86,7 +58,9 @@ def replayed(tmp_path):
     _publish_version(project, write_version(tmp_path / "m", 1), 1, threshold=0.5)
     _publish_version(project, write_version(tmp_path / "m", 2, scale=2.0), 2, threshold=0.5)
     _publish_version(project, _worse_version(tmp_path / "m", 3), 3, threshold=0.0)
-    _archive(project, x, y, tids)
+    served = (x.astype("float32") + y.astype("float32")).astype("float64")  # v1: sum = x + y
+    archive_calls(project, "fraud", {"x": x, "y": y}, {"sum": served, "diff": x - y}, tids,
+                  at_ms=int(NOW.timestamp() * 1000) - 60_000)  # fmt: skip
     featurestore.connect("fraud").get_or_create_feature_group(
         "fraud_labels", 1, primary_key=["tid"], event_time="ts"
     ).insert(pd.DataFrame({"tid": tids[:300], "ts": [pd.Timestamp(NOW)] * 300, "is_fraud": labels[:300]}))

@@ -246,22 +246,18 @@ def test_a_candidate_better_on_the_held_out_split_but_worse_on_replayed_traffic_
     import os
     import subprocess
     import sys
-    import uuid
     from datetime import UTC, datetime
 
     import numpy as np
-    import orjson
     import pandas as pd
-    import pyarrow as pa
 
     from fjord.experiment.tracking import client, tracking_uri
     from fjord.faults import CRASH_EXIT_CODE
-    from jobs.monitor import stream
-    from jobs.monitor.archive import InferenceArchive
     from jobs.serve import serving
     from jobs.serve.deploy import DeployRejected, DeploySpec
     from jobs.serve.deploy import run as deploy
     from tests.conftest import REPO
+    from tests.integration.monitor_setup import archive_calls
     from tests.integration.register_worker import main as register
 
     featurestore.connect("fraud").get_feature_view("fraud_demo", 1).create_training_data()
@@ -277,25 +273,9 @@ def test_a_candidate_better_on_the_held_out_split_but_worse_on_replayed_traffic_
     amounts = np.where(rng.random(600) < 0.3, 20.0 * rng.integers(1, 50, 600), rng.integers(1, 999, 600))
     fraud = (amounts % 20 == 10).astype("int64")
     tids = np.arange(50_000, 50_600)
-    now = int(datetime.now(UTC).timestamp() * 1000) - 3_600_000
-    rows = []
-    for i in range(0, 600, 6):
-        part = slice(i, i + 6)
-        head = {"inferenceId": uuid.uuid4().hex, "modelName": "moved", "modelVersion": 1,
-                "requestTimestamp": now + i, "passthrough": {"tid": tids[part].tolist()}}  # fmt: skip
-        request = {**head, "type": "request", "inputs": {"amount": amounts[part].tolist()}}
-        response = {**head, "type": "response", "httpCode": 200, "latencyMs": 1.0,
-                    "outputs": {"fraud_probability": [0.5] * 6}}  # fmt: skip
-        for record in (request, response):
-            fields = (record["inferenceId"], record["type"], "moved", 1, "rest", record["requestTimestamp"],
-                      record.get("httpCode"), record.get("latencyMs"), orjson.dumps(record).decode(), "t", 0,
-                      len(rows))  # fmt: skip
-            rows.append(dict(zip(stream.ARCHIVED, fields, strict=True)))
-    InferenceArchive(project.fs, "moved").append(
-        pa.Table.from_pylist(rows).cast(pa.schema([stream.OUTPUT.field(n) for n in stream.ARCHIVED])),
-        "test",
-        0,
-    )
+    at_ms = int(datetime.now(UTC).timestamp() * 1000) - 3_600_000
+    archive_calls(project, "moved", {"amount": amounts}, {"fraud_probability": np.full(600, 0.5)}, tids,
+                  at_ms=at_ms, per_call=6)  # fmt: skip
     labels = featurestore.connect("fraud").get_or_create_feature_group(
         "fraud_labels", 1, primary_key=["tid"], event_time="ts"
     )
