@@ -75,3 +75,16 @@ def test_the_canary_rule_waits_then_promotes_or_rolls_back_with_its_reasons():
     ]
     few = Figures(2, requests=200, p99_ms=8.0, realized_roc_auc=0.80, labelled=50)  # too few labels: no rule
     assert verdict(few, judged, spec)[0] == "promote"
+
+
+def test_a_deploy_is_a_canary_or_a_shadow_and_a_split_is_a_share():
+    from pydantic import ValidationError
+
+    from jobs.serve.deploy import DeploySpec
+
+    with pytest.raises(ValidationError, match="the canary or as the shadow, not both"):
+        DeploySpec(project="p", canary=True, shadow=True)
+    with pytest.raises(ValidationError, match="less than or equal to 100"):
+        DeploySpec(project="p", canary=True, canary_percent=101)
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        CanarySpec(project="p", min_requests=0)
