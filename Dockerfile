@@ -26,6 +26,7 @@ COPY fjord ./fjord
 COPY featurestore ./featurestore
 COPY jobs ./jobs
 COPY dags ./dags
+COPY demo ./demo
 RUN uv sync --frozen --no-dev
 ENTRYPOINT ["/bin/bash", "-lc", "exec \"$@\"", "--"]
 CMD ["fjord", "--help"]

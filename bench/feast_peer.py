@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64
@@ -64,13 +65,18 @@ def _features() -> list[str]:
     return [f"tx_{g}:{g}{i}" for g in ("a", "b") for i in range(FEATURES_PER_GROUP)]
 
 
-def historical(data: Path) -> dict[str, float]:
+def historical(data: Path, dataframe: bool = False) -> dict[str, float]:
+    """``get_historical_features`` to Arrow, or (``dataframe``) to pandas with ``to_df()``: the
+    training DataFrame a Feast user asks for, set beside Fjord's training-dataset path."""
     store = _repo(data)
     labels = pq.read_table(data / "labels.parquet").to_pandas()
     labels["ts"] = labels["ts"].astype("datetime64[us, UTC]")
-    table, cold, warm = retrieve_twice(
-        lambda: store.get_historical_features(entity_df=labels, features=_features()).to_arrow()
-    )
+
+    def retrieve() -> pa.Table:
+        job = store.get_historical_features(entity_df=labels, features=_features())
+        return pa.Table.from_pandas(job.to_df(), preserve_index=False) if dataframe else job.to_arrow()
+
+    table, cold, warm = retrieve_twice(retrieve)
     return retrieval_summary(table, cold, warm, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
@@ -97,5 +103,8 @@ def online(data: Path, lookups: int) -> dict[str, float]:
 
 if __name__ == "__main__":
     command, data_dir = sys.argv[1], Path(sys.argv[2])
-    result = historical(data_dir) if command == "historical" else online(data_dir, int(sys.argv[3]))
+    if command.startswith("historical"):
+        result = historical(data_dir, dataframe=command == "historical-df")
+    else:
+        result = online(data_dir, int(sys.argv[3]))
     print(json.dumps(result))

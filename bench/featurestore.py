@@ -5,7 +5,11 @@
 2. Training-data retrieval: ``--labels`` label rows joined point-in-time to both groups (20 features):
    Fjord (DuckDB engine) against Feast's DuckDB offline store. Wall time and peak RSS, each in a fresh
    process, each called twice (first call and steady state, the same warm-up for both); both results
-   are checked to agree on every feature (rows, and the sum and nulls of each of the 20).
+   are checked to agree on every feature (rows, and the sum and nulls of each of the 20). Two paths:
+   ``query.read`` to Arrow against ``get_historical_features().to_arrow()``, and the path a user trains
+   from, a feature view's ``create_training_data`` + ``get_training_data`` (a versioned dataset with
+   its reference statistics, read back as pandas) against ``.to_df()``; beside the latter, the join
+   alone read into pandas (``query.read``), the floor ``create_training_data`` is measured against.
 3. Online lookups on the same Redis: the latest row of ``--online-entities`` keys per group;
    single-entity p50/p99 and batch-of-100 p99, for Fjord's feature view and Feast's
    ``get_online_features`` over the same 20 features.
@@ -146,6 +150,37 @@ def ours_historical(data: Path) -> dict[str, float]:
     return retrieval_summary(table, cold, warm, _peak_rss_mb())
 
 
+def ours_training_data(data: Path) -> dict[str, float]:
+    """``create_training_data`` + ``get_training_data`` (twice, as the peer's retrieval), then the
+    join alone read into pandas, three times: ``create_seconds`` over ``join_seconds`` is the cost of
+    versioning the dataset (the write and its reference statistics) over the join itself."""
+    fs = _connect()
+    labels, a, b = (fs.get_feature_group(n, 1) for n in ("labels", "tx_a", "tx_b"))
+    query = (
+        labels.select_all()
+        .join(a.select([f"a{i}" for i in range(FEATURES)]), on=["cc_num"])
+        .join(b.select([f"b{i}" for i in range(FEATURES)]), on=["cc_num"])
+    )
+    view = fs.get_or_create_feature_view("bench_training", 1, query=query, labels=["is_fraud"])
+    creates: list[float] = []
+
+    def training_data() -> pa.Table:
+        start = time.perf_counter()
+        version, _run = view.create_training_data()
+        creates.append(time.perf_counter() - start)
+        x, y = view.get_training_data(version)
+        return pa.Table.from_pandas(pd.concat([x, y], axis=1), preserve_index=False)
+
+    table, cold, warm = retrieve_twice(training_data)
+    joins = []
+    for _ in range(3):
+        start = time.perf_counter()
+        query.read(dataframe_type="pandas")
+        joins.append(time.perf_counter() - start)
+    summary = retrieval_summary(table, cold, warm, _peak_rss_mb())
+    return {**summary, "create_seconds": creates[-1], "join_seconds": min(joins), "join_runs": joins}
+
+
 def ours_online(data: Path, lookups: int) -> dict[str, float]:
     fs = _connect()
     groups = []
@@ -227,6 +262,8 @@ def main() -> None:
         results["insert"] = _json_from([*ours, "ours-insert", str(data)], env)
         results["historical_fjord"] = _json_from([*ours, "ours-historical", str(data)], env)
         results["historical_feast"] = _json_from([*feast, "historical", str(data)], env)
+        results["training_fjord"] = _json_from([*ours, "ours-training-data", str(data)], env)
+        results["training_feast"] = _json_from([*feast, "historical-df", str(data)], env)
         results["online_fjord"] = _json_from([*ours, "ours-online", str(data), str(args.lookups)], env)
         results["online_feast"] = _json_from([*feast, "online", str(data), str(args.lookups)], env)
     finally:
@@ -241,6 +278,7 @@ def print_table(r: dict) -> None:
         r[k] for k in ("insert", "historical_fjord", "historical_feast", "online_fjord", "online_feast")
     )
     wrong = disagreements(hf, hp)
+    tf, tp = r["training_fjord"], r["training_feast"]
     rows = [
         (
             "point-in-time retrieval, first call",
@@ -265,6 +303,30 @@ def print_table(r: dict) -> None:
             str(hf["rows"]),
             str(hp["rows"]),
             "yes" if not wrong else f"NO: {', '.join(wrong)}",
+        ),
+        (
+            "training data: create_training_data + get_training_data vs to_df(), second call",
+            f"{tf['seconds']:.1f} s",
+            f"{tp['seconds']:.1f} s",
+            f"{tp['seconds'] / tf['seconds']:.1f}x faster",
+        ),
+        (
+            "training data, first call",
+            f"{tf['cold_seconds']:.1f} s",
+            f"{tp['cold_seconds']:.1f} s",
+            f"{tp['cold_seconds'] / tf['cold_seconds']:.1f}x faster",
+        ),
+        (
+            "create_training_data over the join alone (into pandas)",
+            f"{tf['create_seconds']:.2f} s / {tf['join_seconds']:.2f} s",
+            "",
+            f"{tf['create_seconds'] / tf['join_seconds']:.2f}x (goal <= 1.3x)",
+        ),
+        (
+            "training data results agree",
+            str(tf["rows"]),
+            str(tp["rows"]),
+            "yes" if not disagreements(tf, tp) else f"NO: {', '.join(disagreements(tf, tp))}",
         ),
         (
             "online, one entity, p50",
@@ -300,6 +362,8 @@ if __name__ == "__main__":
             result = ours_insert(data_dir)
         elif command == "ours-historical":
             result = ours_historical(data_dir)
+        elif command == "ours-training-data":
+            result = ours_training_data(data_dir)
         else:
             result = ours_online(data_dir, int(sys.argv[3]))
         print(json.dumps(result))

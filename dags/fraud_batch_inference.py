@@ -8,6 +8,9 @@ from airflow.sdk import DAG, Param
 
 from fjord.airflow.defaults import cron, dag_arguments
 from fjord.airflow.operators import FjordJobOperator
+from fjord.pipeline import load_pipeline_config
+
+SETTINGS = load_pipeline_config()
 
 with DAG(
     dag_id="fraud_batch_inference",
@@ -16,8 +19,10 @@ with DAG(
     schedule=cron("0 4 * * *"),
     **dag_arguments(tags=["fraud", "inference"]),
     params={
-        "project": Param("fraud", type="string", description="the Fjord project"),
-        "feature_view": Param("fraud_demo", type="string", description="the view whose batch data is scored"),
+        "project": Param(SETTINGS.project, type="string", description="the Fjord project"),
+        "feature_view": Param(
+            SETTINGS.feature_view, type="string", description="the view whose batch data is scored"
+        ),
         "start_time": Param(None, type=["null", "string"], description="default: the day before the run"),
         "end_time": Param(None, type=["null", "string"], description="default: the run's day"),
     },
@@ -27,6 +32,7 @@ with DAG(
         stage="batch_inference",
         args={
             "project": "{{ params.project }}",
+            "model_name": SETTINGS.model,
             "feature_view": "{{ params.feature_view }}",
             "start_time": "{{ params.start_time or macros.ds_add(dag_run.run_after | ds, -1) }}",
             "end_time": "{{ params.end_time or (dag_run.run_after | ds) }}",

@@ -13,10 +13,14 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, Param, task
 
 from fjord.airflow.client import drift_asset, performance_asset
 from fjord.airflow.defaults import cron, dag_arguments
-from fjord.airflow.tasks import train_bless_deploy, training_dataset
+from fjord.airflow.tasks import params, train_bless_deploy, training_dataset
+from fjord.pipeline import load_pipeline_config, training_pipeline
 
-DRIFT = Asset(drift_asset("fraud", "fraud"), group="monitoring")
-PERFORMANCE = Asset(performance_asset("fraud", "fraud"), group="monitoring")
+SETTINGS = load_pipeline_config()
+# the gate replays the candidate on the last day's traffic before it deploys (jobs/serve/replay.py)
+PIPELINE = training_pipeline(SETTINGS, replay_hours=SETTINGS.retrain.replay_hours)
+DRIFT = Asset(drift_asset(SETTINGS.project, SETTINGS.model), group="monitoring")
+PERFORMANCE = Asset(performance_asset(SETTINGS.project, SETTINGS.model), group="monitoring")
 
 with DAG(
     dag_id="fraud_retrain",
@@ -25,11 +29,10 @@ with DAG(
     schedule=AssetOrTimeSchedule(timetable=cron("0 3 * * 0"), assets=DRIFT | PERFORMANCE),
     **dag_arguments(tags=["fraud", "retraining"]),
     params={
-        "project": Param("fraud", type="string", description="the Fjord project"),
-        "window_days": Param(90, type="integer", minimum=1, description="days of data to retrain on"),
-        "samples": Param(4, type="integer", minimum=1, description="random-search trials"),
-        "epochs": Param(2, type="integer", minimum=1, description="epochs per trial"),
-        "feature_view": Param("fraud_demo", type="string", description="the view to train on"),
+        **params(PIPELINE),
+        "window_days": Param(
+            SETTINGS.retrain.window_days, type="integer", minimum=1, description="days of data to retrain on"
+        ),
     },
 ) as dag:
 
@@ -59,7 +62,6 @@ with DAG(
         return reason
 
     why = cause()
-    dataset = training_dataset(start_time="{{ ti.xcom_pull(task_ids='cause')['start_time'] }}")
-    # the gate replays the candidate on the last day's traffic before it deploys (jobs/serve/replay.py)
-    model = train_bless_deploy(replay_hours=24)
+    dataset = training_dataset(PIPELINE, start_time="{{ ti.xcom_pull(task_ids='cause')['start_time'] }}")
+    model = train_bless_deploy(PIPELINE)
     why >> dataset >> model

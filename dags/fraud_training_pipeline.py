@@ -14,9 +14,12 @@ from fjord.airflow.client import skew_asset
 from fjord.airflow.defaults import cron, dag_arguments
 from fjord.airflow.operators import FjordJobOperator
 from fjord.airflow.sensors import SharedFileSensor
-from fjord.airflow.tasks import train_bless_deploy, training_dataset
+from fjord.airflow.tasks import job, params, train_bless_deploy, training_dataset
+from fjord.pipeline import load_pipeline_config, training_pipeline
 
+PIPELINE = training_pipeline(load_pipeline_config())  # the steps, and the demo's settings
 LANDING = "Resources/landing"
+PERFORMANCE, SKEW = PIPELINE.measure
 
 with DAG(
     dag_id="fraud_training_pipeline",
@@ -27,22 +30,20 @@ with DAG(
     # go ahead meanwhile.
     **dag_arguments(tags=["fraud", "training"], max_active_runs=3),
     params={
-        "project": Param("fraud", type="string", description="the Fjord project"),
+        **params(PIPELINE),
         "batches": Param(
             [], type="array", description="landing batches (YYYY-MM-DD), oldest first; default: the run's day"
         ),
-        "samples": Param(4, type="integer", minimum=1, description="random-search trials"),
-        "epochs": Param(2, type="integer", minimum=1, description="epochs per trial"),
-        "feature_view": Param("fraud_demo", type="string", description="the view to train on"),
         "train": Param(True, type="boolean", description="false: ingest and measure only"),
     },
 ) as dag:
 
     @task(doc_md="The batches this run ingests: `batches` from the conf, else the day before the run.")
-    def batches_to_ingest(params: dict | None = None, dag_run: Any = None) -> list[dict[str, str]]:
+    def batches_to_ingest(params: dict | None = None, dag_run: Any = None) -> list[dict[str, Any]]:
         params = params or {}
         chosen = list(params.get("batches") or [(dag_run.run_after - timedelta(days=1)).date().isoformat()])
-        return [{"project": params["project"], "batch": batch} for batch in sorted(chosen)]
+        args = [{**params, "batch": batch} for batch in sorted(chosen)]
+        return [PIPELINE.ingest.arguments(values.__getitem__, _no_result) for values in args]
 
     with TaskGroup("ingest", tooltip="wait for each batch, then ETL + validation, one task per batch"):
         wanted = batches_to_ingest()
@@ -56,33 +57,19 @@ with DAG(
             wanted.map(lambda b: {"project": b["project"], "path": f"{LANDING}/{b['batch']}/_SUCCESS"})
         )
         etl = FjordJobOperator.partial(
-            task_id="etl",
-            stage="etl",
-            doc_md="Spark ETL + Great Expectations validation, publishing one commit per feature group. "
-            "A batch that fails validation stops the run here, with its report's path.",
+            task_id=PIPELINE.ingest.name,
+            stage=PIPELINE.ingest.stage,
+            doc_md=PIPELINE.ingest.doc,
             max_active_tis_per_dagrun=1,  # in date order: each batch's windows read the previous ones
             max_active_tis_per_dag=1,  # and one at a time across runs (the job recomputes later batches)
         ).expand(args=wanted)
         landed >> etl
 
-    performance = FjordJobOperator(
-        task_id="performance",
-        stage="performance",
-        args={"project": "{{ params.project }}"},
-        doc_md="The labels the ETL just published, joined with the archived predictions: realized "
-        "performance per model version and window beside its estimate; an alert below the blessed AUC.",
-    )
-    skew = FjordJobOperator(
-        task_id="skew",
-        stage="skew",
-        args={"project": "{{ params.project }}"},
-        # An inlet, so that Airflow knows the asset the job posts skew alerts on (an outlet would
-        # post an event on every success); no DAG of ours is scheduled on it.
-        inlets=[Asset(skew_asset("fraud", "fraud"), group="monitoring")],
-        doc_md="The inputs the model was served, against the features the ETL just computed for the "
-        "same transactions: per feature, the share beyond tolerance and the worst rows; an alert, and "
-        "the drift alerts of the same window marked suspect, when a share exceeds its threshold.",
-    )
+    performance = job(PERFORMANCE)
+    # An inlet, so that Airflow knows the asset the job posts skew alerts on (an outlet would post an
+    # event on every success); no DAG of ours is scheduled on it.
+    alerts = Asset(skew_asset(PIPELINE.config.project, PIPELINE.config.model), group="monitoring")
+    skew = job(SKEW, inlets=[alerts])
 
     @task.short_circuit(
         doc_md="Whether this run trains (`train`, default true). An ingest-only run "
@@ -91,8 +78,12 @@ with DAG(
     def train_wanted(params: dict | None = None) -> bool:
         return bool((params or {}).get("train", True))
 
-    dataset = training_dataset()
-    model = train_bless_deploy()
+    dataset = training_dataset(PIPELINE)
+    model = train_bless_deploy(PIPELINE)
 
     etl >> [performance, skew]
     etl >> train_wanted() >> dataset >> model
+
+
+def _no_result(task: str, key: str) -> Any:
+    raise ValueError(f"the ingest step takes no result ({task}.{key})")

@@ -122,16 +122,17 @@ class FeatureView(Versioned):
             rel = self._location(reserved.version)
             try:
                 with project.fs.publish(rel) as out:
-                    rows = engine_impl.write_parquet(plan, out.sub("parquet"))
+                    # the statistics' columns are kept as the rows are written: one pass, no read back
+                    columns, kept = self.features + self.labels, []
+                    rows = engine_impl.write_parquet(
+                        plan, out.sub("parquet"), tap=lambda batch: kept.append(batch.select(columns))
+                    )
                     if data_format == "tfrecord":
                         from featurestore.formats import write_tfrecords
 
                         write_tfrecords(out.sub("parquet"), out.sub("tfrecord"))
-                    table = out.read_parquet("parquet")
-                    out.write_text(
-                        STATISTICS_FILE,
-                        json.dumps(reference_statistics(table, self.features + self.labels)),
-                    )
+                    statistics = reference_statistics(pa.concat_tables(kept), columns)
+                    out.write_text(STATISTICS_FILE, json.dumps(statistics))
                     out.write_text(
                         "_feature_view.json",
                         json.dumps(

@@ -130,34 +130,73 @@ def reference_statistics(table: pa.Table, columns: list[str]) -> dict[str, Any]:
 
 
 def _numeric_reference(values: Any) -> dict[str, Any]:
+    """One sort of ``values`` gives everything: the distinct values, the percentile grid, the CDF at
+    the edges and each bin's count and sum (bins are runs of the sorted values). Equal to numpy's
+    ``unique``, ``quantile`` (linear, and inverted CDF for discrete features), ``searchsorted`` and
+    ``bincount`` on the unsorted values, at a fifth of their time (tests/unit/featurestore)."""
     import numpy as np
 
     if not len(values):
         return {"kind": "continuous", "count": 0, "edges": [], "cdf": [], "sums": [], "psi_edges": [],
                 "psi_counts": []}  # fmt: skip
-    distinct = np.unique(values)
-    discrete = len(distinct) <= MAX_DISCRETE
+    ordered = np.sort(values)
+    n = len(ordered)
+    starts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1  # where each distinct value's run begins
+    discrete = len(starts) + 1 <= MAX_DISCRETE
     if discrete:
-        edges = distinct
-        psi_edges = np.unique(np.quantile(values, PSI_QUANTILES, method="inverted_cdf"))  # data values
+        edges = ordered[np.concatenate(([0], starts))]
+        psi_edges = np.unique(_inverted_cdf(ordered, PSI_QUANTILES))  # data values
     else:
-        grid = np.quantile(values, np.linspace(0, 1, REFERENCE_PERCENTILES))
+        grid = _linear_quantiles(ordered, np.linspace(0, 1, REFERENCE_PERCENTILES))
         edges = np.unique(grid)
         psi_edges = np.unique(grid[10:100:10])  # the deciles of the same grid: a subset of edges
-    ordered = np.sort(values)
-    cdf = np.searchsorted(ordered, edges, side="right") / len(values)
-    sums = np.bincount(np.searchsorted(edges, values, side="left"), weights=values, minlength=len(edges))
-    psi_counts = np.bincount(np.searchsorted(psi_edges, values), minlength=len(psi_edges) + 1)
+    # bin i holds the values in (edges[i-1], edges[i]]: the sorted values up to ``ends[i]``
+    ends = np.searchsorted(ordered, edges, side="right")
+    begins = np.concatenate(([0], ends[:-1]))
+    filled = ends > begins
+    sums = np.zeros(len(edges))
+    # a filled bin's run ends where the next filled one begins (empty bins lie between), the last at n
+    sums[filled] = np.add.reduceat(ordered, begins[filled])
+    psi_ends = np.searchsorted(ordered, psi_edges, side="right")
+    psi_counts = np.diff(np.concatenate(([0], psi_ends, [n])))
     return {
         "kind": "discrete" if discrete else "continuous",
-        "count": len(values),
+        "count": n,
         "mean": float(values.mean()),
         "std": float(values.std()),
         "min": float(ordered[0]),
         "max": float(ordered[-1]),
         "edges": edges.tolist(),
-        "cdf": cdf.tolist(),
+        "cdf": (ends / n).tolist(),
         "sums": sums.tolist(),
         "psi_edges": psi_edges.tolist(),
         "psi_counts": psi_counts.tolist(),
     }
+
+
+def _linear_quantiles(ordered: Any, quantiles: Any) -> Any:
+    """``numpy.quantile(values, quantiles)`` (method "linear") of the sorted ``ordered``: numpy's own
+    index and interpolation arithmetic, without its partition of the whole array on every call."""
+    import numpy as np
+
+    n = len(ordered)
+    index = (n - 1) * quantiles  # numpy's virtual index for "linear"
+    below = np.floor(index)
+    gamma = index - below
+    below = below.astype(np.intp)
+    above = below + 1
+    last = index >= n - 1
+    below[last], above[last] = n - 1, n - 1
+    a, b = ordered[below], ordered[above]
+    diff = b - a
+    return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)  # numpy's _lerp
+
+
+def _inverted_cdf(ordered: Any, quantiles: Any) -> Any:
+    """``numpy.quantile(values, quantiles, method="inverted_cdf")`` of the sorted ``ordered``."""
+    import numpy as np
+
+    index = len(ordered) * np.asarray(quantiles) - 1
+    below = np.floor(index)
+    chosen = np.where(index - below == 0, below, below + 1).astype(np.intp)
+    return ordered[np.clip(chosen, 0, len(ordered) - 1)]

@@ -10,6 +10,7 @@ source's ``max_lookback``, gives nulls.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -68,5 +69,9 @@ class JoinEngine(ABC):
         """The joined rows, in memory (batch data, small training sets)."""
 
     @abstractmethod
-    def write_parquet(self, plan: JoinPlan, out: SharedFS) -> int:
-        """Write the joined rows as Parquet into ``out`` without holding them in memory; the row count."""
+    def write_parquet(
+        self, plan: JoinPlan, out: SharedFS, tap: Callable[[pa.Table], None] | None = None
+    ) -> int:
+        """Write the joined rows as Parquet into ``out`` without holding them in memory; the row count.
+        ``tap`` sees the rows written, in one or more tables (at least one, empty if no rows): what
+        a training dataset's statistics are computed from in the same pass."""

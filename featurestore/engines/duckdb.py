@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -205,10 +206,12 @@ class DuckDBJoinEngine(JoinEngine):
         finally:
             con.close()
 
-    def write_parquet(self, plan: JoinPlan, out: SharedFS) -> int:
+    def write_parquet(
+        self, plan: JoinPlan, out: SharedFS, tap: Callable[[pa.Table], None] | None = None
+    ) -> int:
         con, reader = self._reader(plan)
         try:
             with out.open("part-00000.parquet", "wb") as handle:
-                return write_parquet(reader, handle)
+                return write_parquet(reader, handle, tap)
         finally:
             con.close()

@@ -8,6 +8,8 @@ right row travels as one struct, so a null feature value is carried as null rath
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -95,6 +97,12 @@ class SparkJoinEngine(JoinEngine):
     def to_arrow(self, plan: JoinPlan) -> pa.Table:
         return normalise(self.dataframe(plan).toArrow())
 
-    def write_parquet(self, plan: JoinPlan, out: SharedFS) -> int:
+    def write_parquet(
+        self, plan: JoinPlan, out: SharedFS, tap: Callable[[pa.Table], None] | None = None
+    ) -> int:
         self.dataframe(plan).write.parquet(out.spark_uri())
-        return get_spark().read.parquet(out.spark_uri()).count()
+        if tap is None:
+            return get_spark().read.parquet(out.spark_uri()).count()
+        written = normalise(out.read_parquet(""))
+        tap(written)
+        return written.num_rows

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,36 +41,14 @@ from fjord.config import get_settings
 from fjord.errors import NotFoundError
 from fjord.jobmain import RESULT_FILE
 from fjord.lineage import get_run
+from fjord.pipeline import STAGES, Stage
 from fjord.private import write_private
 from fjord.projects import get_project
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-@dataclass(frozen=True)
-class Stage:
-    """A stage job: its module, and whether it is a Spark application."""
-
-    module: str
-    spark: bool
-
-
 FAIL_AT_ONCE = {2, 3, 4, 17, 19}  # bad input, not found, already exists, unknown commits, batch rejected
 SKIP = {20}  # the gate refused the candidate: a decision, not an error
-
-
-STAGES: dict[str, Stage] = {
-    "etl": Stage("jobs.etl.main", spark=True),
-    "features": Stage("jobs.features.main", spark=True),
-    "train": Stage("jobs.train.main", spark=True),
-    "bless": Stage("jobs.serve.main", spark=False),
-    "deploy": Stage("jobs.serve.main", spark=False),
-    "batch_inference": Stage("jobs.batch.main", spark=False),
-    "maintenance": Stage("jobs.features.maintenance", spark=False),
-    "performance": Stage("jobs.performance.main", spark=False),
-    "skew": Stage("jobs.skew.main", spark=False),
-    "canary": Stage("jobs.serve.canary_main", spark=False),
-}
 
 
 class FjordJobHook(BaseHook):

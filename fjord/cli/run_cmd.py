@@ -16,12 +16,15 @@
 and the URLs of the Airflow UI, the monitoring dashboard, the MLflow UI and the validation reports.
 The stack stays up.
 
-``fjord run --local`` runs the same stage jobs in this process instead (as TFX's LocalDagRunner
-does), for debugging: no Airflow, the same code.
+``fjord run --local`` runs the same pipeline in this process instead (as TFX's LocalDagRunner
+does), for debugging: no Airflow; the same steps, order and arguments (one definition,
+fjord/pipeline.py, with the demo's settings from demo/fraud/pipeline.yaml) and the same stage jobs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import time
 from collections.abc import Callable
@@ -34,10 +37,11 @@ from rich.text import Text
 from fjord.cli.output import console, library_output_to
 from fjord.config import get_settings
 from fjord.envs import build_environment
+from fjord.errors import FjordError
 from fjord.experiment.tracking import tracking_uri
 from fjord.lineage import lineage_graph, raw_sources, walk
+from fjord.pipeline import STAGES, load_pipeline_config, training_pipeline
 from fjord.projects import ensure_project
-from fjord.spark import get_spark
 
 DEMO_ROWS = 20_000
 DEMO_DAYS = 2
@@ -58,7 +62,6 @@ def _done(started: float, text: str = "") -> None:
 
 
 PIPELINE = "fraud_training_pipeline"
-SEARCH = {"samples": 4, "epochs": 2}
 
 
 def run(
@@ -119,7 +122,7 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
     client = AirflowClient.connect(settings)
     client.wait_for_dag(PIPELINE)
     client.unpause(PIPELINE)
-    results, run_id, state = _follow(client, {"project": project, "batches": batches, **SEARCH}, log)
+    results, run_id, state = _follow(client, {"project": project, "batches": batches}, log)
     if state != "success":
         raise PipelineFailed(
             f"{PIPELINE} run {run_id} failed",
@@ -437,39 +440,43 @@ def _model_provenance(step: int, name: str, version: int, uri: str, dataset_vers
 
 
 def _run_local(project: str) -> None:
-    """The stages in this process, in pipeline order (``--local``)."""
-    import featurestore  # stages: the CLI loads them only when the job runs
-    from jobs.etl.job import EtlSpec
-    from jobs.etl.job import run as run_etl
-    from jobs.features.job import FeaturesSpec
-    from jobs.features.job import run as run_features
-    from jobs.train.job import TrainSpec
-    from jobs.train.job import run as run_train
-
+    """The pipeline's steps in this process (``--local``): the same definition, order and arguments
+    as the DAG's (fjord/pipeline.py), each stage job called as its task would run it."""
+    pipeline = training_pipeline(load_pipeline_config())
     proj, batches = _prepare(project, 1)
 
-    t = _step(4, "Spark session in the project environment")
-    spark = get_spark(proj, app_name="fjord-main")
-    _done(t, f"Spark {spark.version} on {spark.sparkContext.master}")
-
-    t = _step(5, "Spark ETL + Great Expectations validation -> feature store (one commit per group)")
-    for batch in batches:
-        console.print(f"   {run_etl(EtlSpec(project=project, batch=batch)).summary()}")
+    t = _step(4, "The pipeline's steps in this process, in the DAG's order (fjord/pipeline.py)")
+    values = {**pipeline.defaults(), "project": project}
+    results: dict[str, Any] = {}
+    refused = ""
+    for step in pipeline.steps():
+        for batch in batches if step is pipeline.ingest else [None]:
+            name = f"{step.task_id}[{batch}]" if batch else step.task_id
+            if refused:
+                console.print(Text.assemble("   ", ("skipped", "yellow"), f" {name:<26} the gate refused"))
+                continue
+            args = step.arguments(
+                {**values, "batch": batch}.__getitem__, lambda task, key: results[task][key]
+            )
+            started = time.perf_counter()
+            try:
+                result = _run_stage(step.stage, args)
+            except FjordError as exc:
+                if exc.exit_code != GATE_REFUSED:
+                    raise
+                refused = exc.one_line()
+                console.print(Text.assemble("   ", ("refused", "yellow"), f" {name:<26} {refused}"))
+                continue
+            results[step.task_id] = dataclasses.asdict(result)
+            took = time.perf_counter() - started
+            summary = result.summary().splitlines()[0] if hasattr(result, "summary") else ""
+            console.print(Text.assemble("   ", ("success", "green"), f" {name:<26} {took:6.1f} s  {summary}"))
     _done(t)
 
-    t = _step(6, "Feature pipeline job: feature view, point-in-time training data, an online feature vector")
-    features = run_features(FeaturesSpec(project=project))
-    console.print(f"   {features.summary()}")
-    fs = featurestore.connect(project)
-    view = fs.get_feature_view(features.view, features.view_version)
-    sample = fs.get_feature_group("fraud_labels", 1).read().iloc[0]
-    tid, cc_num = int(sample.tid), int(sample.cc_num)
-    vector = view.get_feature_vector({"tid": tid, "cc_num": cc_num}, return_type="dict")
-    _done(t, f"online vector of tid {tid}: {_rounded(vector)}")
-    version = features.training_dataset_version
-
-    t = _step(7, "Provenance: walk back from the training dataset to the landing batches")
-    graph = lineage_graph(features.uri, str(version))
+    dataset = results["training_dataset"]
+    t = _step(5, "Provenance: walk back from the training dataset to the landing batches")
+    version = dataset["training_dataset_version"]
+    graph = lineage_graph(dataset["uri"], str(version))
     for node in graph.inputs:
         made_by = node.run.stage if node.run else "?"
         console.print(
@@ -480,26 +487,15 @@ def _run_local(project: str) -> None:
     console.print(f"   raw landing batches: {', '.join(landed)}")
     _done(t)
 
-    t = _step(
-        8, "Training: random search with early stopping on Spark, retrain, evaluate, optimize, register"
-    )
-    trained = run_train(
-        TrainSpec(
-            project=project,
-            feature_view=features.view,
-            feature_view_version=features.view_version,
-            training_dataset_version=version,
-            samples=4,
-            epochs=2,
-        )
-    )
-    console.print(f"   {trained.summary()}")
-    _done(t)
+    trained = results["model.train"]
+    name, model_version = trained["model_name"], trained["model_version"]
+    _model_provenance(6, name, model_version, trained["model_uri"], version)
+    from jobs.serve import serving  # a stage: the CLI loads it only when the job runs
 
-    _model_provenance(9, trained.model_name, trained.model_version, trained.model_uri, version)
-
-    served = _deploy(10, project, trained.model_name, trained.model_version)
-    _predict_and_trace(11, project, trained.model_name, trained.model_version, proj, batches[-1], served)
+    served = serving.url(project=project)
+    if refused:
+        console.print(f"   not deployed: {refused}; the champion keeps serving")
+    _predict_and_trace(7, project, name, model_version, proj, batches[-1], served)
 
     console.print(
         f"\nNext: fjord featurestore list {project} · fjord featurestore statistics "
@@ -507,46 +503,28 @@ def _run_local(project: str) -> None:
     )
     console.print(f"      validation reports: {proj.fs.uri('Logs/validation')}/<run id>/index.html")
     console.print(
-        f"      experiments: fjord experiment list · fjord experiment show {trained.search} · "
+        f"      experiments: fjord experiment list · fjord experiment show {trained['search']} · "
         f"MLflow UI {tracking_uri()} (fjord mlflow stop)"
     )
     console.print(
-        f"      serving: curl -s {served}/v1/models/{trained.model_name}:predict -d @request.json · "
-        f"fjord model list --project {project} · fjord kafka tail {trained.model_name}_inference_log · "
+        f"      serving: curl -s {served}/v1/models/{name}:predict -d @request.json · "
+        f"fjord model list --project {project} · fjord kafka tail {name}_inference_log · "
         f"metrics {served}/monitoring/prometheus/metrics · stop: fjord model stop --project {project}"
     )
 
 
+GATE_REFUSED = 20  # DeployRejected's exit code: a decision, which skips the deploy (as in Airflow)
+
+
+def _run_stage(stage: str, args: dict[str, Any]) -> Any:
+    """Run ``stage``'s job in this process with ``args`` (its spec's fields, validated as the
+    command line's are); the job's result."""
+    module, spec_class = STAGES[stage].spec.split(":")
+    job = importlib.import_module(module)  # a stage: loaded only when its step runs
+    return job.run(getattr(job, spec_class)(**args))
+
+
 SAMPLES = 5
-
-
-def _deploy(step: int, project: str, model_name: str, version: int) -> str:
-    """Deploy through the gate (``--local``); the model server's URL."""
-    from jobs.serve import serving
-    from jobs.serve.deploy import DeployRejected, DeploySpec
-    from jobs.serve.deploy import run as run_deploy
-
-    t = _step(
-        step, "Deployment: bless the candidate against the champion, serve it (REST + gRPC, TF Serving's API)"
-    )
-    try:
-        deployed = run_deploy(
-            DeploySpec(
-                project=project,
-                model_name=model_name,
-                version=version,
-                feature_view="fraud_serving",
-                transformer="jobs.serve.transformers:fraud_transactions",
-                input_rules="transactions",
-                input_rules_mode="flag",
-                passthrough=["tid"],
-            )
-        )
-        console.print(f"   {deployed.summary()}")
-    except DeployRejected as exc:
-        console.print(f"   not deployed: {exc}; the champion keeps serving")
-    _done(t)
-    return serving.url(project=project)
 
 
 def _landed_transactions(proj: Any, batch: str, *, first: int = 0, last: int = 0) -> list[dict[str, Any]]:

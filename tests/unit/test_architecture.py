@@ -1,5 +1,11 @@
-"""The dependency rules of the layout, checked on the source: stages use the core, never the reverse;
-only dags/ and fjord/airflow/ import Airflow; only the CLI layer may load stages."""
+"""The dependency rules of the layout (docs/architecture.md, "Layers"), checked on the source:
+
+    fjord/cli/                       the top layer: commands; may load stages, lazily
+    dags/                            wiring: Airflow DAGs over the core's pipeline definition
+    jobs/, featurestore/             the stages
+    fjord/ (all but fjord/cli/)      the core
+
+Each layer imports only the layers below it; only dags/ and fjord/airflow/ import Airflow."""
 
 import ast
 import re
@@ -36,12 +42,42 @@ def _top(name: str) -> str:
     return name.split(".", 1)[0]
 
 
-@pytest.mark.parametrize("path", _sources("fjord"), ids=lambda p: str(p.relative_to(REPO)))
-def test_core_library_imports_no_stage(path: Path) -> None:
+def _core() -> list[Path]:
+    return [p for p in _sources("fjord") if not p.relative_to(REPO).as_posix().startswith("fjord/cli/")]
+
+
+def _above(name: str) -> bool:
+    """Whether the module ``name`` belongs to the CLI layer (the top)."""
+    return name == "fjord.cli" or name.startswith("fjord.cli.")
+
+
+@pytest.mark.parametrize("path", _core(), ids=lambda p: str(p.relative_to(REPO)))
+def test_the_core_imports_no_stage_and_not_the_cli(path: Path) -> None:
     rel = path.relative_to(REPO).as_posix()
-    if rel.startswith("fjord/cli/"):
-        return  # the CLI layer may load stages (lazily, inside commands)
-    assert not {_top(n) for n in _imports(path)} & set(STAGES), f"{rel} imports a stage"
+    names = _imports(path)
+    assert not {_top(n) for n in names} & set(STAGES), f"{rel} imports a stage"
+    assert not [n for n in names if _above(n)], f"{rel} imports the CLI layer above it"
+
+
+@pytest.mark.parametrize(
+    "path", _sources("featurestore", "jobs", "dags"), ids=lambda p: str(p.relative_to(REPO))
+)
+def test_stages_and_dags_do_not_import_the_cli(path: Path) -> None:
+    names = _imports(path)
+    assert not [n for n in names if _above(n)], f"{path.relative_to(REPO)} imports the CLI layer"
+
+
+def test_the_core_names_no_stage_module_outside_the_pipeline_registry() -> None:
+    """The core knows the stage jobs only by name, in one place (fjord/pipeline.py's STAGES): a
+    dotted ``jobs.`` string elsewhere in the core is a dependency the imports above do not see."""
+    found = []
+    for path in _core():
+        if path.name == "pipeline.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"[\"']jobs\.[a-z_]+\.[a-z_]+", line):
+                found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not found, found
 
 
 @pytest.mark.parametrize(

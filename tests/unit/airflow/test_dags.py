@@ -60,6 +60,8 @@ for dag_id, dag in bag.dags.items():
             "doc": bool(t.doc_md),
             "on_failure": bool(t.on_failure_callback),
             "inlets": sorted(getattr(i, "uri", str(i)) for i in t.inlets),
+            "stage": getattr(t, "stage", None) or getattr(t, "partial_kwargs", {}).get("stage"),
+            "args": getattr(t, "args", None) if type(t).__name__ != "MappedOperator" else None,
         }
     dags[dag_id] = {
         "doc": bool(dag.doc_md), "tags": sorted(dag.tags), "schedule": repr(dag.timetable),
@@ -135,6 +137,37 @@ def test_retrain_runs_on_drift_or_a_performance_drop_and_weekly_through_the_same
     assert "AssetOrTimeSchedule" in dag["schedule"]
     assert _upstream(dag, "training_dataset") == ["cause"]
     assert _upstream(dag, "model.deploy") == ["model.bless"]
+
+
+def test_the_training_dags_run_the_one_pipeline_definitions_steps_with_its_arguments(dagbag: dict) -> None:
+    """fjord/pipeline.py is the one definition: each job task of both training DAGs is one of its
+    steps, same stage and arguments (as templates); ``fjord run --local`` resolves the same steps."""
+    from fjord.airflow.tasks import param, xcom
+    from fjord.pipeline import load_pipeline_config, training_pipeline
+
+    settings = load_pipeline_config()
+    for dag_id, replay in (
+        ("fraud_training_pipeline", None),
+        ("fraud_retrain", settings.retrain.replay_hours),
+    ):
+        tasks = dagbag["dags"][dag_id]["tasks"]
+        pipeline = training_pipeline(settings, replay_hours=replay)
+        for step in pipeline.training:
+            extra = {"start_time": "{{ ti.xcom_pull(task_ids='cause')['start_time'] }}"}
+            given = extra if dag_id == "fraud_retrain" and step.task_id == "training_dataset" else {}
+            expected = json.loads(json.dumps(step.arguments(param, xcom, **given)))
+            assert tasks[step.task_id]["stage"] == step.stage, (dag_id, step.task_id)
+            assert tasks[step.task_id]["args"] == expected, (dag_id, step.task_id)
+    training = dagbag["dags"]["fraud_training_pipeline"]["tasks"]
+    assert training["ingest.etl"]["stage"] == pipeline.ingest.stage
+    for step in pipeline.measure:
+        assert training[step.task_id]["args"] == step.arguments(param, xcom), step.task_id
+    deploy = training["model.deploy"]["args"]
+    assert deploy["feature_view"] == "fraud_serving" and deploy["passthrough"] == ["tid"]  # the demo's own
+    assert (
+        "replay_hours" not in deploy
+        and dagbag["dags"]["fraud_retrain"]["tasks"]["model.bless"]["args"]["replay_hours"] == 24
+    )
 
 
 def test_a_dag_switched_on_after_its_trigger_time_first_runs_at_the_next_one(dagbag: dict) -> None:
