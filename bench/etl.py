@@ -180,7 +180,7 @@ def fjord_job(validate: bool) -> dict[str, object]:
 def plain_spark_job(project_dir: Path) -> dict[str, object]:
     """The peer: the same window transforms as one plain Spark job, Parquet in, Parquet out."""
     from fjord.spark import get_spark
-    from jobs.etl.job import transaction_features
+    from jobs.etl.fraud import transaction_features
 
     spark = get_spark(app_name="plain-etl")
     started = time.perf_counter()

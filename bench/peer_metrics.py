@@ -35,7 +35,7 @@ def measure(
     }
 
 
-def retrieve_twice(retrieve: Callable[[], pa.Table]) -> tuple[pa.Table, float, float]:
+def retrieve_twice(retrieve: Callable[[], Any]) -> tuple[Any, float, float]:
     """The same retrieval twice in one process: (result, cold seconds, warm seconds). Both stores get
     the same warm-up (their first call imports, plans and opens files; the second is the steady state)."""
     start = time.perf_counter()

@@ -36,6 +36,9 @@ from fjord.metadata import ensure_tables, metadata_engine
 from fjord.projects import Project, get_project
 
 RUNS_DIR = "Logs/runs"
+# A run's params key saying why a later run must not reuse its result (fjord/stepcache.py), when
+# what it read cannot be named as an input with a version.
+NOT_REUSABLE = "not_reusable"
 Status = Literal["running", "succeeded", "failed"]
 
 
@@ -68,6 +71,10 @@ class RunRecord(BaseModel):
     # The job's result as its orchestrator reads it (URIs, versions, its summary), recorded when the
     # job returned: a run whose record holds it is complete, and a retried task reuses it.
     result: dict[str, Any] | None = None
+    # What the run depended on besides the data it read (fjord/stepcache.py): a later run with the
+    # same fingerprint and unchanged inputs reuses this one's result.
+    fingerprint: str | None = None
+    reused_from: str | None = None  # this run did no work: it returned that run's result
 
     def add_input(self, uri: str, version: str | None = None, kind: str | None = None) -> None:
         self.inputs.append(Artifact(uri=uri, version=version, kind=kind))
@@ -321,6 +328,39 @@ def producer_of(uri: str, version: str | None = None) -> RunRecord | None:
     with lineage_engine().connect() as conn:
         row = conn.execute(query).first()
     return RunRecord.model_validate_json(row.record) if row else None
+
+
+def runs_with_fingerprint(project: str, fingerprint: str, limit: int = 20) -> list[RunRecord]:
+    """The newest runs of ``project`` whose record holds ``fingerprint`` (fjord/stepcache.py)."""
+    needle = f'"fingerprint":"{fingerprint}"'  # as model_dump_json writes it
+    query = (
+        select(_runs.c.record)
+        .where(_runs.c.project == project, _runs.c.record.contains(needle, autoescape=True))
+        .order_by(_runs.c.started_at.desc())
+        .limit(limit)
+    )
+    with lineage_engine().connect() as conn:
+        return [RunRecord.model_validate_json(r.record) for r in conn.execute(query)]
+
+
+def newest_versions(uris: list[str]) -> dict[str, int]:
+    """Per URI, the highest numeric version a succeeded run wrote of it (URIs never written, or
+    written only with other versions, are left out)."""
+    wanted = {u.rstrip("/") for u in uris}
+    if not wanted:
+        return {}
+    query = (
+        select(_artifacts.c.uri, _artifacts.c.version)
+        .join(_runs, _artifacts.c.run_id == _runs.c.run_id)
+        .where(_artifacts.c.role == "out", _artifacts.c.uri.in_(wanted), _runs.c.status == "succeeded")
+        .distinct()
+    )
+    newest: dict[str, int] = {}
+    with lineage_engine().connect() as conn:
+        for uri, version in conn.execute(query):
+            if version.isdigit():
+                newest[uri] = max(newest.get(uri, -1), int(version))
+    return newest
 
 
 # -- walking back ---------------------------------------------------------------------------------

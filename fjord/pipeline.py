@@ -33,17 +33,21 @@ DEMO_PIPELINE = Path(__file__).resolve().parents[1] / "demo" / "fraud" / "pipeli
 @dataclass(frozen=True)
 class Stage:
     """A stage job: its entry module (``python -m``, or the spark-submit script), whether it is a
-    Spark application, and its spec class as ``module:Class`` (the module also has ``run(spec)``)."""
+    Spark application, its spec class as ``module:Class`` (the module also has ``run(spec)``), and
+    whether a run may reuse an earlier one's result on unchanged inputs (fjord/stepcache.py)."""
 
     module: str
     spark: bool
     spec: str
+    cacheable: bool = False
 
 
 STAGES: dict[str, Stage] = {
-    "etl": Stage("jobs.etl.main", spark=True, spec="jobs.etl.job:EtlSpec"),
-    "features": Stage("jobs.features.main", spark=True, spec="jobs.features.job:FeaturesSpec"),
-    "train": Stage("jobs.train.main", spark=True, spec="jobs.train.job:TrainSpec"),
+    "etl": Stage("jobs.etl.main", spark=True, spec="jobs.etl.job:EtlSpec", cacheable=True),
+    "features": Stage(
+        "jobs.features.main", spark=True, spec="jobs.features.job:FeaturesSpec", cacheable=True
+    ),
+    "train": Stage("jobs.train.main", spark=True, spec="jobs.train.job:TrainSpec", cacheable=True),
     "bless": Stage("jobs.serve.main", spark=False, spec="jobs.serve.deploy:DeploySpec"),
     "deploy": Stage("jobs.serve.main", spark=False, spec="jobs.serve.deploy:DeploySpec"),
     "batch_inference": Stage("jobs.batch.main", spark=False, spec="jobs.batch.job:BatchInferenceSpec"),

@@ -36,6 +36,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from fjord import stepcache
 from fjord.airflow.client import dag_run_record_id
 from fjord.config import get_settings
 from fjord.errors import NotFoundError
@@ -54,8 +55,12 @@ SKIP = {20}  # the gate refused the candidate: a decision, not an error
 class FjordJobHook(BaseHook):
     """Runs a stage job for a task; see the module docstring."""
 
-    def run(self, stage: str, args: dict[str, Any], *, run_id: str, parent_run_id: str) -> dict[str, Any]:
-        """Run ``stage`` with ``args`` (its spec's fields) under ``run_id``; the job's result."""
+    def run(
+        self, stage: str, args: dict[str, Any], *, run_id: str, parent_run_id: str, cache: bool = True
+    ) -> dict[str, Any]:
+        """Run ``stage`` with ``args`` (its spec's fields) under ``run_id``; the job's result. With
+        ``cache``, a cacheable stage whose earlier run had the same fingerprint and inputs that are
+        still current returns that run's result instead (fjord/stepcache.py)."""
         if stage not in STAGES:
             raise AirflowFailException(f"no stage {stage!r} (stages: {', '.join(STAGES)})")
         project = get_project(str(args["project"]))
@@ -63,6 +68,11 @@ class FjordJobHook(BaseHook):
         if done is not None:
             self.log.info("run %s already succeeded: reusing its result, running nothing", run_id)
             return done
+        key = stepcache.fingerprint(project, stage, args) if stepcache.cacheable(stage) else None
+        earlier = stepcache.reusable(project, stage, key) if key and cache else None
+        if key and earlier is not None:
+            self.log.info("reusing run %s: same inputs, code, environment and arguments", earlier.run_id)
+            return stepcache.reuse(project, earlier, run_id=run_id, parent_run_id=parent_run_id, key=key)
         spec = STAGES[stage]
         argv = self.command(stage, spec, project) + _options(
             {**args, "run_id": run_id, "parent_run_id": parent_run_id}
@@ -74,6 +84,8 @@ class FjordJobHook(BaseHook):
             if code != 0:
                 raise _outcome(stage, spec, code, tail)
             result = json.loads(result_file.read_text())
+        if key:
+            stepcache.remember(run_id, key)
         return dict(result)
 
     # -- pieces ----------------------------------------------------------------------------------

@@ -33,4 +33,5 @@ class FjordJobOperator(BaseOperator):
         map_index = ti.map_index if ti.map_index is not None else -1
         run_id = task_run_id(self.stage, ti.dag_id, ti.run_id, ti.task_id, map_index)
         parent = dag_run_record_id(ti.dag_id, ti.run_id)
-        return FjordJobHook().run(self.stage, self.args, run_id=run_id, parent_run_id=parent)
+        cache = bool((context.get("params") or {}).get("cache", True))  # the DAG's param, if it has one
+        return FjordJobHook().run(self.stage, self.args, run_id=run_id, parent_run_id=parent, cache=cache)

@@ -44,6 +44,12 @@ def params(pipeline: TrainingPipeline) -> dict[str, Param]:
         "samples": Param(defaults["samples"], type="integer", minimum=1, description="random-search trials"),
         "epochs": Param(defaults["epochs"], type="integer", minimum=1, description="epochs per trial"),
         "feature_view": Param(defaults["feature_view"], type="string", description="the view to train on"),
+        "cache": Param(
+            True,
+            type="boolean",
+            description="false: run every step, even one whose earlier run had the same inputs, code, "
+            "environment and arguments (fjord/stepcache.py)",
+        ),
     }
 
 

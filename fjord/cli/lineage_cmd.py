@@ -130,8 +130,9 @@ def runs(
         return
     table = Table("run id", "stage", "status", "started", "outputs")
     for run in list_runs(project, stage, limit):
+        status = f"{run.status}, reused {run.reused_from}" if run.reused_from else run.status
         table.add_row(
-            run.run_id, run.stage, run.status, f"{run.started_at:%Y-%m-%d %H:%M:%S}", str(len(run.outputs))
+            run.run_id, run.stage, status, f"{run.started_at:%Y-%m-%d %H:%M:%S}", str(len(run.outputs))
         )
     console.print(table)
 

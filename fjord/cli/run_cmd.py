@@ -23,7 +23,6 @@ fjord/pipeline.py, with the demo's settings from demo/fraud/pipeline.yaml) and t
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import time
@@ -34,12 +33,14 @@ from typing import Any
 import typer
 from rich.text import Text
 
+from fjord import stepcache
 from fjord.cli.output import console, library_output_to
 from fjord.config import get_settings
 from fjord.envs import build_environment
 from fjord.errors import FjordError
 from fjord.experiment.tracking import tracking_uri
-from fjord.lineage import lineage_graph, raw_sources, walk
+from fjord.jobmain import result_document
+from fjord.lineage import lineage_graph, new_run_id, raw_sources, walk
 from fjord.pipeline import STAGES, load_pipeline_config, training_pipeline
 from fjord.projects import ensure_project
 
@@ -69,6 +70,11 @@ def run(
     local: bool = typer.Option(
         False, "--local", help="Run the stage jobs in this process instead of through Airflow (debugging)."
     ),
+    cache: bool = typer.Option(
+        True,
+        "--cache/--no-cache",
+        help="Reuse a step's earlier result when its inputs, code, environment and arguments are unchanged.",
+    ),
 ) -> None:
     """Run the platform's main job: the stack, demo data, and the training pipeline through Airflow."""
     settings = get_settings()
@@ -84,9 +90,9 @@ def run(
     )
     with library_output_to(log):
         if local:
-            _run_local(project)
+            _run_local(project, cache)
         else:
-            _run_airflow(project, settings, log)
+            _run_airflow(project, settings, log, cache)
 
 
 def _prepare(project: str, first_step: int) -> tuple[Any, list[str]]:
@@ -109,7 +115,7 @@ def _prepare(project: str, first_step: int) -> tuple[Any, list[str]]:
     return proj, batches
 
 
-def _run_airflow(project: str, settings: Any, log: Any) -> None:
+def _run_airflow(project: str, settings: Any, log: Any, cache: bool = True) -> None:
     from fjord.airflow.client import AirflowClient, PipelineFailed
     from fjord.cli.stack_cmd import airflow_login, mlflow_login, start_stack
 
@@ -122,7 +128,7 @@ def _run_airflow(project: str, settings: Any, log: Any) -> None:
     client = AirflowClient.connect(settings)
     client.wait_for_dag(PIPELINE)
     client.unpause(PIPELINE)
-    results, run_id, state = _follow(client, {"project": project, "batches": batches}, log)
+    results, run_id, state = _follow(client, {"project": project, "batches": batches, "cache": cache}, log)
     if state != "success":
         raise PipelineFailed(
             f"{PIPELINE} run {run_id} failed",
@@ -439,7 +445,7 @@ def _model_provenance(step: int, name: str, version: int, uri: str, dataset_vers
     _done(t)
 
 
-def _run_local(project: str) -> None:
+def _run_local(project: str, cache: bool = True) -> None:
     """The pipeline's steps in this process (``--local``): the same definition, order and arguments
     as the DAG's (fjord/pipeline.py), each stage job called as its task would run it."""
     pipeline = training_pipeline(load_pipeline_config())
@@ -460,16 +466,15 @@ def _run_local(project: str) -> None:
             )
             started = time.perf_counter()
             try:
-                result = _run_stage(step.stage, args)
+                results[step.task_id] = run_step(proj, step.stage, args, cache)
             except FjordError as exc:
                 if exc.exit_code != GATE_REFUSED:
                     raise
                 refused = exc.one_line()
                 console.print(Text.assemble("   ", ("refused", "yellow"), f" {name:<26} {refused}"))
                 continue
-            results[step.task_id] = dataclasses.asdict(result)
             took = time.perf_counter() - started
-            summary = result.summary().splitlines()[0] if hasattr(result, "summary") else ""
+            summary = results[step.task_id]["summary"].splitlines()[0]
             console.print(Text.assemble("   ", ("success", "green"), f" {name:<26} {took:6.1f} s  {summary}"))
     _done(t)
 
@@ -516,12 +521,20 @@ def _run_local(project: str) -> None:
 GATE_REFUSED = 20  # DeployRejected's exit code: a decision, which skips the deploy (as in Airflow)
 
 
-def _run_stage(stage: str, args: dict[str, Any]) -> Any:
+def run_step(project: Any, stage: str, args: dict[str, Any], cache: bool) -> dict[str, Any]:
     """Run ``stage``'s job in this process with ``args`` (its spec's fields, validated as the
-    command line's are); the job's result."""
+    command line's are), or reuse an earlier run's result as a task would (fjord/stepcache.py); the
+    result as a task's XCom holds it."""
+    key = stepcache.fingerprint(project, stage, args) if stepcache.cacheable(stage) else None
+    earlier = stepcache.reusable(project, stage, key) if key and cache else None
+    if key and earlier is not None:
+        return stepcache.reuse(project, earlier, run_id=new_run_id(stage), parent_run_id=None, key=key)
     module, spec_class = STAGES[stage].spec.split(":")
     job = importlib.import_module(module)  # a stage: loaded only when its step runs
-    return job.run(getattr(job, spec_class)(**args))
+    result = result_document(job.run(getattr(job, spec_class)(**args)))
+    if key and result.get("run_id"):
+        stepcache.remember(result["run_id"], key, result)
+    return result
 
 
 SAMPLES = 5

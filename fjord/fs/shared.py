@@ -16,6 +16,7 @@ a dataset::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -135,6 +136,15 @@ class SharedFS:
 
     def read_text(self, rel: str) -> str:
         return self.read_bytes(rel).decode()
+
+    def checksum(self, rel: str) -> str:
+        """``sha256:`` and the first 32 hex digits of the SHA-256 of the file ``rel``, read in 4 MiB
+        pieces: how the lineage names a raw file's version."""
+        digest = hashlib.sha256()
+        with self.open(rel) as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+        return f"sha256:{digest.hexdigest()[:32]}"
 
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> Any:
         """The Parquet file ``rel``, or every ``.parquet`` file under the directory ``rel``, as one

@@ -4,7 +4,7 @@ A fraud check arrives as a transaction (card number, amount, time, place, catego
 model's 13 engineered features. The server looks up the card's latest state and its holder's profile
 in the online store (the ``fraud_serving`` feature view, one batched read per request) and hands each
 row, request values merged over looked-up ones, to :data:`fraud_transactions`, which computes what
-the ETL job (jobs/etl/job.py, ``transaction_features``) computes for the same transaction in a batch,
+the ETL job (jobs/etl/fraud.py, ``transaction_features``) computes for the same transaction in a batch,
 by the same definitions:
 
 - windows (``tx_count_1h``, ``tx_count_24h``, ``amount_sum_24h``, ``amount_mean_7d``,

@@ -62,7 +62,7 @@ def test_an_unknown_card_gets_the_documented_defaults():
 
 
 NOON = 1_764_590_400  # 2025-12-01T12:00:00Z
-STATE = {  # a card's published state with its last 7 days (jobs/etl/job.py card_features)
+STATE = {  # a card's published state with its last 7 days (jobs/etl/fraud.py card_features)
     "cc_num": 4111, "last_ts": float(NOON), "last_lat": 52.52, "last_lon": 13.40,
     "recent_7d": json.dumps([
         {"s": NOON - 6 * 86_400, "a": 10.0, "c": "travel", "la": 52.52, "lo": 13.40},  # 7 days only
