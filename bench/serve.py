@@ -80,6 +80,7 @@ def wrk(url: str, body: dict[str, Any], connections: int, seconds: int) -> dict[
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
         "p50_ms": ms("50"),
         "p99_ms": ms("99"),
         "failed": int(failed.group(1)) if failed else 0,

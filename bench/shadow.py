@@ -22,6 +22,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,25 +56,58 @@ def fraud_shaped_version(base: Path, version: int, seed: int) -> Path:
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """wrk runs' median req/s, p50 and p99, their spread, and the runs themselves."""
+    return {
+        "rps": statistics.median(r["rps"] for r in runs),
+        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "spread": {k: [min(r[k] for r in runs), max(r[k] for r in runs)] for k in ("rps", "p99_ms")},
+        "runs": runs,
+    }
+
+
+@dataclass
+class ServingBench:
+    """What a serving benchmark starts from (:func:`serving_bench`)."""
+
+    args: Any  # --runs, --seconds
+    home: Path
+    base: Path  # models/fraud, its versions
+    broker: Any
+    bootstrap: str
+    body: dict[str, Any]  # a request: the 13 inputs, no online lookup
+    results: dict[str, Any]  # the machine and the load, to add the figures to
+
+
+def serving_bench(doc: str, runs: int, prefix: str, versions: int) -> ServingBench:
+    """Its options (``--runs``, ``--seconds``), a new home with ``versions`` fraud-shaped model
+    versions under ``models/fraud``, and the embedded Kafka started in it (the server finds its
+    login as any Fjord process does)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=runs)
     parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: apt-get install wrk (the closed-loop load generator)")
-    home = Path(tempfile.mkdtemp(prefix="bench-shadow-"))
+    home = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ["FJORD_HOME"] = str(home)
     from fjord.services import service
 
     base = home / "models" / "fraud"
-    for version in (1, 2):
+    for version in range(1, versions + 1):
         fraud_shaped_version(base, version, seed=version)
-    broker = service("kafka")  # in FJORD_HOME: the server finds its login as any Fjord process does
-    bootstrap = broker.start()
+    broker = service("kafka")
+    results = {"machine": os.uname().nodename, "cores": os.cpu_count(), "connections": 16,
+               "seconds_per_run": args.seconds, "runs": args.runs}  # fmt: skip
     body = {"instances": [dict.fromkeys(FEATURES, 0.5)]}
-    results: dict[str, Any] = {"machine": os.uname().nodename, "cores": os.cpu_count(), "connections": 16,
-                               "seconds_per_run": args.seconds, "runs": args.runs}  # fmt: skip
+    return ServingBench(args, home, base, broker, broker.start(), body, results)
+
+
+def main() -> None:
+    bench = serving_bench(__doc__, 3, "bench-shadow-", versions=2)
+    args, home, base, broker, bootstrap = bench.args, bench.home, bench.base, bench.broker, bench.bootstrap
+    body, results = bench.body, bench.results
     try:
         for logging in ("ALL", "NONE"):
             servers = {}
@@ -99,12 +133,7 @@ def main() -> None:
             out = results[f"logging_{logging}"] = {}
             for mode, mode_runs in runs.items():
                 out[mode] = {
-                    "rps": statistics.median(r["rps"] for r in mode_runs),
-                    "p50_ms": statistics.median(r["p50_ms"] for r in mode_runs),
-                    "p99_ms": statistics.median(r["p99_ms"] for r in mode_runs),
-                    "spread": {k: [min(r[k] for r in mode_runs), max(r[k] for r in mode_runs)]
-                               for k in ("rps", "p99_ms")},
-                    "runs": mode_runs,
+                    **medians(mode_runs),
                     "failed": sum(r["failed"] + r["socket_errors"] for r in mode_runs),
                     "metrics": [m for m in metrics[mode].splitlines()
                                 if ("shadow" in m or "inference_log" in m) and m[0] != "#"],

@@ -152,6 +152,30 @@ def producer(settings: Settings | None = None, *, servers: str | None = None, **
     )
 
 
+def c_producer(settings: Settings | None = None, *, servers: str | None = None, **config: Any) -> Any:
+    """A ``confluent_kafka.Producer`` (librdkafka: encoding, batching and the network in C threads,
+    off the GIL) for the configured cluster, or ``servers``, with the same login; ``config`` is
+    librdkafka's (``acks``, ``linger.ms``...). For a hot path only: the model server's inference log."""
+    from confluent_kafka import KafkaException, Producer
+
+    named = servers
+    servers = servers or bootstrap_servers(settings)
+    _check_reachable(servers)
+    login = login_options(settings, named)
+    options = {"bootstrap.servers": servers, **config}
+    if login:
+        options |= {
+            "security.protocol": login["security_protocol"],
+            "sasl.mechanism": login["sasl_mechanism"],
+            "sasl.username": login["sasl_plain_username"],
+            "sasl.password": login["sasl_plain_password"],
+        }
+    try:
+        return Producer(options)
+    except KafkaException as exc:
+        raise _unreachable(servers, exc) from None
+
+
 def consumer(*topics: str, settings: Settings | None = None, **overrides: Any) -> Any:
     """A ``KafkaConsumer`` (subscribed to ``topics`` if any are given; no auto-commit by default)."""
     from kafka import KafkaConsumer

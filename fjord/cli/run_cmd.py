@@ -331,33 +331,53 @@ def _monitor_drift(
                                           hint=f"fjord monitor status -p {project} -m {model}; fjord logs "
                                                f"monitor/{project}/{model}")  # fmt: skip
             time.sleep(2)
-            alert = next(
-                (a for a in store.alerts() if a["alert_id"] not in known and a["state"] == "posted"), None
-            )
+            # posted: it started a retraining; suppressed: one started within the cooldown (a second
+            # `fjord run` within the hour) is already this drift's retraining
+            alert = next((a for a in store.alerts() if a["alert_id"] not in known
+                          and a["state"] in ("posted", "suppressed")), None)  # fmt: skip
     finally:
         stop.set()
         sender.join(timeout=30)
     console.print(f"   sent {sent[0]} requests of 50 drifted transactions")
     console.print(f"   alert {alert['kind']} in window {alert['window_start']:%H:%M:%S} "
                   f"(v{alert['version']}): {alert['message']}")  # fmt: skip
-    console.print(f"   -> Airflow asset event {alert['event_id']} on {drift_asset(project, model)}")
+    raised_at = (alert["posted_at"] or alert["created_at"]).timestamp()
+    suppressed = alert["state"] == "suppressed"
+    if suppressed:
+        started = _retraining_within_cooldown(store, alert)
+        cooldown = get_settings().monitor.cooldown_seconds
+        console.print(f"   -> suppressed: the drift alert of {started['window_start']:%H:%M:%S} started a "
+                      f"retraining less than monitor.cooldown_seconds ({cooldown} s) before")  # fmt: skip
+        alert = started
+    else:
+        console.print(f"   -> Airflow asset event {alert['event_id']} on {drift_asset(project, model)}")
     run_id = alert["dag_run_id"] or _created_run(client, drift_asset(project, model), alert)
     console.print(f"   -> {RETRAIN} run {run_id}: {client.url}/dags/{RETRAIN}/runs/{run_id}")
     created = datetime.fromisoformat(client.dag_run(RETRAIN, run_id)["queued_at"]).timestamp()
     figures = {
         "window_seconds": get_settings().monitor.window_seconds,
-        "alert_after_s": round(alert["posted_at"].timestamp() - first[0], 1),
+        "alert_after_s": round(raised_at - first[0], 1),
         "retraining_run_after_s": round(created - first[0], 1),
         "requests_sent": sent[0],
     }
     tasks = log.with_suffix(".tasks.json")
     tasks.write_text(json.dumps({**json.loads(tasks.read_text()), "monitor": figures}))
+    run = "" if suppressed else f" and {RETRAIN} run {figures['retraining_run_after_s']:.0f} s"
+    retraining = "; the retraining is the earlier alert's run" if suppressed else ""
     _done(
         t,
-        f"alert {figures['alert_after_s']:.0f} s and {RETRAIN} run {figures['retraining_run_after_s']:.0f} s "
-        f"after the first drifted request ({figures['window_seconds']} s windows)",
+        f"alert {figures['alert_after_s']:.0f} s{run} after the first drifted request "
+        f"({figures['window_seconds']} s windows){retraining}",
     )
     return urls["dashboard"], run_id
+
+
+def _retraining_within_cooldown(store: Any, suppressed: dict[str, Any]) -> dict[str, Any]:
+    """The posted alert whose retraining kept ``suppressed`` from starting another: the model's
+    latest posted alert before it."""
+    posted = [a for a in store.alerts() if a["model"] == suppressed["model"] and a["state"] == "posted"
+              and a["window_start"] <= suppressed["window_start"]]  # fmt: skip
+    return max(posted, key=lambda a: a["window_start"])
 
 
 BLESS_TASK = "model.bless"
