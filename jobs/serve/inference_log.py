@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from confluent_kafka import KafkaException
 
 from jobs.serve.metrics import Metrics
 
@@ -106,6 +107,7 @@ class InferenceLogger:
         self._give_up_at = float("inf")  # once stopping: when to drop what the broker did not take
         self._topics: set[str] = set()
         self._produced = self._failures = self._counted = 0  # records handed to librdkafka, failed, counted
+        self._fatal: str | None = None  # librdkafka's fatal error: the producer must be replaced
         self._thread: threading.Thread | None = None
         if mode != "NONE":
             self._thread = threading.Thread(target=self._send_loop, name="inference-log", daemon=True)
@@ -227,8 +229,14 @@ class InferenceLogger:
             servers=self.bootstrap_servers, **{"acks": "all", "enable.idempotence": True,
             "linger.ms": 20, "message.timeout.ms": 120_000, "queue.buffering.max.messages": 100_000,
             "delivery.report.only.error": True, "on_delivery": self._undelivered,
-            "logger": log, "log_level": 3},
+            "error_cb": self._client_error, "logger": log, "log_level": 3},
         )  # fmt: skip
+
+    def _client_error(self, error: Any) -> None:
+        """librdkafka's error callback. A fatal error (the idempotent producer's state lost, as a
+        broker restart may cause) makes the producer unusable: the send loop replaces it."""
+        if error.fatal():
+            self._fatal = str(error)
 
     def _ensure_topic(self, topic: str) -> None:
         if topic in self._topics:
@@ -278,26 +286,15 @@ class InferenceLogger:
                         self._drop(len(self._queue), "stopping without a broker")
                         self._queue.clear()
                     continue
-            producer.poll(0)  # delivery reports: a failed record comes back to the queue here
-            self._count_delivered(producer)
-            if not self._queue:
-                self._stop.wait(DRAIN_S)
-                continue
-            if self._retrying:  # a record came back: give the broker a second before trying again
-                self._retrying = False
-                if self._stop.is_set() and time.monotonic() > self._give_up_at:
+            try:
+                if not self._send(producer):
                     break
-                self._stop.wait(1.0)
-            while self._queue and not self._retrying:
-                record = self._queue.popleft()
-                topic, key, value = record
-                self._ensure_topic(topic)
-                try:
-                    producer.produce(topic, value, key)
-                except BufferError as exc:  # librdkafka's own buffer is full: the broker is away
-                    self._failed(record, exc)
-                    break
-                self._produced += 1
+            except Exception as exc:  # never let the thread die: the calls would queue for nothing
+                log.warning("inference log: the producer failed (%s): starting another", exc)
+                self._fatal = self._fatal or f"{type(exc).__name__}: {exc}"
+            if self._fatal:
+                self._replace(producer)
+                producer = None
         if producer is not None:
             # stopping: what the broker takes in the 10 s it is given; the rest is counted as dropped
             while producer.flush(1.0) and time.monotonic() < self._give_up_at:
@@ -307,6 +304,42 @@ class InferenceLogger:
             if unsent:
                 self._drop(unsent, "stopping while the broker is away")
                 self._queue.clear()
+
+    def _send(self, producer: Any) -> bool:
+        """One round: delivery reports, then the queue handed to ``producer``. False: stop now."""
+        producer.poll(0)  # delivery reports: a failed record comes back to the queue here
+        self._count_delivered(producer)
+        if not self._queue:
+            self._stop.wait(DRAIN_S)
+            return True
+        if self._retrying:  # a record came back: give the broker a second before trying again
+            self._retrying = False
+            if self._stop.is_set() and time.monotonic() > self._give_up_at:
+                return False
+            self._stop.wait(1.0)
+        while self._queue and not self._retrying and not self._fatal:
+            record = self._queue.popleft()
+            topic, key, value = record
+            self._ensure_topic(topic)
+            try:
+                producer.produce(topic, value, key)
+            except (BufferError, KafkaException) as exc:  # its buffer is full (the broker is away), or fatal
+                self._failed(record, exc)
+                break
+            self._produced += 1
+        return True
+
+    def _replace(self, producer: Any) -> None:
+        """Take back every record a failed producer still holds (to the queue's front), and drop it."""
+        log.warning("inference log: replacing the producer after a fatal error: %s", self._fatal)
+        try:
+            producer.purge()  # its records come back as failed deliveries, on the next poll
+            producer.poll(0)
+        except Exception as exc:
+            log.warning("inference log: the failed producer's records could not be taken back: %s", exc)
+        self._count_delivered(producer)
+        self._produced = self._failures = self._counted = 0  # the next producer counts afresh
+        self._fatal = None
 
     def close(self) -> None:
         """Send what is queued (up to 10 s while the broker is away), then stop."""
