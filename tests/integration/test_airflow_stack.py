@@ -31,6 +31,27 @@ def _tree(pids: dict[str, int]) -> set[int]:
     return found
 
 
+def _listening(pids: set[int]) -> set[tuple[str, int]]:
+    """The (address, port) pairs the processes ``pids`` listen on. A child that ended in between
+    (Airflow starts short-lived ones, as a DAG file's parse) listens on nothing: it is skipped."""
+    found = set()
+    for pid in pids:
+        try:
+            connections = psutil.Process(pid).net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        found |= {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, or a process gone between two looks, does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _is_jvm(proc: psutil.Process) -> bool:
     try:
         return proc.name() == "java"
@@ -62,11 +83,7 @@ def test_airflow_on_postgresql_starts_once_serves_the_dags_and_stops_clean(
         pids = service.pids()
         assert set(pids) == {"api-server", "scheduler", "dag-processor", "triggerer"}
         processes = _tree(pids)
-        listening = {
-            (c.laddr.ip, c.laddr.port)
-            for p in processes if psutil.pid_exists(p)
-            for c in psutil.Process(p).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
-        }  # fmt: skip
+        listening = _listening(processes)
         assert {ip for ip, _port in listening} == {"127.0.0.1"}, listening  # no log server on 0.0.0.0
         assert service.start() == url and service.pids() == pids  # found running: nothing started
         assert httpx.get(f"{url}/api/v2/dags", timeout=10).status_code == 401  # no token, no answer
@@ -90,8 +107,5 @@ def test_airflow_on_postgresql_starts_once_serves_the_dags_and_stops_clean(
     finally:
         assert service.stop()
     assert len(service.stopped_tasks) == 1 and "airflow worker" in service.stopped_tasks[0]
-    left = [
-        p for p in processes if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-    ]
-    assert left == []
+    assert [p for p in processes if _alive(p)] == []
     assert service.address() is None
