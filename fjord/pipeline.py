@@ -153,10 +153,6 @@ class Step:
     def name(self) -> str:
         return self.task_id.rsplit(".", 1)[-1]
 
-    @property
-    def group(self) -> str | None:
-        return self.task_id.rsplit(".", 1)[0] if "." in self.task_id else None
-
     def arguments(
         self, param: Callable[[str], Any], result: Callable[[str, str], Any], **extra: Any
     ) -> dict[str, Any]:

@@ -87,6 +87,19 @@ def fingerprint_of(stage: str, args: dict[str, Any], code: str, environment: str
     return "sha256:" + hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
+def look_up(
+    project: Project, stage: str, args: dict[str, Any], *, cache: bool, run_id: str, parent_run_id: str | None
+) -> tuple[str | None, dict[str, Any] | None]:
+    """What a task or an in-process step asks before it runs ``stage``: (its fingerprint, or None
+    for a stage that is not cached; the reused result under ``run_id``, or None: run it, then
+    :func:`remember` the fingerprint). ``cache`` false runs it whatever was done before."""
+    key = fingerprint(project, stage, args) if cacheable(stage) else None
+    earlier = reusable(project, stage, key) if key and cache else None
+    if key is None or earlier is None:
+        return key, None
+    return key, reuse(project, earlier, run_id=run_id, parent_run_id=parent_run_id, key=key)
+
+
 def remember(run_id: str, key: str, result: dict[str, Any] | None = None) -> None:
     """Record ``key`` as the fingerprint of the succeeded run ``run_id`` (and its ``result``, when
     the job was called in-process: its command line records it itself)."""

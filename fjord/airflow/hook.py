@@ -68,11 +68,14 @@ class FjordJobHook(BaseHook):
         if done is not None:
             self.log.info("run %s already succeeded: reusing its result, running nothing", run_id)
             return done
-        key = stepcache.fingerprint(project, stage, args) if stepcache.cacheable(stage) else None
-        earlier = stepcache.reusable(project, stage, key) if key and cache else None
-        if key and earlier is not None:
-            self.log.info("reusing run %s: same inputs, code, environment and arguments", earlier.run_id)
-            return stepcache.reuse(project, earlier, run_id=run_id, parent_run_id=parent_run_id, key=key)
+        key, reused = stepcache.look_up(
+            project, stage, args, cache=cache, run_id=run_id, parent_run_id=parent_run_id
+        )
+        if reused is not None:
+            self.log.info(
+                "reusing run %s: same inputs, code, environment and arguments", reused["reused_from"]
+            )
+            return reused
         spec = STAGES[stage]
         argv = self.command(stage, spec, project) + _options(
             {**args, "run_id": run_id, "parent_run_id": parent_run_id}

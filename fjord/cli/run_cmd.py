@@ -545,10 +545,11 @@ def run_step(project: Any, stage: str, args: dict[str, Any], cache: bool) -> dic
     """Run ``stage``'s job in this process with ``args`` (its spec's fields, validated as the
     command line's are), or reuse an earlier run's result as a task would (fjord/stepcache.py); the
     result as a task's XCom holds it."""
-    key = stepcache.fingerprint(project, stage, args) if stepcache.cacheable(stage) else None
-    earlier = stepcache.reusable(project, stage, key) if key and cache else None
-    if key and earlier is not None:
-        return stepcache.reuse(project, earlier, run_id=new_run_id(stage), parent_run_id=None, key=key)
+    key, reused = stepcache.look_up(
+        project, stage, args, cache=cache, run_id=new_run_id(stage), parent_run_id=None
+    )
+    if reused is not None:
+        return reused
     module, spec_class = STAGES[stage].spec.split(":")
     job = importlib.import_module(module)  # a stage: loaded only when its step runs
     result = result_document(job.run(getattr(job, spec_class)(**args)))
