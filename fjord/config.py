@@ -145,6 +145,24 @@ class ServicesSettings(_Section):
     )
 
 
+class JobWorkerSettings(_Section):
+    """The warm job worker the embedded Airflow's tasks run their jobs in (fjord/jobworker.py)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="fjord up starts it; off, every task starts its job as a process of its own.",
+    )
+    max_jobs: int = Field(default=20, ge=1, description="Jobs before it starts afresh.")
+    max_memory_mb: int = Field(
+        default=6_144, ge=512, description="Its memory (with its JVM) above which it starts afresh."
+    )
+    wait_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long a task waits for a busy worker before starting its job as its own process.",
+    )
+
+
 class AirflowSettings(_Section):
     """Airflow: the embedded one (``fjord up``) unless ``api_url`` names a running one."""
 
@@ -159,6 +177,7 @@ class AirflowSettings(_Section):
         "and its log (the demo's longest task takes about 3 minutes on 2 cores).",
     )
     dags_folder: Path | None = Field(default=None, description="Default: dags/ in the checkout.")
+    job_worker: JobWorkerSettings = Field(default_factory=JobWorkerSettings)
 
 
 class MonitorSettings(_Section):

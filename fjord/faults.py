@@ -26,3 +26,8 @@ def crash_point(name: str) -> None:
     _passed[name] += 1
     if _passed[name] == int(count or 1):
         os._exit(CRASH_EXIT_CODE)
+
+
+def reset() -> None:
+    """Forget the passes counted so far: a warm worker's next job counts its own (fjord/jobworker.py)."""
+    _passed.clear()

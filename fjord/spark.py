@@ -38,6 +38,7 @@ SHIPPED_ENV_NAME = "environment"
 _LOG4J_CONFIG = Path(__file__).parent / "resources" / "log4j2.properties"
 _session: SparkSession | None = None
 _session_key: tuple[str, ...] | None = None
+_job_group: str | None = None
 
 
 def is_local_master(master: str) -> bool:
@@ -166,11 +167,11 @@ def get_spark(project: Project | None = None, *, app_name: str = "fjord") -> Spa
     settings = get_settings()
     if project is None and _session is not None and _session_alive(_session):
         # Library code asking for "the" session gets the job's, whatever its project.
-        return configure_storage(_session, settings)
+        return _in_job_group(configure_storage(_session, settings))
     conf, python = spark_conf(settings, project)
     key = (python, *sorted(f"{k}={v}" for k, v in conf.items() if not _runtime_conf(k)))
     if _session is not None and _session_key == key and _session_alive(_session):
-        return configure_storage(_session, settings)
+        return _in_job_group(configure_storage(_session, settings))
     stop_spark()
     check_java()
     # Executors start PYSPARK_PYTHON; the driver takes it when the context is created.
@@ -192,7 +193,26 @@ def get_spark(project: Project | None = None, *, app_name: str = "fjord") -> Spa
         raise SparkError(f"Spark did not start on master {settings.spark.master!r}: {first}") from exc
     _session_key = key
     log.info("SparkSession started: master=%s python=%s", settings.spark.master, python)
-    return _session
+    return _in_job_group(_session)
+
+
+def start_job(group: str) -> None:
+    """Make the running session ready for a warm process's next job (fjord/jobworker.py).
+
+    The job gets a new session over the running SparkContext (its own SQL settings, temporary views
+    and functions; nothing cached by the job before it), and its Spark jobs carry ``group``, its run
+    id, in the Spark UI and the event log."""
+    global _session, _job_group
+    _job_group = group
+    if _session is not None and _session_alive(_session):
+        _session.catalog.clearCache()
+        _session = _session.newSession()
+
+
+def _in_job_group(session: SparkSession) -> SparkSession:
+    if _job_group is not None:
+        session.sparkContext.setJobGroup(_job_group, _job_group, interruptOnCancel=True)
+    return session
 
 
 def _runtime_conf(name: str) -> bool:

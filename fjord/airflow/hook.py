@@ -77,13 +77,15 @@ class FjordJobHook(BaseHook):
             )
             return reused
         spec = STAGES[stage]
-        argv = self.command(stage, spec, project) + _options(
-            {**args, "run_id": run_id, "parent_run_id": parent_run_id}
-        )
+        options = _options({**args, "run_id": run_id, "parent_run_id": parent_run_id})
         with tempfile.TemporaryDirectory(prefix="fjord-task-") as tmp:
-            argv = _secrets_to_file(argv, Path(tmp) / "secrets.properties")
             result_file = Path(tmp) / "result.json"
-            code, tail = self._execute(argv, {RESULT_FILE: str(result_file), **self._environment(spec)})
+            code, tail = self._run_in_worker(spec, options, result_file, run_id, str(args["project"]))
+            if code is None:
+                argv = _secrets_to_file(
+                    self.command(stage, spec, project) + options, Path(tmp) / "secrets.properties"
+                )
+                code, tail = self._execute(argv, {RESULT_FILE: str(result_file), **self._environment(spec)})
             if code != 0:
                 raise _outcome(stage, spec, code, tail)
             result = json.loads(result_file.read_text())
@@ -106,6 +108,44 @@ class FjordJobHook(BaseHook):
         for key, value in conf.items():
             submit += ["--conf", f"{key}={value}"]
         return [*submit, str(REPO / (spec.module.replace(".", "/") + ".py"))]
+
+    def _run_in_worker(
+        self, spec: Stage, options: list[str], result_file: Path, run_id: str, project: str
+    ) -> tuple[int | None, list[str]]:
+        """Run the job in the embedded Airflow's warm job worker (fjord/jobworker.py); its exit code
+        and last lines, or ``None`` when the worker did not take it (the job then runs as its own process)."""
+        settings = get_settings()
+        if not settings.airflow.job_worker.enabled or settings.airflow.api_url:
+            return None, []
+        from fjord.airflow.stack import airflow_service
+        from fjord.jobworker import JOB_ENV, JobWorkerClient, settings_digest
+
+        client = JobWorkerClient(
+            airflow_service(settings).job_worker_socket, wait_s=settings.airflow.job_worker.wait_seconds
+        )
+        env = {name: os.environ[name] for name in JOB_ENV if name in os.environ}
+        request = {
+            "module": spec.module,
+            "argv": options,
+            "env": {**env, RESULT_FILE: str(result_file)},
+            "settings": settings_digest(settings),
+            "run_id": run_id,
+            "project": project,
+        }
+        tail: deque[str] = deque(maxlen=40)
+
+        def show(line: str) -> None:
+            if not tail:
+                self.log.info(
+                    "running %s %s in the job worker (%s)", spec.module, " ".join(options), client.worker
+                )
+            tail.append(line)
+            self.log.info("%s", line)
+
+        code = client.run(request, show)
+        if code is None:
+            self.log.info("the job worker did not take the job: %s", client.why_not)
+        return code, list(tail)
 
     def _environment(self, spec: Stage) -> dict[str, str]:
         env = {"PYTHONUNBUFFERED": "1", "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")}

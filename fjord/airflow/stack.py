@@ -146,6 +146,11 @@ class AirflowService(Service):
         return f"sqlite{'+aiosqlite' if asynchronous else ''}:///{self.dir / 'airflow.db'}"
 
     @property
+    def job_worker_socket(self) -> Path:
+        """Where the job worker listens (mode 600: this home's owner only)."""
+        return self.dir / "job-worker.sock"
+
+    @property
     def passwords_file(self) -> Path:
         return self.dir / "simple_auth_manager_passwords.json"
 
@@ -190,7 +195,11 @@ class AirflowService(Service):
             "dag-processor": ["dag-processor"],
             "triggerer": ["triggerer", "--skip-serve-logs"],
         }
-        return [Process(label, [_airflow(), *argv], env) for label, argv in commands.items()]
+        processes = [Process(label, [_airflow(), *argv], env) for label, argv in commands.items()]
+        if self.settings.airflow.job_worker.enabled:  # the tasks' jobs run in it (fjord/jobworker.py)
+            worker = [sys.executable, "-m", "fjord.jobworker", "--socket", str(self.job_worker_socket)]
+            processes.append(Process("job-worker", worker, {**env, "PYTHONUNBUFFERED": "1"}))
+        return processes
 
     def start(self) -> str:
         """Start the processes (the api-server first, then the other three at once); the API's URL once
@@ -205,7 +214,10 @@ class AirflowService(Service):
 
     def ready(self, label: str, ports: dict[str, int]) -> bool:
         # The scheduler, dag-processor and triggerer need only the database and start side by side:
-        # wait_healthy() then waits for all three heartbeats at once.
+        # wait_healthy() then waits for all three heartbeats at once. The job worker is ready once
+        # it listens: a task arriving while it warms up waits in its backlog.
+        if label == "job-worker":
+            return self.job_worker_socket.exists()
         return label != "api-server" or self.health(ports) is not None
 
     def wait_healthy(self, timeout: float | None = None) -> dict[str, Any]:
