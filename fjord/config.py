@@ -152,7 +152,7 @@ class JobWorkerSettings(_Section):
         default=True,
         description="fjord up starts it; off, every task starts its job as a process of its own.",
     )
-    max_jobs: int = Field(default=20, ge=1, description="Jobs before it starts afresh.")
+    max_jobs: int = Field(default=100, ge=1, description="Jobs before it starts afresh.")
     max_memory_mb: int = Field(
         default=6_144, ge=512, description="Its memory (with its JVM) above which it starts afresh."
     )

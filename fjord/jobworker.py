@@ -265,16 +265,22 @@ class JobWorker:
         self.output.attach(connection)
         self._job = self.jobs + 1
         threading.Thread(target=self._watch, args=(connection, self._job), daemon=True).start()
+        began = time.monotonic()
         code = self._run(request)
         self._job = None
         self.output.end(code)
         self.jobs += 1
+        _reap()
+        memory_mb = _memory_mb()
+        self._note(
+            f"job {self.jobs} ({request['module']}, run {request.get('run_id')}) exited {code} in "
+            f"{time.monotonic() - began:.1f} s; {memory_mb:,.0f} MB in use"
+        )
         self.warm_project = request.get("project") or self.warm_project
         if code == INTERNAL_ERROR:  # a bug, which may have left anything behind; a known error does not
             return f"its job failed with an internal error (exit {code})"
         if self.jobs >= self.limits.max_jobs:
             return f"{self.jobs} jobs run"
-        memory_mb = _memory_mb()
         if memory_mb > self.limits.max_memory_mb:
             return f"{memory_mb:,.0f} MB in use (limit {self.limits.max_memory_mb:,})"
         return None
@@ -414,9 +420,28 @@ def _end_tracking_run() -> None:
 
 
 def _children() -> list[Any]:
+    """The processes the worker's jobs started in its process group: its JVM, the JVM's Python
+    workers, a job's helpers. A server a job started in a session of its own (a model server, a
+    monitor) is no part of the worker: it runs on, as it would after a job's own process ended."""
     import psutil
 
-    return list(psutil.Process().children(recursive=True))
+    group = os.getpgid(0)
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(child.pid) == group:
+                found.append(child)
+    return found
+
+
+def _reap() -> None:
+    """Collect the exit status of children that ended (a server a job started, since stopped)."""
+    import psutil
+
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error, ChildProcessError):
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
 
 
 def _memory_mb() -> float:

@@ -15,6 +15,9 @@ user's password is in ``simple_auth_manager_passwords.json``. The metadata datab
 under ``$FJORD_HOME/services/airflow/`` with the LocalExecutor, or a ``airflow`` database beside
 Fjord's own when ``metadata.url`` is PostgreSQL. Parallelism is ``airflow.parallelism`` (4: two
 cores, and each Spark task is a JVM).
+
+A fifth process, the warm job worker (``fjord/jobworker.py``, ``airflow.job_worker``), runs the
+tasks' stage jobs: the tasks' hook hands each job to it over a Unix socket in this directory.
 """
 
 from __future__ import annotations
@@ -74,12 +77,18 @@ class AirflowService(Service):
     def stop(self) -> bool:
         """Stop the four processes, then the tasks they were running, with their Spark JVMs.
 
-        A task runs in a process group of its own (and its ``spark-submit`` JVM in that task's group),
-        so stopping the four alone left it running, able to publish, for minutes after ``fjord down``.
+        A task runs in a process group of its own (and its ``spark-submit`` JVM, when the job worker did
+        not take its job, in that task's group), so stopping the four alone left it running, able to
+        publish, for minutes after ``fjord down``. The job worker is stopped with its group: its JVM
+        and the job it was running.
         The tasks are stopped, not waited for: a task's job is idempotent under its run id, and the
         next ``fjord up`` finds it dead and retries it.
         """
-        strays = process.stray_descendants(list(self.pids().values()))
+        # Not the job worker's: its JVM is in its group, and a server one of its jobs started (a model
+        # server, a monitor) runs in a session of its own, no part of Airflow, stopped on its own.
+        strays = process.stray_descendants(
+            [pid for label, pid in self.pids().items() if label != "job-worker"]
+        )
         # Named before anything stops (the scheduler, stopping, may end some itself): a task runs under
         # LocalExecutor's "airflow worker -- <task instance id>"; other strays (a DAG file's parser)
         # are stopped too, but are no task.

@@ -81,7 +81,7 @@ def test_airflow_on_postgresql_starts_once_serves_the_dags_and_stops_clean(
     url = service.start()
     try:
         pids = service.pids()
-        assert set(pids) == {"api-server", "scheduler", "dag-processor", "triggerer"}
+        assert set(pids) == {"api-server", "scheduler", "dag-processor", "triggerer", "job-worker"}
         processes = _tree(pids)
         listening = _listening(processes)
         assert {ip for ip, _port in listening} == {"127.0.0.1"}, listening  # no log server on 0.0.0.0
@@ -97,7 +97,7 @@ def test_airflow_on_postgresql_starts_once_serves_the_dags_and_stops_clean(
         engine.dispose()
         assert stored >= DAGS
         assert not (service.dir / "airflow.db").exists()
-        # A task in flight: the ETL's process and its spark-submit JVM, in a process group of their own.
+        # A task in flight: the task's process, and the ETL's JVM in the job worker.
         generate(create_project("fraud").fs, DemoSpec(rows=500, days=1))
         client.unpause("fraud_training_pipeline")
         client.trigger("fraud_training_pipeline", {"batches": ["2026-11-01"]})
