@@ -63,7 +63,7 @@ def _airflow() -> str:
 
 
 class AirflowService(Service):
-    """Airflow 3 as four processes sharing one configuration (see the module docstring)."""
+    """Airflow 3 as four processes sharing one configuration, and the job worker (module docstring)."""
 
     name = "airflow"
     ports: ClassVar[dict[str, int]] = {"api": 8080}

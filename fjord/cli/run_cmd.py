@@ -1,6 +1,6 @@
 """``fjord run``: the platform's main job on the configured stack (``make run``), through Airflow.
 
-1. the local stack (``fjord up``): Kafka, the MLflow tracking server, Airflow's four processes,
+1. the local stack (``fjord up``): Kafka, the MLflow tracking server, Airflow (4 processes, job worker),
 2. the demo project, 3. its Python environment,
 4. demo data: daily batches of card transactions landing in ``Resources/landing/``,
 5. ``fraud_training_pipeline`` unpaused and triggered through Airflow's REST API, then followed in

@@ -1,6 +1,6 @@
-"""The embedded Airflow on the embedded PostgreSQL: four processes that agree, a protected REST API,
-the DAGs parsed by a real dag-processor, a second start that finds it running, and a stop, with a task
-and its Spark JVM in flight, that leaves no process behind."""
+"""The embedded Airflow on the embedded PostgreSQL: four processes that agree and the job worker, a
+protected REST API, the DAGs parsed by a real dag-processor, a second start that finds it running, and
+a stop, with a task and its Spark JVM (in the job worker) in flight, that leaves no process behind."""
 
 from __future__ import annotations
 
@@ -59,6 +59,14 @@ def _is_jvm(proc: psutil.Process) -> bool:
         return False
 
 
+def _is_task(proc: psutil.Process) -> bool:
+    """Whether ``proc`` is a task's process (LocalExecutor's ``airflow worker -- <task instance>``)."""
+    try:
+        return "airflow worker" in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+
+
 def _wait_for(found, timeout: float = 240.0):
     """Poll ``found()`` until it returns something truthy (the task's JVM shows up within seconds)."""
     deadline = time.monotonic() + timeout
@@ -101,9 +109,15 @@ def test_airflow_on_postgresql_starts_once_serves_the_dags_and_stops_clean(
         generate(create_project("fraud").fs, DemoSpec(rows=500, days=1))
         client.unpause("fraud_training_pipeline")
         client.trigger("fraud_training_pipeline", {"batches": ["2026-11-01"]})
-        in_flight = _wait_for(lambda: [p for p in stray_descendants(list(pids.values())) if _is_jvm(p)])
+        worker = psutil.Process(pids["job-worker"])
+
+        def etl_in_flight() -> list[psutil.Process]:
+            tasks = [p for p in stray_descendants(list(pids.values())) if _is_task(p)]
+            jvms = [p for p in worker.children(recursive=True) if _is_jvm(p)]
+            return tasks + jvms if tasks and jvms else []
+
+        processes |= {p.pid for p in _wait_for(etl_in_flight)}
         processes |= {p.pid for p in stray_descendants(list(pids.values()))}
-        assert in_flight
     finally:
         assert service.stop()
     assert len(service.stopped_tasks) == 1 and "airflow worker" in service.stopped_tasks[0]
