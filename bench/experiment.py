@@ -7,7 +7,11 @@ intra-op thread per trial: the two cores are the two task slots):
   the same function called directly in a fresh Python process (TensorFlow import included in both);
 - **parallel search**: a 16-trial random search on 2 executor slots against the same 16 trials run
   one after another in one process, with one TensorFlow thread as the trials have, and with
-  TensorFlow's default threads (both cores: the fair peer), ``--runs`` times (5) interleaved;
+  TensorFlow's default threads (both cores: the fair peer), ``--runs`` times (5) interleaved; and
+  the machine's own limit for two slots: two plain Python processes, each pinned to one core with one
+  TensorFlow thread, taking the same trials from a shared queue (no Spark, no MLflow, no files). Each
+  trial's time is split into the function's own (``result.json``'s ``started`` to ``ended``) and
+  what the platform adds around it (the driver's count less the function's);
 - **early stopping**: the same search with the median stopping rule, trial-seconds and best metric;
 - **distributed**: samples/s of ``experiment.distributed`` with 1 and 2 workers.
 
@@ -126,6 +130,57 @@ def sequential(params: list[dict], epochs: int, rows: int, threads: dict[str, st
     return seconds, best
 
 
+def side_by_side(params: list[dict], epochs: int, rows: int, slots: int = 2) -> float:
+    """The machine's limit for ``slots`` task slots: as many plain processes, each pinned to one core
+    with one TensorFlow thread, taking the trials in order from a shared queue (a claim is an
+    exclusively created file); seconds until the last one ends."""
+    import tempfile
+
+    code = (
+        "import json, os, sys, time; from bench.experiment import train; "
+        "params, claims, core = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3]); "
+        "os.sched_setaffinity(0, {core})\n"
+        "for i, p in enumerate(params):\n"
+        "    try: os.close(os.open(os.path.join(claims, str(i)), os.O_CREAT | os.O_EXCL))\n"
+        "    except FileExistsError: continue\n"
+        f"    train(**p, epochs={epochs}, rows={rows})\n"
+    )
+    cores = sorted(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as claims:
+        start = time.perf_counter()
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, json.dumps(params), claims, str(cores[i % len(cores)])],
+                env={**os.environ, **THREADS},
+                stdout=subprocess.DEVNULL,
+            )
+            for i in range(slots)
+        ]
+        if any([process.wait() for process in processes]):  # every one waited for
+            raise RuntimeError("a side-by-side process failed")
+        return time.perf_counter() - start
+
+
+def _split(result) -> dict[str, float]:
+    """Medians per trial: the driver's seconds, the function's own (from each trial's result.json),
+    and the difference, what the platform adds (Spark task, hand-over, files)."""
+    from fjord.fs import SharedFS
+
+    fs = SharedFS(result.uri)
+    driver, function = [], []
+    for trial in result.trials:
+        raw = json.loads(fs.read_text(f"trials/{trial.trial}/result.json"))
+        if "started" in raw and "ended" in raw:
+            driver.append(trial.seconds)
+            function.append(raw["ended"] - raw["started"])
+    added = [d - f for d, f in zip(driver, function, strict=True)]
+    return {
+        "driver_s": statistics.median(driver),
+        "function_s": statistics.median(function),
+        "added_s": statistics.median(added),
+    }
+
+
 PARTS = ("launch", "search", "distributed")
 
 
@@ -199,7 +254,13 @@ def search(experiment, common: dict, args: argparse.Namespace) -> dict:
     as the trials have and with TensorFlow's default threads (the fair peer: what a user gets
     without setting anything), ``args.runs`` times interleaved; then once with early stopping."""
     space = {**SPACE, "epochs": args.epochs, "rows": args.rows}
-    runs: dict[str, list[float]] = {"parallel_s": [], "sequential_s": [], "sequential_default_threads_s": []}
+    runs: dict[str, list[float]] = {
+        "parallel_s": [],
+        "sequential_s": [],
+        "sequential_default_threads_s": [],
+        "side_by_side_s": [],
+    }
+    per_trial: list[dict[str, float]] = []
     for run in range(args.runs):
         start = time.perf_counter()
         full = experiment.random_search(train, space, samples=args.trials, early_stopping=False, **common)
@@ -208,6 +269,8 @@ def search(experiment, common: dict, args: argparse.Namespace) -> dict:
         seconds, best_sequential = sequential(params, args.epochs, args.rows, THREADS)
         runs["sequential_s"].append(seconds)
         runs["sequential_default_threads_s"].append(sequential(params, args.epochs, args.rows, {})[0])
+        runs["side_by_side_s"].append(side_by_side(params, args.epochs, args.rows))
+        per_trial.append(_split(full))
         print(f"search run {run + 1}: {json.dumps({k: v[-1] for k, v in runs.items()})}", flush=True)
     parallel = statistics.median(runs["parallel_s"])
     ratios = [p / d for p, d in zip(runs["parallel_s"], runs["sequential_default_threads_s"], strict=True)]
@@ -220,6 +283,16 @@ def search(experiment, common: dict, args: argparse.Namespace) -> dict:
             "ratio": parallel / statistics.median(runs["sequential_s"]),
             "ratio_to_default_threads": statistics.median(ratios),
             "ratio_to_default_threads_range": [min(ratios), max(ratios)],
+            # The machine's own limit for two slots, against the same peer, and the search against it.
+            "limit_ratio_to_default_threads": statistics.median(
+                s / d
+                for s, d in zip(runs["side_by_side_s"], runs["sequential_default_threads_s"], strict=True)
+            ),
+            "ratio_to_limit": statistics.median(
+                p / s for p, s in zip(runs["parallel_s"], runs["side_by_side_s"], strict=True)
+            ),
+            "per_trial_s": {k: statistics.median(r[k] for r in per_trial) for k in per_trial[0]},
+            "per_trial_runs": per_trial,
             "best_auc_sequential": best_sequential,
             "best_auc_parallel": full.metrics["auc"],
         }
