@@ -5,9 +5,10 @@ For each size (one daily batch of N transactions), in one run:
 - Fjord: ``python -m jobs.etl.main`` with Great Expectations validation, and without it (the cost of
   validating every record); rows/s of the whole job and peak memory of the process tree (Python and
   Spark's JVM, sampled every 0.2 s).
-- plain Spark (the peer of issue 11's goal): the same ``transaction_features`` transforms as one
-  plain Spark job: read the landed Parquet, compute the windows, write Parquet. No quarantine, no
-  validation, no feature store. Fjord's job is profiled per step beside it (``EtlResult.seconds``).
+- plain Spark (the peer of issue 11's goal): the same transforms as one plain Spark job: read the
+  landed Parquet, compute the windows (``transaction_features``) and each card's state from them
+  (``card_features``), write Parquet. No quarantine, no validation, no feature store. Fjord's job is
+  profiled per step beside it (``EtlResult.seconds``).
 - pandas: the same cleaning, the same window features (groupby-rolling over 1h/4h/24h/7d, previous
   transaction, distance and speed, category frequency) and the same GX suites on a pandas DataFrame,
   reading the whole batch into memory, and writing the features and labels as Parquet.
@@ -178,16 +179,25 @@ def fjord_job(validate: bool) -> dict[str, object]:
 
 
 def plain_spark_job(project_dir: Path) -> dict[str, object]:
-    """The peer: the same window transforms as one plain Spark job, Parquet in, Parquet out."""
+    """The peer: the job's two transforms as one plain Spark job, Parquet in, Parquet out: the
+    per-transaction windows, then each card's state (``card_features``) from them, as the job does."""
     from fjord.spark import get_spark
-    from jobs.etl.fraud import transaction_features
+    from jobs.etl.fraud import card_features, transaction_features
 
     spark = get_spark(app_name="plain-etl")
     started = time.perf_counter()
     batch = spark.read.parquet(str(project_dir / "Resources" / "landing" / BATCH / "transactions.parquet"))
     out = project_dir / "Resources" / "plain-spark"
-    transaction_features(batch.dropDuplicates(["tid"]), None).write.mode("overwrite").parquet(str(out))
-    return {"steps": {"read, windows, write": round(time.perf_counter() - started, 3)}}
+    transaction_features(batch.dropDuplicates(["tid"]), None).write.mode("overwrite").parquet(str(out / "tx"))
+    windows = time.perf_counter()
+    cards = card_features(spark.read.parquet(str(out / "tx")), None)
+    cards.write.mode("overwrite").parquet(str(out / "cards"))
+    return {
+        "steps": {
+            "read, windows, write": round(windows - started, 3),
+            "card state, write": round(time.perf_counter() - windows, 3),
+        }
+    }
 
 
 VARIANTS = ("validated", "unvalidated", "plain-spark", "pandas")
@@ -237,6 +247,8 @@ def main() -> None:
                     str(rows),
                     "--days",
                     "1",
+                    "--start",  # fixed: the default follows today's date
+                    BATCH,
                     "--create",
                 ],
                 env={**os.environ, "FJORD_HOME": str(source)},
