@@ -137,7 +137,7 @@ def side_by_side(params: list[dict], epochs: int, rows: int, slots: int = 2) -> 
     import tempfile
 
     code = (
-        "import json, os, sys, time; from bench.experiment import train; "
+        "import json, os, sys; from bench.experiment import train; "
         "params, claims, core = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3]); "
         "os.sched_setaffinity(0, {core})\n"
         "for i, p in enumerate(params):\n"

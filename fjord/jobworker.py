@@ -423,15 +423,9 @@ def _children() -> list[Any]:
     """The processes the worker's jobs started in its process group: its JVM, the JVM's Python
     workers, a job's helpers. A server a job started in a session of its own (a model server, a
     monitor) is no part of the worker: it runs on, as it would after a job's own process ended."""
-    import psutil
+    from fjord.services.process import group_descendants
 
-    group = os.getpgid(0)
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if os.getpgid(child.pid) == group:
-                found.append(child)
-    return found
+    return group_descendants([os.getpid()])
 
 
 def _reap() -> None:

@@ -47,6 +47,7 @@ USER = "admin"
 HEARTBEAT_S = 60
 COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 LABELS = ("api-server", "scheduler", "dag-processor", "triggerer")
+JOB_WORKER = "job-worker"  # the fifth process's label (fjord/jobworker.py)
 
 
 def _describe(proc: psutil.Process) -> str:
@@ -87,7 +88,7 @@ class AirflowService(Service):
         # Not the job worker's: its JVM is in its group, and a server one of its jobs started (a model
         # server, a monitor) runs in a session of its own, no part of Airflow, stopped on its own.
         strays = process.stray_descendants(
-            [pid for label, pid in self.pids().items() if label != "job-worker"]
+            [pid for label, pid in self.pids().items() if label != JOB_WORKER]
         )
         # Named before anything stops (the scheduler, stopping, may end some itself): a task runs under
         # LocalExecutor's "airflow worker -- <task instance id>"; other strays (a DAG file's parser)
@@ -207,7 +208,7 @@ class AirflowService(Service):
         processes = [Process(label, [_airflow(), *argv], env) for label, argv in commands.items()]
         if self.settings.airflow.job_worker.enabled:  # the tasks' jobs run in it (fjord/jobworker.py)
             worker = [sys.executable, "-m", "fjord.jobworker", "--socket", str(self.job_worker_socket)]
-            processes.append(Process("job-worker", worker, {**env, "PYTHONUNBUFFERED": "1"}))
+            processes.append(Process(JOB_WORKER, worker, {**env, "PYTHONUNBUFFERED": "1"}))
         return processes
 
     def start(self) -> str:
@@ -225,7 +226,7 @@ class AirflowService(Service):
         # The scheduler, dag-processor and triggerer need only the database and start side by side:
         # wait_healthy() then waits for all three heartbeats at once. The job worker is ready once
         # it listens: a task arriving while it warms up waits in its backlog.
-        if label == "job-worker":
+        if label == JOB_WORKER:
             return self.job_worker_socket.exists()
         return label != "api-server" or self.health(ports) is not None
 

@@ -197,13 +197,23 @@ def stray_descendants(pids: Sequence[int]) -> list[psutil.Process]:
 
     An Airflow task, for one, runs in its own group, and so does the Spark JVM it submits.
     """
+    return _descendants(pids, in_their_groups=False)
+
+
+def group_descendants(pids: Sequence[int]) -> list[psutil.Process]:
+    """The descendants of ``pids`` in ``pids``' own process groups (the job worker's JVM, for one);
+    not those that started a group or session of their own."""
+    return _descendants(pids, in_their_groups=True)
+
+
+def _descendants(pids: Sequence[int], *, in_their_groups: bool) -> list[psutil.Process]:
     groups = {os.getpgid(pid) for pid in pids if alive(pid)}
     found: list[psutil.Process] = []
     for pid in pids:
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process(pid).children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    if os.getpgid(child.pid) not in groups:
+                with contextlib.suppress(psutil.Error, ProcessLookupError):  # ended in between
+                    if (os.getpgid(child.pid) in groups) == in_their_groups:
                         found.append(child)
     return found
 

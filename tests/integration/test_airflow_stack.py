@@ -68,7 +68,7 @@ def _is_task(proc: psutil.Process) -> bool:
 
 
 def _wait_for(found, timeout: float = 240.0):
-    """Poll ``found()`` until it returns something truthy (the task's JVM shows up within seconds)."""
+    """Poll ``found()`` until it returns something truthy (a task shows up within seconds)."""
     deadline = time.monotonic() + timeout
     while not (result := found()):
         assert time.monotonic() < deadline, "no task started in time"
