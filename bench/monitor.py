@@ -90,8 +90,10 @@ def produce(bootstrap: str, topic: str, records: int, seconds: float) -> Counter
 def spark_consume_rate(
     spark: Any, bootstrap: str, topic: str, batch: int, checkpoint: Path
 ) -> dict[str, float]:
-    """The limit: Spark's Kafka source on the topic, counting each micro-batch and nothing else."""
+    """The limit: Spark's Kafka source on the topic, as the monitor reads it (the same options and
+    split into tasks), counting each micro-batch and nothing else."""
     from fjord.kafka import spark_options
+    from jobs.monitor.job import kafka_source
 
     assert spark_options()["kafka.bootstrap.servers"] == bootstrap
     counted, began = [0], [0.0]
@@ -101,12 +103,7 @@ def spark_consume_rate(
         counted[0] += frame.count()
 
     query = (
-        spark.readStream.format("kafka")
-        .options(**spark_options())  # the address and the login, as the monitor's
-        .option("subscribe", topic)
-        .option("startingOffsets", "earliest")
-        .option("maxOffsetsPerTrigger", str(batch))
-        .option("minPartitions", str(spark.sparkContext.defaultParallelism))
+        kafka_source(spark, topic, "earliest", batch)
         .load()
         .writeStream.foreachBatch(count)
         .option("checkpointLocation", str(checkpoint))
@@ -239,6 +236,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--kills", type=int, default=3, help="0: no restart bench")
     parser.add_argument("--run-log", type=Path, default=None, help="a fjord run's .tasks.json")
+    parser.add_argument("--label", default=None, help="keep the results under this key, beside the others")
     args = parser.parse_args()
 
     from fjord.config import reset_settings
@@ -283,7 +281,13 @@ def main() -> None:
         "drift_to_retraining": drift_latency(args.run_log),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "monitor.json").write_text(json.dumps(result, indent=2))
+    path = RESULTS / "monitor.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}  # earlier runs' figures stay
+    if args.label:
+        kept[args.label] = {"args": vars(args) | {"run_log": str(args.run_log or "")}, **result}
+    else:
+        kept.update(result)
+    path.write_text(json.dumps(kept, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "throughput"}, indent=2))
     ratio = result["throughput"]["archive_ratio"]
     print(

@@ -238,6 +238,18 @@ def _session_alive(session: SparkSession) -> bool:
     return jsc is not None and not jsc.sc().isStopped()
 
 
+def task_slots(session: SparkSession) -> int:
+    """How many tasks the session runs at once: the cores of ``local[N]`` (``local[*]``: this
+    host's), or those of a cluster's executors (:func:`executor_cores`)."""
+    master = session.sparkContext.master or ""
+    if master == "local":
+        return 1
+    if is_local_master(master):
+        cores = master[len("local[") :].split(",")[0].rstrip("]")
+        return (os.cpu_count() or 1) if cores == "*" else int(cores)
+    return sum(executor_cores(session)) or session.sparkContext.defaultParallelism
+
+
 def executor_cores(session: SparkSession) -> list[int]:
     """The cores of each executor of a cluster master (``spark://``, ``yarn``, ``k8s://``,
     ``local-cluster``), once the executors it asked for have registered.

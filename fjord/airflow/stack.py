@@ -87,9 +87,7 @@ class AirflowService(Service):
         """
         # Not the job worker's: its JVM is in its group, and a server one of its jobs started (a model
         # server, a monitor) runs in a session of its own, no part of Airflow, stopped on its own.
-        strays = process.stray_descendants(
-            [pid for label, pid in self.pids().items() if label != JOB_WORKER]
-        )
+        strays = process.stray_descendants([pid for label, pid in self.pids().items() if label != JOB_WORKER])
         # Named before anything stops (the scheduler, stopping, may end some itself): a task runs under
         # LocalExecutor's "airflow worker -- <task instance id>"; other strays (a DAG file's parser)
         # are stopped too, but are no task.

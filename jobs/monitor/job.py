@@ -25,10 +25,12 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import pyarrow as pa
 from pydantic import Field
 
 from fjord.airflow.client import drift_asset
@@ -182,41 +184,45 @@ class Monitor:
 
     # -- one micro-batch ---------------------------------------------------------------------------
 
-    def _counters(self, batch: Any, batch_id: int) -> tuple[list[Any], Any]:
-        """The batch's counters, added up by key, and its (persisted) output with the dead letters."""
-        from pyspark.sql import functions as F
-
+    def _counters(self, batch: Any, batch_id: int) -> tuple[list[dict[str, Any]], Any]:
+        """The batch's counters, added up by key, and the executors' output (a pyarrow table: the
+        counter rows, the dead letters and the archive's files), in one Spark job."""
         references = {k: ref for k, ref in self.references.items() if ref is not None}
         out = stream.counters_and_dead_letters(
             batch, references, window_ms=self.spec.window_ms, watermark_ms=self.watermark_ms,
             output=self.spec.prediction_output, positive_threshold=self.spec.positive_threshold,
             archive_uri=self.archive.uri if self.archive is not None else None, batch_id=batch_id,
-        ).persist()  # fmt: skip
-        sums = [
-            F.sum("n").alias("n"),
-            F.sum("s").alias("s"),
-            F.min("lo").alias("lo"),
-            F.max("hi").alias("hi"),
-        ]
-        counters = out.where(F.col("kind") == stream.COUNT).groupBy(*stream.COUNTER_KEY).agg(*sums).collect()
-        return counters, out
+        ).toArrow()  # fmt: skip
+        return stream.add_up(out), out
 
     def _archive(self, out: Any, batch_id: int, versions: set[int]) -> None:
         """The batch's valid records to the inference archive, once (before the windows' commit: a
         replay after a crash between the two finds the archive's part done and does the rest)."""
-        from pyspark.sql import functions as F
-
         assert self.archive is not None and self.app_id is not None
         committed = self.archive.committed_batch(self.app_id)
         if committed is not None and batch_id <= committed:
             return
-        files = out.where(F.col("kind") == stream.FILE).select("value", "key", "n", "s").collect()
+        files = stream.of_kind(out, stream.FILE).select(["value", "key", "n", "s"]).to_pylist()
         self.archive.commit_files(
             [(f["value"], f["key"], int(f["n"]), int(f["s"])) for f in files], self.app_id, batch_id
         )
         for version in versions - self.linked:
             archive.link_version(self.project, self.spec.model_name, version, self.archive)
             self.linked.add(version)
+
+    def _dead_letters(self, out: Any, batch_id: int) -> dict[str, int]:
+        """The batch's dead letters to ``dead_letters/batch=<id>/`` (one file, rewritten whole by a
+        replay); their count per reason."""
+        import pyarrow.parquet as pq
+
+        dead = stream.of_kind(out, stream.DEAD).select(["topic", "partition", "offset", "value", "reason"])
+        if not len(dead):
+            return {}
+        sink = pa.BufferOutputStream()
+        pq.write_table(dead, sink, compression="zstd")
+        self.store.fs.write_bytes(f"{self.store.base}/dead_letters/batch={batch_id}/part-0.zstd.parquet",
+                                  sink.getvalue().to_pybytes())  # fmt: skip
+        return dict(Counter(dead.column("reason").to_pylist()))
 
     def process_batch(self, batch: Any, batch_id: int) -> None:
         self.ready.wait()
@@ -225,8 +231,6 @@ class Monitor:
         if committed is not None and batch_id <= committed:
             log.info("batch %d was committed before a restart: skipped", batch_id)
             return
-        from pyspark.sql import functions as F
-
         started = time.monotonic()
         self.first_batch_at = self.first_batch_at or started
         rows, out = self._counters(batch, batch_id)
@@ -235,20 +239,11 @@ class Monitor:
         # the batch is counted again, so the version's features are scored from its first record.
         unknown = [key for key in seen if key not in self.references]
         if [key for key in unknown if self.reference(*key) is not None]:
-            out.unpersist()
             rows, out = self._counters(batch, batch_id)
-        try:
-            is_dead = F.col("kind") == stream.DEAD
-            dead = {r["reason"]: r["count"] for r in out.where(is_dead).groupBy("reason").count().collect()}
-            if self.archive is not None:
-                self._archive(out, batch_id, {version for _, version in seen})
-                crash_point("monitor.archived")  # a kill here: the replay finds the archive's part done
-            if dead:
-                out.where(is_dead).select("topic", "partition", "offset", "value", "reason").write.mode(
-                    "overwrite"
-                ).parquet(self.store.spark_uri(f"dead_letters/batch={batch_id}"))
-        finally:
-            out.unpersist()
+        if self.archive is not None:
+            self._archive(out, batch_id, {version for _, version in seen})
+            crash_point("monitor.archived")  # a kill here: the replay finds the archive's part done
+        dead = self._dead_letters(out, batch_id)
         counted = time.monotonic()
         changed, reopened = self._count(rows)
         final = self._advance_watermark()
@@ -467,20 +462,29 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _start_query(spark: Any, spec: MonitorSpec, topic: str, monitor: Monitor) -> Any:
+def kafka_source(spark: Any, topic: str, starting_offsets: str = "earliest",
+                 max_records_per_trigger: int | None = None) -> Any:  # fmt: skip
+    """The monitor's stream source: Spark's Kafka source on ``topic``, each micro-batch split into as
+    many tasks as Spark runs at once (the inference log has one partition; more tasks than slots
+    measured slower: a second wave of tasks, each paying the Python worker's round trip)."""
     from fjord import kafka
+    from fjord.spark import task_slots
 
     reader = (
         spark.readStream.format("kafka")
         .options(**kafka.spark_options())  # the address and the login (Spark redacts its password)
         .option("subscribe", topic)
-        .option("startingOffsets", spec.starting_offsets)
+        .option("startingOffsets", starting_offsets)
         .option("failOnDataLoss", "false")  # a retention that deleted unread records is not fatal
-        # The inference log has one partition: split each batch's offset range across the cores.
-        .option("minPartitions", str(spark.sparkContext.defaultParallelism))
+        .option("minPartitions", str(task_slots(spark)))
     )
-    if spec.max_records_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", str(spec.max_records_per_trigger))
+    if max_records_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(max_records_per_trigger))
+    return reader
+
+
+def _start_query(spark: Any, spec: MonitorSpec, topic: str, monitor: Monitor) -> Any:
+    reader = kafka_source(spark, topic, spec.starting_offsets, spec.max_records_per_trigger)
     writer = (
         reader.load()
         .writeStream.foreachBatch(monitor.process_batch)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fjord.evaluation import score_bins
 from jobs.monitor.drift import grid_bin
@@ -69,8 +70,15 @@ class _Counts:
             row[3] = max(row[3], high)
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _int(value: Any, bits: int = 64) -> int | None:
+    """An integer that fits a signed ``bits``-bit column (JSON's integers do not always), else None."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    return value if -(2 ** (bits - 1)) <= value < 2 ** (bits - 1) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _latency(value: Any) -> float | None:
@@ -160,9 +168,10 @@ def count_partition(
         ts = record["requestTimestamp"]
         if archive is not None:
             archive.append(
-                (record.get("inferenceId"), record["type"], record["modelName"], record["modelVersion"],
-                 record.get("api"), ts, _int(record.get("httpCode")), _latency(record.get("latencyMs")),
-                 raw.decode(errors="replace"), topic, partition, offset)  # type: ignore[union-attr]
+                (_text(record.get("inferenceId")), record["type"], record["modelName"],
+                 record["modelVersion"], _text(record.get("api")), ts, _int(record.get("httpCode"), 32),
+                 _latency(record.get("latencyMs")), raw.decode(errors="replace"),  # type: ignore[union-attr]
+                 topic, partition, offset)
             )  # fmt: skip
         head = (record["modelName"], record["modelVersion"], ts - ts % window_ms)
         if head[2] + window_ms <= watermark_ms:
@@ -196,6 +205,92 @@ def count_partition(
     return counts, dead
 
 
+def count_records(
+    source: pa.Table,
+    references: dict[tuple[str, int], dict[str, Any]],
+    *,
+    window_ms: int,
+    watermark_ms: int,
+    output: str | None,
+    positive_threshold: float,
+    archive: bool = False,
+) -> tuple[_Counts, list[tuple[str, int, int, str | None, str]], pa.Table | None]:
+    """The counters and dead letters of a partition's Kafka rows (``value``, ``topic``, ``partition``,
+    ``offset``), and with ``archive`` the archive rows of its valid records: the records the
+    columnar path (:mod:`jobs.monitor.columnar`) takes are counted there, the others here, one by one."""
+    from jobs.monitor import columnar
+
+    categorical = {name for reference in references.values()
+                   for name, feature in reference["features"].items()
+                   if feature.get("kind") == "categorical"}  # fmt: skip
+    fast = columnar.columns(source.column("value").combine_chunks(), output, categorical)
+    rest = np.ones(source.num_rows, dtype=bool)
+    if fast is not None:
+        rest[fast.kept] = False
+    slow = source.take(pa.array(np.flatnonzero(rest))) if fast is not None else source
+    records = list(
+        zip(slow.column("value").to_pylist(), slow.column("topic").to_pylist(),
+            slow.column("partition").to_pylist(), slow.column("offset").to_pylist(), strict=True)
+    )  # fmt: skip
+    archived: list[tuple[Any, ...]] | None = [] if archive else None
+    counts, dead = count_partition(
+        records, references, window_ms=window_ms, watermark_ms=watermark_ms, output=output,
+        positive_threshold=positive_threshold, archive=archived,
+    )  # fmt: skip
+    if fast is None:
+        return counts, dead, _archive_table(archived) if archived is not None else None
+    _count_columns(counts, fast, references, window_ms, watermark_ms, positive_threshold)
+    if archived is None:
+        return counts, dead, None
+    return counts, dead, pa.concat_tables([_archive_table(archived), _fast_archive(fast, source)])
+
+
+def _count_columns(counts: _Counts, records: Any, references: dict[tuple[str, int], dict[str, Any]],
+                   window_ms: int, watermark_ms: int, positive_threshold: float) -> None:  # fmt: skip
+    """:func:`count_partition`'s counting of the columnar path's records (:class:`columnar.Columns`)."""
+    from jobs.monitor import columnar
+
+    starts = records.ts - records.ts % window_ms
+    encoded = records.model.dictionary_encode()
+    models = encoded.dictionary.to_pylist()
+    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype="int64")
+    heads, inverse = np.unique(np.stack([codes, records.version, starts]), axis=1, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    for g in range(heads.shape[1]):
+        rows = np.flatnonzero(inverse == g)
+        head = (models[heads[0, g]], int(heads[1, g]), int(heads[2, g]))
+        if head[2] + window_ms <= watermark_ms:
+            counts.add(head, "late", "", n=len(rows))
+            continue
+        window = _Window()
+        window.events = records.ts[rows]  # type: ignore[assignment]
+        requests, responses = rows[records.kind[rows]], rows[~records.kind[rows]]
+        reference = references.get(head[:2])
+        features = reference["features"] if reference is not None else {}
+        if len(requests):
+            first = next(iter(records.inputs.values()))
+            window.rows = int(pc.sum(pc.list_value_length(first.take(pa.array(requests)))).as_py() or 0)
+            for name, lists in records.inputs.items():
+                categorical = features.get(name, {}).get("kind") == "categorical"
+                window.values[name] = columnar.values_of(columnar.flatten(lists, requests), categorical)
+        window.http = records.http[responses]  # type: ignore[assignment]
+        window.latency = records.latency[responses]  # type: ignore[assignment]
+        if records.scores is not None and len(responses):
+            window.scores = columnar.values_of(columnar.flatten(records.scores, responses))
+        _count_window(counts, head, window, reference, positive_threshold)
+
+
+def _fast_archive(records: Any, source: pa.Table) -> pa.Table:
+    """The columnar path's records as archive rows (:data:`ARCHIVED`'s columns)."""
+    where = source.take(pa.array(records.kept))
+    kinds = pa.array(np.where(records.kind, "request", "response"), type=pa.string())
+    columns = {**records.archive, "type": kinds, "model": records.model, "version": records.version,
+               "request_ms": records.ts, "topic": where.column("topic"),
+               "partition": where.column("partition"), "offset": where.column("offset")}  # fmt: skip
+    schema = pa.schema([OUTPUT.field(name) for name in ARCHIVED])
+    return pa.table({name: columns[name] for name in ARCHIVED}, schema=schema)
+
+
 def _floats(values: list[Any]) -> np.ndarray:
     """Numbers as float64, anything else (null, text, true) as NaN."""
     try:
@@ -206,9 +301,21 @@ def _floats(values: list[Any]) -> np.ndarray:
 
 def _add_bins(counts: _Counts, head: tuple[str, int, int], metric: str, bins: np.ndarray, x: np.ndarray,
               with_extremes: bool = False) -> None:  # fmt: skip
-    found, inverse = np.unique(bins, return_inverse=True)
-    n = np.bincount(inverse)
-    sums = np.bincount(inverse, weights=x)
+    if not len(bins):
+        return
+    low = int(bins.min())
+    if int(bins.max()) - low < 1 << 16:  # a grid's bins: counted in place, no sort
+        inverse = bins - low
+        n = np.bincount(inverse)
+        found = np.flatnonzero(n)
+        sums = np.bincount(inverse, weights=x)[found]
+        inverse = np.searchsorted(found, inverse) if with_extremes else inverse
+        n = n[found]
+        found = found + low
+    else:
+        found, inverse = np.unique(bins, return_inverse=True)
+        n = np.bincount(inverse)
+        sums = np.bincount(inverse, weights=x)
     lows = np.full(len(found), np.inf)
     highs = np.full(len(found), -np.inf)
     if with_extremes:
@@ -225,7 +332,7 @@ def _count_window(counts: _Counts, head: tuple[str, int, int], window: _Window,
     counts.add(head, "events", "", n=len(events), low=float(events.min()), high=float(events.max()))
     if window.rows or window.values:
         counts.add(head, "inputs", "", n=len(events) - len(window.http), total=window.rows)
-    if window.http:
+    if len(window.http):
         http = np.asarray(window.http)
         counts.add(head, "requests", "", n=len(http))
         if (errors := int((http >= 400).sum())) > 0:
@@ -235,11 +342,11 @@ def _count_window(counts: _Counts, head: tuple[str, int, int], window: _Window,
         if len(latency):
             buckets = np.floor(LATENCY_BUCKETS_PER_DOUBLING * np.log2(np.maximum(latency, 0.001) * 1000))
             _add_bins(counts, head, "latency", buckets.astype("int64"), latency, with_extremes=True)
-    if window.violations:
+    if len(window.violations):
         fields, n = np.unique(np.asarray(window.violations), return_counts=True)
         for name, count in zip(fields.tolist(), n.tolist(), strict=True):
             counts.add(head, "violations", name, n=count)
-    if window.scores:
+    if len(window.scores):
         scores = _floats(window.scores)
         scores = scores[~np.isnan(scores)]
         if len(scores):
@@ -333,21 +440,37 @@ def counters_and_dead_letters(
                "positive_threshold": positive_threshold}  # fmt: skip
 
     def partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        records: list[tuple[bytes | None, str, int, int]] = []
-        for part in batches:
-            records.extend(
-                zip(part.column("value").to_pylist(), part.column("topic").to_pylist(),
-                    part.column("partition").to_pylist(), part.column("offset").to_pylist(), strict=True)
-            )  # fmt: skip
-        archived: list[tuple[Any, ...]] | None = [] if archive_uri else None
-        counts, dead = count_partition(records, references, archive=archived, **options)
+        parts = list(batches)
+        if not parts:
+            yield _rows(_Counts(), [])
+            return
+        counts, dead, archived = count_records(
+            pa.Table.from_batches(parts), references, archive=archive_uri is not None, **options
+        )
         yield _rows(counts, dead)
-        if archived and archive_uri:
+        if archived is not None and len(archived) and archive_uri:
             from jobs.monitor.archive import write_files
 
-            yield _file_rows(write_files(archive_uri, _archive_table(archived), batch_id))
+            yield _file_rows(write_files(archive_uri, archived, batch_id))
 
     from pyspark.sql.pandas.types import from_arrow_schema
 
     source = batch.select("value", "topic", "partition", "offset")
     return source.mapInArrow(partition, from_arrow_schema(OUTPUT))
+
+
+def of_kind(out: pa.Table, kind: str) -> pa.Table:
+    """The rows of one kind (:data:`COUNT`, :data:`DEAD`, :data:`FILE`) of the executors' output."""
+    return out.filter(pc.equal(out.column("kind"), kind))
+
+
+def add_up(out: pa.Table) -> list[dict[str, Any]]:
+    """The partitions' counter rows added up by key: one dict per counter (:data:`COUNTER_KEY`,
+    ``n``, ``s``, ``lo``, ``hi``)."""
+    sums = (
+        of_kind(out, COUNT)
+        .group_by(COUNTER_KEY, use_threads=False)
+        .aggregate([("n", "sum"), ("s", "sum"), ("lo", "min"), ("hi", "max")])
+    )
+    names = {"n_sum": "n", "s_sum": "s", "lo_min": "lo", "hi_max": "hi"}
+    return sums.rename_columns([names.get(name, name) for name in sums.column_names]).to_pylist()
