@@ -96,6 +96,11 @@ class Service(ABC):
                 write_private(path, json.dumps(known))
         return known
 
+    def role_ports(self) -> dict[str, int]:
+        """The ports this instance needs, by role, with each one's well-known port: :attr:`ports`, to
+        which a service of several nodes adds each node's."""
+        return dict(self.ports)
+
     def prepare(self, ports: dict[str, int]) -> None:  # noqa: B027 (most services need nothing)
         """Set up the data directory before the first start (and the config before every start)."""
 
@@ -178,7 +183,7 @@ class Service(ABC):
 
     def _choose_ports(self, previous: dict[str, int]) -> dict[str, int]:
         chosen: dict[str, int] = {}
-        for role, default in self.ports.items():
+        for role, default in self.role_ports().items():
             # The same ports as last time when free: clients and a DataNode's registration keep working.
             wanted = previous.get(role) or (default if self._preferred else None)
             port = process.free_port(wanted)

@@ -1,8 +1,9 @@
-"""HDFS: Apache Hadoop 3.4.2's NameNode and DataNode, one of each, on loopback.
+"""HDFS: Apache Hadoop 3.4.2's NameNode and DataNodes (one embedded, two in the cluster profile).
 
 Launched with ``java -cp <conf>:.jvm/hdfs/*`` (the server jars from Maven Central, pinned by
 ``fjord/jvm/hdfs/pom.xml``): the same Hadoop release as the client inside pyspark, so Spark reads and
-writes ``hdfs://`` with what it ships. Replication is 1. The NameNode's web UI is at the ``http``
+writes ``hdfs://`` with what it ships. Replication is 1 with one DataNode, 2 in the cluster profile
+(each DataNode its own process, data directory and ports). The NameNode's web UI is at the ``http``
 port. Python reaches it with ``hdfs-native`` (see :mod:`fjord.fs.backends`), a native client that
 needs no JVM and no ``libhdfs``.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import ClassVar
 from xml.sax.saxutils import escape
 
@@ -26,6 +28,15 @@ from fjord.services.base import Process, Service
 from fjord.services.process import run_once
 
 HEAP = ["-Xms64m", "-Xmx256m", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError"]
+_LOG4J = (
+    "log4j.rootLogger=INFO,console\n"
+    "log4j.appender.console=org.apache.log4j.ConsoleAppender\n"
+    "log4j.appender.console.layout=org.apache.log4j.PatternLayout\n"
+    "log4j.appender.console.layout.ConversionPattern=%d{ISO8601} %p %c{2}: %m%n\n"
+    "log4j.logger.org.apache.hadoop.hdfs.StateChange=WARN\n"
+    "log4j.logger.BlockStateChange=WARN\n"
+    "log4j.logger.org.apache.hadoop.hdfs.server.datanode.DataNode.clienttrace=WARN\n"
+)
 
 
 def _site(properties: dict[str, object]) -> str:
@@ -37,7 +48,7 @@ def _site(properties: dict[str, object]) -> str:
 
 
 class HdfsService(Service):
-    """A single-node HDFS: ``namenode`` then ``datanode``."""
+    """HDFS: ``namenode``, then ``datanode`` (and ``datanode2``... with ``datanodes`` > 1)."""
 
     name = "hdfs"
     ports: ClassVar[dict[str, int]] = {
@@ -48,6 +59,24 @@ class HdfsService(Service):
         "datanode_ipc": 9867,
     }
 
+    def __init__(self, home: Path, *, preferred_ports: bool = True, datanodes: int = 1,
+                 replication: int = 1) -> None:  # fmt: skip
+        super().__init__(home, preferred_ports=preferred_ports)
+        self.datanodes, self.replication = datanodes, replication
+
+    def role_ports(self) -> dict[str, int]:
+        """The first DataNode's ports keep their names (a home of the embedded profile has them);
+        DataNode i > 1 takes the same roles' well-known ports + 10 (i - 1)."""
+        return {
+            **self.ports,
+            **{f"datanode{i}{role}": port + 10 * (i - 1) for i in range(2, self.datanodes + 1)
+               for role, port in (("", 9866), ("_http", 9864), ("_ipc", 9867))},
+        }  # fmt: skip
+
+    @staticmethod
+    def datanode_label(i: int) -> str:
+        return "datanode" if i == 1 else f"datanode{i}"
+
     def address_for(self, ports: dict[str, int]) -> str:
         return f"hdfs://127.0.0.1:{ports['rpc']}"
 
@@ -57,7 +86,7 @@ class HdfsService(Service):
         hdfs = {
             "dfs.namenode.name.dir": (self.data / "name").as_uri(),
             "dfs.datanode.data.dir": (self.data / "data").as_uri(),
-            "dfs.replication": 1,
+            "dfs.replication": self.replication,
             "dfs.permissions.enabled": "true",
             "dfs.block.access.token.enable": "true",
             "dfs.webhdfs.enabled": "false",
@@ -77,25 +106,27 @@ class HdfsService(Service):
         conf = self.dir / "conf"
         conf.mkdir(parents=True, exist_ok=True)
         core, hdfs = self.site_properties(ports)
-        (conf / "core-site.xml").write_text(_site(core))
-        (conf / "hdfs-site.xml").write_text(_site(hdfs))
-        (conf / "log4j.properties").write_text(
-            "log4j.rootLogger=INFO,console\n"
-            "log4j.appender.console=org.apache.log4j.ConsoleAppender\n"
-            "log4j.appender.console.layout=org.apache.log4j.PatternLayout\n"
-            "log4j.appender.console.layout.ConversionPattern=%d{ISO8601} %p %c{2}: %m%n\n"
-            "log4j.logger.org.apache.hadoop.hdfs.StateChange=WARN\n"
-            "log4j.logger.BlockStateChange=WARN\n"
-            "log4j.logger.org.apache.hadoop.hdfs.server.datanode.DataNode.clienttrace=WARN\n"
-        )
+        for i in range(1, self.datanodes + 1):  # DataNode i > 1: conf-datanode<i>, its own ports and data
+            label = self.datanode_label(i)
+            node = conf if i == 1 else self.dir / f"conf-{label}"
+            node.mkdir(parents=True, exist_ok=True)
+            own = hdfs if i == 1 else {
+                **hdfs, "dfs.datanode.data.dir": (self.data / label).as_uri(),
+                "dfs.datanode.address": f"127.0.0.1:{ports[label]}",
+                "dfs.datanode.http.address": f"127.0.0.1:{ports[label + '_http']}",
+                "dfs.datanode.ipc.address": f"127.0.0.1:{ports[label + '_ipc']}",
+            }  # fmt: skip
+            (node / "core-site.xml").write_text(_site(core))
+            (node / "hdfs-site.xml").write_text(_site(own))
+            (node / "log4j.properties").write_text(_LOG4J)
 
-    def _java(self, main: str) -> list[str]:
+    def _java(self, main: str, conf: str = "conf") -> list[str]:
         return [
             java_command(),
             *HEAP,
             "-Djava.awt.headless=true",
             "-cp",
-            classpath("hdfs", None, self.dir / "conf"),
+            classpath("hdfs", None, self.dir / conf),
             main,
         ]
 
@@ -113,10 +144,12 @@ class HdfsService(Service):
         run_once(chmod, "closing the HDFS root to other users")
 
     def processes(self, ports: dict[str, int]) -> list[Process]:
+        datanode = "org.apache.hadoop.hdfs.server.datanode.DataNode"
         return [
             Process("namenode", self._java("org.apache.hadoop.hdfs.server.namenode.NameNode")),
-            Process("datanode", self._java("org.apache.hadoop.hdfs.server.datanode.DataNode")),
-        ]
+            *(Process(self.datanode_label(i), self._java(datanode, "conf" if i == 1 else f"conf-datanode{i}"))
+              for i in range(1, self.datanodes + 1)),
+        ]  # fmt: skip
 
     def _namesystem(self, ports: dict[str, int]) -> dict[str, object]:
         url = f"http://127.0.0.1:{ports['http']}/jmx?qry=Hadoop:service=NameNode,name=FSNamesystemState"
@@ -132,5 +165,6 @@ class HdfsService(Service):
         state = self._namesystem(ports)
         if label == "namenode":
             return bool(state)
-        # Writable: out of safe mode with a live DataNode.
-        return state.get("FSState") == "Operational" and int(str(state.get("NumLiveDataNodes", 0))) >= 1
+        # Writable: out of safe mode with this DataNode live (DataNode i: i of them).
+        i = 1 if label == "datanode" else int(label.removeprefix("datanode"))
+        return state.get("FSState") == "Operational" and int(str(state.get("NumLiveDataNodes", 0))) >= i

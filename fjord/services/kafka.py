@@ -1,4 +1,6 @@
-"""Kafka: Apache Kafka 4.1 in KRaft mode, one process that is both broker and controller, on loopback.
+"""Kafka: Apache Kafka 4.1 in KRaft mode, on loopback: one process that is both broker and controller,
+or (the cluster profile) three such nodes, a three-voter quorum, topics replicated three times with
+``min.insync.replicas=2``.
 
 Launched with ``java -cp .jvm/kafka/*`` (jars from Maven Central, pinned by ``fjord/jvm/kafka/pom.xml``);
 the storage is formatted once (``kafka.tools.StorageTool format``), and its log segments stay under
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from pathlib import Path
 from typing import Any, ClassVar
 
 from fjord.jvm import classpath, java_command
@@ -39,11 +42,42 @@ def _properties(values: dict[str, object]) -> str:
 
 
 class KafkaService(Service):
-    """A single-node Kafka cluster (replication factor 1, every internal topic included)."""
+    """A Kafka cluster of ``brokers`` nodes, each broker and controller; replication factor
+    ``min(brokers, 3)``, every internal topic included."""
 
     name = "kafka"
     ports: ClassVar[dict[str, int]] = {"broker": 9092, "controller": 9093}
     secret_names = ("password",)
+
+    def __init__(self, home: Path, *, preferred_ports: bool = True, brokers: int = 1) -> None:
+        super().__init__(home, preferred_ports=preferred_ports)
+        self.brokers = brokers
+
+    def role_ports(self) -> dict[str, int]:
+        """Node 1's ports keep their names; node i > 1 takes the well-known ports + 10 (i - 1)."""
+        return {
+            **self.ports,
+            **{f"{role}{i}": port + 10 * (i - 1) for i in range(2, self.brokers + 1)
+               for role, port in self.ports.items()},
+        }  # fmt: skip
+
+    def _nodes(self, ports: dict[str, int]) -> list[tuple[int, int, int]]:
+        """(node id, broker port, controller port) of each node."""
+        found = []
+        for i in range(1, self.brokers + 1):
+            suffix = "" if i == 1 else str(i)
+            found.append((i, ports[f"broker{suffix}"], ports[f"controller{suffix}"]))
+        return found
+
+    def _label(self, node: int) -> str:
+        return "kafka" if self.brokers == 1 else f"kafka{node}"
+
+    def _node_dir(self, node: int) -> Path:
+        """Node 1 of a single-node cluster keeps the layout it always had (``data/logs``...)."""
+        return self.data if self.brokers == 1 else self.data / f"node{node}"
+
+    def _properties_file(self, node: int) -> Path:
+        return self.dir / ("server.properties" if self.brokers == 1 else f"server-{node}.properties")
 
     def client_options(self) -> dict[str, Any]:
         """kafka-python's options that log in to this broker."""
@@ -55,15 +89,18 @@ class KafkaService(Service):
         }
 
     def address_for(self, ports: dict[str, int]) -> str:
-        return f"127.0.0.1:{ports['broker']}"
+        return ",".join(f"127.0.0.1:{broker}" for _, broker, _ in self._nodes(ports))
 
-    def server_properties(self, ports: dict[str, int]) -> dict[str, object]:
-        """The broker's ``server.properties`` (docker-compose.yml's Kafka sets the same keys)."""
-        broker, controller = ports["broker"], ports["controller"]
+    def server_properties(self, ports: dict[str, int], node: int = NODE_ID) -> dict[str, object]:
+        """Node ``node``'s ``server.properties`` (docker-compose.yml's Kafka sets the same keys)."""
+        nodes = self._nodes(ports)
+        _, broker, controller = nodes[node - 1]
+        replicas = min(self.brokers, 3)
+        in_sync = 2 if replicas >= 3 else 1
         return {
             "process.roles": "broker,controller",
-            "node.id": NODE_ID,
-            "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{controller}",
+            "node.id": node,
+            "controller.quorum.voters": ",".join(f"{i}@127.0.0.1:{c}" for i, _, c in nodes),
             "listeners": f"SASL_PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
             "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{broker}",
             "controller.listener.names": "CONTROLLER",
@@ -73,16 +110,16 @@ class KafkaService(Service):
             "sasl.mechanism.inter.broker.protocol": "PLAIN",
             "sasl.mechanism.controller.protocol": "PLAIN",
             **self.login_properties(),
-            "log.dirs": self.data / "logs",
-            "metadata.log.dir": self.data / "metadata",
+            "log.dirs": self._node_dir(node) / "logs",
+            "metadata.log.dir": self._node_dir(node) / "metadata",
             "num.partitions": 1,
-            "default.replication.factor": 1,
-            "min.insync.replicas": 1,
-            "offsets.topic.replication.factor": 1,
-            "transaction.state.log.replication.factor": 1,
-            "transaction.state.log.min.isr": 1,
-            "share.coordinator.state.topic.replication.factor": 1,
-            "share.coordinator.state.topic.min.isr": 1,
+            "default.replication.factor": replicas,
+            "min.insync.replicas": in_sync,
+            "offsets.topic.replication.factor": replicas,
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": in_sync,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": in_sync,
             # One consumer joining an empty group need not wait 3 s for others.
             "group.initial.rebalance.delay.ms": 0,
             "auto.create.topics.enable": "true",
@@ -114,18 +151,20 @@ class KafkaService(Service):
         )
 
     def prepare(self, ports: dict[str, int]) -> None:
-        write_private(self.dir / "server.properties", _properties(self.server_properties(ports)))
+        for node in range(1, self.brokers + 1):
+            write_private(self._properties_file(node), _properties(self.server_properties(ports, node)))
         (self.dir / "log4j2.properties").write_text(self._log4j())
-        if (self.data / "metadata" / "meta.properties").exists():
-            return
-        self.format_storage(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        for node in range(1, self.brokers + 1):
+            if not (self._node_dir(node) / "metadata" / "meta.properties").exists():
+                self.format_storage(cluster_id, node)
 
-    def format_storage(self, cluster_id: str) -> None:
-        """Format the KRaft storage for ``cluster_id`` (``server.properties`` written first)."""
+    def format_storage(self, cluster_id: str, node: int = NODE_ID) -> None:
+        """Format node ``node``'s KRaft storage for ``cluster_id`` (its properties written first)."""
         # --cluster-id=ID, not -t ID: one id in 64 starts with "-", which the tool's parser takes for
         # an option ("expected one argument"): a fresh Kafka failed to start now and then.
         cmd = [*self._java(), "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}"]
-        cmd += ["-c", str(self.dir / "server.properties")]
+        cmd += ["-c", str(self._properties_file(node))]
         run_once(cmd, "formatting Kafka's storage")
 
     def _java(self) -> list[str]:
@@ -133,10 +172,19 @@ class KafkaService(Service):
         return [java_command(), *HEAP, log4j, "-Djava.awt.headless=true", "-cp", classpath("kafka")]
 
     def processes(self, ports: dict[str, int]) -> list[Process]:
-        return [Process("kafka", [*self._java(), "kafka.Kafka", str(self.dir / "server.properties")])]
+        return [
+            Process(self._label(node), [*self._java(), "kafka.Kafka", str(self._properties_file(node))])
+            for node in range(1, self.brokers + 1)
+        ]
 
     def ready(self, label: str, ports: dict[str, int]) -> bool:
-        if not port_open(ports["broker"]):
+        nodes = self._nodes(ports)
+        node = 1 if label == "kafka" else int(label.removeprefix("kafka"))
+        if node < len(nodes):
+            # Started one by one, the first nodes cannot serve before a majority of the quorum is up:
+            # each is ready once its controller listens; the last, once the cluster has every broker.
+            return port_open(nodes[node - 1][2])
+        if not port_open(nodes[node - 1][1]):
             return False  # a client's bootstrap against a closed port takes seconds to give up
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
@@ -148,7 +196,7 @@ class KafkaService(Service):
         except (KafkaError, OSError, ValueError):
             return False
         try:
-            return bool(admin.describe_cluster().get("brokers"))
+            return len(admin.describe_cluster().get("brokers") or []) >= len(nodes)
         except (KafkaError, OSError):
             return False
         finally:
