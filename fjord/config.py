@@ -132,8 +132,25 @@ class JvmSettings(_Section):
     )
 
 
+class ClusterSettings(_Section):
+    """The cluster profile's topology (``services.profile: cluster``; docs/scaling.md)."""
+
+    spark_workers: int = Field(default=2, ge=1, description="Spark standalone workers.")
+    worker_cores: int = Field(default=1, ge=1, description="Cores each Spark worker offers.")
+    worker_memory: str = Field(default="2g", description="Memory each Spark worker offers its executors.")
+    datanodes: int = Field(default=2, ge=1, description="HDFS DataNodes; replication is min(datanodes, 3).")
+    kafka_brokers: int = Field(default=3, ge=1, description="Kafka nodes, each broker and controller.")
+
+
 class ServicesSettings(_Section):
     """The embedded stack (:mod:`fjord.services`): servers started on loopback when a setting is unset."""
+
+    profile: Literal["embedded", "cluster"] = Field(
+        default="embedded",
+        description="embedded: one process per server; cluster: multi-process topologies "
+        "(Spark standalone, HDFS DataNodes, Kafka brokers), state in $FJORD_HOME/cluster/.",
+    )
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     preferred_ports: bool = Field(
         default=True,
@@ -141,7 +158,8 @@ class ServicesSettings(_Section):
     )
     up: list[str] = Field(
         default_factory=lambda: ["kafka"],
-        description="The embedded services `fjord up` starts (postgres, redis, s3, hdfs, kafka).",
+        description="The embedded services `fjord up` starts (postgres, redis, s3, hdfs, kafka). "
+        "Default: kafka; in the cluster profile, all of them but s3, and spark.",
     )
 
 
@@ -315,9 +333,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
         self.home = self.home.expanduser().resolve()
-        if self.storage.root is None:
+        if self.services.profile == "cluster":
+            from fjord.cluster import fill_defaults
+
+            fill_defaults(self)
+        embedded = self.services.profile == "embedded"  # the cluster's: started when first needed
+        if self.storage.root is None and embedded:
             self.storage.root = (self.home / "fs").as_uri()
-        if self.metadata.url is None:
+        if self.metadata.url is None and embedded:
             self.metadata.url = f"sqlite:///{self.home / 'fjord.db'}"
         if self.environments.cache_dir is None:
             self.environments.cache_dir = self.home / "envs"

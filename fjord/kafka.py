@@ -201,11 +201,12 @@ def ensure_topic(
     name: str,
     *,
     partitions: int = 1,
-    replication_factor: int = 1,
+    replication_factor: int | None = None,
     retention_ms: int | None = None,
     settings: Settings | None = None,
 ) -> bool:
-    """Create topic ``name`` unless it exists; True when this call created it.
+    """Create topic ``name`` unless it exists; True when this call created it. Its replication factor
+    is by default the cluster's size up to 3 (1 on the embedded broker, 3 on the cluster profile's).
 
     An existing topic is left as it is (its partitions and retention are the operator's to change).
     """
@@ -218,6 +219,8 @@ def ensure_topic(
     configs = {"retention.ms": str(retention_ms)} if retention_ms is not None else {}
     client = admin(settings)
     try:
+        if replication_factor is None:
+            replication_factor = min(len(client.describe_cluster().get("brokers") or [None]), 3)
         client.create_topics(
             [NewTopic(name, partitions, replication_factor, topic_configs=configs)], timeout_ms=15_000
         )

@@ -51,9 +51,13 @@ def engine_for(url: str) -> Engine:
 
 def metadata_engine() -> Engine:
     """The engine of the configured metadata database."""
-    url = get_settings().metadata.url
-    assert url is not None  # filled in by Settings
-    return engine_for(url)
+    settings = get_settings()
+    if settings.metadata.url is None:  # the cluster profile's PostgreSQL, not started yet
+        from fjord.cluster import resolve
+
+        settings = resolve(settings)
+    assert settings.metadata.url is not None
+    return engine_for(settings.metadata.url)
 
 
 def ensure_tables(schema: MetaData, engine: Engine) -> None:

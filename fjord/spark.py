@@ -60,6 +60,10 @@ def check_java() -> str:
 def spark_conf(settings: Settings, project: Project | None) -> tuple[dict[str, str], str]:
     """The Spark configuration for ``project`` and the Python executable executors must run."""
     spark = settings.spark
+    if settings.services.profile == "cluster" and "master" not in spark.model_fields_set:
+        from fjord.cluster import spark_master
+
+        spark = spark.model_copy(update={"master": spark_master(settings)})
     conf = {
         "spark.master": spark.master,
         "spark.driver.memory": spark.driver_memory,
@@ -79,6 +83,10 @@ def spark_conf(settings: Settings, project: Project | None) -> tuple[dict[str, s
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
     conf.update(_storage_conf(settings))
+    if settings.services.profile == "cluster":
+        from fjord.cluster import spark_client_conf
+
+        conf.update(spark_client_conf(settings, spark.master))
     conf["spark.jars"] = ",".join(str(jar) for jar in _spark_jars(settings))
     logs = (project.fs if project else shared_root()).sub("Logs")
     if spark.event_log:

@@ -64,11 +64,16 @@ def fjord_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
 def _stop_services_of(home: Path) -> None:
     """Stop the embedded servers a test's home started on first use (a model server's inference
     log starts the home's Kafka): a JVM per such test outlived the suite."""
+    from fjord import cluster
+    from fjord.config import ClusterSettings
     from fjord.services import SERVICE_NAMES, service_at
 
     for name in SERVICE_NAMES:
         if (home / "services" / name / "state.json").exists():
             service_at(name, home).stop()
+    for name in cluster.SERVICE_NAMES:  # the cluster profile's (tests/integration/test_cluster.py)
+        if (cluster.services_home(home) / "services" / name / "state.json").exists():
+            service_at(name, cluster.services_home(home), cluster=ClusterSettings()).stop()
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from featurestore.online.base import OnlineStore
 from fjord.config import get_settings
+from fjord.fs import storage_root
 from fjord.plugins import Registry
 
 __all__ = ["ONLINE_STORES", "OnlineStore", "online_store"]
@@ -27,7 +28,7 @@ def online_store() -> OnlineStore:
     """The configured online store (one per process and configuration)."""
     settings = get_settings()
     config = settings.featurestore.online_store
-    key = (config, str(settings.storage.root), settings.redis.url)
+    key = (config, storage_root(settings), settings.redis.url)
     if key not in _stores:
         _stores[key] = ONLINE_STORES.create(config, settings)
     return _stores[key]

@@ -16,6 +16,7 @@ import redis
 from featurestore.errors import FeatureStoreError
 from featurestore.online.base import OnlineStore
 from fjord.config import RedisOnlineStoreConfig, Settings
+from fjord.fs import storage_root
 
 _BATCH = 2_000
 # Newest event time wins, atomically per row.
@@ -38,7 +39,7 @@ class RedisOnlineStore(OnlineStore):
         from fjord.services import redis_url
 
         # One Redis may serve several Fjord installations: keys carry the storage root's hash.
-        namespace = hashlib.sha256(str(settings.storage.root).encode()).hexdigest()[:10]
+        namespace = hashlib.sha256(storage_root(settings).encode()).hexdigest()[:10]
         return cls(config.url or redis_url(settings), namespace)
 
     def __init__(self, url: str, namespace: str = "default") -> None:

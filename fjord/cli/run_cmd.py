@@ -41,6 +41,7 @@ from fjord.errors import FjordError
 from fjord.experiment.tracking import tracking_uri
 from fjord.jobmain import result_document
 from fjord.lineage import lineage_graph, new_run_id, raw_sources, walk
+from fjord.metadata import masked
 from fjord.pipeline import STAGES, load_pipeline_config, training_pipeline
 from fjord.projects import ensure_project
 
@@ -83,7 +84,7 @@ def run(
     console.print(f"   library output     {log} (--debug shows it here)")
     console.print(f"   shared filesystem  {settings.storage.root}")
     console.print(f"   spark master       {settings.spark.master}")
-    console.print(f"   metadata           {settings.metadata.url}")
+    console.print(f"   metadata           {masked(settings.metadata.url or '(cluster: not started)')}")
     console.print(
         f"   feature store      join engine {settings.featurestore.join_engine.type}, "
         f"online store {settings.featurestore.online_store.type}"

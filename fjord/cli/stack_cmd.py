@@ -150,11 +150,11 @@ def up() -> None:
 def _components(settings: Settings) -> list[Component]:
     from fjord.airflow.stack import airflow_service
     from fjord.experiment.tracking import server_status
-    from fjord.services import SERVICE_NAMES, services
+    from fjord.services import services
     from jobs.serve import serving
 
     found: list[Component] = []
-    for service in services(list(SERVICE_NAMES), settings):
+    for service in services(None, settings):
         s = service.status()
         found.append(
             Component(s.name, s.running, s.address, s.pids, sorted(s.state_dir.glob("*.log")), s.detail)
@@ -217,7 +217,7 @@ def down() -> None:
     """Stop every component of the local stack; no process is left behind."""
     from fjord.airflow.stack import airflow_service
     from fjord.experiment.tracking import stop_server
-    from fjord.services import SERVICE_NAMES, services
+    from fjord.services import services
     from jobs.serve import serving
 
     settings = get_settings()
@@ -236,7 +236,7 @@ def down() -> None:
     model_servers = sorted({*_servings(), *serving.running_projects()})
     users += [(f"model-server/{p}", functools.partial(serving.stop, project=p)) for p in model_servers]
     users.append(("mlflow", lambda: stop_server(settings)))
-    servers: Steps = [(s.name, s.stop) for s in reversed(services(list(SERVICE_NAMES), settings))]
+    servers: Steps = [(s.name, s.stop) for s in reversed(services(None, settings))]
     for wave in ([("airflow", airflow.stop)], users, servers):
         with ThreadPoolExecutor(max_workers=len(wave)) as pool:
             stopped = list(pool.map(lambda step: _attempt(step[1]), wave))

@@ -29,7 +29,7 @@ from typing import Any
 
 from fjord.config import Settings, get_settings
 from fjord.errors import FjordError
-from fjord.fs import SharedFS
+from fjord.fs import SharedFS, storage_root
 from fjord.locks import locked
 from fjord.private import write_private
 from fjord.services.process import free_port, stop_group
@@ -115,7 +115,7 @@ def start_server(settings: Settings | None = None) -> str:
         credentials = login(settings)
         port = free_port()
         uri = f"http://127.0.0.1:{port}"
-        artifacts = SharedFS(str(settings.storage.root)).sub("MLflow")
+        artifacts = SharedFS(storage_root(settings)).sub("MLflow")
         artifacts.makedirs("")
         log = state_dir / "server.log"
         cmd = [

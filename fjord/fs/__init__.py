@@ -8,6 +8,10 @@
 True
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from fjord.fs.backends import (
     FILESYSTEMS,
     Backend,
@@ -20,6 +24,9 @@ from fjord.fs.backends import (
     spark_uris,
 )
 from fjord.fs.shared import SUCCESS, SharedFS
+
+if TYPE_CHECKING:
+    from fjord.config import Settings
 
 __all__ = [
     "FILESYSTEMS",
@@ -39,8 +46,16 @@ __all__ = [
 
 def shared_root() -> SharedFS:
     """The configured shared filesystem root (``storage.root``)."""
+    return SharedFS(storage_root())
+
+
+def storage_root(settings: Settings | None = None) -> str:
+    """``storage.root``; in the cluster profile, when unset, the cluster's HDFS (started if needed)."""
     from fjord.config import get_settings
 
-    root = get_settings().storage.root
-    assert root is not None  # filled in by Settings
-    return SharedFS(root)
+    settings = settings or get_settings()
+    if settings.storage.root is None:
+        from fjord.cluster import resolve
+
+        return resolve(settings).storage.root or ""
+    return settings.storage.root

@@ -165,6 +165,12 @@ class Service(ABC):
         """The address of the running service, or ``None``."""
         return self.status().address
 
+    def recorded_address(self) -> str | None:
+        """The address the service had when last started (it keeps its ports across restarts),
+        running or not; ``None`` if it never started."""
+        ports = read_state(self._state_file).get("ports")
+        return self.address_for(ports) if ports else None
+
     def pids(self) -> dict[str, int]:
         """The pid of each running process, by label (tests kill them)."""
         return self.status().pids
