@@ -115,7 +115,8 @@ class FjordJobHook(BaseHook):
         """Run the job in the embedded Airflow's warm job worker (fjord/jobworker.py); its exit code
         and last lines, or ``None`` when the worker did not take it (the job then runs as its own process)."""
         settings = get_settings()
-        if not settings.airflow.job_worker.enabled or settings.airflow.api_url:
+        clustered = settings.services.profile == "cluster"  # no job worker there (fjord/airflow/stack.py)
+        if not settings.airflow.job_worker.enabled or settings.airflow.api_url or clustered:
             return None, []
         from fjord.airflow.stack import airflow_service
         from fjord.jobworker import JOB_ENV, JobWorkerClient, settings_digest

@@ -48,6 +48,7 @@ HEARTBEAT_S = 60
 COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 LABELS = ("api-server", "scheduler", "dag-processor", "triggerer")
 JOB_WORKER = "job-worker"  # the fifth process's label (fjord/jobworker.py)
+CELERY_WORKERS = 2  # the cluster profile's Celery workers
 
 
 def _describe(proc: psutil.Process) -> str:
@@ -73,6 +74,10 @@ class AirflowService(Service):
     def __init__(self, home: Path, *, preferred_ports: bool = True, settings: Settings | None = None) -> None:
         super().__init__(home, preferred_ports=preferred_ports)
         self.settings = settings or get_settings()
+        # The cluster profile: CeleryExecutor, its broker the cluster's Valkey, CELERY_WORKERS workers
+        # (each takes half of airflow.parallelism).
+        self.celery = self.settings.services.profile == "cluster"
+        self._log_offsets: dict[str, int] = {}
         self.stopped_tasks: list[str] = []  # the tasks the last stop() found in flight, "pid N: command"
 
     def stop(self) -> bool:
@@ -113,7 +118,7 @@ class AirflowService(Service):
             "SPARK_LOCAL_IP": "127.0.0.1",
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.settings.airflow.dags_folder or DAGS_FOLDER),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            **(self._celery_environment() if self.celery else {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}),
             "AIRFLOW__CORE__PARALLELISM": str(parallelism),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(parallelism),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
@@ -136,6 +141,22 @@ class AirflowService(Service):
             # (and their run goes on) at its next check. Airflow checks every 5 minutes; a dead
             # scheduler is known as one after scheduler_health_check_threshold (30 s).
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
+        }
+
+    def _celery_environment(self) -> dict[str, str]:
+        """The CeleryExecutor's: the broker is the cluster's Valkey (its database 1; the online store
+        has 0), the results go to Airflow's own database."""
+        from sqlalchemy.engine import make_url
+
+        from fjord.services import redis_url
+
+        broker = make_url(redis_url(self.settings)).set(database="1").render_as_string(hide_password=False)
+        slots = self.settings.airflow.parallelism
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": broker,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.database_url(),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(max(1, slots // CELERY_WORKERS)),
         }
 
     def database_url(self, *, asynchronous: bool = False) -> str:
@@ -203,8 +224,18 @@ class AirflowService(Service):
             "dag-processor": ["dag-processor"],
             "triggerer": ["triggerer", "--skip-serve-logs"],
         }
+        if self.celery:  # each worker on the broker's default queue; no log server (as above)
+            for i in range(1, CELERY_WORKERS + 1):
+                commands[f"celery-worker{i}"] = [
+                    "celery", "worker", "--celery-hostname", f"worker{i}@%h", "--skip-serve-logs",
+                    "--without-gossip", "--without-mingle",
+                ]  # fmt: skip
         processes = [Process(label, [_airflow(), *argv], env) for label, argv in commands.items()]
-        if self.settings.airflow.job_worker.enabled:  # the tasks' jobs run in it (fjord/jobworker.py)
+        for label in commands:  # a worker is ready once it says so in its log, after this start
+            self._log_offsets[label] = self.log(label).stat().st_size if self.log(label).exists() else 0
+        # The job worker keeps a SparkSession: on a cluster it would hold the workers' cores between
+        # jobs. There each task's job is a spark-submit of its own, as on any cluster.
+        if self.settings.airflow.job_worker.enabled and not self.celery:
             worker = [sys.executable, "-m", "fjord.jobworker", "--socket", str(self.job_worker_socket)]
             processes.append(Process(JOB_WORKER, worker, {**env, "PYTHONUNBUFFERED": "1"}))
         return processes
@@ -226,6 +257,10 @@ class AirflowService(Service):
         # it listens: a task arriving while it warms up waits in its backlog.
         if label == JOB_WORKER:
             return self.job_worker_socket.exists()
+        if label.startswith("celery-worker"):
+            with self.log(label).open("rb") as log:
+                log.seek(self._log_offsets.get(label, 0))
+                return b" ready." in log.read()
         return label != "api-server" or self.health(ports) is not None
 
     def wait_healthy(self, timeout: float | None = None) -> dict[str, Any]:
@@ -314,6 +349,9 @@ def _create_database(url: str) -> None:
 
 
 def airflow_service(settings: Settings | None = None) -> AirflowService:
-    """The embedded Airflow of this Fjord home (not started)."""
+    """The embedded Airflow of this Fjord home and profile (not started)."""
+    from fjord.cluster import services_home
+
     settings = settings or get_settings()
-    return AirflowService(settings.home, preferred_ports=settings.services.preferred_ports, settings=settings)
+    home = services_home(settings.home) if settings.services.profile == "cluster" else settings.home
+    return AirflowService(home, preferred_ports=settings.services.preferred_ports, settings=settings)

@@ -1,6 +1,7 @@
 """The cluster profile, reduced to what CI can afford (docs/scaling.md): its multi-process topology
 starts, a Spark job runs on the standalone master's workers and writes to HDFS with two replicas,
-Kafka replicates three times, `fjord status` shows every process and `fjord down` leaves none.
+Kafka replicates three times, an Airflow task runs in a Celery worker, `fjord status` shows every
+process and `fjord down` leaves none.
 
 The fault matrix (a worker, a DataNode, a broker killed mid-work) is `make test-cluster`'s.
 """
@@ -38,7 +39,7 @@ print(json.dumps({"master": spark.sparkContext.master, "executor_jvms": sorted(s
 
 
 @pytest.mark.timeout(600)
-def test_the_cluster_profile_runs_spark_on_workers_hdfs_with_two_replicas_and_three_brokers(
+def test_the_cluster_profile_runs_spark_on_workers_hdfs_with_two_replicas_three_brokers_and_celery(
     fjord_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = {"FJORD_SERVICES__PROFILE": "cluster", "FJORD_SERVICES__PREFERRED_PORTS": "false"}
@@ -87,11 +88,43 @@ def test_the_cluster_profile_runs_spark_on_workers_hdfs_with_two_replicas_and_th
     assert sorted(described["replica_nodes"]) == [1, 2, 3] and len(described["isr_nodes"]) == 3
     assert service("kafka").server_properties(_ports("kafka", fjord_home))["min.insync.replicas"] == 2
 
+    _a_task_runs_in_a_celery_worker(monkeypatch)
+
     pids = [pid for c in status for pid in c["pids"].values()]
     stopped = run_fjord("down")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     print(f"cluster profile: services up in {start_s:.1f} s")
+
+
+def _a_task_runs_in_a_celery_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow on the profile: the CeleryExecutor, two workers, a task run in one of them."""
+    from fjord.airflow.client import AirflowClient
+    from fjord.airflow.stack import airflow_service
+    from fjord.config import get_settings, reset_settings
+
+    monkeypatch.setenv("FJORD_AIRFLOW__DAGS_FOLDER", str(Path(__file__).parent / "cluster_dags"))
+    reset_settings()
+    airflow = airflow_service(get_settings())
+    airflow.start()
+    try:
+        pids = airflow.pids()
+        assert {"celery-worker1", "celery-worker2"} <= pids.keys() and "job-worker" not in pids
+        client = AirflowClient.connect()
+        client.wait_for_dag("celery_probe")
+        client.unpause("celery_probe")
+        run = client.trigger("celery_probe")["dag_run_id"]
+        deadline = time.monotonic() + 180
+        while (state := client.dag_run("celery_probe", run)["state"]) not in ("success", "failed"):
+            assert time.monotonic() < deadline, f"celery_probe still {state}"
+            time.sleep(1)
+        assert state == "success"
+        [task] = client.task_states("celery_probe", run)
+        ancestry = client.xcom("celery_probe", run, task)
+        workers = {pids["celery-worker1"], pids["celery-worker2"]}
+        assert workers & set(ancestry), (ancestry, pids)
+    finally:
+        airflow.stop()
 
 
 def _ports(name: str, home: Path) -> dict[str, int]:
