@@ -133,3 +133,25 @@ def copy_tables(schemas: list[MetaData], source: Engine, target: Engine) -> dict
                             )
                         )
     return copied
+
+
+def create_database(url: str) -> None:
+    """Create the database ``url`` names on its PostgreSQL server unless it exists (Airflow's, MLflow's)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
+            ).first()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    except Exception as exc:  # any driver error is the same answer to the user
+        from fjord.errors import ServiceError
+
+        raise ServiceError(f"cannot create database {target.database!r} on {target.host}: {exc}") from None
+    finally:
+        admin.dispose()

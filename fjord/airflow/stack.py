@@ -35,6 +35,7 @@ import psutil
 
 from fjord.config import Settings, get_settings
 from fjord.errors import ServiceError
+from fjord.metadata import create_database
 from fjord.private import write_private
 from fjord.services import process
 from fjord.services.base import Process, Service
@@ -203,7 +204,7 @@ class AirflowService(Service):
         if not self.passwords_file.exists():
             write_private(self.passwords_file, json.dumps({USER: secrets.token_urlsafe(12)}) + "\n")
         if self.database_url().startswith("postgresql"):
-            _create_database(self.database_url())
+            create_database(self.database_url())
         marker = self.dir / "migrated"
         if marker.exists() and marker.read_text() == _airflow_version():
             return
@@ -326,26 +327,6 @@ def _airflow_version() -> str:
     from importlib.metadata import version
 
     return version("apache-airflow")
-
-
-def _create_database(url: str) -> None:
-    """Create the ``airflow`` database on the PostgreSQL server unless it exists."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    target = make_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            exists = conn.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
-            ).first()
-            if not exists:
-                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
-    except Exception as exc:  # any driver error is the same answer to the user
-        raise ServiceError(f"cannot create Airflow's database on {target.host}: {exc}") from None
-    finally:
-        admin.dispose()
 
 
 def airflow_service(settings: Settings | None = None) -> AirflowService:

@@ -73,10 +73,10 @@ def mlflow_login(settings: Settings) -> str:
     """How to log in to the MLflow UI: the embedded server's login, or MLflow's own variables."""
     if settings.mlflow.tracking_uri:
         return "login: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
-    from fjord.experiment.tracking import login
+    from fjord.experiment.tracking import login, mlflow_home
 
     credentials = login(settings)
-    where = settings.home / "mlflow" / "credentials.json"
+    where = mlflow_home(settings) / "credentials.json"
     return f"user {credentials['username']}, password {credentials['password']} (in {where})"
 
 
@@ -149,7 +149,7 @@ def up() -> None:
 
 def _components(settings: Settings) -> list[Component]:
     from fjord.airflow.stack import airflow_service
-    from fjord.experiment.tracking import server_status
+    from fjord.experiment.tracking import mlflow_home, server_status
     from fjord.services import services
     from jobs.serve import serving
 
@@ -160,7 +160,7 @@ def _components(settings: Settings) -> list[Component]:
             Component(s.name, s.running, s.address, s.pids, sorted(s.state_dir.glob("*.log")), s.detail)
         )
     mlflow = server_status(settings)
-    mlflow_dir = settings.home / "mlflow"
+    mlflow_dir = mlflow_home(settings)
     found.append(
         Component("mlflow", mlflow is not None, (mlflow or {}).get("uri"),
                   {"server": mlflow["pid"]} if mlflow else {}, sorted(mlflow_dir.glob("*.log")))

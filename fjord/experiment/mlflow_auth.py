@@ -38,8 +38,9 @@ class _EmbeddedServerLogin(requests.auth.AuthBase):
 
     def __call__(self, request: Any) -> Any:
         from fjord.config import get_settings
+        from fjord.experiment.tracking import mlflow_home
 
-        found = _embedded_server(get_settings().home / "mlflow")
+        found = _embedded_server(mlflow_home(get_settings()))
         if found:
             uri, login = found
             if str(request.url).startswith(f"{uri}/"):

@@ -47,6 +47,16 @@ class TrackingError(FjordError):
 
 
 def _state_dir(settings: Settings) -> Path:
+    return mlflow_home(settings)
+
+
+def mlflow_home(settings: Settings) -> Path:
+    """Where the embedded MLflow server keeps its state: ``<home>/mlflow``, or ``<home>/cluster/mlflow``
+    in the cluster profile (its own server, on the cluster's PostgreSQL)."""
+    if settings.services.profile == "cluster":
+        from fjord.cluster import services_home
+
+        return services_home(settings.home) / "mlflow"
     return settings.home / "mlflow"
 
 
@@ -101,6 +111,24 @@ def _use_login() -> None:
     os.environ.setdefault("MLFLOW_TRACKING_AUTH", AUTH_PROVIDER)
 
 
+def _backend_store(settings: Settings, state_dir: Path) -> str:
+    """SQLite in the server's directory; in the cluster profile, database ``mlflow`` on its PostgreSQL."""
+    if settings.services.profile != "cluster":
+        return f"sqlite:///{state_dir / 'mlflow.db'}"
+    from sqlalchemy.engine import make_url
+
+    from fjord.metadata import create_database
+
+    url = settings.metadata.url
+    if url is None:
+        from fjord.cluster import resolve
+
+        url = resolve(settings).metadata.url
+    target = make_url(str(url)).set(database="mlflow").render_as_string(hide_password=False)
+    create_database(target)
+    return target
+
+
 def start_server(settings: Settings | None = None) -> str:
     """Start the embedded MLflow server unless it already runs; its URI."""
     settings = settings or get_settings()
@@ -119,8 +147,7 @@ def start_server(settings: Settings | None = None) -> str:
         artifacts.makedirs("")
         log = state_dir / "server.log"
         cmd = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{state_dir / 'mlflow.db'}",
+            sys.executable, "-m", "mlflow", "server",  # the backend store's URI: the environment below
             "--default-artifact-root", artifacts.uri(),
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
             "--app-name", "basic-auth",
@@ -130,6 +157,8 @@ def start_server(settings: Settings | None = None) -> str:
                 **os.environ,
                 # No GenAI job runner (a second process and ~250 MB that experiments never use).
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                # Not argv: in the cluster profile the URI holds PostgreSQL's password.
+                "MLFLOW_BACKEND_STORE_URI": _backend_store(settings, state_dir),
                 # The login: read by the server's own process only (its environment is private).
                 "MLFLOW_AUTH_CONFIG_PATH": str(_auth_config(state_dir, credentials)),
                 "MLFLOW_AUTH_ADMIN_PASSWORD": credentials["password"],

@@ -89,6 +89,7 @@ def test_the_cluster_profile_runs_spark_on_workers_hdfs_with_two_replicas_three_
     assert service("kafka").server_properties(_ports("kafka", fjord_home))["min.insync.replicas"] == 2
 
     _a_task_runs_in_a_celery_worker(monkeypatch)
+    _mlflow_keeps_runs_in_postgresql_and_artifacts_on_hdfs(tmp_path=fjord_home)
 
     pids = [pid for c in status for pid in c["pids"].values()]
     stopped = run_fjord("down")
@@ -125,6 +126,37 @@ def _a_task_runs_in_a_celery_worker(monkeypatch: pytest.MonkeyPatch) -> None:
         assert workers & set(ancestry), (ancestry, pids)
     finally:
         airflow.stop()
+
+
+def _mlflow_keeps_runs_in_postgresql_and_artifacts_on_hdfs(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from fjord.config import get_settings, reset_settings
+    from fjord.experiment.tracking import client, start_server, stop_server, tracking_uri
+    from fjord.fs import shared_root
+
+    reset_settings()
+    settings = get_settings()
+    start_server(settings)
+    try:
+        mlflow = client(tracking_uri(settings))
+        experiment = mlflow.create_experiment("cluster-check")
+        run = mlflow.create_run(experiment).info.run_id
+        note = tmp_path / "note.txt"
+        note.write_text("on HDFS")
+        mlflow.log_artifact(run, str(note))
+        stored = [p for p in shared_root().find("MLflow") if p.endswith("note.txt")]
+        assert stored and shared_root().read_text(stored[0]) == "on HDFS"
+        assert shared_root().uri().startswith("hdfs://")
+        database = make_url(str(settings.metadata.url)).set(database="mlflow")
+        engine = create_engine(database)
+        with engine.connect() as conn:
+            names = [r[0] for r in conn.execute(text("SELECT name FROM experiments"))]
+        engine.dispose()
+        assert "cluster-check" in names
+    finally:
+        stop_server(settings)
 
 
 def _ports(name: str, home: Path) -> dict[str, int]:
