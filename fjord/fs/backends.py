@@ -10,7 +10,9 @@ is answered here and nowhere else: :func:`local_path`, :func:`object_store_optio
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import logging
 import os
 import posixpath
 import sys
@@ -25,6 +27,8 @@ import fsspec
 from fjord.config import StorageSettings, get_settings
 from fjord.errors import ConfigError
 from fjord.plugins import Registry
+
+log = logging.getLogger(__name__)
 
 # -- fork safety ------------------------------------------------------------------------------------
 # A forked child (subprocess with preexec_fn: pyspark starts its JVM that way) runs fsspec's at-fork
@@ -43,9 +47,15 @@ def _hold_hdfs_filesystems() -> None:
     module = sys.modules.get("hdfs_native.fsspec")
     if module is None:
         return
-    cached = getattr(getattr(module, "HdfsFileSystem", None), "_cache", None)
-    _HELD_ACROSS_FORK[:] = list(cached.values()) if cached else []
+    held = []
+    for cls in (getattr(module, "HdfsFileSystem", None), _RETRYING_HDFS):  # each class its own cache
+        held += list((getattr(cls, "_cache", None) or {}).values())
+    _HELD_ACROSS_FORK[:] = held
     gc.collect()
+
+
+_RETRYING_HDFS: Any = None  # the class _hdfs() makes, once hdfs-native is imported
+HDFS_WRITE_RETRY_S = 90.0  # about as long as a NameNode takes to declare a killed DataNode dead
 
 
 if hasattr(os, "register_at_fork"):
@@ -142,9 +152,55 @@ def _hdfs(authority: str, settings: StorageSettings) -> Backend:
     if settings.hdfs_user:
         # Both hdfs-native and Spark's Hadoop client take the simple-auth user from here.
         os.environ["HADOOP_USER_NAME"] = settings.hdfs_user
+    global _RETRYING_HDFS
+    if _RETRYING_HDFS is None:
+        _RETRYING_HDFS = _retrying_hdfs(HdfsFileSystem)
     host, _, port = authority.partition(":")
-    fs = HdfsFileSystem(host=host or None, port=int(port) if port else None)
+    fs = _RETRYING_HDFS(host=host or None, port=int(port) if port else None)
     return Backend("hdfs", fs, object_store=False, spark_scheme="hdfs")
+
+
+def _retrying_hdfs(base: Any) -> Any:
+    """hdfs-native's filesystem, with whole-file writes retried from scratch.
+
+    hdfs-native's writer survives a DataNode that fails mid-block (it drops it from the pipeline), but
+    not one that is down when a new block's pipeline is set up: the Java client then abandons the
+    block and asks the NameNode for another, excluding that DataNode; hdfs-native fails the write
+    (``Connection refused``, then ``Failed to complete file in time``; its maintainer's advice is to
+    retry the whole write, Kimahriman/hdfs-native#154). Until the NameNode declares the DataNode
+    dead it keeps choosing it, so a whole-file write (``pipe_file``, ``put_file``: every marker,
+    journal and atomic write of :class:`~fjord.fs.shared.SharedFS`) is retried for up to
+    :data:`HDFS_WRITE_RETRY_S`. Measured: a publish with a DataNode killed mid-write completes
+    (tests/cluster/test_faults.py)."""
+
+    class RetryingHdfsFileSystem(base):
+        def pipe_file(self, path: str, value: bytes, **kwargs: Any) -> Any:
+            return _retry(lambda: base.pipe_file(self, path, value, **kwargs), self, path)
+
+        def put_file(self, lpath: str, rpath: str, **kwargs: Any) -> Any:
+            return _retry(lambda: base.put_file(self, lpath, rpath, **kwargs), self, rpath)
+
+    return RetryingHdfsFileSystem
+
+
+def _retry(write: Any, fs: Any, path: str) -> Any:
+    import time
+
+    deadline = time.monotonic() + HDFS_WRITE_RETRY_S
+    pause = 0.5
+    while True:
+        try:
+            return write()
+        except (RuntimeError, OSError) as exc:  # hdfs-native's write errors
+            if isinstance(exc, FileNotFoundError | PermissionError | FileExistsError):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("HDFS write of %s failed (%s); writing it again", path, str(exc).splitlines()[0])
+            with contextlib.suppress(OSError, RuntimeError):
+                fs.rm(path)  # a half-written file (its lease lapses with the failed writer)
+            time.sleep(pause)
+            pause = min(pause * 2, 8.0)
 
 
 def _s3(authority: str, settings: StorageSettings) -> Backend:
