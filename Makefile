@@ -17,7 +17,7 @@ TEST_WORKERS ?= 2
 
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: compose-env run test test-fast lint bench venv jars check-java check-uv check-chromium clean help
+.PHONY: compose-env run test test-fast test-cluster lint bench venv jars check-java check-uv check-chromium clean help
 
 help:
 	@echo "make run    set up, then run the platform's main job on the embedded defaults"
@@ -62,6 +62,11 @@ test: $(STAMP) $(JARS) | check-chromium
 # The inner loop: unit and contract tests (the contract suites start the embedded servers they need).
 test-fast: $(STAMP) $(JARS)
 	$(VENV)/bin/pytest tests/unit tests/contract $(PYTEST_ARGS)
+
+# The cluster profile's fault matrix (tests/cluster/) and its reduced test; the results are committed.
+test-cluster: $(STAMP) $(JARS)
+	FJORD_TEST_CLUSTER=1 $(VENV)/bin/pytest tests/cluster tests/integration/test_cluster.py -p no:randomly \
+	  --junit-xml=bench/results/test_cluster.xml $(PYTEST_ARGS)
 
 # docker-compose.yml's secrets, generated into .env (mode 600; an existing .env is kept).
 compose-env: $(STAMP)

@@ -46,6 +46,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(config._fjord_tmpdir, ignore_errors=True)
 
 
+# tests/cluster/ is the cluster profile's fault matrix: `make test-cluster` (FJORD_TEST_CLUSTER=1)
+# runs it, not `make test` (docs/scaling.md); outside it, it is not collected (not skipped).
+collect_ignore = [] if os.environ.get("FJORD_TEST_CLUSTER") else ["cluster"]
+
+
 @pytest.fixture(autouse=True)
 def fjord_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty embedded stack under tmp_path, with no FJORD_* settings leaking in from outside."""
