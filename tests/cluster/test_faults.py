@@ -68,3 +68,93 @@ def test_a_datanode_killed_mid_publish_leaves_the_publish_whole_and_its_blocks_r
         time.sleep(1)
     print(f"publish with a DataNode killed: {publish_s:.1f} s; replicated again in "
           f"{time.monotonic() - began - publish_s:.1f} s")  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+def test_a_kafka_broker_killed_under_inference_logging_fails_no_request_and_loses_no_record(
+    cluster_home: Path, tmp_path: Path
+) -> None:
+    import itertools
+    import json
+    import threading
+    import uuid
+
+    import httpx
+
+    from fjord import kafka
+    from fjord.services import service
+    from tests.integration.serving_server import ServerProcess
+    from tests.integration.test_kafka import read_all
+    from tests.serving_models import write_version
+    from tests.waiting import wait_for
+
+    brokers = service("kafka")
+    servers = brokers.start()
+    reset_settings()
+    write_version(tmp_path / "m", 1)
+    topic = f"m_log_{uuid.uuid4().hex[:6]}"
+    server = ServerProcess(
+        "--model_name=m", f"--model_base_path={tmp_path / 'm'}", "--inference_logging=ALL",
+        f"--kafka_bootstrap_servers={servers}", f"--kafka_topic={topic}",
+        "--monitoring_config_file=/dev/null", log=tmp_path / "server.log",
+    )  # fmt: skip
+    failures: list[int] = []
+    served: list[float] = []
+    answered, stop = [0], threading.Event()
+    calls = itertools.count(1000)
+
+    def load() -> None:
+        with httpx.Client() as client:
+            while not stop.is_set():
+                x = next(calls)
+                answer = client.post(url, json={"instances": [{"x": x, "y": 1}]})
+                if answer.status_code != 200:
+                    failures.append(answer.status_code)
+                served.append(float(x))
+                answered[0] += 1
+
+    def answers(more: int) -> None:
+        target = answered[0] + more
+        wait_for(lambda: answered[0] >= target or failures, 120, f"{more} more answers")
+
+    try:
+        server.wait_ready("m")
+        url = f"{server.url}/v1/models/m:predict"
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        answers(100)
+
+        def partition() -> dict | None:  # the log topic, once its server created it and it has a leader
+            admin = kafka.admin()
+            try:
+                found = admin.describe_topics([topic])[0]["partitions"]
+            finally:
+                admin.close()
+            return found[0] if found and found[0]["leader_id"] >= 0 else None
+
+        described = wait_for(partition, 60, "the log topic's partition")
+        assert sorted(described["replica_nodes"]) == [1, 2, 3]  # the log topic: replicated 3 times
+        leader = described["leader_id"]
+        os.kill(brokers.pids()[f"kafka{leader}"], signal.SIGKILL)  # the partition's leader
+        answers(300)  # two brokers left: min.insync.replicas=2 still holds, acks=all still answered
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+
+        def logged() -> set[float]:
+            found = set()
+            for record in read_all(servers, topic, 1):
+                value = json.loads(record.value)
+                x = (value.get("inputs") or {}).get("x") or [0]
+                if value["type"] == "request" and x[0] >= 1000:
+                    found.add(x[0])
+            return found
+
+        found = wait_for(lambda: (c := logged()) and len(c) >= len(served) and c, 120, "every record")
+        assert found == set(served)  # none lost
+        print(f"broker {leader} (the leader) killed under load: {len(served)} calls, 0 failed, 0 lost")
+    finally:
+        stop.set()
+        assert server.stop() == 0
