@@ -158,3 +158,64 @@ def test_a_kafka_broker_killed_under_inference_logging_fails_no_request_and_lose
     finally:
         stop.set()
         assert server.stop() == 0
+
+
+def _etl(project: str, batch: str, on_first_step: object = None) -> str:
+    """The ETL of ``project``'s batch on the cluster (spark-submit's way: its own driver, the standalone
+    master's executors); its summary line. ``on_first_step`` runs once its first step is done."""
+    import sys
+
+    from tests.conftest import REPO
+
+    job = subprocess.Popen(
+        [sys.executable, "-m", "jobs.etl.main", f"--project={project}", f"--batch={batch}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines = []
+    assert job.stdout is not None
+    for line in job.stdout:
+        lines.append(line)
+        if on_first_step is not None and line.startswith("[") and " etl " in line:
+            on_first_step()  # type: ignore[operator]
+            on_first_step = None
+    assert job.wait(timeout=600) == 0, "".join(lines[-30:])
+    return next(line for line in lines if line.startswith(f"batch {batch}:"))
+
+
+@pytest.mark.timeout(900)
+def test_a_spark_worker_killed_mid_etl_publishes_once_and_the_same_features(cluster_home: Path) -> None:
+    from datetime import date, timedelta
+
+    import pandas.testing
+
+    import featurestore
+    from fjord.services import service
+    from tests.conftest import run_fjord
+
+    assert run_fjord("services", "start", timeout=300).returncode == 0
+    reset_settings()
+    batch = (date.today() - timedelta(days=1)).isoformat()
+    for project in ("clean", "faulted"):  # the same demo batch (the same seed) in both
+        landed = run_fjord("demo", "data", f"--project={project}", "--create", "--rows=10000", "--days=1")
+        assert landed.returncode == 0, landed.stdout + landed.stderr
+    _etl("clean", batch)
+    spark = service("spark")
+    killed: list[int] = []
+
+    def kill_a_worker() -> None:
+        killed.append(spark.pids()["worker2"])
+        os.kill(killed[0], signal.SIGKILL)
+
+    summary = _etl("faulted", batch, on_first_step=kill_a_worker)
+    assert killed and "worker2" not in spark.pids()
+    assert "commit 0" in summary and "commit 1" not in summary
+    for group in ("transactions_features", "fraud_labels", "profile_features", "card_features"):
+        clean = featurestore.connect("clean").get_feature_group(group, 1)
+        faulted = featurestore.connect("faulted").get_feature_group(group, 1)
+        assert len(faulted.commit_details()) == 1, group  # published once
+        a, b = (g.read().sort_values(list(g.read().columns)).reset_index(drop=True) for g in (clean, faulted))
+        # Equal: exactly, but for floats computed by sums (the windows' standard deviations), whose
+        # last bits depend on the order Spark's tasks added them in: within 1e-9, relatively.
+        pandas.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=0, obj=group)
+        exact = [c for c in a.columns if not a[c].equals(b[c])]
+        assert set(exact) <= {"amount_std_4h", "amount_std_24h", "amount_std_7d"}, exact
