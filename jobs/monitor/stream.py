@@ -17,6 +17,7 @@ the lambda 19 s, the CASE tree 68 s, this (orjson + numpy ``searchsorted``) 2.8 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from jobs.monitor.windows import LATENCY_BUCKETS_PER_DOUBLING, PREDICTION_BINS
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+log = logging.getLogger("fjord.monitor.stream")
 COUNT, DEAD, FILE = "count", "dead", "file"  # the kinds of output rows
 OUTPUT = pa.schema(
     [
@@ -223,7 +225,11 @@ def count_records(
     categorical = {name for reference in references.values()
                    for name, feature in reference["features"].items()
                    if feature.get("kind") == "categorical"}  # fmt: skip
-    fast = columnar.columns(source.column("value").combine_chunks(), output, categorical)
+    try:
+        fast = columnar.columns(source.column("value").combine_chunks(), output, categorical)
+    except pa.ArrowException as exc:  # an optimisation only: its failure is the per-record path's work
+        log.warning("columnar path failed (%s); counting the partition record by record", exc)
+        fast = None
     rest = np.ones(source.num_rows, dtype=bool)
     if fast is not None:
         rest[fast.kept] = False

@@ -151,3 +151,23 @@ def test_a_categorical_feature_read_as_floats_keeps_its_requests_one_by_one() ->
     # Arrow reads k = [1] beside k = [1.5] as 1.0; the per-record path counts the text "1"
     taken = _both([_request(1_000), _request(1_000, x=[1.0], c=["a"], k=[1.5]), _response(1_000)])
     assert taken is not None and taken.kept.tolist() == [2]
+
+
+def test_a_failure_of_the_columnar_path_leaves_the_partition_to_the_per_record_path(monkeypatch) -> None:
+    """Seen in the e2e: pyarrow raised combining the reader's chunks; the stream must not die of it."""
+
+    def fail(*_: object) -> None:
+        raise pa.ArrowIndexError("array slice would exceed array length")
+
+    monkeypatch.setattr(columnar, "columns", fail)  # this boundary's error path only
+    values = [_request(1_000), _response(1_000), b"not json"]
+    raw = _raw(values)
+    source = pa.table({
+        "value": pa.array(raw, pa.binary()), "topic": ["t"] * 3,
+        "partition": pa.array([2] * 3, pa.int32()), "offset": pa.array([100, 101, 102], pa.int64()),
+    })  # fmt: skip
+    counts, dead, archived = stream.count_records(source, REFERENCES, watermark_ms=0, archive=True, **OPTIONS)
+    alone, alone_dead = stream.count_partition(
+        [(v, "t", 2, 100 + i) for i, v in enumerate(raw)], REFERENCES, watermark_ms=0, **OPTIONS
+    )
+    assert counts.rows == alone.rows and dead == alone_dead and archived is not None and len(archived) == 2
