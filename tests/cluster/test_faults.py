@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fjord.config import get_settings, reset_settings
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -62,10 +63,7 @@ def test_a_datanode_killed_mid_publish_leaves_the_publish_whole_and_its_blocks_r
     # Back with its DataNode, HDFS copies what only one DataNode held: every block has 2 replicas again.
     hdfs.start()
     path = root.path("Resources/batch/part-0.bin")
-    deadline = time.monotonic() + 180
-    while (replicas := _replicas(hdfs, path)) != [2] * len(replicas) or not replicas:
-        assert time.monotonic() < deadline, f"still under-replicated: {replicas}"
-        time.sleep(1)
+    wait_for(lambda: (r := _replicas(hdfs, path)) and r == [2] * len(r), 180, "2 replicas each", interval=1)
     print(f"publish with a DataNode killed: {publish_s:.1f} s; replicated again in "
           f"{time.monotonic() - began - publish_s:.1f} s")  # fmt: skip
 
@@ -75,7 +73,6 @@ def test_a_kafka_broker_killed_under_inference_logging_fails_no_request_and_lose
     cluster_home: Path, tmp_path: Path
 ) -> None:
     import itertools
-    import json
     import threading
     import uuid
 
@@ -84,7 +81,7 @@ def test_a_kafka_broker_killed_under_inference_logging_fails_no_request_and_lose
     from fjord import kafka
     from fjord.services import service
     from tests.integration.serving_server import ServerProcess
-    from tests.integration.test_kafka import read_all
+    from tests.integration.test_inference_log import logged_calls
     from tests.serving_models import write_version
     from tests.waiting import wait_for
 
@@ -143,16 +140,9 @@ def test_a_kafka_broker_killed_under_inference_logging_fails_no_request_and_lose
             thread.join()
         assert failures == []
 
-        def logged() -> set[float]:
-            found = set()
-            for record in read_all(servers, topic, 1):
-                value = json.loads(record.value)
-                x = (value.get("inputs") or {}).get("x") or [0]
-                if value["type"] == "request" and x[0] >= 1000:
-                    found.add(x[0])
-            return found
-
-        found = wait_for(lambda: (c := logged()) and len(c) >= len(served) and c, 120, "every record")
+        found = wait_for(
+            lambda: (c := logged_calls(servers, topic)) and len(c) >= len(served) and c, 120, "every record"
+        )
         assert found == set(served)  # none lost
         print(f"broker {leader} (the leader) killed under load: {len(served)} calls, 0 failed, 0 lost")
     finally:

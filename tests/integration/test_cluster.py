@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from tests.conftest import REPO, run_fjord
+from tests.waiting import wait_for
 
 JOB = """
 import json, os
@@ -115,10 +116,10 @@ def _a_task_runs_in_a_celery_worker(monkeypatch: pytest.MonkeyPatch) -> None:
         client.wait_for_dag("celery_probe")
         client.unpause("celery_probe")
         run = client.trigger("celery_probe")["dag_run_id"]
-        deadline = time.monotonic() + 180
-        while (state := client.dag_run("celery_probe", run)["state"]) not in ("success", "failed"):
-            assert time.monotonic() < deadline, f"celery_probe still {state}"
-            time.sleep(1)
+        state = wait_for(
+            lambda: (s := client.dag_run("celery_probe", run)["state"]) in ("success", "failed") and s,
+            180, "celery_probe to end", interval=1,
+        )  # fmt: skip
         assert state == "success"
         [task] = client.task_states("celery_probe", run)
         ancestry = client.xcom("celery_probe", run, task)

@@ -23,6 +23,17 @@ from tests.waiting import wait_for
 pytestmark = pytest.mark.slow
 
 
+def logged_calls(bootstrap: str, topic: str) -> set[float]:
+    """The load calls (x >= 1000) whose request record is on ``topic``, by their x."""
+    found = set()
+    for record in read_all(bootstrap, topic, 1):
+        value = json.loads(record.value)
+        x = (value.get("inputs") or {}).get("x") or [0]
+        if value["type"] == "request" and x[0] >= 1000:
+            found.add(x[0])
+    return found
+
+
 def test_every_call_is_logged_and_a_broker_restart_fails_no_request(broker, services_home, tmp_path):
     kafka_server = broker
     write_version(tmp_path / "m", 1)
@@ -96,16 +107,11 @@ def test_every_call_is_logged_and_a_broker_restart_fails_no_request(broker, serv
             thread.join()
         assert failures == [] and answered[0] >= 150
 
-        def logged_calls() -> set[tuple[str, float]]:
-            found = set()
-            for record in read_all(kafka_server, topic, 1):
-                value = json.loads(record.value)
-                x = (value.get("inputs") or {}).get("x") or [0]
-                if value["type"] == "request" and x[0] >= 1000:
-                    found.add(x[0])
-            return found
+        def every_call() -> set[float] | None:
+            found = logged_calls(kafka_server, topic)
+            return found if len(found) >= len(served) else None
 
-        logged = wait_for(lambda: (c := logged_calls()) and len(c) >= len(served) and c, 120, "every record")
+        logged = wait_for(every_call, 120, "every record")
         assert logged == set(served)  # none lost
         metrics = httpx.get(f"{server.url}/monitoring/prometheus/metrics")
         assert metrics.status_code == 404  # /dev/null enables no Prometheus path
