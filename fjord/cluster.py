@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fjord.config import Settings
+    from fjord.config import ClusterSettings, Settings
 
 # In start order: the databases, then storage, the broker, then Spark.
 SERVICE_NAMES = ("postgres", "redis", "hdfs", "kafka", "spark")
@@ -66,13 +66,13 @@ def spark_client_conf(settings: Settings, master: str) -> dict[str, str]:
 
     spark = service("spark", settings)
     assert isinstance(spark, SparkStandaloneService)
-    conf = {"spark.hadoop.dfs.replication": str(replication(settings))}
+    conf = {"spark.hadoop.dfs.replication": str(replication(settings.services.cluster))}
     return conf | (spark.client_conf() if spark.recorded_address() == master else {})
 
 
-def replication(settings: Settings) -> int:
+def replication(sizes: ClusterSettings) -> int:
     """HDFS's replication in the cluster profile: the DataNodes, up to 3."""
-    return min(settings.services.cluster.datanodes, 3)
+    return min(sizes.datanodes, 3)
 
 
 def fill_defaults(settings: Settings) -> None:

@@ -67,12 +67,13 @@ def service_at(
         raise NotFoundError(f"no service {name!r}", hint=f"services: {', '.join(classes)}")
     if cluster is None:
         return classes[name](home, preferred_ports=preferred_ports)
+    from fjord.cluster import replication
     from fjord.services.hdfs import HdfsService
     from fjord.services.kafka import KafkaService
     from fjord.services.spark_standalone import SparkStandaloneService
 
     sizes: dict[str, Any] = {
-        "hdfs": {"datanodes": cluster.datanodes, "replication": min(cluster.datanodes, 3)},
+        "hdfs": {"datanodes": cluster.datanodes, "replication": replication(cluster)},
         "kafka": {"brokers": cluster.kafka_brokers},
         "spark": {"workers": cluster.spark_workers, "worker_cores": cluster.worker_cores,
                   "worker_memory": cluster.worker_memory},

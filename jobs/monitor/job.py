@@ -410,7 +410,6 @@ def run(spec: MonitorSpec, stop: threading.Event | None = None) -> MonitorResult
     project = get_project(spec.project)
     topic = _topic(spec)
     spark = get_spark(project, app_name=f"fjord-monitor-{spec.model_name}")
-    spark.conf.set("spark.sql.shuffle.partitions", "4")
     monitor = Monitor(spec, project, spark)
     stop = stop or threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if _main_thread() else None
