@@ -142,6 +142,25 @@ def run_once(
         )
 
 
+def log_size(log: Path) -> int:
+    """Where ``log`` ends now: a start's own lines come after it (the file is appended to)."""
+    try:
+        return log.stat().st_size
+    except OSError:
+        return 0
+
+
+def log_says(log: Path, text: str, offset: int = 0) -> bool:
+    """True once ``text`` appears in ``log`` after ``offset``. A port that answers may be another
+    process's (two starts can pick the same free port): the process's own line says it bound it."""
+    try:
+        with log.open("rb") as out:
+            out.seek(offset)
+            return text.encode() in out.read()
+    except OSError:
+        return False
+
+
 def log_tail(log: Path, lines: int = 1) -> str:
     """The last non-empty lines of ``log`` on one line (for error messages)."""
     try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -217,7 +218,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8050)
     parser.add_argument("--host", default="127.0.0.1", help="loopback by default")
     args = parser.parse_args(argv)
-    uvicorn.run(app(), host=args.host, port=args.port, log_level="warning")
+    # Bound here, then said: the starter waits for this line, not merely for the port to answer (another
+    # dashboard may have taken the same free port a moment earlier; this one then exits here).
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        raise SystemExit(f"error: cannot bind {args.host}:{args.port}: {exc.strerror}") from None
+    print(f"dashboard on http://{args.host}:{args.port}", flush=True)
+    uvicorn.Server(uvicorn.Config(app(), log_level="warning")).run(sockets=[sock])
 
 
 if __name__ == "__main__":

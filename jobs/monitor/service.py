@@ -25,7 +25,16 @@ from fjord.config import get_settings
 from fjord.errors import InvalidNameError
 from fjord.private import write_private
 from fjord.projects import validate_name
-from fjord.services.process import alive, free_port, port_open, spawn, stop_group, wait_until
+from fjord.services.process import (
+    alive,
+    free_port,
+    log_says,
+    log_size,
+    port_open,
+    spawn,
+    stop_group,
+    wait_until,
+)  # fmt: skip
 from jobs.monitor.supervisor import read_health
 
 READY_LINE = "monitor: query started"
@@ -226,8 +235,10 @@ def dashboard_start(port: int | None = None) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     log = path.parent / "dashboard.log"
     argv = [sys.executable, "-m", "jobs.monitor.dashboard", f"--port={port}"]
-    record = _launch(argv, log, path, {"url": f"http://127.0.0.1:{port}"}, lambda: port_open(port),
-                     "the monitor dashboard", 60)  # fmt: skip
+    offset = log_size(log)  # its own "dashboard on" line, then the port (serving.start says why)
+    bound = f"dashboard on http://127.0.0.1:{port}"
+    ready = lambda: log_says(log, bound, offset) and port_open(port)  # noqa: E731
+    record = _launch(argv, log, path, {"url": f"http://127.0.0.1:{port}"}, ready, "the monitor dashboard", 60)
     return str(record["url"])
 
 

@@ -35,7 +35,17 @@ from fjord.fs.backends import local_path
 from fjord.locks import locked
 from fjord.private import write_private
 from fjord.projects import Project, get_project
-from fjord.services.process import alive, free_port, log_tail, port_open, spawn, stop_group, wait_until
+from fjord.services.process import (
+    alive,
+    free_port,
+    log_says,
+    log_size,
+    log_tail,
+    port_open,
+    spawn,
+    stop_group,
+    wait_until,
+)  # fmt: skip
 from jobs.serve.config import ModelConfig, VersionPolicy, read_model_config, write_model_config
 from jobs.serve.inference_log import MODES, default_topic
 from jobs.serve.input_rules import InputRules
@@ -463,6 +473,7 @@ def _start(proj: Project, batching: bool) -> str:
         *[f"--kafka_topic={s.name}={s.kafka_topic}" for s in servings.values() if s.kafka_topic],
     ]  # fmt: skip
     log = directory / "server.log"
+    offset = log_size(log)
     pid = spawn(argv, log, cwd=Path(__file__).resolve().parents[2])
     url = f"http://127.0.0.1:{rest_port}"
     record = {
@@ -472,10 +483,14 @@ def _start(proj: Project, batching: bool) -> str:
     # Recorded at once, not once it answers: whoever stops the stack meanwhile finds it (no orphan).
     state = directory / "state.json"
     state.write_text(json.dumps(record))
+    # Its own line, then the port: another start may have picked the same free port a moment earlier,
+    # and its server answering is not this one's (this one then fails to bind and exits).
+    bound = f"REST http://127.0.0.1:{rest_port}"
     try:
         wait_until(
-            lambda: port_open(rest_port), what="the model server", pid=pid, log=log, timeout=START_TIMEOUT_S
-        )
+            lambda: log_says(log, bound, offset) and port_open(rest_port), what="the model server", pid=pid,
+            log=log, timeout=START_TIMEOUT_S,
+        )  # fmt: skip
     except BaseException:
         stop_group(pid, signal.SIGKILL, timeout=10)
         state.unlink(missing_ok=True)

@@ -53,3 +53,38 @@ def test_a_project_with_a_token_serves_only_callers_that_carry_it(tmp_path) -> N
     removed = run_fjord("model", "token", "--project", "fraud", "--remove")
     assert removed.returncode == 0 and not token_file.exists()
     assert run_fjord("model", "token", "--project", "fraud", "--new", "--remove").returncode == 2
+
+
+def test_a_start_whose_port_was_taken_meanwhile_fails_instead_of_returning_the_other_server(
+    tmp_path, monkeypatch
+) -> None:
+    """Two starts may pick the same free port (8501 is everyone's first choice). The one that loses the
+    bind exits; its start said "ready" as soon as the port answered, so it returned the winner's URL and
+    its caller talked to another project's server (CI, 2026-12-07: a reset connection mid-test)."""
+    import socket
+
+    from fjord.errors import ServiceError
+
+    project = create_project("fraud")
+    local = write_version(tmp_path / "m", 1)
+    with project.fs.publish("Models/m/1") as staged:
+        for file in (f for f in local.rglob("*") if f.is_file()):
+            staged.upload(str(file), str(file.relative_to(local)))
+    serving.create_or_update("m", 1, project="fraud")
+    with socket.socket() as squatter:  # the other start's server, bound in the meantime
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        chosen = iter([taken, 0])  # the REST port (taken), then gRPC's (any)
+        monkeypatch.setattr(serving, "free_port", lambda preferred=None: next(chosen) or _any_port())
+        with pytest.raises(ServiceError, match=f"cannot bind 127.0.0.1:{taken}"):
+            serving.start(project="fraud")
+    assert serving.server_state("fraud") is None  # nothing recorded as running
+
+
+def _any_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
