@@ -15,7 +15,8 @@ from pathlib import Path
 
 from fjord.private import write_private
 
-# name -> how it is made (Airflow's Fernet key is 32 url-safe base64 bytes; the rest are free text)
+# name -> how it is made (Airflow's Fernet key and Spark's UI key are 32 url-safe base64 bytes; the
+# rest are free text)
 SECRETS = {
     "FJORD_POSTGRES_PASSWORD": lambda: secrets.token_urlsafe(24),
     "FJORD_REDIS_PASSWORD": lambda: secrets.token_urlsafe(24),
@@ -27,6 +28,9 @@ SECRETS = {
     "FJORD_MLFLOW_SECRET_KEY": lambda: secrets.token_urlsafe(32),
     "FJORD_KAFKA_PASSWORD": lambda: secrets.token_urlsafe(24),
     "FJORD_MODEL_TOKEN": lambda: secrets.token_urlsafe(32),
+    "FJORD_SPARK_SECRET": lambda: secrets.token_urlsafe(32),  # spark.authenticate's, for every RPC
+    # The Spark web UIs' JWSFilter key: 256 bits, url-safe base64, as Spark decodes it
+    "FJORD_SPARK_UI_KEY": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
 }
 SETTINGS = {"FJORD_BIND_ADDRESS": "127.0.0.1"}  # published ports: loopback unless changed here
 
