@@ -210,6 +210,10 @@ class MonitorSettings(_Section):
         default=2.0, gt=0, le=300, description="Wait before restarting a monitor that exited (doubles)."
     )
     dashboard_port: int = Field(default=8050, ge=1, le=65_535, description="Preferred dashboard port.")
+    cluster_cores: int = Field(
+        default=1, ge=1, description="Cores a monitor holds on a Spark cluster (spark.cores.max): a "
+        "streaming query keeps its executors for its whole life, and batch jobs need the rest.",
+    )  # fmt: skip
 
 
 class SQLiteOnlineStoreConfig(PluginConfig):

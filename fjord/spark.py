@@ -165,18 +165,23 @@ def _gateway_popen(popen: Any) -> Any:
     return launch
 
 
-def get_spark(project: Project | None = None, *, app_name: str = "fjord") -> SparkSession:
+def get_spark(
+    project: Project | None = None, *, app_name: str = "fjord", conf: dict[str, str] | None = None
+) -> SparkSession:
     """The process's SparkSession, configured for ``project`` (reused while the setup is the same).
 
     Without a project, the running session is returned as it is (library code such as the feature
-    store shares the job's session); only a new project or new settings replace it.
+    store shares the job's session); only a new project or new settings replace it. ``conf``: this
+    application's own settings, over the platform's (``spark.conf`` still wins: the operator's say).
     """
     global _session, _session_key
     settings = get_settings()
     if project is None and _session is not None and _session_alive(_session):
         # Library code asking for "the" session gets the job's, whatever its project.
         return _in_job_group(configure_storage(_session, settings))
+    own = conf or {}
     conf, python = spark_conf(settings, project)
+    conf = {**conf, **own, **settings.spark.conf}
     key = (python, *sorted(f"{k}={v}" for k, v in conf.items() if not _runtime_conf(k)))
     if _session is not None and _session_key == key and _session_alive(_session):
         return _in_job_group(configure_storage(_session, settings))

@@ -50,6 +50,7 @@ COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 LABELS = ("api-server", "scheduler", "dag-processor", "triggerer")
 JOB_WORKER = "job-worker"  # the fifth process's label (fjord/jobworker.py)
 CELERY_WORKERS = 2  # the cluster profile's Celery workers
+TASK_HEARTBEAT_TIMEOUT_S = 60  # a task without a heartbeat this long is failed (and retried)
 
 
 def _describe(proc: psutil.Process) -> str:
@@ -158,6 +159,10 @@ class AirflowService(Service):
             "AIRFLOW__CELERY__BROKER_URL": broker,
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.database_url(),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(max(1, slots // CELERY_WORKERS)),
+            # A worker (its host) that dies leaves its tasks "running" without heartbeats; the scheduler
+            # fails them, and they retry on another worker, after this long (Airflow's default: 300 s).
+            # Tasks heartbeat every 5 s ([workers] min_heartbeat_interval).
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(TASK_HEARTBEAT_TIMEOUT_S),
         }
 
     def database_url(self, *, asynchronous: bool = False) -> str:

@@ -168,8 +168,12 @@ class Service(ABC):
     def recorded_address(self) -> str | None:
         """The address the service had when last started (it keeps its ports across restarts),
         running or not; ``None`` if it never started."""
-        ports = read_state(self._state_file).get("ports")
+        ports = self.recorded_ports()
         return self.address_for(ports) if ports else None
+
+    def recorded_ports(self) -> dict[str, int]:
+        """Each role's port when last started (``{}`` if it never started)."""
+        return dict(read_state(self._state_file).get("ports") or {})
 
     def pids(self) -> dict[str, int]:
         """The pid of each running process, by label (tests kill them)."""

@@ -34,6 +34,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from fjord.airflow.client import drift_asset
+from fjord.config import get_settings
 from fjord.errors import FjordError, NotFoundError
 from fjord.faults import crash_point
 from fjord.jobspec import JobSpec
@@ -409,7 +410,10 @@ def run(spec: MonitorSpec, stop: threading.Event | None = None) -> MonitorResult
 
     project = get_project(spec.project)
     topic = _topic(spec)
-    spark = get_spark(project, app_name=f"fjord-monitor-{spec.model_name}")
+    # On a Spark cluster a streaming query holds its cores for good: only monitor.cluster_cores of
+    # them (spark.cores.max, which local mode ignores), or the DAGs' jobs wait behind it forever.
+    cores = {"spark.cores.max": str(get_settings().monitor.cluster_cores)}
+    spark = get_spark(project, app_name=f"fjord-monitor-{spec.model_name}", conf=cores)
     monitor = Monitor(spec, project, spark)
     stop = stop or threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if _main_thread() else None

@@ -299,13 +299,14 @@ def test_the_other_ports_are_the_profiles(cluster: dict) -> None:
 
 
 def test_airflow_runs_on_celery_as_the_profile() -> None:
-    from fjord.airflow.stack import CELERY_WORKERS
+    from fjord.airflow.stack import CELERY_WORKERS, TASK_HEARTBEAT_TIMEOUT_S
 
     env = SERVICES["airflow-worker"]["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://") and env[
-        "AIRFLOW__CELERY__BROKER_URL"
-    ].endswith("@redis:6379/1")  # Valkey's database 1: the online store has 0
+    broker = env["AIRFLOW__CELERY__BROKER_URL"]
+    assert broker.startswith("redis://") and broker.endswith("@redis:6379/1")  # database 1: the store has 0
+    # a dead worker's task is retried elsewhere after the same time as on the profile
+    assert env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] == str(TASK_HEARTBEAT_TIMEOUT_S)
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
     assert (
         int(env["AIRFLOW__CELERY__WORKER_CONCURRENCY"])
