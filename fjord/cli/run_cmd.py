@@ -82,9 +82,16 @@ def run(
     log = settings.home / "logs" / f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
     console.print(f"Fjord main job{' (--local: in this process)' if local else ''}")
     console.print(f"   library output     {log} (--debug shows it here)")
+    master = settings.spark.master
+    if settings.services.profile == "cluster":  # its root, database and master: its services' addresses
+        from fjord.cluster import resolve, spark_master
+
+        settings = resolve(settings)
+        master = spark_master(settings)
     console.print(f"   shared filesystem  {settings.storage.root}")
-    console.print(f"   spark master       {settings.spark.master}")
-    console.print(f"   metadata           {masked(settings.metadata.url or '(cluster: not started)')}")
+    console.print(f"   spark master       {master}")
+    url = settings.metadata.url
+    console.print(f"   metadata           {masked(url) if url else '(not set)'}")
     console.print(
         f"   feature store      join engine {settings.featurestore.join_engine.type}, "
         f"online store {settings.featurestore.online_store.type}"
