@@ -66,7 +66,7 @@ test-fast: $(STAMP) $(JARS)
 # The cluster profile's fault matrix (tests/cluster/) and its reduced test; the results are committed.
 test-cluster: $(STAMP) $(JARS)
 	FJORD_TEST_CLUSTER=1 $(VENV)/bin/pytest tests/cluster tests/integration/test_cluster.py -p no:randomly \
-	  --junit-xml=bench/results/test_cluster.xml $(PYTEST_ARGS)
+	  --junit-xml=bench/results/test_cluster.xml -o junit_logging=system-out $(PYTEST_ARGS)
 
 # docker-compose.yml's secrets, generated into .env (mode 600; an existing .env is kept).
 compose-env: $(STAMP)
