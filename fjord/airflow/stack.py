@@ -61,6 +61,14 @@ def _describe(proc: psutil.Process) -> str:
         return f"pid {proc.pid}"
 
 
+def _parent(proc: psutil.Process) -> int | None:
+    """``proc``'s parent pid; ``None`` once it has exited (a task ends whenever it ends)."""
+    try:
+        return proc.ppid()
+    except psutil.Error:
+        return None
+
+
 def _airflow() -> str:
     """The ``airflow`` console script of this environment."""
     return str(Path(sys.executable).with_name("airflow"))
@@ -98,7 +106,8 @@ class AirflowService(Service):
         # Named before anything stops (the scheduler, stopping, may end some itself): a task runs under
         # LocalExecutor's "airflow worker -- <task instance id>"; other strays (a DAG file's parser)
         # are stopped too, but are no task.
-        roots = [p for p in strays if p.ppid() not in {s.pid for s in strays}]
+        pids = {s.pid for s in strays}
+        roots = [p for p in strays if _parent(p) not in pids]  # one gone meanwhile has no parent
         self.stopped_tasks = [text for text in map(_describe, roots) if ": airflow worker" in text]
         stopped = super().stop()
         process.stop_processes(strays)  # whatever the scheduler left running, JVMs included
