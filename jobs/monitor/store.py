@@ -92,6 +92,19 @@ class MonitorStore:
             return None
         return DeltaTable(uri, storage_options=options)
 
+    def _read(self, part: str, table: DeltaTable, columns: list[str] | None = None,
+              filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:  # fmt: skip
+        """Table ``part``'s rows, scanned as the feature store scans (``fjord.fs.arrow_scan``): on a
+        remote root on the calling thread, since a threaded scan through Python file objects can abort
+        the process at exit ("terminate called without an active exception": `fjord monitor status`
+        in the e2e, on HDFS, 2026-12-07)."""
+        import pyarrow.parquet as pq
+
+        filesystem, threads = arrow_scan(self.fs.backend, self.fs.path(f"{self.base}/{part}"))
+        dataset = table.to_pyarrow_dataset(filesystem=filesystem)
+        condition = pq.filters_to_expression(filters) if filters else None
+        return dataset.to_table(columns=columns, filter=condition, use_threads=threads)
+
     # -- exactly-once writes -------------------------------------------------------------------------
 
     def committed_batch(self, part: str, app_id: str) -> int | None:
@@ -105,7 +118,7 @@ class MonitorStore:
         if table is None:
             return None
         filters = [("model", "=", model), ("version", "=", version), ("window_start", "=", _utc_ms(start_ms))]
-        rows = table.to_pyarrow_table(filters=filters).to_pylist()
+        rows = self._read("windows", table, filters=filters).to_pylist()
         return rows[0] if rows else None
 
     def upsert(self, part: str, rows: list[dict[str, Any]], keys: tuple[str, ...], schema: pa.Schema,
@@ -164,7 +177,7 @@ class MonitorStore:
         present = set(table.schema().to_arrow().names)  # a table older than a column lacks it
         columns = [f.name for f in WINDOW_SCHEMA if f.name != "state" and f.name in present]
         rows = [{**dict.fromkeys(f.name for f in WINDOW_SCHEMA if f.name != "state"), **r}
-                for r in table.to_pyarrow_table(columns=columns).to_pylist()]  # fmt: skip
+                for r in self._read("windows", table, columns=columns).to_pylist()]  # fmt: skip
         return sorted(
             (_decoded(r) for r in rows), key=lambda r: (r["window_start"], r["model"], r["version"])
         )
@@ -174,13 +187,13 @@ class MonitorStore:
         table = self._table("windows")
         if table is None:
             return []
-        return table.to_pyarrow_table(filters=[("final", "=", False)]).to_pylist()
+        return self._read("windows", table, filters=[("final", "=", False)]).to_pylist()
 
     def max_event_ms(self) -> int | None:
         table = self._table("windows")
         if table is None:
             return None
-        values = table.to_pyarrow_table(columns=["max_event_ms"]).column("max_event_ms").to_pylist()
+        values = self._read("windows", table, columns=["max_event_ms"]).column("max_event_ms").to_pylist()
         return max(values) if values else None
 
     def alerts(self) -> list[dict[str, Any]]:
@@ -193,7 +206,7 @@ class MonitorStore:
         if table is None:
             return []
         return sorted(
-            (_decoded(r) for r in table.to_pyarrow_table().to_pylist()), key=lambda r: r["created_at"]
+            (_decoded(r) for r in self._read(part, table).to_pylist()), key=lambda r: r["created_at"]
         )
 
     def _decoded_rows(self, part: str, order: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -201,7 +214,7 @@ class MonitorStore:
         table = self._table(part)
         if table is None:
             return []
-        rows = (_decoded(r) for r in table.to_pyarrow_table().to_pylist())
+        rows = (_decoded(r) for r in self._read(part, table).to_pylist())
         return sorted(rows, key=lambda r: tuple(r[c] for c in order))
 
     def performance(self) -> list[dict[str, Any]]:
@@ -217,7 +230,7 @@ class MonitorStore:
     def suspects(self) -> list[dict[str, Any]]:
         """The drift alerts the skew job marked suspect: alert_id, the skew alert, its features."""
         table = self._table("suspect")
-        return [] if table is None else table.to_pyarrow_table().to_pylist()
+        return [] if table is None else self._read("suspect", table).to_pylist()
 
     def _dead_letter_files(self) -> tuple[Any, bool] | None:
         """The dead letters as one pyarrow dataset, and whether it may be scanned on threads
