@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -60,3 +61,12 @@ def write_failing_version(base: Path, version: int, *, below: float = 100.0) -> 
     tf.saved_model.save(model, str(path), signatures={"serving_default": model.serve})
     (path / "_SUCCESS").write_text(json.dumps({"files": 0}))
     return path
+
+
+def publish_version(project: Any, local_base: Path, name: str = "m", version: int = 1) -> None:
+    """Write a model version under ``local_base`` and publish it to ``project``'s Models/<name>/<version>
+    (as a deploy reads it from the storage root)."""
+    local = write_version(local_base, version)
+    with project.fs.publish(f"Models/{name}/{version}") as staged:
+        for file in (f for f in local.rglob("*") if f.is_file()):
+            staged.upload(str(file), str(file.relative_to(local)))

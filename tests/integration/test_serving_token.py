@@ -14,7 +14,7 @@ import pytest
 from fjord.projects import create_project
 from jobs.serve import serving
 from tests.conftest import run_fjord
-from tests.serving_models import write_version
+from tests.serving_models import publish_version
 
 pytestmark = pytest.mark.slow
 
@@ -23,10 +23,7 @@ def test_a_project_with_a_token_serves_only_callers_that_carry_it(tmp_path) -> N
     from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
     project = create_project("fraud")
-    local = write_version(tmp_path / "m", 1)
-    with project.fs.publish("Models/m/1") as staged:
-        for file in (f for f in local.rglob("*") if f.is_file()):
-            staged.upload(str(file), str(file.relative_to(local)))
+    publish_version(project, tmp_path / "m")
     serving.create_or_update("m", 1, project="fraud")
     assert run_fjord("model", "token", "--project", "fraud").returncode == 3  # none yet: not found
     made = run_fjord("model", "token", "--project", "fraud", "--new")
@@ -66,10 +63,7 @@ def test_a_start_whose_port_was_taken_meanwhile_fails_instead_of_returning_the_o
     from fjord.errors import ServiceError
 
     project = create_project("fraud")
-    local = write_version(tmp_path / "m", 1)
-    with project.fs.publish("Models/m/1") as staged:
-        for file in (f for f in local.rglob("*") if f.is_file()):
-            staged.upload(str(file), str(file.relative_to(local)))
+    publish_version(project, tmp_path / "m")
     serving.create_or_update("m", 1, project="fraud")
     with socket.socket() as squatter:  # the other start's server, bound in the meantime
         squatter.bind(("127.0.0.1", 0))

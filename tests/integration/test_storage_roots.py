@@ -116,13 +116,10 @@ def test_a_model_deploys_and_serves_from_the_root(root: str, tmp_path: Path) -> 
 
     from jobs.serve import serving
     from tests.integration.serving_server import ServerProcess
-    from tests.serving_models import write_version
+    from tests.serving_models import publish_version
 
     project = create_project("fraud")
-    local = write_version(tmp_path / "m", 1)
-    with project.fs.publish("Models/m/1") as staged:
-        for file in (f for f in local.rglob("*") if f.is_file()):
-            staged.upload(str(file), str(file.relative_to(local)))
+    publish_version(project, tmp_path / "m")
     serving.create_or_update("m", 1, project="fraud")
     assert "base_path" in project.fs.read_text("Models/serving/models.config")
     serving.start(project="fraud")
