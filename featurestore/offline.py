@@ -32,7 +32,7 @@ from featurestore.engines.duckdb import read_parquet_sql
 from featurestore.formats import write_parquet
 from featurestore.schema import normal_schema
 from fjord.errors import NotFoundError
-from fjord.fs import SharedFS, arrow_scan, object_store_options
+from fjord.fs import SharedFS, delta_scan, object_store_options
 
 if TYPE_CHECKING:
     from featurestore.registry import GroupRecord
@@ -261,9 +261,7 @@ class DeltaOfflineStore:
         return int(pc.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
 
     def read(self, as_of: int | datetime | None = None, columns: list[str] | None = None) -> pa.Table:
-        filesystem, threads = arrow_scan(self.fs.backend, self.fs.path())  # why: fjord.fs.arrow_scan
-        dataset = self._table(as_of).to_pyarrow_dataset(filesystem=filesystem)
-        return dataset.to_table(columns=columns, use_threads=threads)
+        return delta_scan(self._table(as_of), self.fs.backend, self.fs.path(), columns)
 
     def history(self) -> list[dict[str, Any]]:
         """Every commit, newest first: version, timestamp, operation, metrics, Fjord's metadata."""

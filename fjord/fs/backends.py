@@ -257,6 +257,25 @@ def arrow_scan(backend: Backend, root: str | None = None) -> tuple[Any, bool]:
     return (pa_fs.SubTreeFileSystem(root, handler) if root else handler), False
 
 
+def delta_scan(
+    table: Any,
+    backend: Backend,
+    root: str,
+    columns: list[str] | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+) -> Any:
+    """A Delta table's rows as one pyarrow Table: ``table`` (a ``deltalake.DeltaTable``) at ``root``
+    on ``backend``, its files read as :func:`arrow_scan` says (never delta-rs's own threaded scan
+    through Python file objects, which aborts the same way on a remote root). ``filters`` are
+    DNF tuples, as ``DeltaTable.to_pyarrow_table`` takes them."""
+    import pyarrow.parquet as pq
+
+    filesystem, threads = arrow_scan(backend, root)
+    dataset = table.to_pyarrow_dataset(filesystem=filesystem)
+    condition = pq.filters_to_expression(filters) if filters else None
+    return dataset.to_table(columns=columns, filter=condition, use_threads=threads)
+
+
 def object_store_options(uri: str) -> dict[str, str] | None:
     """Options of Rust's ``object_store`` (delta-rs) for ``uri``'s storage, from the storage
     settings; ``None`` where it needs none (local disk, HDFS)."""

@@ -37,7 +37,7 @@ from deltalake.transaction import AddAction
 
 from featurestore.query import as_time
 from fjord.errors import NotFoundError
-from fjord.fs import SharedFS, object_store_options
+from fjord.fs import SharedFS, delta_scan, object_store_options
 from fjord.projects import Project
 
 log = logging.getLogger("fjord.monitor.archive")
@@ -81,6 +81,11 @@ class InferenceArchive:
         elif as_of is not None:
             table.load_as_version(as_time(as_of, "as_of"))
         return table
+
+    def _scan(self, table: DeltaTable, columns: list[str] | None = None,
+              filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:  # fmt: skip
+        """The table's rows through ``fjord.fs.delta_scan`` (on a remote root, on this thread)."""
+        return delta_scan(table, self.fs.backend, self.fs.path(self.path), columns, filters or None)
 
     # -- the writer: the monitor's micro-batches -----------------------------------------------------
 
@@ -153,7 +158,7 @@ class InferenceArchive:
             filters.append(("type", "=", kind))
         if versions is not None:
             filters.append(("version", "in", versions))
-        data = _first_of_each(table.to_pyarrow_table(filters=filters or None))
+        data = _first_of_each(self._scan(table, filters=filters))
         order = [
             ("request_time", "ascending"),
             ("kafka_partition", "ascending"),
@@ -181,7 +186,7 @@ class InferenceArchive:
         if table is None:
             return {"uri": self.uri, "records": 0, "requests": 0, "responses": 0, "days": [], "versions": [],
                     "delta_version": None}  # fmt: skip
-        data = table.to_pyarrow_table(columns=["date", "version", "type"])
+        data = self._scan(table, columns=["date", "version", "type"])
         return {
             "uri": self.uri,
             "records": len(data),

@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from fjord.fs import SharedFS, arrow_scan, object_store_options
+from fjord.fs import SharedFS, arrow_scan, delta_scan, object_store_options
 
 MONITORING = "Resources/monitoring"
 
@@ -94,16 +94,9 @@ class MonitorStore:
 
     def _read(self, part: str, table: DeltaTable, columns: list[str] | None = None,
               filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:  # fmt: skip
-        """Table ``part``'s rows, scanned as the feature store scans (``fjord.fs.arrow_scan``): on a
-        remote root on the calling thread, since a threaded scan through Python file objects can abort
-        the process at exit ("terminate called without an active exception": `fjord monitor status`
-        in the e2e, on HDFS, 2026-12-07)."""
-        import pyarrow.parquet as pq
-
-        filesystem, threads = arrow_scan(self.fs.backend, self.fs.path(f"{self.base}/{part}"))
-        dataset = table.to_pyarrow_dataset(filesystem=filesystem)
-        condition = pq.filters_to_expression(filters) if filters else None
-        return dataset.to_table(columns=columns, filter=condition, use_threads=threads)
+        """Table ``part``'s rows (``fjord.fs.delta_scan``: a threaded scan through Python file objects
+        aborted `fjord monitor status` at exit on HDFS, in the e2e, 2026-12-07)."""
+        return delta_scan(table, self.fs.backend, self.fs.path(f"{self.base}/{part}"), columns, filters)
 
     # -- exactly-once writes -------------------------------------------------------------------------
 
