@@ -123,15 +123,20 @@ class FeatureView(Versioned):
             try:
                 with project.fs.publish(rel) as out:
                     # the statistics' columns are kept as the rows are written: one pass, no read back
-                    columns, kept = self.features + self.labels, []
+                    # and computed while the file is still being written
+                    columns, kept, statistics = self.features + self.labels, [], {}
+
+                    def compute_statistics() -> None:
+                        statistics.update(reference_statistics(pa.concat_tables(kept), columns))
+
                     rows = engine_impl.write_parquet(
-                        plan, out.sub("parquet"), tap=lambda batch: kept.append(batch.select(columns))
-                    )
+                        plan, out.sub("parquet"), tap=lambda batch: kept.append(batch.select(columns)),
+                        while_writing=compute_statistics,
+                    )  # fmt: skip
                     if data_format == "tfrecord":
                         from featurestore.formats import write_tfrecords
 
                         write_tfrecords(out.sub("parquet"), out.sub("tfrecord"))
-                    statistics = reference_statistics(pa.concat_tables(kept), columns)
                     out.write_text(STATISTICS_FILE, json.dumps(statistics))
                     out.write_text(
                         "_feature_view.json",

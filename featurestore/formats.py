@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -14,7 +16,10 @@ from fjord.fs import SharedFS, arrow_scan
 
 
 def write_parquet(
-    reader: pa.RecordBatchReader, handle: IO[Any], tap: Callable[[pa.Table], None] | None = None
+    reader: pa.RecordBatchReader,
+    handle: IO[Any],
+    tap: Callable[[pa.Table], None] | None = None,
+    while_writing: Callable[[], None] | None = None,
 ) -> int:
     """Stream ``reader``'s batches, normalised, into one Parquet file at ``handle``; rows written.
     ``tap`` sees each batch as written (an empty table when there are no rows).
@@ -24,7 +29,14 @@ def write_parquet(
     Floating-point columns are not dictionary-encoded: their values rarely repeat, so Arrow builds a
     dictionary only to fall back from it (a training dataset of 1M rows x 20 float features is
     written in 0.22 s instead of 0.38 s, 1% larger).
+
+    With ``while_writing``, a thread writes the batches behind the reading (memory then holds the
+    batches not yet written: for a caller whose ``tap`` keeps them anyway), and ``while_writing``
+    runs on this thread once every batch is read, while the thread finishes: a training dataset's
+    statistics (0.28 s for 1M x 21 columns) and its write (0.2-0.36 s) overlap on two cores.
     """
+    if while_writing is not None:
+        return _write_behind(reader, handle, tap, while_writing)
     writer, rows = None, 0
     for batch in reader:
         table = normalise(pa.Table.from_batches([batch]))
@@ -39,6 +51,58 @@ def write_parquet(
         if tap:
             tap(empty)
     writer.close()
+    return rows
+
+
+def _write_behind(
+    reader: pa.RecordBatchReader,
+    handle: IO[Any],
+    tap: Callable[[pa.Table], None] | None,
+    while_writing: Callable[[], None],
+) -> int:
+    """:func:`write_parquet` with a writer thread: see there."""
+    pending: queue.SimpleQueue[pa.Table | None] = queue.SimpleQueue()
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        writer = None
+        try:
+            while (table := pending.get()) is not None:
+                if not failed:  # after a failure, only drain what the reading side still hands over
+                    writer = writer or _parquet_writer(handle, table.schema)
+                    writer.write_table(table)
+            if writer is not None and not failed:
+                writer.close()
+        except BaseException as exc:  # handed to the reading side, which raises it
+            failed.append(exc)
+            while pending.get() is not None:
+                pass
+
+    thread = threading.Thread(target=write, name="fjord-parquet-writer", daemon=True)
+    thread.start()
+    rows = 0
+    try:
+        for batch in reader:
+            table = normalise(pa.Table.from_batches([batch]))
+            pending.put(table)
+            rows += table.num_rows
+            if tap:
+                tap(table)
+        if rows == 0:  # the file is still valid: empty, with the schema
+            empty = normalise(reader.schema.empty_table())
+            pending.put(empty)
+            if tap:
+                tap(empty)
+        pending.put(None)
+        while_writing()
+    except BaseException:
+        failed.append(RuntimeError("the reading side failed"))  # the writer stops writing
+        pending.put(None)
+        thread.join()
+        raise
+    thread.join()
+    if failed:
+        raise failed[0]
     return rows
 
 

@@ -70,8 +70,14 @@ class JoinEngine(ABC):
 
     @abstractmethod
     def write_parquet(
-        self, plan: JoinPlan, out: SharedFS, tap: Callable[[pa.Table], None] | None = None
+        self,
+        plan: JoinPlan,
+        out: SharedFS,
+        tap: Callable[[pa.Table], None] | None = None,
+        while_writing: Callable[[], None] | None = None,
     ) -> int:
         """Write the joined rows as Parquet into ``out`` without holding them in memory; the row count.
         ``tap`` sees the rows written, in one or more tables (at least one, empty if no rows): what
-        a training dataset's statistics are computed from in the same pass."""
+        a training dataset's statistics are computed from in the same pass. ``while_writing`` runs
+        once ``tap`` has seen every row, while the file may still be being written (its statistics
+        then cost no extra time); its exception fails the write."""

@@ -4,22 +4,40 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
 import duckdb
 import fsspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from featurestore.engines.base import JoinEngine, JoinPlan, Source
 from featurestore.formats import write_parquet
 from featurestore.schema import normalise
 from fjord.config import get_settings
-from fjord.fs import SharedFS, backend_for, local_path
+from fjord.fs import SharedFS, arrow_scan, backend_for, local_path
 
 _BATCH_ROWS = 256_000
+_ROW_BITS = 40  # a gathered row's position: its file's index above these bits, its row in the file below
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+
+
+def memory_bytes(limit: str) -> int | None:
+    """A DuckDB memory setting ("2GB", "512MiB") in bytes; None if it is not one."""
+    found = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", limit)
+    if found is None or found.group(2).lower() not in _UNITS:
+        return None
+    try:
+        return int(float(found.group(1)) * _UNITS[found.group(2).lower()])
+    except ValueError:
+        return None
 
 
 def _q(name: str) -> str:
@@ -146,8 +164,12 @@ class DuckDBJoinEngine(JoinEngine):
         cols = ", ".join(_q(c) for c in columns)
         return f"(SELECT {cols} FROM {read_parquet_sql(con, source.files)})", None
 
-    def sql(self, con: duckdb.DuckDBPyConnection, plan: JoinPlan) -> tuple[str, dict[str, pa.Table]]:
-        """The query for ``plan`` in ``con`` and the empty tables it refers to."""
+    def sql(
+        self, con: duckdb.DuckDBPyConnection, plan: JoinPlan, gathered: frozenset[int] = frozenset()
+    ) -> tuple[str, dict[str, pa.Table]]:
+        """The query for ``plan`` in ``con`` and the empty tables it refers to. For the joined sources
+        numbered in ``gathered`` the query gives each left row's position of the right row (column
+        ``__at{i}``: null when there is none) instead of its features: see :class:`_Gather`."""
         empties: dict[str, pa.Table] = {}
         left = plan.left
         left_keys = [k for k, _ in left.keys]
@@ -172,10 +194,17 @@ class DuckDBJoinEngine(JoinEngine):
         for i, source in enumerate(plan.joins):
             alias, ts = f"r{i}", f"__ts{i}"
             right_keys = [r for _, r in source.keys]
-            cols = list(dict.fromkeys([*right_keys, *source.columns]))
-            body, empty = self._read(con, source, [*cols, source.event_time])
-            if empty is not None:
-                empties[f"empty_{id(empty)}"] = empty
+            if i in gathered:  # the position only: file_index and file_row_number are DuckDB's
+                position = f"(file_index::BIGINT << {_ROW_BITS}) + file_row_number"
+                cols = [*dict.fromkeys(right_keys), f"{position} AS __at"]
+                body = f"(SELECT {', '.join([*map(_q, right_keys), _q(source.event_time), cols[-1]])} "
+                body += f"FROM {read_parquet_sql(con, source.files)})"
+                cols = [*dict.fromkeys(right_keys), "__at"]
+            else:
+                cols = list(dict.fromkeys([*right_keys, *source.columns]))
+                body, empty = self._read(con, source, [*cols, source.event_time])
+                if empty is not None:
+                    empties[f"empty_{id(empty)}"] = empty
             renamed = ", ".join([_q(c) for c in cols] + [f"{_q(source.event_time)} AS {ts}"])
             ctes.append(f"{alias} AS (SELECT {renamed} FROM {body})")
             on = " AND ".join(f"l.{_q(lk)} = {alias}.{_q(rk)}" for lk, rk in source.keys)
@@ -184,6 +213,9 @@ class DuckDBJoinEngine(JoinEngine):
             if source.max_lookback is not None:
                 micros = int(source.max_lookback.total_seconds() * 1_000_000)
                 fresh = f"{alias}.{ts} >= l.{_q(left.event_time)} - INTERVAL ({micros}) MICROSECONDS"
+            if i in gathered:
+                select.append(f"CASE WHEN {fresh} THEN {alias}.__at END AS __at{i}")
+                continue
             select += [
                 f"CASE WHEN {fresh} THEN {alias}.{_q(c)} END AS {_q(o)}"
                 for c, o in zip(source.columns, source.outputs(), strict=True)
@@ -193,11 +225,37 @@ class DuckDBJoinEngine(JoinEngine):
         return query, empties
 
     def _reader(self, plan: JoinPlan) -> tuple[duckdb.DuckDBPyConnection, pa.RecordBatchReader]:
+        gathers = _gathers(plan, self.gather_bytes())
         con = connect_duckdb()
-        query, empties = self.sql(con, plan)
+        query, empties = self.sql(con, plan, frozenset(gathers))
         for name, table in empties.items():
             con.register(name, table)
-        return con, con.sql(query).to_arrow_reader(_BATCH_ROWS)
+        reader = con.sql(query).to_arrow_reader(_BATCH_ROWS)
+        if not gathers:
+            return con, reader
+        names = plan.output_columns()
+        pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="fjord-take")
+
+        def gathered(batch: pa.RecordBatch) -> pa.RecordBatch:
+            columns = {name: batch.column(name) for name in batch.schema.names}
+            for i, gather in gathers.items():
+                columns.update(gather.take(columns.pop(f"__at{i}"), pool))
+            return pa.RecordBatch.from_arrays([columns[n] for n in names], names=names)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from (gathered(batch) for batch in reader)
+            finally:
+                pool.shutdown()
+
+        first = gathered(pa.RecordBatch.from_pylist([], schema=reader.schema))
+        return con, pa.RecordBatchReader.from_batches(first.schema, batches())
+
+    def gather_bytes(self) -> int:
+        """How many bytes of joined features may be read whole to be gathered by position: half of
+        ``featurestore.duckdb_memory_limit`` (0 if it cannot be read as bytes)."""
+        limit = memory_bytes(get_settings().featurestore.duckdb_memory_limit)
+        return 0 if limit is None else limit // 2
 
     def to_arrow(self, plan: JoinPlan) -> pa.Table:
         con, reader = self._reader(plan)
@@ -207,11 +265,93 @@ class DuckDBJoinEngine(JoinEngine):
             con.close()
 
     def write_parquet(
-        self, plan: JoinPlan, out: SharedFS, tap: Callable[[pa.Table], None] | None = None
+        self,
+        plan: JoinPlan,
+        out: SharedFS,
+        tap: Callable[[pa.Table], None] | None = None,
+        while_writing: Callable[[], None] | None = None,
     ) -> int:
         con, reader = self._reader(plan)
         try:
             with out.open("part-00000.parquet", "wb") as handle:
-                return write_parquet(reader, handle, tap)
+                return write_parquet(reader, handle, tap, while_writing)
         finally:
             con.close()
+
+
+class _Gather:
+    """A joined source whose features are fetched by position.
+
+    DuckDB's ASOF join sorts both sides with every column it carries: joining on the keys and times
+    alone, with each right row's position (its file's index and row number), then taking the
+    features from the source's columns read whole, is faster when those columns fit in memory (the
+    feature store benchmark: 0.9 s for the join and 0.4 s for the take, against 1.65 s for the wide
+    join, 1M labels against 2 x 5M rows of 10 features). Larger sources keep the wide join, which
+    DuckDB spills past its memory limit."""
+
+    def __init__(self, source: Source, columns: list[pa.Array | None], rows_per_file: list[int]) -> None:
+        self.source = source
+        # one contiguous array per column: a take from a chunked one (a chunk per row group) is 2x slower
+        self.columns = [column for column in columns if column is not None]
+        self.offsets = np.concatenate([[0], np.cumsum(rows_per_file[:-1], dtype=np.int64)]).astype(np.int64)
+
+    def take(self, at: pa.Array, pool: ThreadPoolExecutor) -> dict[str, pa.Array]:
+        """The features at positions ``at`` (null where ``at`` is), by output name; a column per
+        thread of ``pool`` (Arrow's take runs without the GIL)."""
+        positions = pc.fill_null(at, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        rows = self.offsets[positions >> _ROW_BITS] + (positions & ((1 << _ROW_BITS) - 1))
+        indices = pa.array(rows, pa.int64(), mask=at.is_null().to_numpy(zero_copy_only=False))
+        taken = pool.map(lambda column: pc.take(column, indices), self.columns)
+        return dict(zip(self.source.outputs(), taken, strict=True))
+
+
+def _gathers(plan: JoinPlan, budget: int) -> dict[int, _Gather]:
+    """The joined sources (by index) whose selected columns, uncompressed, fit in ``budget`` bytes
+    together, read whole; the others are joined wide."""
+    import pyarrow.parquet as pq
+
+    gathers: dict[int, _Gather] = {}
+    for i, source in enumerate(plan.joins):
+        if not source.files or not source.columns:
+            continue
+        backend = backend_for(source.files[0])
+        filesystem, threads = arrow_scan(backend)
+        paths = [backend.to_path(uri) for uri in source.files]
+        footers = [pq.read_metadata(path, filesystem=filesystem) for path in paths]
+        wanted = set(source.columns)
+        size = sum(
+            footer.row_group(g).column(c).total_uncompressed_size
+            for footer in footers
+            for g in range(footer.num_row_groups)
+            for c in range(footer.num_columns)
+            if footer.row_group(g).column(c).path_in_schema.split(".")[0] in wanted  # a nested one's leaves
+        )
+        if size > budget:
+            continue
+        budget -= size
+        files = [pq.ParquetFile(path, filesystem=filesystem) for path in paths]
+        try:
+            columns = [_read_whole(files, name, threads) for name in source.columns]
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a column's type changed between files
+            continue
+        if all(column is not None for column in columns):  # else the wide join says which is missing
+            gathers[i] = _Gather(source, columns, [f.num_rows for f in footers])
+    return gathers
+
+
+def _read_whole(files: list[Any], name: str, threads: bool) -> pa.Array | None:
+    """Column ``name`` of Parquet ``files`` (``pq.ParquetFile``) end to end, as one contiguous array:
+    read a column at a time, so memory holds its chunks and its copy for one column only. A file
+    without it (an older schema) gives nulls, as DuckDB's ``union_by_name`` does."""
+    chunks: list[pa.ChunkedArray | None] = [
+        file.read(columns=[name], use_threads=threads).column(0) if name in file.schema_arrow.names else None
+        for file in files
+    ]
+    kind = next((c.type for c in chunks if c is not None), None)
+    if kind is None:
+        return None
+    whole = [
+        pa.chunked_array([pa.nulls(file.metadata.num_rows, kind)]) if c is None else c.cast(kind)
+        for c, file in zip(chunks, files, strict=True)
+    ]
+    return pa.chunked_array([chunk for c in whole for chunk in c.chunks], kind).combine_chunks()

@@ -98,11 +98,19 @@ class SparkJoinEngine(JoinEngine):
         return normalise(self.dataframe(plan).toArrow())
 
     def write_parquet(
-        self, plan: JoinPlan, out: SharedFS, tap: Callable[[pa.Table], None] | None = None
+        self,
+        plan: JoinPlan,
+        out: SharedFS,
+        tap: Callable[[pa.Table], None] | None = None,
+        while_writing: Callable[[], None] | None = None,
     ) -> int:
         self.dataframe(plan).write.parquet(out.spark_uri())
         if tap is None:
-            return get_spark().read.parquet(out.spark_uri()).count()
-        written = normalise(out.read_parquet(""))
-        tap(written)
-        return written.num_rows
+            rows = get_spark().read.parquet(out.spark_uri()).count()
+        else:  # the rows as written: read back (the executors wrote them)
+            written = normalise(out.read_parquet(""))
+            tap(written)
+            rows = written.num_rows
+        if while_writing:
+            while_writing()
+        return int(rows)

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from featurestore.engines import JoinPlan, Source, join_engine
+from featurestore.engines import JoinEngine, JoinPlan, Source, join_engine
+from featurestore.engines.duckdb import DuckDBJoinEngine
 from featurestore.schema import TIMESTAMP
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -33,11 +34,15 @@ feature_rows = st.dictionaries(
 lookbacks = st.one_of(st.none(), st.integers(min_value=0, max_value=20).map(lambda m: timedelta(minutes=m)))
 
 
-def _write(directory: Path, table: pa.Table) -> tuple[str, ...]:
+def _write(directory: Path, table: pa.Table, files: int = 1) -> tuple[str, ...]:
+    """``table`` as ``files`` Parquet files (consecutive slices; the last may be empty)."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{uuid.uuid4().hex}.parquet"
-    pq.write_table(table, path)
-    return (path.as_uri(),)
+    uris, size = [], -(-table.num_rows // files) if table.num_rows else 0
+    for i in range(files):
+        path = directory / f"{i}-{uuid.uuid4().hex}.parquet"
+        pq.write_table(table.slice(i * size, size), path)
+        uris.append(path.as_uri())
+    return tuple(uris)
 
 
 def reference(labels, features, lookback):
@@ -54,7 +59,17 @@ def reference(labels, features, lookback):
     return sorted(out, key=lambda r: (r[1], r[0], r[2]))
 
 
-def run_engine(engine: str, tmp: Path, labels, features, lookback):
+def _engine(name: str) -> JoinEngine:
+    """The engine by name; "duckdb-wide" is DuckDB with no budget to gather features by position
+    (every source joined wide, as a source too large for memory is)."""
+    if name != "duckdb-wide":
+        return join_engine(name)
+    engine = DuckDBJoinEngine()
+    engine.gather_bytes = lambda: 0  # type: ignore[method-assign]
+    return engine
+
+
+def run_engine(engine: str, tmp: Path, labels, features, lookback, files: int = 1):
     left = pa.table(
         {
             "cc_num": pa.array([k for k, _ in labels], pa.int64()),
@@ -73,7 +88,7 @@ def run_engine(engine: str, tmp: Path, labels, features, lookback):
         Source(_write(tmp / "l", left), "ts", ("row",), (("cc_num", "cc_num"),), schema=left.schema),
         (
             Source(
-                _write(tmp / "r", right),
+                _write(tmp / "r", right, files),
                 "ts",
                 ("amount",),
                 (("cc_num", "cc_num"),),
@@ -82,7 +97,7 @@ def run_engine(engine: str, tmp: Path, labels, features, lookback):
             ),
         ),
     )
-    table = join_engine(engine).to_arrow(plan)
+    table = _engine(engine).to_arrow(plan)
     assert table.column_names == ["cc_num", "ts", "row", "amount"]
     rows = list(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
     assert len(rows) == len(labels)  # exactly one row per label row: none dropped, none doubled
@@ -90,18 +105,21 @@ def run_engine(engine: str, tmp: Path, labels, features, lookback):
 
 
 @pytest.mark.parametrize(
-    "engine", ["duckdb", pytest.param("spark", marks=[pytest.mark.spark, pytest.mark.slow])]
+    "engine", ["duckdb", "duckdb-wide", pytest.param("spark", marks=[pytest.mark.spark, pytest.mark.slow])]
 )
 def test_point_in_time_join_matches_brute_force(engine, tmp_path_factory, request) -> None:
+    """DuckDB gathers the features by position (the default here) or joins them wide; the feature
+    rows are spread over one to three files (a position names its file)."""
     if engine == "spark":
         request.getfixturevalue("spark")
-    examples = 60 if engine == "duckdb" else 12
+    examples = 60 if engine.startswith("duckdb") else 12
 
     @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(labels=label_rows, features=feature_rows, lookback=lookbacks)
-    def check(labels, features, lookback):
+    @given(labels=label_rows, features=feature_rows, lookback=lookbacks, files=st.integers(1, 3))
+    def check(labels, features, lookback, files):
         tmp = tmp_path_factory.mktemp("pit")
-        assert run_engine(engine, tmp, labels, features, lookback) == reference(labels, features, lookback)
+        got = run_engine(engine, tmp, labels, features, lookback, files)
+        assert got == reference(labels, features, lookback)
 
     check()
 
