@@ -14,8 +14,10 @@ different master or environment stops it and builds the right one.
 from __future__ import annotations
 
 import atexit
+import base64
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -26,6 +28,7 @@ from fjord.config import Settings, get_settings
 from fjord.errors import ServiceError, SparkError
 from fjord.fs import SharedFS, shared_root
 from fjord.jvm import jars, java_executable
+from fjord.private import write_private
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -82,6 +85,10 @@ def spark_conf(settings: Settings, project: Project | None) -> tuple[dict[str, s
     if spark.master.startswith("local"):
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
+    # The driver's web UI (4040 and up: its jobs, and the status API) asks for a signed token, as the
+    # standalone daemons' do: a request needs Authorization: Bearer <ui_token()>, else 403.
+    conf["spark.ui.filters"] = "org.apache.spark.ui.JWSFilter"
+    conf[_UI_KEY] = ui_key(settings)
     conf.update(_storage_conf(settings))
     if settings.services.profile == "cluster":
         from fjord.cluster import spark_client_conf
@@ -96,6 +103,36 @@ def spark_conf(settings: Settings, project: Project | None) -> tuple[dict[str, s
         python = _project_python(project, spark.master, conf)
     conf.update(spark.conf)
     return conf, python
+
+
+def ui_key(settings: Settings) -> str:
+    """The key (256 bits, url-safe base64) Spark's ``JWSFilter`` checks the driver UIs' tokens
+    with: made once per home, ``$FJORD_HOME/spark/ui.key`` (mode 600). Of two processes making it
+    at once, the first one's is kept."""
+    path = settings.home / "spark" / "ui.key"
+    if not path.exists():
+        tmp = path.with_name(f".ui.key.{os.getpid()}.{threading.get_ident()}")
+        write_private(tmp, base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
+
+
+_UI_KEY = "spark.org.apache.spark.ui.JWSFilter.param.secretKey"
+
+
+def ui_token(session: SparkSession | None = None) -> str:
+    """A bearer token the Spark driver UIs accept (``Authorization: Bearer <token>``): those of this
+    home, or the one of ``session`` (whichever home made it)."""
+    import jwt
+
+    key = session.sparkContext.getConf().get(_UI_KEY) if session is not None else None
+    secret = base64.urlsafe_b64decode(key or ui_key(get_settings()))
+    return jwt.encode({"sub": "fjord"}, secret, algorithm="HS256")
 
 
 def _event_log_conf(logs: SharedFS) -> dict[str, str]:
@@ -313,11 +350,12 @@ def _expected_executors(conf: Any) -> int | None:
 
 def _registered_executor_cores(session: SparkSession) -> list[int]:
     import json
-    from urllib.request import urlopen
+    from urllib.request import Request, urlopen
 
     context = session.sparkContext
     url = f"{context.uiWebUrl}/api/v1/applications/{context.applicationId}/executors"
-    with urlopen(url, timeout=10) as response:
+    request = Request(url, headers={"Authorization": f"Bearer {ui_token(session)}"})
+    with urlopen(request, timeout=10) as response:
         executors = json.load(response)
     return sorted(int(e["totalCores"]) for e in executors if e["id"] != "driver" and e.get("isActive", True))
 

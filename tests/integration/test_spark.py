@@ -1,5 +1,6 @@
 """Spark through fjord.spark: the session factory, the shared filesystem and project environments."""
 
+import base64
 import os
 import shutil
 import subprocess
@@ -20,6 +21,31 @@ pytestmark = pytest.mark.spark
 
 def test_session_is_reused(spark) -> None:
     assert get_spark(app_name="fjord-tests") is spark
+
+
+def test_the_driver_ui_asks_for_this_home_s_token(spark) -> None:
+    """The driver's web UI and status API (127.0.0.1:4040 and up) answer 403 without a token signed
+    with the home's key, or with one signed with another key; 200 with ``ui_token``. (The suite's
+    session was made in the session's home: its token is the session's.)"""
+    import urllib.error
+    import urllib.request
+
+    import jwt
+
+    from fjord.spark import ui_key, ui_token
+
+    url = f"{spark.sparkContext.uiWebUrl}/api/v1/applications"
+    forged = jwt.encode({"sub": "fjord"}, b"k" * 32, algorithm="HS256")
+    for headers in ({}, {"Authorization": f"Bearer {forged}"}):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)
+        assert refused.value.code == 403
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {ui_token(spark)}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200 and b"fjord-tests" in response.read()
+    key = ui_key(get_settings())  # a home's key: made once, mode 600, the same on every ask
+    assert key == ui_key(get_settings()) and len(base64.urlsafe_b64decode(key)) == 32
+    assert oct((get_settings().home / "spark" / "ui.key").stat().st_mode & 0o777) == "0o600"
 
 
 def test_spark_reads_what_publish_wrote_by_the_same_uri(spark) -> None:
