@@ -340,6 +340,7 @@ class JobWorker:
                 else:
                     os.environ[name] = value
             _end_tracking_run()
+            _reset_keras()
         return code
 
     def _watch(self, connection: socket.socket, job: int) -> None:
@@ -417,6 +418,16 @@ def _end_tracking_run() -> None:
     mlflow = sys.modules.get("mlflow")
     if mlflow is not None and mlflow.active_run() is not None:
         mlflow.end_run("FAILED")
+
+
+def _reset_keras() -> None:
+    """Keras keeps process-global state between jobs: its layer and model name counters (a second
+    training's first layer is ``dense_1``, not ``dense``), and the graph and memory of the models
+    built. A job starts as a process of its own would."""
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        tf.keras.backend.clear_session()
 
 
 def _children() -> list[Any]:
