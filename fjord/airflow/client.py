@@ -110,10 +110,11 @@ class AirflowClient:
         from fjord.airflow.stack import airflow_service
 
         service = airflow_service(settings)
-        address = service.address()
-        if address is None:
-            raise AirflowError("the embedded Airflow is not running", hint="start the stack with `fjord up`")
-        return cls(address, airflow.username, service.password())
+        status = service.status()
+        if status.address is None:
+            state = status.detail.split(":")[0] if status.detail else "not running"
+            raise AirflowError(f"the embedded Airflow is {state}", hint="start the stack with `fjord up`")
+        return cls(status.address, airflow.username, service.password())
 
     def close(self) -> None:
         self._http.close()

@@ -158,7 +158,11 @@ class Service(ABC):
         running = self._running(state)
         pids = {k: v for k, v in state.get("pids", {}).items() if process.alive(v)}
         address = self.address_for(state["ports"]) if running else None
-        detail = "" if running or not pids else "partly running: start it again to restart it"
+        detail = ""
+        if not running and pids:
+            down = [label for label in state.get("pids", {}) if label not in pids]
+            what = f" ({', '.join(down)} {'is' if len(down) == 1 else 'are'} down)" if down else ""
+            detail = f"partly running{what}: start it again to restart it"
         return ServiceStatus(self.name, running, address, pids, self.dir, detail)
 
     def address(self) -> str | None:

@@ -80,3 +80,31 @@ def test_down_stops_what_this_home_started_whatever_storage_root_is_in_force(cap
     assert "model-server/fraud   stopped" in out and "monitor/fraud/fraud  stopped" in out
     for process in processes.values():
         assert process.wait(timeout=60) is not None  # stopped, and reaped here
+
+
+def test_a_partly_running_airflow_is_named_with_what_is_down(capsys, fjord_home) -> None:
+    """One of the stack's processes died (a Celery worker, the scheduler): `fjord status` and the
+    commands that need Airflow say which, not that Airflow is not running."""
+    import subprocess
+    import sys
+
+    from fjord.airflow.client import AirflowClient, AirflowError
+    from fjord.airflow.stack import airflow_service
+    from fjord.services.process import write_state
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs
+    alive = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    service = airflow_service()
+    service.dir.mkdir(parents=True, exist_ok=True)
+    state = service.dir / "state.json"
+    write_state(state, {"ports": {"api": 1}, "pids": {"api-server": alive.pid, "scheduler": gone.pid}})
+    try:
+        with pytest.raises(AirflowError) as refused:
+            AirflowClient.connect()
+        assert str(refused.value) == "the embedded Airflow is partly running (scheduler is down)"
+        code, out, _ = cli(capsys, "status")
+        assert code == 0 and "partly running (scheduler is down)" in out
+    finally:
+        state.unlink()
+        alive.communicate(b"")
