@@ -262,6 +262,9 @@ def main() -> None:
                 print(f"restart: {args.kills} SIGKILLs over {args.records // 4:,} records")
                 restart = bench_restart(bootstrap, args.records // 4, args.kills)
         finally:
+            from fjord.spark import stop_spark
+
+            stop_spark()  # before the home goes: Spark's event log is closed in it
             kafka.stop()
     ours = [r["records_per_s"] for r in throughput["monitor"]]
     archived = [r["records_per_s"] for r in throughput["monitor_with_archive"]]
