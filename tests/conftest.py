@@ -254,22 +254,29 @@ def broker(kafka_server: str, kafka_login: dict[str, str], monkeypatch: pytest.M
     return kafka_server
 
 
-@pytest.fixture(scope="session")
-def hdfs_server(services_home: Path) -> Iterator[str]:
-    """A real HDFS (NameNode + DataNode) for the session; its ``hdfs://host:port`` URI."""
+def _serve_storage(name: str, home: Path) -> Iterator[str]:
+    """A storage server for the session, with the session's SparkSession stopped before it: Spark's
+    clients of it (the event log of a session on its root) would retry a stopped server at Spark's
+    stop. (S3A did, for 300 s of the suite's end, when S3 was stopped first: CI, 2026-12-07.)"""
     from fjord.services import service_at
     from fjord.spark import stop_spark
 
-    server = service_at("hdfs", services_home, preferred_ports=False)
+    server = service_at(name, home, preferred_ports=False)
     yield server.start()
-    stop_spark()  # Spark's HDFS clients (event logs of a session on an hdfs:// root) go before HDFS does
+    stop_spark()
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def hdfs_server(services_home: Path) -> Iterator[str]:
+    """A real HDFS (NameNode + DataNode) for the session; its ``hdfs://host:port`` URI."""
+    yield from _serve_storage("hdfs", services_home)
 
 
 @pytest.fixture(scope="session")
 def s3_endpoint(services_home: Path) -> Iterator[str]:
     """A real S3 server (SeaweedFS) for the session, with the bucket ``fjord``; its endpoint URL."""
-    yield from _serve("s3", services_home)
+    yield from _serve_storage("s3", services_home)
 
 
 @pytest.fixture(scope="session")
