@@ -190,11 +190,18 @@ def services_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("services")
 
 
-def _serve(name: str, home: Path) -> Iterator[str]:
+def _serve(name: str, home: Path, *, storage: bool = False) -> Iterator[str]:
+    """Server ``name`` for the session. A storage server's (``storage``) go after the session's
+    SparkSession: Spark's clients of it (the event log of a session on its root) would retry a
+    stopped server at Spark's stop. (S3A did, for 300 s of the suite's end, when S3 was stopped
+    first: CI, 2026-12-07.)"""
     from fjord.services import service_at
+    from fjord.spark import stop_spark
 
     server = service_at(name, home, preferred_ports=False)
     yield server.start()
+    if storage:
+        stop_spark()
     server.stop()
 
 
@@ -254,29 +261,16 @@ def broker(kafka_server: str, kafka_login: dict[str, str], monkeypatch: pytest.M
     return kafka_server
 
 
-def _serve_storage(name: str, home: Path) -> Iterator[str]:
-    """A storage server for the session, with the session's SparkSession stopped before it: Spark's
-    clients of it (the event log of a session on its root) would retry a stopped server at Spark's
-    stop. (S3A did, for 300 s of the suite's end, when S3 was stopped first: CI, 2026-12-07.)"""
-    from fjord.services import service_at
-    from fjord.spark import stop_spark
-
-    server = service_at(name, home, preferred_ports=False)
-    yield server.start()
-    stop_spark()
-    server.stop()
-
-
 @pytest.fixture(scope="session")
 def hdfs_server(services_home: Path) -> Iterator[str]:
     """A real HDFS (NameNode + DataNode) for the session; its ``hdfs://host:port`` URI."""
-    yield from _serve_storage("hdfs", services_home)
+    yield from _serve("hdfs", services_home, storage=True)
 
 
 @pytest.fixture(scope="session")
 def s3_endpoint(services_home: Path) -> Iterator[str]:
     """A real S3 server (SeaweedFS) for the session, with the bucket ``fjord``; its endpoint URL."""
-    yield from _serve_storage("s3", services_home)
+    yield from _serve("s3", services_home, storage=True)
 
 
 @pytest.fixture(scope="session")

@@ -195,11 +195,10 @@ class DuckDBJoinEngine(JoinEngine):
             alias, ts = f"r{i}", f"__ts{i}"
             right_keys = [r for _, r in source.keys]
             if i in gathered:  # the position only: file_index and file_row_number are DuckDB's
-                position = f"(file_index::BIGINT << {_ROW_BITS}) + file_row_number"
-                cols = [*dict.fromkeys(right_keys), f"{position} AS __at"]
-                body = f"(SELECT {', '.join([*map(_q, right_keys), _q(source.event_time), cols[-1]])} "
-                body += f"FROM {read_parquet_sql(con, source.files)})"
                 cols = [*dict.fromkeys(right_keys), "__at"]
+                read = ", ".join([*map(_q, cols[:-1]), _q(source.event_time)])
+                position = f"(file_index::BIGINT << {_ROW_BITS}) + file_row_number AS __at"
+                body = f"(SELECT {read}, {position} FROM {read_parquet_sql(con, source.files)})"
             else:
                 cols = list(dict.fromkeys([*right_keys, *source.columns]))
                 body, empty = self._read(con, source, [*cols, source.event_time])
@@ -289,10 +288,10 @@ class _Gather:
     join, 1M labels against 2 x 5M rows of 10 features). Larger sources keep the wide join, which
     DuckDB spills past its memory limit."""
 
-    def __init__(self, source: Source, columns: list[pa.Array | None], rows_per_file: list[int]) -> None:
+    def __init__(self, source: Source, columns: list[pa.Array], rows_per_file: list[int]) -> None:
         self.source = source
         # one contiguous array per column: a take from a chunked one (a chunk per row group) is 2x slower
-        self.columns = [column for column in columns if column is not None]
+        self.columns = columns
         self.offsets = np.concatenate([[0], np.cumsum(rows_per_file[:-1], dtype=np.int64)]).astype(np.int64)
 
     def take(self, at: pa.Array, pool: ThreadPoolExecutor) -> dict[str, pa.Array]:
@@ -316,12 +315,11 @@ def _gathers(plan: JoinPlan, budget: int) -> dict[int, _Gather]:
             continue
         backend = backend_for(source.files[0])
         filesystem, threads = arrow_scan(backend)
-        paths = [backend.to_path(uri) for uri in source.files]
-        footers = [pq.read_metadata(path, filesystem=filesystem) for path in paths]
+        files = [pq.ParquetFile(backend.to_path(uri), filesystem=filesystem) for uri in source.files]
         wanted = set(source.columns)
         size = sum(
             footer.row_group(g).column(c).total_uncompressed_size
-            for footer in footers
+            for footer in (file.metadata for file in files)
             for g in range(footer.num_row_groups)
             for c in range(footer.num_columns)
             if footer.row_group(g).column(c).path_in_schema.split(".")[0] in wanted  # a nested one's leaves
@@ -329,13 +327,13 @@ def _gathers(plan: JoinPlan, budget: int) -> dict[int, _Gather]:
         if size > budget:
             continue
         budget -= size
-        files = [pq.ParquetFile(path, filesystem=filesystem) for path in paths]
         try:
-            columns = [_read_whole(files, name, threads) for name in source.columns]
+            read = [_read_whole(files, name, threads) for name in source.columns]
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a column's type changed between files
             continue
-        if all(column is not None for column in columns):  # else the wide join says which is missing
-            gathers[i] = _Gather(source, columns, [f.num_rows for f in footers])
+        columns = [column for column in read if column is not None]
+        if len(columns) == len(read):  # else the wide join says which is missing
+            gathers[i] = _Gather(source, columns, [file.metadata.num_rows for file in files])
     return gathers
 
 

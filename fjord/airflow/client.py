@@ -112,7 +112,7 @@ class AirflowClient:
         service = airflow_service(settings)
         status = service.status()
         if status.address is None:
-            state = status.detail.split(":")[0] if status.detail else "not running"
+            state = status.partly or "not running"
             raise AirflowError(f"the embedded Airflow is {state}", hint="start the stack with `fjord up`")
         return cls(status.address, airflow.username, service.password())
 

@@ -8,6 +8,7 @@ server (started by any process of this Fjord home) before it starts one, and ret
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import secrets
@@ -45,6 +46,16 @@ class ServiceStatus:
     pids: dict[str, int]
     state_dir: Path
     detail: str = ""
+    down: tuple[str, ...] = ()  # the processes of a partly running service that are not alive
+
+    @property
+    def partly(self) -> str:
+        """The state of a service some of whose processes run: ``partly running (a, b are down)``;
+        empty when it runs whole or not at all."""
+        if self.running or not self.pids:
+            return ""
+        what = f" ({', '.join(self.down)} {'is' if len(self.down) == 1 else 'are'} down)" if self.down else ""
+        return f"partly running{what}"
 
 
 class Service(ABC):
@@ -158,12 +169,11 @@ class Service(ABC):
         running = self._running(state)
         pids = {k: v for k, v in state.get("pids", {}).items() if process.alive(v)}
         address = self.address_for(state["ports"]) if running else None
-        detail = ""
-        if not running and pids:
-            down = [label for label in state.get("pids", {}) if label not in pids]
-            what = f" ({', '.join(down)} {'is' if len(down) == 1 else 'are'} down)" if down else ""
-            detail = f"partly running{what}: start it again to restart it"
-        return ServiceStatus(self.name, running, address, pids, self.dir, detail)
+        down = tuple(label for label in state.get("pids", {}) if label not in pids)
+        status = ServiceStatus(self.name, running, address, pids, self.dir, down=down)
+        if status.partly:
+            return dataclasses.replace(status, detail=f"{status.partly}: start it again to restart it")
+        return status
 
     def address(self) -> str | None:
         """The address of the running service, or ``None``."""

@@ -85,7 +85,7 @@ class InferenceArchive:
     def _scan(self, table: DeltaTable, columns: list[str] | None = None,
               filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:  # fmt: skip
         """The table's rows through ``fjord.fs.delta_scan`` (on a remote root, on this thread)."""
-        return delta_scan(table, self.fs.backend, self.fs.path(self.path), columns, filters or None)
+        return delta_scan(table, self.fs.backend, self.fs.path(self.path), columns, filters)
 
     # -- the writer: the monitor's micro-batches -----------------------------------------------------
 
